@@ -1,0 +1,33 @@
+# Two commands do everything: `make demo` and `make test`. Both create .venv when missing and
+# reinstall only when pyproject.toml changed (stamp files), so a second run is quick.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+HASH   := $(shell sha1sum pyproject.toml | cut -c1-12)
+OUT    ?= out
+
+.PHONY: demo test install install-test browser clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.stamp-run-$(HASH): | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.stamp-test-$(HASH): | $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.stamp-run-$(HASH)
+install-test: $(VENV)/.stamp-test-$(HASH)
+
+demo: install
+	$(VENV)/bin/convlens tour --quick --out $(OUT)/report
+
+test: install-test
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(OUT) .pytest_cache

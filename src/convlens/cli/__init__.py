@@ -1,0 +1,69 @@
+"""The ``convlens`` command line: a thin typer app. Each command parses its options, calls one
+library function, and renders the returned dataclass as a table (humans) or JSON (``--json``, stdout
+only). A :class:`~convlens.errors.ConvlensError` becomes one line on stderr and exit status 2.
+
+Commands live in one module per concern (``convlens.cli.<concern>``), each with ``register(app)``.
+
+Example:
+    >>> main(["--help"]) == 0
+    True
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+import typer
+import typer.main
+
+from convlens.errors import ConvlensError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="convlens",
+    help="Every core idea of convolutional networks, computable and inspectable on real models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# One module per concern; each adds its commands. Order = order in --help.
+_COMMAND_MODULES = ("arith", "models", "explain", "featvis", "train", "vision", "tour")
+
+
+def _register_all() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(f"convlens.cli.{name}")
+        module.register(app)
+
+
+_register_all()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 user error, 1 unexpected failure)."""
+    command = typer.main.get_command(app)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = command.main(args=args, prog_name="convlens", standalone_mode=False)
+    except ConvlensError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except click.exceptions.Exit as e:
+        return int(e.exit_code or 0)
+    except click.ClickException as e:
+        e.show(file=sys.stderr)
+        return int(e.exit_code or 2)
+    except click.Abort:
+        print("aborted.", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted.", file=sys.stderr)
+        return 130
+    return int(result) if isinstance(result, int) else 0

@@ -1,0 +1,119 @@
+"""Helpers shared by the CLI commands: size parsing, JSON/table output, model options.
+
+Example:
+    >>> parse_size("128x128x32")
+    (128, 128, 32)
+    >>> parse_size("32x128x128", channels_first=True)
+    (128, 128, 32)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convlens.errors import InputError
+
+__all__ = ["parse_size", "print_json", "to_jsonable", "console", "parse_int_list", "ensure_out_dir"]
+
+
+def parse_size(text: str, *, channels_first: bool = False, name: str = "--input") -> tuple[int, int, int]:
+    """Parse the course notation ``HxWxC`` (or ``CxHxW`` with ``channels_first``) into (H, W, C).
+
+    A two-part ``HxW`` is refused: the channel count matters for every cost.
+    """
+    parts = text.lower().replace("×", "x").replace(",", "x").split("x")
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        order = "CxHxW" if channels_first else "HxWxC"
+        raise InputError(f"{name} must look like {order} with three positive integers (e.g. 128x128x32), got '{text}'.")
+    a, b, c = (int(p) for p in parts)
+    h, w, ch = (b, c, a) if channels_first else (a, b, c)
+    if min(h, w, ch) < 1:
+        raise InputError(f"{name} sizes must be >= 1, got '{text}'.")
+    return h, w, ch
+
+
+def parse_int_list(text: str, *, name: str) -> list[int]:
+    """Parse ``0-15``, ``1,3,7`` or ``0-3,8`` into a list of ints.
+
+    Example:
+        >>> parse_int_list("0-2,5", name="--channels")
+        [0, 1, 2, 5]
+    """
+    import re
+
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if m is None or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise InputError(f"{name} must be non-negative integers or ranges like '0-15' or '1,3,7', got '{text}'.")
+        lo = int(m.group(1))
+        out.extend(range(lo, int(m.group(2) or lo) + 1))
+    if not out:
+        raise InputError(f"{name} is empty.")
+    return out
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, numpy and torch values -> plain JSON types (NaN/inf -> null)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        # a dataclass may rename fields for JSON (``cls`` -> ``class``) with a ``_json_names`` mapping
+        rename = getattr(obj, "_json_names", {})
+        return {rename.get(f.name, f.name): to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    try:
+        import torch
+
+        if isinstance(obj, torch.Tensor):
+            return to_jsonable(obj.detach().cpu().tolist())
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    """Write ``obj`` as JSON to stdout (the only thing ``--json`` writes there)."""
+    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def console(stderr: bool = False):  # -> rich.console.Console
+    """A rich console; colour only when the stream is a terminal."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=stream, highlight=False, no_color=not stream.isatty(), soft_wrap=False, width=None if stream.isatty() else 120)
+
+
+def ensure_out_dir(path: str | Path) -> Path:
+    """Create an output folder (parents too) and return it; a file in the way is an InputError."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"--out '{p}' exists and is not a folder.")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def check_choice(value: str, choices: Sequence[str], *, name: str) -> str:
+    """Validate a string option against allowed values."""
+    if value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(choices)}; got '{value}'.")
+    return value

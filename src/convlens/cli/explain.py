@@ -1,0 +1,9 @@
+"""CLI commands for the 'explain' concern (see the module's library counterpart)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this concern's commands to ``app``."""

@@ -1,0 +1,161 @@
+"""Reading images: the one place where files become arrays.
+
+``load_image`` turns any image file Pillow can read into an ``(H, W, 3)`` ``uint8`` RGB array:
+EXIF orientation applied, every mode (L, LA, P, RGBA, I;16, I, F, CMYK, ...) converted to RGB,
+decompression bombs refused before decoding, truncated or corrupt files refused with the file name.
+URLs are never fetched.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> from PIL import Image
+    >>> path = os.path.join(tempfile.mkdtemp(), "gray.png")
+    >>> Image.fromarray(np.full((4, 6), 128, np.uint8)).save(path)
+    >>> load_image(path).shape
+    (4, 6, 3)
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from convlens.errors import InputError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "load_image", "to_rgb", "list_images", "as_uint8_rgb"]
+
+#: Largest image (in pixels) read by default: 8K x 8K. Larger files are refused before decoding.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+#: File endings treated as images when a folder is given.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert a Pillow image of any mode to 8-bit RGB.
+
+    Alpha is composited on white (a transparent background reads as paper, not as black).
+    16/32-bit integer and float grayscale are rescaled from their own min..max to 0..255.
+
+    Example:
+        >>> to_rgb(Image.new("LA", (2, 2))).mode
+        'RGB'
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
+        gray = np.nan_to_num(scaled).round().astype(np.uint8)
+        return Image.fromarray(np.stack([gray] * 3, axis=-1), "RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as an ``(H, W, 3)`` uint8 RGB array.
+
+    Args:
+        path: a local file. ``http://`` and similar URLs are refused: convlens never downloads.
+        max_pixels: refuse images with more pixels than this (decompression-bomb guard);
+            ``None`` disables the check.
+
+    Raises:
+        InputError: missing file, URL, not an image, truncated/corrupt data, or too many pixels.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "x.png")
+        >>> Image.new("P", (3, 2)).save(p)
+        >>> load_image(p).dtype
+        dtype('uint8')
+    """
+    text = os.fspath(path)
+    if "://" in text:
+        raise InputError(f"image '{text}' is a URL; convlens reads local files only (download it first).")
+    p = Path(text)
+    if not p.exists():
+        raise InputError(f"image file '{p}' does not exist.")
+    if p.is_dir():
+        raise InputError(f"image path '{p}' is a folder; give an image file.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                w, h = im.size
+                if max_pixels is not None and w * h > max_pixels:
+                    raise InputError(
+                        f"image '{p}' has {w}x{h} = {w * h:,} pixels, more than max_pixels={max_pixels:,}; "
+                        "raise max_pixels if you trust the file."
+                    )
+                im.load()  # decode now so truncation is caught here, not later
+                im = ImageOps.exif_transpose(im) or im
+                rgb = to_rgb(im)
+                arr = np.array(rgb, dtype=np.uint8)
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputError(f"image '{p}' looks like a decompression bomb and was refused ({e}).") from None
+    except UnidentifiedImageError:
+        raise InputError(f"file '{p}' is not an image Pillow can read.") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"image '{p}' is truncated or corrupt ({e}).") from None
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"image '{p}' decoded to an unusable array of shape {arr.shape}.")
+    return arr
+
+
+def list_images(path: str | os.PathLike[str]) -> list[Path]:
+    """Expand a file or folder into a sorted list of image files (folders: by extension, recursive).
+
+    Example:
+        >>> import tempfile
+        >>> list_images(tempfile.mkdtemp())
+        []
+    """
+    p = Path(path)
+    if p.is_dir():
+        return sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+    if not p.exists():
+        raise InputError(f"image path '{p}' does not exist.")
+    return [p]
+
+
+def as_uint8_rgb(image: np.ndarray) -> np.ndarray:
+    """Validate an in-memory image and return it as ``(H, W, 3)`` uint8.
+
+    Accepts (H, W), (H, W, 1), (H, W, 3), (H, W, 4) arrays, uint8 or float in [0, 1].
+
+    Example:
+        >>> as_uint8_rgb(np.zeros((2, 2))).shape
+        (2, 2, 3)
+    """
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(f"image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape {a.shape}.")
+    if a.dtype != np.uint8:
+        af = a.astype(np.float64)
+        if not np.isfinite(af).all():
+            raise InputError("image array contains NaN or infinite values.")
+        if af.min() < 0 or af.max() > 1.0 + 1e-6:
+            if af.max() <= 255 and af.min() >= 0:
+                a = af.round().astype(np.uint8)
+            else:
+                raise InputError(f"float image values must lie in [0, 1] (or 0..255); got {af.min():g}..{af.max():g}.")
+        else:
+            a = (af * 255.0).round().astype(np.uint8)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.shape[2] == 4:
+        a = np.asarray(to_rgb(Image.fromarray(a, "RGBA")))
+    return np.ascontiguousarray(a)

@@ -1,0 +1,36 @@
+"""Models: a registry, ``load_model``, preprocessing and safe weights (see :mod:`convlens.models.registry`).
+
+Example:
+    >>> from convlens.models import load_model
+    >>> load_model("efficientnet_lite0").meta.input_size
+    (3, 224, 224)
+"""
+
+from convlens.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from convlens.models.registry import (
+    ModelBundle,
+    ModelMeta,
+    bundle_from_module,
+    imagenet_labels,
+    list_models,
+    load_model,
+    load_weights_into,
+    register_model,
+)
+from convlens.models.weights import read_state_dict
+from convlens.models import efficientnet_lite as _efficientnet_lite  # noqa: F401  (registers the embedded model)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Preprocess",
+    "ModelBundle",
+    "ModelMeta",
+    "bundle_from_module",
+    "imagenet_labels",
+    "list_models",
+    "load_model",
+    "load_weights_into",
+    "read_state_dict",
+    "register_model",
+]

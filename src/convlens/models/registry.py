@@ -1,0 +1,389 @@
+"""Model registry: one entry point, ``load_model``, for every model convlens can use.
+
+Resolution order of a name:
+
+1. convlens's own registry (``@register_model``; e.g. the embedded, pretrained ``efficientnet_lite0``);
+2. ``path/to/file.py:factory`` -- a user's Python file and a callable in it returning an ``nn.Module``;
+3. a torchvision classification model name (``resnet18``, ``vgg16``, ``googlenet``, ...);
+4. a timm model name.
+
+Models from 2-4 start from random init unless ``weights=PATH`` names a local weights file
+(:func:`convlens.models.weights.read_state_dict`: safetensors, or a pickle loaded with
+``weights_only=True``). Nothing is ever downloaded.
+
+Example:
+    >>> b = load_model("resnet18")
+    >>> b.meta.name, b.meta.num_classes, b.model.training
+    ('resnet18', 1000, False)
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from convlens.errors import ModelError
+from convlens.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from convlens.models.weights import read_state_dict
+
+__all__ = [
+    "ModelMeta",
+    "ModelBundle",
+    "register_model",
+    "list_models",
+    "load_model",
+    "imagenet_labels",
+    "load_weights_into",
+]
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Plain data about a model: where it came from, its input, its classes and its size."""
+
+    name: str
+    source: str  # 'convlens' | 'file' | 'torchvision' | 'timm'
+    pretrained: bool
+    num_classes: int
+    num_params: int
+    input_size: tuple[int, int, int] = (3, 224, 224)  # (C, H, W)
+    default_layer: str | None = None  # preferred CAM layer; None = auto
+    weights: str | None = None  # path of the weights file, if any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelBundle:
+    """A model ready to use: the module (eval mode, on its device), its preprocessing and its labels.
+
+    Example:
+        >>> b = load_model("resnet18")
+        >>> b.label(0)
+        'tench'
+    """
+
+    model: nn.Module
+    preprocess: Preprocess
+    labels: list[str] | None
+    meta: ModelMeta
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters."""
+        from convlens.hooks import device_of
+
+        return device_of(self.model)
+
+    def label(self, index: int) -> str:
+        """Human name of class ``index`` (``'class 7'`` when the model has no labels)."""
+        if self.labels is not None and 0 <= index < len(self.labels):
+            return self.labels[index]
+        return f"class {index}"
+
+
+Builder = Callable[..., ModelBundle]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: register ``fn(weights=None, num_classes=None, device='cpu') -> ModelBundle`` under ``name``.
+
+    A name may be registered once; a duplicate raises :class:`ModelError`.
+
+    Example:
+        >>> @register_model("doc_tiny")
+        ... def doc_tiny(weights=None, num_classes=None, device="cpu"):
+        ...     return bundle_from_module(nn.Conv2d(3, 2, 3), "doc_tiny", "convlens")
+        >>> "doc_tiny" in list_models("doc_*")
+        True
+    """
+
+    def deco(fn: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ModelError(f"model name '{name}' is already registered.")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names, in index order, from torchvision's offline weight metadata.
+
+    Example:
+        >>> imagenet_labels()[285]
+        'Egyptian cat'
+    """
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _timm_names(pattern: str = "*") -> list[str]:
+    import timm
+
+    return list(timm.list_models(pattern))
+
+
+def list_models(pattern: str = "*", *, source: str | None = None) -> list[str]:
+    """Names ``load_model`` accepts that match a glob, convlens's own first, then torchvision, then timm.
+
+    Args:
+        source: restrict to ``'convlens'``, ``'torchvision'`` or ``'timm'``.
+
+    Example:
+        >>> list_models("efficientnet_lite*", source="convlens")
+        ['efficientnet_lite0']
+    """
+    out: list[str] = []
+    if source in (None, "convlens"):
+        out += sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    if source in (None, "torchvision"):
+        out += [n for n in _torchvision_names() if fnmatch.fnmatch(n, pattern) and n not in out]
+    if source in (None, "timm"):
+        seen = set(out)
+        out += [n for n in _timm_names(pattern) if n not in seen]
+    return out
+
+
+def _classifier_out(sd: dict[str, torch.Tensor]) -> int | None:
+    """Number of classes implied by a state dict: rows of its last 2-D weight (the head)."""
+    two_d = [k for k, v in sd.items() if v.ndim == 2 and k.endswith("weight")]
+    return int(sd[two_d[-1]].shape[0]) if two_d else None
+
+
+def load_weights_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Strictly load ``sd`` into ``model``; any missing/unexpected key or shape mismatch is a ModelError.
+
+    Example:
+        >>> m = nn.Linear(2, 2)
+        >>> load_weights_into(m, {k: torch.zeros_like(v) for k, v in m.state_dict().items()}, "zeros")
+        >>> float(m.weight.abs().sum())
+        0.0
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    bad = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
+    if missing or unexpected or bad:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. '{missing[0]}')")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')")
+        if bad:
+            k = bad[0]
+            parts.append(f"{len(bad)} with wrong shape (e.g. '{k}': file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})")
+        raise ModelError(f"weights from '{source}' do not fit {type(model).__name__}: " + ", ".join(parts) + ".")
+    model.load_state_dict(sd, strict=True)
+
+
+def _sidecar_labels(path: Path) -> list[str] | None:
+    """Labels stored beside a weights file as ``<stem>.json`` (``{"labels": [...]}``), as training writes."""
+    for cand in (path.with_suffix(".json"), path.parent / "labels.json"):
+        if cand.is_file():
+            try:
+                data = json.loads(cand.read_text())
+            except (OSError, ValueError):
+                continue
+            labels = data.get("labels") if isinstance(data, dict) else data
+            if isinstance(labels, list) and all(isinstance(x, str) for x in labels):
+                return labels
+    return None
+
+
+def bundle_from_module(
+    model: nn.Module,
+    name: str,
+    source: str,
+    *,
+    preprocess: Preprocess | None = None,
+    labels: list[str] | None = None,
+    pretrained: bool = False,
+    num_classes: int | None = None,
+    default_layer: str | None = None,
+    weights: str | None = None,
+    device: str | torch.device = "cpu",
+    extra: dict[str, Any] | None = None,
+) -> ModelBundle:
+    """Wrap a built module into a :class:`ModelBundle` (eval mode, moved to ``device``).
+
+    Example:
+        >>> bundle_from_module(nn.Conv2d(3, 8, 3), "tiny", "file").meta.num_params
+        224
+    """
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model '{name}' is a {type(model).__name__}, not a torch.nn.Module.")
+    model = model.to(device).eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    pre = preprocess or Preprocess()
+    if num_classes is None:
+        num_classes = int(getattr(model, "num_classes", 0) or 0) or (len(labels) if labels else 0)
+    meta = ModelMeta(
+        name=name,
+        source=source,
+        pretrained=pretrained,
+        num_classes=num_classes,
+        num_params=n_params,
+        input_size=(3, pre.size, pre.size),
+        default_layer=default_layer,
+        weights=weights,
+        extra=dict(extra or {}),
+    )
+    return ModelBundle(model=model, preprocess=pre, labels=labels, meta=meta)
+
+
+def _load_user_file(spec: str) -> tuple[nn.Module, str]:
+    file, _, factory = spec.rpartition(":")
+    path = Path(file)
+    if not path.is_file():
+        raise ModelError(f"model file '{path}' does not exist (expected 'path/to/file.py:factory').")
+    if not factory.isidentifier():
+        raise ModelError(f"'{factory}' in '{spec}' is not a Python name (expected 'path/to/file.py:factory').")
+    mod_name = f"convlens_user_{abs(hash(str(path.resolve())))}"
+    try:
+        sp = importlib.util.spec_from_file_location(mod_name, path)
+        if sp is None or sp.loader is None:
+            raise ModelError(f"cannot import '{path}' as a Python module.")
+        module = importlib.util.module_from_spec(sp)
+        sys.modules[mod_name] = module
+        sp.loader.exec_module(module)
+    except ModelError:
+        raise
+    except Exception as e:
+        raise ModelError(f"importing model file '{path}' failed: {type(e).__name__}: {e}") from None
+    fn = getattr(module, factory, None)
+    if not callable(fn):
+        raise ModelError(f"'{path}' has no callable named '{factory}'.")
+    try:
+        model = fn()
+    except Exception as e:
+        raise ModelError(f"'{spec}' raised {type(e).__name__}: {e}") from None
+    return model, path.stem
+
+
+def load_model(
+    name: str = "efficientnet_lite0",
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    num_classes: int | None = None,
+) -> ModelBundle:
+    """Build a model by name, load local weights if given, return it in eval mode with its preprocessing and labels.
+
+    Args:
+        name: a registered name, ``file.py:factory``, a torchvision or a timm model name.
+        weights: local ``.safetensors``/``.pt``/``.pth`` file; its head size sets ``num_classes`` when
+            that is not given (so fine-tuned checkpoints load as they were saved).
+        device: where the model lives (``'cpu'``, ``'cuda'``, ``'cuda:1'``...).
+        num_classes: size of a fresh head (random init).
+
+    Raises:
+        ModelError: unknown name (with close matches), unloadable weights, or a factory that fails.
+
+    Example:
+        >>> load_model("efficientnet_lite0").labels[285]
+        'Egyptian cat'
+    """
+    if not isinstance(name, str) or not name:
+        raise ModelError("model name must be a non-empty string.")
+    if num_classes is not None and num_classes < 1:
+        raise ModelError(f"num_classes must be >= 1, got {num_classes}.")
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ModelError(f"device '{device}' is not a valid torch device ({e}).") from None
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device '{device}' requested but CUDA is not available on this machine.")
+    sd = read_state_dict(weights) if weights is not None else None
+    wpath = str(weights) if weights is not None else None
+    if num_classes is None and sd is not None:
+        num_classes = _classifier_out(sd)
+    labels_side = _sidecar_labels(Path(weights)) if weights is not None else None
+
+    if name in _REGISTRY:
+        bundle = _REGISTRY[name](weights=sd, num_classes=num_classes, device=torch_device)
+        if sd is not None:
+            bundle.meta = replace(bundle.meta, weights=wpath, pretrained=True)
+    elif name.endswith(".py") or ".py:" in name:
+        if ":" not in name:
+            raise ModelError(f"'{name}' needs a factory: use 'path/to/file.py:factory'.")
+        module, stem = _load_user_file(name)
+        if sd is not None:
+            load_weights_into(module, sd, wpath or "")
+        n_out = _classifier_out(module.state_dict())
+        labels = imagenet_labels() if n_out == 1000 else None
+        bundle = bundle_from_module(
+            module, stem, "file", labels=labels, pretrained=sd is not None, weights=wpath, device=torch_device,
+            num_classes=n_out,
+        )
+    else:
+        bundle = _load_zoo(name, sd, wpath, num_classes, torch_device)
+    if labels_side is not None:
+        bundle.labels = labels_side
+    return bundle
+
+
+def _load_zoo(
+    name: str, sd: dict[str, torch.Tensor] | None, wpath: str | None, num_classes: int | None, device: torch.device
+) -> ModelBundle:
+    import timm
+    import torchvision
+
+    n_cls = num_classes or 1000
+    if name in _torchvision_names():
+        kwargs: dict[str, Any] = {"weights": None, "num_classes": n_cls}
+        if name in ("googlenet", "inception_v3"):
+            kwargs.update(aux_logits=False, init_weights=True)
+        try:
+            module = torchvision.models.get_model(name, **kwargs)
+        except Exception as e:
+            raise ModelError(f"torchvision could not build '{name}': {type(e).__name__}: {e}") from None
+        size = 299 if name == "inception_v3" else 224
+        pre = Preprocess(size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="crop", crop_pct=0.875)  # torchvision: resize 256, crop 224
+        source = "torchvision"
+    elif timm.is_model(name):
+        try:
+            module = timm.create_model(name, pretrained=False, num_classes=n_cls)
+        except Exception as e:
+            raise ModelError(f"timm could not build '{name}': {type(e).__name__}: {e}") from None
+        cfg = getattr(module, "pretrained_cfg", {}) or {}
+        c, h, w = cfg.get("input_size", (3, 224, 224))
+        pre = Preprocess(
+            size=int(h),
+            mean=tuple(cfg.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
+            std=tuple(cfg.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
+            resize="crop",
+            crop_pct=float(cfg.get("crop_pct", 0.875)),
+            interpolation=cfg.get("interpolation", "bicubic") if cfg.get("interpolation") in ("bilinear", "bicubic") else "bilinear",
+        )
+        source = "timm"
+    else:
+        candidates = list(dict.fromkeys(list(_REGISTRY) + _torchvision_names() + _timm_names()))
+        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+        hint = ("did you mean " + ", ".join(f"'{c}'" for c in close) + "?") if close else "run `convlens models` to list them."
+        raise ModelError(f"unknown model '{name}'; {hint}")
+    if sd is not None:
+        load_weights_into(module, sd, wpath or "")
+    labels = imagenet_labels() if n_cls == 1000 else None
+    return bundle_from_module(
+        module, name, source, preprocess=pre, labels=labels, pretrained=sd is not None, num_classes=n_cls,
+        weights=wpath, device=device,
+    )

@@ -1,0 +1,50 @@
+"""Shared fixtures. Heavy objects (the embedded pretrained model) are built once per session."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+# CI has 2 cores: keep torch from oversubscribing them when tests run alongside each other.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+settings.register_profile(
+    "ci", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=True
+)
+settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session")
+def chelsea() -> np.ndarray:
+    """skimage's cat photo, (300, 451, 3) uint8."""
+    import skimage.data
+
+    return skimage.data.chelsea()
+
+
+@pytest.fixture(scope="session")
+def coffee() -> np.ndarray:
+    import skimage.data
+
+    return skimage.data.coffee()
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The embedded pretrained EfficientNet-Lite0 bundle (shared: tests must not modify it)."""
+    from convlens.models import load_model
+
+    return load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def resnet18_bundle():
+    """torchvision ResNet-18, random init with a fixed seed (shared: tests must not modify it)."""
+    from convlens.models import load_model
+
+    torch.manual_seed(0)
+    return load_model("resnet18")

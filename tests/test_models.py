@@ -1,0 +1,106 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from convlens.errors import ModelError
+from convlens.models import list_models, load_model
+from convlens.models.preprocess import Preprocess
+from convlens.inspect.predict import predict
+
+
+@pytest.mark.slow
+def test_embedded_model_is_really_pretrained(lite0, chelsea, coffee):
+    top_cat, top_coffee = predict(lite0, [chelsea, coffee], topk=1)
+    assert top_cat[0].label == "Egyptian cat" and top_cat[0].prob > 0.5
+    assert top_coffee[0].label == "espresso"
+
+
+def test_eval_mode_and_meta(lite0):
+    assert not lite0.model.training
+    assert lite0.meta.num_params == sum(p.numel() for p in lite0.model.parameters())
+    assert lite0.meta.num_classes == 1000 and len(lite0.labels) == 1000
+
+
+def test_unknown_name_suggests():
+    with pytest.raises(ModelError, match="did you mean 'resnet18'"):
+        load_model("resnet81")
+
+
+def test_list_models_sources():
+    assert list_models("efficientnet_lite0", source="convlens") == ["efficientnet_lite0"]
+    assert "resnet18" in list_models("resnet1*", source="torchvision")
+    assert "resnet18" in list_models("resnet18")
+
+
+def test_weights_roundtrip_safetensors_and_pt(tmp_path):
+    torch.manual_seed(1)
+    src = load_model("resnet18", num_classes=3)
+    sd = {k: v.contiguous() for k, v in src.model.state_dict().items()}
+    save_file(sd, tmp_path / "w.safetensors")
+    torch.save(sd, tmp_path / "w.pt")
+    for f in ("w.safetensors", "w.pt"):
+        b = load_model("resnet18", weights=tmp_path / f)
+        assert b.meta.num_classes == 3, "head size follows the weights file"
+        assert torch.equal(b.model.fc.weight, src.model.fc.weight)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_unsafe_pickle_refused(tmp_path):
+    p = tmp_path / "evil.pt"
+    torch.save({"x": _Evil()}, p)
+    with pytest.raises(ModelError, match="code execution"):
+        load_model("resnet18", weights=p)
+
+
+def test_corrupt_and_mismatched_weights(tmp_path):
+    p = tmp_path / "bad.safetensors"
+    p.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(ModelError, match="corrupt"):
+        load_model("resnet18", weights=p)
+    q = tmp_path / "other.pt"
+    torch.save({"fc.weight": torch.zeros(3, 7)}, q)
+    with pytest.raises(ModelError, match="do not fit"):
+        load_model("resnet18", weights=q)
+
+
+def test_user_file_factory(tmp_path):
+    f = tmp_path / "mynet.py"
+    f.write_text(
+        "import torch\n"
+        "def build():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))\n"
+    )
+    b = load_model(f"{f}:build")
+    assert b.meta.source == "file" and b.meta.num_classes == 2
+    with pytest.raises(ModelError, match="no callable"):
+        load_model(f"{f}:nope")
+
+
+def test_preprocess_modes():
+    img = np.zeros((100, 50, 3), np.uint8)
+    assert Preprocess(size=32, resize="crop").resize_image(img).shape == (32, 32, 3)
+    assert Preprocess(size=32, resize="squash").resize_image(img).shape == (32, 32, 3)
+
+
+def test_cli_predict_json_and_errors(tmp_path, chelsea):
+    from PIL import Image
+
+    p = tmp_path / "cat.png"
+    Image.fromarray(chelsea).save(p)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "convlens", *a], capture_output=True, text=True)
+    r = run("predict", str(p), "--topk", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    data = json.loads(r.stdout)
+    assert data[0]["top"][0]["label"] == "Egyptian cat" and set(data[0]["top"][0]) == {"class", "label", "prob"}
+    r = run("predict", str(tmp_path / "none.png"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
