@@ -14,9 +14,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-import click
 import typer
 import typer.main
+
+try:  # typer >= 0.20 vendors its own click; older typer uses click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click import ClickException
 
 from convlens.errors import ConvlensError
 
@@ -55,12 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConvlensError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as e:
-        return int(e.exit_code or 0)
-    except click.ClickException as e:
+    except typer.Exit as e:
+        return int(getattr(e, "exit_code", 0) or 0)
+    except ClickException as e:
         e.show(file=sys.stderr)
-        return int(e.exit_code or 2)
-    except click.Abort:
+        return int(e.exit_code if e.exit_code is not None else 2)
+    except typer.Abort:
         print("aborted.", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
