@@ -24,10 +24,15 @@ install: $(VENV)/.stamp-run-$(HASH)
 install-test: $(VENV)/.stamp-test-$(HASH)
 
 demo: install
-	$(VENV)/bin/convlens tour --quick --out $(OUT)/report
+	$(VENV)/bin/convlens tour --quick --out $(OUT)/report; rc=$$?; \
+	echo "report: file://$(abspath $(OUT))/report/index.html (summary: $(OUT)/report/summary.json)"; exit $$rc
 
-test: install-test
+test: install-test browser
 	$(PY) -m pytest -q
+
+# The browser test needs Debian's chromium (no browser download); CI runs as root with apt access.
+browser:
+	@test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,315 @@
+"""The tour's machinery: what a section returns, how sections are registered, and the runner.
+
+A *section* is one course topic computed live. Its function takes a :class:`TourContext` (quick or
+full sizes, seed, device, the shared pretrained model and images) and returns a :class:`Section`
+(numbers, tables, figures, explanation, and the API call and CLI command that reproduce it). The
+runner times each one, turns a failure into a ``Section`` with ``status='error'`` and goes on, and
+reports progress through a callback -- it never prints.
+
+Example:
+    >>> from convlens.tour.core import Body, TourContext, section, run_tour
+    >>> reg = {}
+    >>> @section(1, "Addition", "What is 1 + 1?", registry=reg)
+    ... def q1(ctx):
+    ...     return Body(results={"sum": 1 + 1}, explanation="Arithmetic.")
+    >>> tour = run_tour(TourContext(quick=True), registry=reg)
+    >>> tour.sections[0].id, tour.sections[0].status, tour.sections[0].results["sum"]
+    ('q1', 'ok', 2)
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convlens.errors import InputError
+
+__all__ = [
+    "Table",
+    "TourFigure",
+    "Body",
+    "Section",
+    "SectionSpec",
+    "TourContext",
+    "TourResult",
+    "Progress",
+    "section",
+    "run_tour",
+    "SECTIONS",
+]
+
+
+@dataclass
+class Table:
+    """A small table of live numbers: ``columns`` names, ``rows`` of plain values."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+
+
+@dataclass
+class TourFigure:
+    """A matplotlib Figure with its caption; ``file`` is set by the report writer once saved."""
+
+    caption: str
+    figure: Any = field(repr=False)  # matplotlib.figure.Figure (None after saving to free memory)
+    file: str | None = None
+
+
+@dataclass
+class Body:
+    """What a section function computes; the ``@section`` decorator adds id/title/question."""
+
+    results: dict[str, Any] = field(default_factory=dict)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[TourFigure] = field(default_factory=list)
+    explanation: str = ""
+    api: str = ""
+    cli: str = ""
+
+
+@dataclass
+class Section:
+    """One topic of the tour, computed live (or the error that stopped it).
+
+    ``id`` is ``qN`` (the HTML element id in the report: a contract). ``status`` is ``'ok'`` or
+    ``'error'``; on error, ``error`` is one line and ``traceback`` the details.
+    """
+
+    id: str
+    number: int
+    title: str
+    question: str
+    results: dict[str, Any] = field(default_factory=dict)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[TourFigure] = field(default_factory=list)
+    explanation: str = ""
+    api: str = ""
+    cli: str = ""
+    status: str = "ok"
+    error: str | None = None
+    traceback: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    """A registered section: its number, title, one-line question, the function, and which
+    convlens modules it needs (named in the error when one is missing)."""
+
+    number: int
+    title: str
+    question: str
+    fn: Callable[["TourContext"], Section] = field(repr=False)
+    needs: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return f"q{self.number}"
+
+
+# The tour's sections, by number (filled by convlens.tour.sections).
+SECTIONS: dict[int, SectionSpec] = {}
+
+
+def section(
+    number: int,
+    title: str,
+    question: str,
+    *,
+    needs: Sequence[str] = (),
+    registry: dict[int, SectionSpec] | None = None,
+) -> Callable[[Callable[["TourContext"], Body]], Callable[["TourContext"], Section]]:
+    """Register ``fn(ctx) -> Body`` as section ``number``; the wrapped function returns a full
+    :class:`Section` (id ``q{number}``, title, question, and the body's fields)."""
+    reg = SECTIONS if registry is None else registry
+
+    def deco(fn: Callable[[TourContext], Body]) -> Callable[[TourContext], Section]:
+        @functools.wraps(fn)
+        def wrapped(ctx: TourContext) -> Section:
+            body = fn(ctx)
+            if not isinstance(body, Body):
+                raise TypeError(f"section q{number} returned {type(body).__name__}, expected Body")
+            return Section(
+                id=f"q{number}",
+                number=number,
+                title=title,
+                question=question,
+                results=body.results,
+                tables=body.tables,
+                figures=body.figures,
+                explanation=body.explanation,
+                api=body.api,
+                cli=body.cli,
+            )
+
+        if number in reg:
+            raise ValueError(f"section q{number} is registered twice")
+        reg[number] = SectionSpec(number, title, question, wrapped, tuple(needs))
+        return wrapped
+
+    return deco
+
+
+class TourContext:
+    """Shared state of one tour run: sizes (quick vs full), seed, device, the embedded pretrained
+    model (loaded once, on first use), bundled images, and a scratch folder for runs that write
+    checkpoints. Sections must not modify the shared model (every convlens API restores it).
+
+    Example:
+        >>> ctx = TourContext(quick=True)
+        >>> ctx.pick(quick=2, full=20)
+        2
+    """
+
+    def __init__(self, *, quick: bool = False, seed: int = 0, device: str = "cpu", workdir: str | Path | None = None) -> None:
+        self.quick = bool(quick)
+        self.seed = int(seed)
+        self.device = device
+        self._workdir = Path(workdir) if workdir is not None else None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._bundle: Any = None
+        self.cache: dict[str, Any] = {}  # results shared between sections (e.g. one training comparison)
+
+    def pick(self, *, quick: Any, full: Any) -> Any:
+        """The quick or the full value of a size."""
+        return quick if self.quick else full
+
+    @property
+    def workdir(self) -> Path:
+        """A scratch folder (a temporary one unless given), removed by :meth:`close`."""
+        if self._workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="convlens-tour-")
+            self._workdir = Path(self._tmp.name)
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        return self._workdir
+
+    def model(self):  # -> convlens.models.ModelBundle
+        """The embedded pretrained EfficientNet-Lite0 bundle, loaded once."""
+        if self._bundle is None:
+            from convlens.models import load_model
+
+            self._bundle = load_model("efficientnet_lite0", device=self.device)
+        return self._bundle
+
+    @staticmethod
+    def image(name: str = "chelsea") -> np.ndarray:
+        """A bundled scikit-image photo (``chelsea``, ``coffee``, ``astronaut``, ...) as RGB uint8."""
+        import skimage.data
+
+        from convlens.io import as_uint8_rgb
+
+        loader = getattr(skimage.data, name, None)
+        if loader is None:
+            raise InputError(f"'{name}' is not a bundled scikit-image image; try chelsea, coffee or astronaut.")
+        return as_uint8_rgb(loader())
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+            self._workdir = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress event: ``phase`` is ``'start'`` (section about to run) or ``'done'`` (with its result)."""
+
+    phase: str
+    index: int  # 1-based position in this run
+    total: int
+    id: str
+    title: str
+    section: Section | None = None
+
+
+@dataclass
+class TourResult:
+    """All sections of one run, in course order."""
+
+    sections: list[Section]
+    quick: bool
+    seed: int
+    device: str
+    seconds: float
+
+    @property
+    def failed(self) -> list[Section]:
+        return [s for s in self.sections if not s.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _error_line(exc: BaseException, spec: SectionSpec) -> str:
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith("convlens"):
+        msg = str(exc)
+        return msg if msg.startswith("this section needs") else f"this section needs {exc.name}, which is not available yet"
+    if isinstance(exc, ImportError) and "convlens" in str(exc):
+        return f"this section needs an API that is not available yet: {exc}"
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def run_tour(
+    ctx: TourContext | None = None,
+    *,
+    only: Sequence[str | int] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    registry: Mapping[int, SectionSpec] | None = None,
+) -> TourResult:
+    """Run the sections in course order; a failing section becomes ``status='error'`` and the tour
+    goes on. ``only`` selects sections (``'q7'`` or ``7``); ``progress`` gets a :class:`Progress`
+    before and after each section.
+    """
+    if registry is None:
+        from convlens.tour import sections as _sections  # noqa: F401  (registers the course sections)
+
+        registry = SECTIONS
+    ctx = ctx or TourContext()
+    specs = [registry[k] for k in sorted(registry)]
+    if only:
+        wanted = set()
+        for o in only:
+            s = str(o).strip().lower().lstrip("q")
+            if not s.isdigit() or int(s) not in registry:
+                raise InputError(f"unknown section '{o}'; expected q1..q{max(registry)} (or 1..{max(registry)}).")
+            wanted.add(int(s))
+        specs = [s for s in specs if s.number in wanted]
+    t_all = time.perf_counter()
+    out: list[Section] = []
+    for i, spec in enumerate(specs, 1):
+        if progress:
+            progress(Progress("start", i, len(specs), spec.id, spec.title))
+        t0 = time.perf_counter()
+        try:
+            sec = spec.fn(ctx)
+        except Exception as exc:  # one failing section must not stop the tour
+            sec = Section(
+                id=spec.id,
+                number=spec.number,
+                title=spec.title,
+                question=spec.question,
+                status="error",
+                error=_error_line(exc, spec),
+                traceback="".join(traceback.format_exception(exc)),
+            )
+        sec.seconds = time.perf_counter() - t0
+        out.append(sec)
+        if progress:
+            progress(Progress("done", i, len(specs), spec.id, spec.title, sec))
+    return TourResult(out, ctx.quick, ctx.seed, str(ctx.device), time.perf_counter() - t_all)

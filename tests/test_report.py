@@ -1,0 +1,77 @@
+"""The HTML/JSON writers (self-contained, escaped, valid JSON) and the per-image report."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from convlens.report import write_tour_report
+from convlens.report.html import format_value, write_page
+from convlens.tour import Section, Table, TourFigure, TourResult
+
+
+def _fig() -> Figure:
+    fig = Figure(figsize=(2, 2))
+    fig.add_subplot(1, 1, 1).plot([0, 1], [1, 0])
+    return fig
+
+
+def _sections():
+    ok = Section(
+        "q1", 1, "A <b>bold</b> title", "Is <script> escaped?",
+        results={"nan": float("nan"), "arr": np.arange(3), "x": 0.5},
+        tables=[Table(["name", "value"], [["a&b", 1.23456789]], caption="cap")],
+        figures=[TourFigure("first", _fig()), TourFigure("second", _fig())],
+        explanation="One.\n\nTwo <i>.", api="f(x)", cli="convlens f",
+    )
+    bad = Section("q2", 2, "Broken", "Why?", status="error", error="ValueError: boom", traceback="Traceback ...\nValueError: boom")
+    return [ok, bad]
+
+
+def test_page_is_self_contained_and_escaped(tmp_path):
+    page = write_page(_sections(), tmp_path, title="t")
+    html = page.read_text()
+    assert 'id="q1"' in html and 'id="q2"' in html
+    assert 'href="#q1"' in html and 'href="#q2"' in html
+    assert "<script" not in html.lower() and "&lt;script&gt;" in html  # user text escaped, no scripts
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "a&amp;b" in html
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing from the network
+    assert "This section failed: ValueError: boom" in html
+    # figures saved next to the page, referenced by relative name, released from memory
+    for name in ("q1-1.png", "q1-2.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f'src="{name}"' in html
+    assert all(f.figure is None and f.file for f in _sections_saved(tmp_path))
+
+
+def _sections_saved(tmp_path):
+    secs = _sections()
+    write_page(secs, tmp_path / "again", title="t")
+    return secs[0].figures
+
+
+def test_tour_summary_json_is_strict(tmp_path):
+    secs = _sections()
+    tour = TourResult(secs, quick=True, seed=0, device="cpu", seconds=1.5)
+    write_tour_report(tour, tmp_path)
+    text = (tmp_path / "summary.json").read_text()
+    data = json.loads(text)  # strict JSON: NaN became null
+    assert "NaN" not in text
+    assert data["ok"] is False and data["failed"] == ["q2"] and data["mode"] == "quick"
+    s1 = data["sections"][0]
+    assert s1["results"] == {"nan": None, "arr": [0, 1, 2], "x": 0.5}
+    assert s1["figures"] == [{"file": "q1-1.png", "caption": "first"}, {"file": "q1-2.png", "caption": "second"}]
+    assert s1["tables"][0]["rows"] == [["a&b", 1.23456789]]
+    assert data["sections"][1]["status"] == "error" and data["sections"][1]["error"] == "ValueError: boom"
+
+
+def test_format_value():
+    assert format_value(1 / 3) == "0.3333"
+    assert format_value(12345678.0) == "1.235e+07"
+    assert format_value(np.float32(0.5)) == "0.5"
+    assert format_value(list(range(20))).endswith(", ...]")
+    assert format_value(True) == "True"
