@@ -155,6 +155,7 @@ def capture(
     clone: bool = False,
     stop_after: str | None = None,
     replace: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    on_call: Callable[[str, tuple[Any, ...], Any], None] | None = None,
 ) -> Iterator[Capture]:
     """Record the outputs of ``layers`` during forward passes; remove every hook on exit.
 
@@ -167,6 +168,8 @@ def capture(
             cannot overwrite the recorded tensor; costs one copy of each captured activation.
         stop_after: a layer name; the forward pass stops right after it (use :meth:`Capture.run`).
         replace: name -> function applied to that layer's output before the rest of the network sees it.
+        on_call: called as ``on_call(name, inputs, output)`` inside each hook, before anything is
+            recorded (the graph tracer uses it to see which tensors each call consumed and produced).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(inplace=True))
@@ -193,6 +196,8 @@ def capture(
 
     def make_hook(name: str) -> Callable[..., Any]:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if on_call is not None:
+                on_call(name, tuple(_inputs), output)
             t = first_tensor(output)
             new_output = None
             if t is not None:
