@@ -1,0 +1,130 @@
+"""Template matching: NCC against skimage.feature.match_template, raw vs ZNCC behaviour,
+batching/device, multi-scale search on chelsea rescaled by 0.5 and 2, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from skimage.feature import match_template
+from skimage.transform import rescale
+
+from convlens.errors import InputError
+from convlens.match import correlate, find_template, find_template_multiscale, image_to_chw
+
+
+@given(
+    h=st.integers(4, 30),
+    w=st.integers(4, 30),
+    th=st.integers(1, 12),
+    tw=st.integers(1, 12),
+    c=st.sampled_from([1, 3]),
+    seed=st.integers(0, 10_000),
+)
+def test_zncc_matches_skimage(h, w, th, tw, c, seed):
+    th, tw = min(th, h), min(tw, w)
+    rng = np.random.default_rng(seed)
+    img = rng.uniform(0, 255, size=(h, w, c))
+    img[: h // 3] = 7.0  # a flat region: both must give 0 there
+    tpl = rng.uniform(0, 255, size=(th, tw, c))
+    ours = correlate(img.transpose(2, 0, 1), tpl.transpose(2, 0, 1), "zncc")
+    ref = match_template(img, tpl, pad_input=False)[..., 0]  # channel axis matched as a 3-D volume
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
+def test_zncc_large_template_fft_path_matches_skimage(chelsea):
+    img = chelsea[::2, ::2].astype(np.float64) / 255
+    tpl = img[30:70, 60:110]  # 40 x 50 x 3: correlated through FFTs
+    ours = correlate(image_to_chw(img), image_to_chw(tpl), "zncc")
+    ref = match_template(img, tpl, pad_input=False)[..., 0]
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+    g = img.mean(axis=2)
+    np.testing.assert_allclose(correlate(g, g[5:25, 7:40], "ncc"), match_template(g, g[5:25, 7:40]), atol=1e-6)
+
+
+def test_raw_and_zero_mean_definitions():
+    rng = np.random.default_rng(3)
+    img, tpl = rng.random((9, 11)), rng.random((3, 4))
+    windows = np.lib.stride_tricks.sliding_window_view(img, (3, 4))  # (7, 8, 3, 4)
+    np.testing.assert_allclose(correlate(img, tpl, "raw"), (windows * tpl).sum((-1, -2)), atol=1e-12)
+    np.testing.assert_allclose(
+        correlate(img, tpl, "zero_mean"), (windows * (tpl - tpl.mean())).sum((-1, -2)), atol=1e-12
+    )
+    big = rng.random((10, 10))  # more taps than the direct-conv limit: the FFT path
+    img2 = rng.random((30, 33))
+    windows2 = np.lib.stride_tricks.sliding_window_view(img2, (10, 10))
+    np.testing.assert_allclose(correlate(img2, big, "raw"), (windows2 * big).sum((-1, -2)), atol=1e-9)
+
+
+def test_raw_fooled_by_bright_region_zncc_is_not():
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0.2, 0.4, size=(60, 60))
+    tpl = img[10:20, 30:42].copy()
+    img[40:55, 5:25] = 1.0  # a bright, featureless patch
+    assert find_template(img, tpl, "zncc").peak == (10, 30)
+    raw_peak = find_template(img, tpl, "raw").peak
+    assert 40 - 10 <= raw_peak[0] <= 55 and raw_peak[1] <= 25  # raw prefers the bright patch
+    # zero-mean correlation ignores the offset but still rewards contrast; ZNCC is bounded
+    assert find_template(img, tpl, "zncc").score == pytest.approx(1.0)
+
+
+def test_zncc_invariant_to_gain_and_offset():
+    rng = np.random.default_rng(1)
+    img, tpl = rng.random((20, 25)), rng.random((5, 6))
+    np.testing.assert_allclose(correlate(3.0 * img + 2.0, tpl), correlate(img, tpl), atol=1e-10)
+    np.testing.assert_allclose(correlate(img, 0.5 * tpl - 4.0), correlate(img, tpl), atol=1e-10)
+
+
+def test_batched_and_many_templates_and_dtype():
+    x = torch.rand(4, 2, 16, 18, dtype=torch.float64)
+    t = torch.rand(3, 2, 5, 4, dtype=torch.float64)
+    out = correlate(x, t, "zncc")
+    assert out.shape == (4, 3, 12, 15) and isinstance(out, torch.Tensor)
+    for n in range(4):
+        for k in range(3):
+            torch.testing.assert_close(out[n, k], correlate(x[n], t[k], "zncc"))
+    assert correlate(x[0], t[0]).shape == (12, 15)
+    assert correlate(x, t[0]).shape == (4, 12, 15)
+    assert isinstance(correlate(np.ones((5, 5)), np.ones((2, 2))), np.ndarray)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_device_follows_input():
+    x = torch.rand(1, 3, 32, 32, device="cuda")
+    out = correlate(x, x[0, :, 4:12, 5:15])
+    assert out.device.type == "cuda"
+
+
+def test_multiscale_chelsea_rescaled(chelsea):
+    img = chelsea.astype(np.float64) / 255
+    y0, x0, th, tw = 80, 150, 60, 80
+    tpl = image_to_chw(img[y0 : y0 + th, x0 : x0 + tw])
+    for factor in (0.5, 2.0):
+        scaled = rescale(img, factor, channel_axis=2, anti_aliasing=True)
+        m = find_template_multiscale(image_to_chw(scaled), tpl, levels=3, template_levels=2)
+        assert m.scale == factor
+        ey, ex = y0 * factor, x0 * factor
+        assert abs(m.peak[0] - ey) <= 2 * factor and abs(m.peak[1] - ex) <= 2 * factor, (factor, m.peak)
+        assert m.score > 0.9
+        assert m.best.size == (round(th * factor), round(tw * factor))
+    unscaled = find_template_multiscale(image_to_chw(img), tpl, levels=3, template_levels=2)
+    assert unscaled.peak == (y0, x0) and unscaled.scale == 1.0
+
+
+def test_bad_input():
+    with pytest.raises(InputError, match="channel"):
+        correlate(np.zeros((3, 10, 10)), np.zeros((2, 3, 3)))
+    with pytest.raises(InputError, match="larger than the image"):
+        correlate(np.zeros((5, 5)), np.zeros((6, 2)))
+    with pytest.raises(InputError, match="NaN"):
+        correlate(np.full((5, 5), np.nan), np.zeros((2, 2)))
+    with pytest.raises(InputError, match="method"):
+        correlate(np.zeros((5, 5)), np.zeros((2, 2)), "sad")
+    with pytest.raises(InputError, match="shape"):
+        correlate(np.zeros(5), np.zeros((2, 2)))
+    with pytest.raises(InputError, match="one image"):
+        find_template(np.zeros((2, 1, 5, 5)), np.zeros((2, 2)))
+    with pytest.raises(InputError, match="levels"):
+        find_template_multiscale(np.zeros((9, 9)), np.zeros((2, 2)), levels=0)

@@ -1,0 +1,126 @@
+"""Pyramids: pyrDown against an independent scipy reference (reflect-101 = scipy 'mirror'),
+exact Laplacian reconstruction, shapes/kinds/devices, odd sizes, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from convlens.errors import InputError
+from convlens.pyramid import expand, gaussian_pyramid, laplacian_pyramid, max_levels, reconstruct, reduce
+
+
+def _pyrdown_reference(img2d: np.ndarray) -> np.ndarray:
+    """OpenCV pyrDown by definition: 5x5 binomial blur with reflect-101 borders, keep even rows/cols."""
+    g = np.array([1, 4, 6, 4, 1], np.float64) / 16
+    blurred = ndimage.correlate(img2d.astype(np.float64), np.outer(g, g), mode="mirror")
+    return blurred[::2, ::2]
+
+
+@given(h=st.integers(3, 23), w=st.integers(3, 23), seed=st.integers(0, 10_000))
+def test_reduce_matches_reference(h, w, seed):
+    x = np.random.default_rng(seed).normal(size=(h, w))
+    got = reduce(x)
+    assert got.shape == ((h + 1) // 2, (w + 1) // 2)
+    np.testing.assert_allclose(got, _pyrdown_reference(x), atol=1e-12)
+
+
+def test_opencv_pyrdown_worked_values():
+    # 1-D check on a constant-plus-impulse signal: an impulse at 0 spreads as 6/16 (centre) after blur
+    x = np.zeros((5, 5))
+    x[0, 0] = 16.0 * 16.0
+    out = reduce(x)
+    # at (0,0) reflect-101 puts no extra copy at the centre: 6 * 6 = 36
+    assert out[0, 0] == pytest.approx(36.0)
+    # at (1,0) the impulse is 2 rows above the centre: weight 1 (row) * 6 (col)
+    assert out[1, 0] == pytest.approx(6.0)
+
+
+@given(
+    n=st.integers(1, 2),
+    c=st.integers(1, 3),
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    seed=st.integers(0, 10_000),
+)
+def test_laplacian_reconstruct_exact_float64(n, c, h, w, seed):
+    x = np.random.default_rng(seed).uniform(-100, 100, size=(n, c, h, w))
+    levels = min(max_levels(h, w), 5)
+    lap = laplacian_pyramid(x, levels)
+    assert len(lap) == levels
+    assert np.abs(reconstruct(lap) - x).max() < 1e-9
+
+
+def test_shapes_ranks_and_kinds():
+    x = np.random.default_rng(0).random((7, 13))
+    g = gaussian_pyramid(x, 4)
+    assert [lv.shape for lv in g] == [(7, 13), (4, 7), (2, 4), (1, 2)]
+    assert all(isinstance(lv, np.ndarray) for lv in g)
+    t = torch.rand(2, 3, 9, 10, dtype=torch.float32)
+    lap = laplacian_pyramid(t, 3)
+    assert all(isinstance(lv, torch.Tensor) and lv.dtype == torch.float32 for lv in lap)
+    assert [tuple(lv.shape) for lv in lap] == [(2, 3, 9, 10), (2, 3, 5, 5), (2, 3, 3, 3)]
+    assert torch.allclose(reconstruct(lap), t, atol=1e-5)
+    chw = gaussian_pyramid(np.zeros((3, 8, 8), np.uint8), 2)
+    assert chw[1].shape == (3, 4, 4) and chw[1].dtype == np.float64
+
+
+def test_batched_equals_per_image():
+    x = torch.rand(3, 2, 11, 8, dtype=torch.float64)
+    batched = laplacian_pyramid(x, 3)
+    for i in range(3):
+        single = laplacian_pyramid(x[i, 1], 3)
+        for b, s in zip(batched, single, strict=True):
+            torch.testing.assert_close(b[i, 1], s)
+
+
+def test_gaussian_keeps_mean_and_constant():
+    x = np.full((9, 14), 3.5)
+    for lv in gaussian_pyramid(x, 4):
+        np.testing.assert_allclose(lv, 3.5, atol=1e-12)
+    for lv in laplacian_pyramid(x, 4)[:-1]:  # a constant image has no detail
+        np.testing.assert_allclose(lv, 0.0, atol=1e-12)
+
+
+def test_band_pass_levels_carry_detail_of_their_scale():
+    # a fine checkerboard lives in L0 only; reduce blurs it almost away
+    y, x = np.mgrid[:32, :32]
+    checker = ((y + x) % 2).astype(np.float64)
+    lap = laplacian_pyramid(checker, 3)
+    assert np.abs(lap[0]).mean() > 10 * np.abs(lap[1]).mean()
+
+
+def test_expand_size_contract():
+    assert expand(np.ones((3, 4)), (5, 7)).shape == (5, 7)
+    with pytest.raises(InputError, match="ceil"):
+        expand(np.ones((3, 4)), (9, 7))
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((2, 2, 2, 2, 2)), "H, W"),
+        (np.zeros((0, 4)), "empty"),
+        (np.array([[1.0, np.nan]]), "NaN"),
+        (np.array([["a", "b"]]), "numbers"),
+    ],
+)
+def test_bad_input(bad, match):
+    with pytest.raises(InputError, match=match):
+        gaussian_pyramid(bad, 2)
+
+
+def test_bad_levels():
+    with pytest.raises(InputError, match="levels"):
+        gaussian_pyramid(np.zeros((4, 4)), 0)
+    with pytest.raises(InputError, match="too many"):
+        laplacian_pyramid(np.zeros((4, 4)), 5)  # 4 -> 2 -> 1: three levels at most
+    assert len(gaussian_pyramid(np.zeros((4, 4)), 3)) == 3
+    with pytest.raises(InputError, match="laplacian_pyramid"):
+        reconstruct([np.zeros((4, 4)), np.zeros((3, 3))])
+    with pytest.raises(InputError):
+        reconstruct([])
