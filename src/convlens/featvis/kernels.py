@@ -1,0 +1,62 @@
+"""First-layer kernels shown directly: the weights of a conv on RGB input ARE small RGB images.
+
+``tile_k = 0.5 + W_k / (2 * max|W|)`` maps each kernel (C_in = 3, kh, kw) to [0, 1] with 0.5 = zero
+weight; ``max|W|`` is taken per kernel (``shared=False``, every tile uses its full contrast) or over
+all kernels (``shared=True``, tiles comparable in strength).
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5))
+    >>> t = first_layer_kernels(net)
+    >>> tuple(t.shape), bool((t >= 0).all() and (t <= 1).all())
+    ((4, 3, 5, 5), True)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from convlens.errors import LayerError
+
+__all__ = ["first_layer_kernels", "first_conv"]
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    """The first ``nn.Conv2d`` (in module order) that takes 3 input channels.
+
+    Example:
+        >>> first_conv(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1)))[0]
+        '0'
+    """
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and m.in_channels == 3 and m.groups == 1:
+            return name, m
+    raise LayerError("the model has no Conv2d with 3 input channels; name the layer whose kernels to show.")
+
+
+def first_layer_kernels(model: nn.Module, layer: str | None = None, *, shared: bool = False) -> torch.Tensor:
+    """RGB tiles (C_out, 3, kh, kw) in [0, 1] of a conv layer with 3 input channels (default: the first).
+
+    Example:
+        >>> conv = torch.nn.Conv2d(3, 1, 1)
+        >>> with torch.no_grad():
+        ...     _ = conv.weight.copy_(torch.tensor([1.0, 0.0, -1.0]).view(1, 3, 1, 1))
+        >>> first_layer_kernels(torch.nn.Sequential(conv)).flatten().tolist()
+        [1.0, 0.5, 0.0]
+    """
+    if layer is None:
+        name, conv = first_conv(model)
+    else:
+        from convlens.layers import resolve
+
+        ref = resolve(model, layer)[0]
+        name, conv = ref.name, ref.module  # type: ignore[assignment]
+        if not isinstance(conv, nn.Conv2d) or conv.in_channels != 3 or conv.groups != 1:
+            raise LayerError(f"layer '{name}' is not a Conv2d with 3 input channels; only such kernels are RGB images.")
+    w = conv.weight.detach().float()  # (C_out, 3, kh, kw)
+    if shared:
+        scale = w.abs().max().clamp_min(1e-12)
+    else:
+        scale = w.abs().flatten(1).max(1).values.clamp_min(1e-12).view(-1, 1, 1, 1)
+    return (0.5 + w / (2 * scale)).clamp(0, 1).cpu()
