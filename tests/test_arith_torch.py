@@ -1,0 +1,202 @@
+"""Property tests: convlens.arith against torch.nn.functional in float64 (the oracle).
+
+Every example is tiny (a few channels, maps <= 9x9) so several hundred examples per op run fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from convlens.arith import conv2d, output_shape, pool2d, trace
+from convlens.errors import InputError
+
+TOL = 1e-9
+
+
+def _arr(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def _torch_conv(x, w, b, stride, padding, dilation, groups, mode):
+    """The oracle: F.conv2d for zeros; nn.Conv2d (its own padding logic) for the other modes and
+    F.pad + F.conv2d for 4-tuple pads (F.pad takes (left, right, top, bottom))."""
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    bt = None if b is None else torch.from_numpy(b)
+    if isinstance(padding, tuple) and len(padding) == 4:
+        t, btm, l, r = padding
+        pmode = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}[mode]
+        xt = F.pad(xt, (l, r, t, btm), mode=pmode)
+        return F.conv2d(xt, wt, bt, stride=stride, padding=0, dilation=dilation, groups=groups)
+    if mode == "zeros":
+        return F.conv2d(xt, wt, bt, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    m = torch.nn.Conv2d(
+        x.shape[1], w.shape[0], w.shape[2:], stride=stride, padding=padding, dilation=dilation,
+        groups=groups, bias=b is not None, padding_mode=mode, dtype=torch.float64,
+    )
+    with torch.no_grad():
+        m.weight.copy_(wt)
+        if b is not None:
+            m.bias.copy_(bt)
+        return m(xt)
+
+
+pad_st = st.one_of(
+    st.sampled_from(["valid", "same"]),
+    st.integers(0, 3),
+    st.tuples(st.integers(0, 3), st.integers(0, 3)),
+    st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)),
+)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@settings(max_examples=400)
+@given(
+    n=st.integers(1, 2),
+    cg=st.integers(1, 2),
+    fg=st.integers(1, 2),
+    groups=st.integers(1, 3),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    k=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    s=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    d=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=pad_st,
+    mode=st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"]),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_conv2d_matches_torch(n, cg, fg, groups, h, w, k, s, d, padding, mode, bias, seed):
+    c, f = cg * groups, fg * groups
+    if padding == "same":
+        s = (1, 1)
+    x = _arr(seed, (n, c, h, w))
+    wt = _arr(seed + 1, (f, cg, *k))
+    b = _arr(seed + 2, (f,)) if bias else None
+    try:
+        want = _torch_conv(x, wt, b, s, padding, d, groups, mode)
+    except RuntimeError:  # torch refuses (kernel too large, reflect pad >= size, ...): so must we
+        event("torch refuses")
+        with pytest.raises(InputError):
+            conv2d(x, wt, b, stride=s, padding=padding, dilation=d, groups=groups, padding_mode=mode)
+        return
+    got = conv2d(x, wt, b, stride=s, padding=padding, dilation=d, groups=groups, padding_mode=mode)
+    assert got.shape == tuple(want.shape)
+    np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=TOL)
+    shape = output_shape((h, w), k, stride=s, padding=padding, dilation=d, in_channels=c, out_channels=f)
+    assert shape.output == (want.shape[2], want.shape[3], f)
+    # the trace of one element tells the same story as the map
+    i, j, ff = seed % got.shape[2], (seed // 7) % got.shape[3], seed % f
+    t = trace(x, wt, i, j, filter=ff, batch=n - 1, bias=b, stride=s, padding=padding, dilation=d, groups=groups, padding_mode=mode)
+    assert abs(t.total - got[n - 1, ff, i, j]) < TOL
+    assert len(t.channels) == cg
+
+
+@st.composite
+def pool_geometry(draw):
+    """(k, p): pads mostly within PyTorch's pad <= k//2, sometimes one past it (must be refused)."""
+    k = draw(st.tuples(st.integers(1, 5), st.integers(1, 5)))
+    over = draw(st.integers(0, 9)) == 0
+    p = tuple(draw(st.integers(0, kk // 2 + over)) for kk in k)
+    return k, p
+
+
+@settings(max_examples=400)
+@given(
+    n=st.integers(1, 2),
+    c=st.integers(1, 3),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    kp=pool_geometry(),
+    s=st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))),
+    d=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    ceil_mode=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_max_pool2d_matches_torch(n, c, h, w, kp, s, d, ceil_mode, seed):
+    k, p = kp
+    x = _arr(seed, (n, c, h, w))
+    try:
+        want = F.max_pool2d(torch.from_numpy(x), k, stride=s, padding=p, dilation=d, ceil_mode=ceil_mode)
+    except RuntimeError:
+        event("torch refuses")
+        with pytest.raises(InputError):
+            pool2d(x, "max", k, s, p, d, ceil_mode)
+        return
+    got = pool2d(x, "max", k, s, p, d, ceil_mode)
+    assert got.shape == tuple(want.shape)
+    np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=TOL)
+    r = output_shape((h, w), k, op="maxpool", stride=s, padding=p, dilation=d, ceil_mode=ceil_mode, in_channels=c)
+    assert r.output == (want.shape[2], want.shape[3], c)
+
+
+@st.composite
+def pool_geometry(draw):
+    """(k, p): pads mostly within PyTorch's pad <= k//2, sometimes one past it (must be refused)."""
+    k = draw(st.tuples(st.integers(1, 5), st.integers(1, 5)))
+    over = draw(st.integers(0, 9)) == 0
+    p = tuple(draw(st.integers(0, kk // 2 + over)) for kk in k)
+    return k, p
+
+
+@settings(max_examples=300)
+@given(
+    n=st.integers(1, 2),
+    c=st.integers(1, 3),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    kp=pool_geometry(),
+    s=st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))),
+    ceil_mode=st.booleans(),
+    include=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_avg_pool2d_matches_torch(n, c, h, w, kp, s, ceil_mode, include, seed):
+    k, p = kp
+    x = _arr(seed, (n, c, h, w))
+    try:
+        want = F.avg_pool2d(torch.from_numpy(x), k, stride=s, padding=p, ceil_mode=ceil_mode, count_include_pad=include)
+    except RuntimeError:
+        event("torch refuses")
+        with pytest.raises(InputError):
+            pool2d(x, "avg", k, s, p, 1, ceil_mode, include)
+        return
+    got = pool2d(x, "avg", k, s, p, ceil_mode=ceil_mode, count_include_pad=include)
+    assert got.shape == tuple(want.shape)
+    np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=TOL)
+    r = output_shape((h, w), k, op="avgpool", stride=s, padding=p, ceil_mode=ceil_mode, in_channels=c)
+    assert r.output == (want.shape[2], want.shape[3], c)
+
+
+@settings(max_examples=200)
+@given(
+    size=st.integers(1, 40),
+    k=st.integers(1, 5),
+    s=st.integers(1, 3),
+    d=st.integers(1, 3),
+    same=st.booleans(),
+)
+def test_tf_convention_closed_formulas(size, k, s, d, same):
+    """TF: SAME -> ceil(i/s), pad total max((o-1)s + k_eff - i, 0) with the extra one after;
+    VALID -> ceil((i - k_eff + 1)/s)."""
+    k_eff = d * (k - 1) + 1
+    if not same and size < k_eff:
+        with pytest.raises(InputError):
+            output_shape(size, k, stride=s, dilation=d, padding="valid", convention="tf")
+        return
+    r = output_shape(size, k, stride=s, dilation=d, padding="same" if same else "valid", convention="tf")
+    if same:
+        o = -(-size // s)
+        total = max((o - 1) * s + k_eff - size, 0)
+        assert r.output[:2] == (o, o)
+        assert r.padding == (total // 2, total - total // 2, total // 2, total - total // 2)
+    else:
+        o = -(-(size - k_eff + 1) // s)
+        assert r.output[:2] == (o, o) and r.padding == (0, 0, 0, 0)
+    # applying the TF pads explicitly under the torch floor rule gives the same size
+    t = output_shape(size, k, stride=s, dilation=d, padding=r.padding)
+    assert t.output[:2] == r.output[:2]
