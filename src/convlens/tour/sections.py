@@ -25,22 +25,159 @@ def _awaits(module: str, issue: int) -> None:
         raise ModuleNotFoundError(f"this section needs {module} (issue {issue}), which is not available yet", name=module) from e
 
 
-@section(1, 'Multi-channel convolution', 'How does one 3x3 filter combine the three channels of an RGB image into one output value?', needs=('convlens.arith',))
+@section(
+    1,
+    "Multi-channel convolution",
+    "How does one 3x3 filter combine the three channels of an RGB image into one output value?",
+    needs=("convlens.arith",),
+)
 def q1(ctx: TourContext) -> Body:
-    _awaits('convlens.arith', 3)
-    raise NotImplementedError("section q1 is not wired yet")
+    import numpy as np
+
+    from convlens.arith import conv2d, trace
+    from convlens.plot.tour import matrix_panels
+
+    # The course's worked example: a 3-channel 5x5 input and ONE 3x3x3 filter (one kernel slice per
+    # channel). Red window all 1 x kernel of ones, green all 2 x ones, blue all 3 x a kernel with six ones.
+    x = np.stack([np.ones((5, 5)), np.full((5, 5), 2.0), np.full((5, 5), 3.0)])
+    w = np.stack([np.ones((3, 3)), np.ones((3, 3)), np.array([[1, 0, 1], [1, 0, 1], [1, 0, 1]], float)])[None]
+    t = trace(x, w, 1, 1)
+    full = conv2d(x, w)
+    names = ("red", "green", "blue")
+    panels = []
+    for ch in t.channels:
+        nm = names[ch.channel]
+        panels += [(f"{nm} window", ch.window), (f"{nm} kernel", ch.kernel), (f"{nm} products, sum {ch.sum:g}", ch.products)]
+    fig = matrix_panels(panels, ncols=3, suptitle=f"output(1,1) = {' + '.join(f'{c.sum:g}' for c in t.channels)} = {t.total:g}")
+
+    # The same mechanism on a real photo: a colour-opponent filter (red minus green) on chelsea.
+    img = ctx.image("chelsea")[100:140, 200:240].astype(np.float64) / 255.0  # (40, 40, 3)
+    xr = img.transpose(2, 0, 1)  # (3, H, W)
+    k = np.ones((3, 3)) / 9
+    wr = np.stack([k, -k, np.zeros((3, 3))])[None]  # (1, 3, 3, 3)
+    tr = trace(xr, wr, 19, 19)
+    real = conv2d(xr, wr)
+    return Body(
+        results={
+            "input": "3 x 5 x 5 (channels x H x W)",
+            "filter": "1 x 3 x 3 x 3",
+            "channel sums": [int(c.sum) for c in t.channels],
+            "bias": t.bias,
+            "total": int(t.total),
+            "conv2d output(1,1)": float(full[0, 1, 1]),
+            "output shape": list(full.shape),
+            "chelsea patch: channel sums at (19,19)": [round(c.sum, 4) for c in tr.channels],
+            "chelsea patch: total": round(tr.total, 4),
+            "chelsea patch: conv2d value": round(float(real[0, 19, 19]), 4),
+        },
+        tables=[
+            Table(
+                ["channel", "window sum", "kernel sum", "sum of products"],
+                [[names[c.channel], float(c.window.sum()), float(c.kernel.sum()), c.sum] for c in t.channels]
+                + [["total (+ bias)", "", "", t.total]],
+                caption="per-channel contributions to output pixel (1, 1)",
+            )
+        ],
+        figures=[TourFigure("Each channel's 3x3 window times its own kernel slice; the output is the sum over channels.", fig)],
+        explanation=(
+            "A convolution filter on a C-channel input has C kernel slices, one per channel. Each slice "
+            "multiplies its channel's window element by element; the products of ALL channels are summed "
+            "(plus one bias) into ONE output value. So a 3x3 filter on RGB has 27 weights and gives a "
+            "single-channel map: here red contributes 9, green 18 and blue 18, and the pixel is 45.\n\n"
+            "On a real photo patch the same trace with a red-minus-green filter gives the per-channel "
+            "contributions above; their sum equals the full convolution's value at that pixel."
+        ),
+        api=(
+            "from convlens.arith import conv2d, trace\n"
+            "t = trace(x, w, 1, 1)   # x: (3, 5, 5), w: (1, 3, 3, 3)\n"
+            "[c.sum for c in t.channels], t.total   # ([9.0, 18.0, 18.0], 45.0)"
+        ),
+        cli="convlens conv --input x.json --kernel k.json --trace 1,1",
+    )
 
 
-@section(2, 'Zero padding', 'How does zero padding keep a 4x4 input at 4x4 after a 3x3 convolution?', needs=('convlens.arith',))
+@section(2, "Zero padding", "How does zero padding keep a 4x4 input at 4x4 after a 3x3 convolution?", needs=("convlens.arith",))
 def q2(ctx: TourContext) -> Body:
-    _awaits('convlens.arith', 3)
-    raise NotImplementedError("section q2 is not wired yet")
+    import numpy as np
+
+    from convlens.arith import conv2d, output_shape, pad2d, trace
+    from convlens.plot.tour import matrix_panels
+
+    x = np.arange(1, 17, dtype=np.float64).reshape(1, 4, 4)
+    w = np.ones((1, 1, 3, 3))
+    same = output_shape(4, 3, padding=1)
+    valid = output_shape(4, 3, padding=0)
+    y = conv2d(x, w, padding=1)
+    y0 = conv2d(x, w, padding=0)
+    t = trace(x, w, 0, 0, padding=1)
+    xp = pad2d(x, same.padding)
+    mask = np.ones(xp.shape[1:], bool)
+    mask[1:-1, 1:-1] = False
+    fig = matrix_panels(
+        [("input 4x4 padded with zeros (hatched)", xp[0], mask), ("3x3 kernel of ones", w[0, 0]),
+         ("output 4x4 (padding 1)", y[0]), ("output 2x2 (no padding)", y0[0])],
+        ncols=4,
+    )
+    return Body(
+        results={
+            "output": list(same.output[:2]),
+            "output without padding": list(valid.output[:2]),
+            "padding (top, bottom, left, right)": list(same.padding),
+            "formula": same.formula,
+            "H axis": same.axes[0].substituted,
+            "corner output (0,0)": float(y[0, 0, 0]),
+            "padded cells in the corner window": int(t.channels[0].padded.sum()),
+        },
+        tables=[Table(["padding", "output H x W"], [[0, "x".join(map(str, valid.output[:2]))], [1, "x".join(map(str, same.output[:2]))]])],
+        figures=[TourFigure("A ring of zeros lets the 3x3 window centre on every input pixel.", fig)],
+        explanation=(
+            "A 3x3 window fits only 2x2 times inside a 4x4 input, so each layer would shrink the map by 2. "
+            "Padding one ring of zeros (p = (k-1)/2 = 1) makes the input 6x6, and (4 + 2*1 - 3)/1 + 1 = 4: the "
+            "output keeps the input's size. The corner output sums only 4 real pixels: 5 of its 9 taps read padding."
+        ),
+        api="from convlens.arith import output_shape, conv2d\noutput_shape(4, 3, padding=1).output   # (4, 4, None)\nconv2d(x, w, padding=1)",
+        cli="convlens shape --input 4x4x1 --filters 1 --kernel 3 --padding 1",
+    )
 
 
-@section(3, 'Dilation', 'What does a 3x3 kernel at dilation 2 see, and what does a 6x6 input give?', needs=('convlens.arith',))
+@section(3, "Dilation", "What does a 3x3 kernel at dilation 2 see, and what does a 6x6 input give?", needs=("convlens.arith",))
 def q3(ctx: TourContext) -> Body:
-    _awaits('convlens.arith', 3)
-    raise NotImplementedError("section q3 is not wired yet")
+    import numpy as np
+
+    from convlens.arith import conv2d, output_shape, trace
+    from convlens.plot.tour import matrix_panels
+
+    x = np.arange(1, 37, dtype=np.float64).reshape(1, 6, 6)
+    w = np.arange(1, 10, dtype=np.float64).reshape(1, 1, 3, 3)
+    r = output_shape(6, 3, dilation=2)
+    y = conv2d(x, w, dilation=2)
+    t = trace(x, w, 0, 0, dilation=2)
+    taps = np.zeros((6, 6), bool)
+    for i in t.input_rows:
+        for j in t.input_cols:
+            taps[i, j] = True
+    fig = matrix_panels(
+        [("6x6 input (taps of output (0,0) hatched)", x[0], taps), ("3x3 kernel dilated to 5x5", t.channels[0].dilated_kernel), ("output 2x2", y[0])],
+        ncols=3,
+    )
+    return Body(
+        results={
+            "output": list(r.output[:2]),
+            "effective kernel": r.axes[0].effective_kernel,
+            "H axis": r.axes[0].substituted,
+            "output (0,0)": float(y[0, 0, 0]),
+            "trace total": t.total,
+            "input rows read by output (0,0)": list(t.input_rows),
+        },
+        figures=[TourFigure("Dilation 2 spaces the 9 taps two pixels apart: the kernel covers 5x5 with 9 weights.", fig)],
+        explanation=(
+            "Dilation d inserts d-1 gaps between kernel taps, so a k x k kernel covers k_eff = d(k-1)+1 pixels per side: "
+            "3x3 at dilation 2 spans 5x5 with still 9 weights. On a 6x6 input, (6 - 5)/1 + 1 = 2, a 2x2 output. "
+            "Dilation grows the receptive field without more parameters or pooling."
+        ),
+        api="from convlens.arith import output_shape, conv2d, trace\noutput_shape(6, 3, dilation=2).output   # (2, 2, None)",
+        cli="convlens shape --input 6x6x1 --filters 1 --kernel 3 --dilation 2",
+    )
 
 
 @section(4, 'Template matching', 'Why is convolution template matching: where does a filter respond most?', needs=('convlens.match',))
@@ -61,16 +198,83 @@ def q6(ctx: TourContext) -> Body:
     raise NotImplementedError("section q6 is not wired yet")
 
 
-@section(7, 'Output shape', 'What is the output shape of 128x128x32 convolved with sixteen 3x3x32 filters?', needs=('convlens.arith',))
+@section(7, "Output shape", "What is the output shape of 128x128x32 convolved with sixteen 3x3x32 filters?", needs=("convlens.arith",))
 def q7(ctx: TourContext) -> Body:
-    _awaits('convlens.arith', 3)
-    raise NotImplementedError("section q7 is not wired yet")
+    import torch
+
+    from convlens.arith import conv_cost, output_shape
+
+    r = output_shape((128, 128), 3, in_channels=32, out_channels=16)
+    cost = conv_cost(32, 16, 3, r.output[:2])
+    # live cross-check: the real PyTorch layer gives the same shape
+    with torch.no_grad():
+        y = torch.nn.Conv2d(32, 16, 3)(torch.zeros(1, 32, 128, 128))
+    return Body(
+        results={
+            "output (torch)": list(r.output),
+            "formula": r.formula,
+            "H axis": r.axes[0].substituted,
+            "torch.nn.Conv2d output (N, C, H, W)": list(y.shape),
+            "params": cost.params,
+            "params formula": cost.params_formula,
+            "MACs": cost.macs,
+            "MACs formula": cost.macs_formula,
+            "MAC convention": cost.convention,
+        },
+        explanation=(
+            "Each of the 16 filters has shape 3x3x32 (its depth always equals the input's channels) and gives one "
+            "output channel. Without padding, the 3x3 window fits (128 - 3)/1 + 1 = 126 times along each axis, so "
+            "the output is 126x126x16: spatial size from the window arithmetic, depth = number of filters."
+        ),
+        api="from convlens.arith import output_shape, conv_cost\noutput_shape((128, 128), 3, in_channels=32, out_channels=16).output   # (126, 126, 16)",
+        cli="convlens shape --input 128x128x32 --filters 16 --kernel 3",
+    )
 
 
-@section(8, 'Stride 2: 63 or 64?', 'With stride 2, is the output 63x63x16 or 64x64x16?', needs=('convlens.arith',))
+@section(8, "Stride 2: 63 or 64?", "With stride 2, is the output 63x63x16 or 64x64x16?", needs=("convlens.arith",))
 def q8(ctx: TourContext) -> Body:
-    _awaits('convlens.arith', 3)
-    raise NotImplementedError("section q8 is not wired yet")
+    import torch
+
+    from convlens.arith import output_shape
+
+    rt = output_shape((128, 128), 3, stride=2, in_channels=32, out_channels=16)
+    rs = output_shape((128, 128), 3, stride=2, padding="same", convention="tf", in_channels=32, out_channels=16)
+    rv = output_shape((128, 128), 3, stride=2, padding="valid", convention="tf", in_channels=32, out_channels=16)
+    rp = output_shape((128, 128), 3, stride=2, padding=1, in_channels=32, out_channels=16)
+    with torch.no_grad():
+        y = torch.nn.Conv2d(32, 16, 3, stride=2)(torch.zeros(1, 32, 128, 128))
+    ax = rt.axes[0]
+    rows = [
+        ["PyTorch, padding 0", "x".join(map(str, rt.output)), ax.substituted, list(rt.padding)],
+        ["PyTorch, padding 1", "x".join(map(str, rp.output)), rp.axes[0].substituted, list(rp.padding)],
+        ["TensorFlow 'VALID'", "x".join(map(str, rv.output)), rv.axes[0].substituted, list(rv.padding)],
+        ["TensorFlow 'SAME'", "x".join(map(str, rs.output)), rs.axes[0].substituted, list(rs.padding)],
+    ]
+    return Body(
+        results={
+            "output (torch)": list(rt.output),
+            "fraction": ax.exact,
+            "rounding": ax.rounding,
+            "uncovered input rows": ax.uncovered,
+            "output (tf SAME)": list(rs.output),
+            "tf SAME padding (top, bottom, left, right)": list(rs.padding),
+            "torch.nn.Conv2d(stride=2) output (N, C, H, W)": list(y.shape),
+            "notes": list(rt.notes),
+        },
+        tables=[Table(["convention", "output", "H axis", "pads (t, b, l, r)"], rows, caption="the same layer under each convention")],
+        explanation=(
+            "(128 - 3)/2 + 1 = 63.5 is not a valid size: a window either fits or it does not, so the formula is "
+            "FLOORED to 63 (the last input row is never covered). Rounding 63.5 up to 64 is a common mistake. "
+            "64 appears only with TensorFlow's 'SAME' padding, which defines out = ceil(128/2) = 64 and pads "
+            "whatever makes that work (here one extra row at the bottom/right)."
+        ),
+        api=(
+            "from convlens.arith import output_shape\n"
+            "output_shape((128, 128), 3, stride=2, out_channels=16).output   # (63, 63, 16)\n"
+            "output_shape((128, 128), 3, stride=2, padding='same', convention='tf', out_channels=16).output   # (64, 64, 16)"
+        ),
+        cli="convlens shape --input 128x128x32 --filters 16 --kernel 3 --stride 2\nconvlens shape --input 128x128x32 --filters 16 --kernel 3 --stride 2 --padding same --convention tf",
+    )
 
 
 @section(9, '1x1 convolution', 'How does a 1x1 convolution reduce 28x28x64 to 28x28x32, and what does it cost?', needs=('convlens.blocks',))
@@ -85,10 +289,47 @@ def q10(ctx: TourContext) -> Body:
     raise NotImplementedError("section q10 is not wired yet")
 
 
-@section(11, 'Max pooling, worked example', 'What does 2x2 max pooling with stride 2 compute?', needs=('convlens.arith',))
+@section(11, "Max pooling, worked example", "What does 2x2 max pooling with stride 2 compute?", needs=("convlens.arith",))
 def q11(ctx: TourContext) -> Body:
-    _awaits('convlens.arith', 3)
-    raise NotImplementedError("section q11 is not wired yet")
+    import numpy as np
+
+    from convlens.arith import output_shape, pool2d
+    from convlens.plot.tour import matrix_panels
+
+    rng = np.random.default_rng(ctx.seed)
+    x = rng.integers(0, 10, size=(1, 4, 4)).astype(np.float64)
+    ymax = pool2d(x, "max", 2, 2)
+    yavg = pool2d(x, "avg", 2, 2)
+    shape = output_shape((4, 4), 2, op="maxpool", stride=2, in_channels=1)
+    # hatch the cell each window picked (first maximum in the window)
+    picked = np.zeros((4, 4), bool)
+    for i in range(2):
+        for j in range(2):
+            win = x[0, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2]
+            a, b = np.unravel_index(np.argmax(win), win.shape)
+            picked[2 * i + a, 2 * j + b] = True
+    fig = matrix_panels([("4x4 input (maxima hatched)", x[0], picked), ("2x2 max pool", ymax[0]), ("2x2 average pool", yavg[0])], ncols=3)
+    # a real feature map: pooling a 224x224 photo channel
+    img = ctx.image("chelsea").astype(np.float64).transpose(2, 0, 1)[:1] / 255.0
+    pooled = pool2d(img, "max", 2, 2)
+    return Body(
+        results={
+            "input": x[0].astype(int).tolist(),
+            "max pool output": ymax[0].astype(int).tolist(),
+            "average pool output": yavg[0].tolist(),
+            "output shape": list(shape.output),
+            "values kept": f"{ymax.size} of {x.size} ({ymax.size / x.size:.0%})",
+            "chelsea red channel": f"{img.shape[1]}x{img.shape[2]} -> {pooled.shape[1]}x{pooled.shape[2]}",
+        },
+        figures=[TourFigure("Each non-overlapping 2x2 window keeps its largest value.", fig)],
+        explanation=(
+            "2x2 max pooling with stride 2 slides a 2x2 window in steps of 2 (no overlap) and keeps each window's "
+            "maximum: the map halves in each direction and 75% of the values are dropped. There are no weights; "
+            "it keeps the strongest response of each neighbourhood, wherever in the window it was."
+        ),
+        api="from convlens.arith import pool2d\npool2d(x, 'max', kernel=2, stride=2)",
+        cli="convlens pool --input x.json --kind max --kernel 2 --stride 2",
+    )
 
 
 @section(12, 'Pooling experiment', 'What does pooling buy: smaller maps, fewer coefficients, tolerance to shifts?', needs=('convlens.experiments',))
@@ -97,10 +338,51 @@ def q12(ctx: TourContext) -> Body:
     raise NotImplementedError("section q12 is not wired yet")
 
 
-@section(13, 'Data augmentation preview', 'What does augmentation make of one image?', needs=('convlens.data',))
+@section(13, "Data augmentation preview", "What does augmentation make of one image?", needs=("convlens.data",))
 def q13(ctx: TourContext) -> Body:
-    _awaits('convlens.data', 7)
-    raise NotImplementedError("section q13 is not wired yet")
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    _awaits("convlens.data", 7)
+    from convlens.data import Augment, sample_seed
+    from convlens.plot import image_grid
+
+    n = ctx.pick(quick=8, full=16)
+    aug = Augment(rotation=30, width_shift=0.15, height_shift=0.15, shear=15, zoom=0.2, horizontal_flip=True, fill_mode="reflect")
+    img = np.array(Image.fromarray(ctx.image("chelsea")).resize((192, 128), Image.BILINEAR))
+    x = torch.from_numpy(img).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
+    tiles, rows = [img], []
+    for i in range(n):
+        g = torch.Generator().manual_seed(sample_seed(ctx.seed, 0, i))
+        p = aug.sample(g, tuple(x.shape[-2:]))
+        out = aug.apply(x, p)
+        tiles.append(out.permute(1, 2, 0).numpy())
+        rows.append([i + 1, round(p.angle, 1), round(p.translate[0], 1), round(p.translate[1], 1), round(p.shear, 1), round(p.scale, 3), p.flip])
+    fig = image_grid(tiles, titles=["original"] + [f"#{i + 1}" for i in range(n)], ncols=min(len(tiles), 5), tile_inches=1.9)
+    diffs = [float(np.abs(t.astype(np.float64) - img).mean()) for t in tiles[1:]]
+    return Body(
+        results={
+            "options": aug.to_dict(),
+            "variants": n,
+            "mean |variant - original| (0..255)": round(float(np.mean(diffs)), 2),
+            "distinct variants": len({t.tobytes() for t in tiles[1:]}),
+        },
+        tables=[Table(["#", "angle (deg)", "shift x (px)", "shift y (px)", "shear (deg)", "zoom", "flip"], rows, caption="parameters drawn per image")],
+        figures=[TourFigure("One photo, several random draws of the Keras-style augmentation.", fig)],
+        explanation=(
+            "Augmentation draws new random parameters for every image each time it is used (rotation, shifts, "
+            "shear, zoom, flip), so a small training set looks bigger and more varied: the network cannot memorise "
+            "exact pixels and learns features that survive those changes. It helps most when data is scarce, and "
+            "only for transformations that keep the label (a flipped cat is still a cat)."
+        ),
+        api=(
+            "from convlens.data import Augment\n"
+            "aug = Augment(rotation=30, width_shift=0.15, height_shift=0.15, shear=15, zoom=0.2, horizontal_flip=True, fill_mode='reflect')\n"
+            "aug(image_chw_uint8, torch.Generator().manual_seed(0))"
+        ),
+        cli="convlens augment chelsea.png --n 16 --options rotation=30,shift=0.15,shear=15,zoom=0.2,flip=true,fill_mode=reflect --out grid.png",
+    )
 
 
 @section(14, 'Transfer learning', 'On a small dataset, do pretrained features beat training from scratch?', needs=('convlens.train',))
