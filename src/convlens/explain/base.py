@@ -1,0 +1,402 @@
+"""The class-activation-map pipeline, once: hooks, one forward, one ``autograd.grad``, combine, ReLU,
+upsample, normalize -- batched in torch on the model's device.
+
+A CAM method only says how to turn a layer's activations ``A`` (N, C, h, w) and the gradients
+``G = d score / d A`` into a low-resolution map (N, h, w): either per-channel weights ``w`` (N, C)
+with ``M = sum_c w_c A_c`` (:meth:`BaseCAM.weights`), or the map directly (:meth:`BaseCAM.combine`).
+Everything else lives here:
+
+1. resolve the target layer(s) (``'auto'`` = :func:`convlens.layers.resolve`'s last spatial layer);
+2. one forward pass with :func:`convlens.hooks.capture` (``detach=False, clone=True``) under
+   :func:`convlens.hooks.preserve_state` (``train=False, requires_grad=False``): parameters need no
+   gradient, and the first target layer's output becomes an autograd leaf, so no graph is built below
+   it and the backward pass stops there;
+3. one ``torch.autograd.grad(sum_i score_i, A)`` for the whole batch (images are independent in eval
+   mode, so the gradient of the sum is each image's own gradient) -- never ``.backward()``, so no
+   parameter's ``.grad`` is ever touched;
+4. the method's map, then ``relu``, per-image min-max on the low-res map, bilinear upsampling to the
+   input size, mean over layers and a final per-image min-max (the normalization of pytorch-grad-cam,
+   so maps agree with it).
+
+Example:
+    >>> import torch
+    >>> from convlens.explain import GradCAM
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+    ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    >>> res = GradCAM(net, "1")(torch.randn(2, 3, 8, 8), targets=[0, 1])
+    >>> tuple(res.maps.shape), tuple(res.raw["1"].shape), res.targets.tolist()
+    ((2, 8, 8), (2, 8, 8), [0, 1])
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convlens.errors import InputError, LayerError
+from convlens.hooks import capture, device_of, preserve_state
+
+__all__ = [
+    "BaseCAM",
+    "CAMResult",
+    "CAMContext",
+    "Targets",
+    "LayerSpec",
+    "finalize_maps",
+    "normalize_maps",
+    "target_scores",
+    "resolve_layers",
+]
+
+#: ``None`` (each image's top-1), one class for all, one class per image, or ``fn(output) -> (N,) scores``.
+Targets = Union[None, int, Sequence[int], torch.Tensor, Callable[[Any], torch.Tensor]]
+#: ``'auto'``, a name, a glob, a module, or a list of these (maps of several layers are averaged).
+LayerSpec = Union[str, nn.Module, Sequence[Union[str, nn.Module]], None]
+
+
+@dataclass
+class CAMResult:
+    """What a CAM run gives back (all tensors detached, on the model's device).
+
+    Attributes:
+        maps: (N, H, W) float32 in [0, 1], upsampled to the input size.
+        raw: layer name -> (N, h, w) float32 map at the layer's resolution, before ReLU and normalization
+            (Grad-CAM: ``sum_c mean(G_c) A_c``, what Captum's ``LayerGradCam`` returns).
+        targets: (N,) long, the class explained for each image (-1 when ``targets`` was a callable).
+        scores: (N,) float32, the explained score (logit, or the callable's value) of each image.
+        probs: (N,) float32 softmax probability of the target class, or ``None`` for a callable target
+            or a non-(N, K) output.
+        method: registry name of the method.
+        layers: names of the target layers, in the order given.
+        extra: method-specific tensors (Guided Grad-CAM: ``'guided'`` (N, 3, H, W)).
+    """
+
+    maps: torch.Tensor
+    raw: dict[str, torch.Tensor]
+    targets: torch.Tensor
+    scores: torch.Tensor
+    probs: torch.Tensor | None
+    method: str
+    layers: list[str]
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class CAMContext:
+    """What a method's weight/map function may need besides ``A`` and ``G`` (Score-CAM runs the model)."""
+
+    model: nn.Module
+    x: torch.Tensor  # (N, C, H, W) input, on the model's device
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, image index (B,)) -> (B,) scores
+    batch_size: int
+    autocast: Callable[[], Any]  # a fresh autocast (or null) context
+
+
+# ----------------------------------------------------------------------------------------------------
+# validation and targets
+
+
+def _check_input(x: Any) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"x must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}; use bundle.preprocess(images).")
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4:
+        raise InputError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}.")
+    if not x.is_floating_point():
+        raise InputError(f"x must be a float tensor (normalized images), got {x.dtype}; use bundle.preprocess(images).")
+    if x.shape[0] == 0:
+        raise InputError("x is an empty batch (N = 0).")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("x contains NaN or infinite values; check the preprocessing.")
+    return x
+
+
+def target_scores(output: Any, targets: Targets, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Pick each image's explained score from the model output.
+
+    Returns ``(scores (N,), classes (N,) long or -1, probs (N,) or None)``. ``score_i = output[i, c_i]``.
+
+    Example:
+        >>> s, c, p = target_scores(torch.tensor([[1.0, 3.0], [2.0, 0.0]]), None, 2)
+        >>> s.tolist(), c.tolist()
+        ([3.0, 2.0], [1, 0])
+    """
+    if callable(targets) and not isinstance(targets, torch.Tensor):
+        s = targets(output)
+        if not isinstance(s, torch.Tensor) or s.shape != (n,):
+            got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
+            raise InputError(f"a target callable must return one score per image, shape ({n},), got {got}.")
+        dev = s.device
+        return s, torch.full((n,), -1, dtype=torch.long, device=dev), None
+    if not isinstance(output, torch.Tensor) or output.ndim != 2:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise InputError(
+            f"class targets need a (N, classes) model output, got {shape}; pass targets=fn(output) -> (N,) scores."
+        )
+    k = output.shape[1]
+    if targets is None:
+        cls = output.detach().argmax(1)
+    else:
+        if isinstance(targets, bool):
+            raise InputError(f"targets must be None, an int, one int per image or a callable, got {targets!r}.")
+        if isinstance(targets, int):
+            cls_list = [targets] * n
+        elif isinstance(targets, torch.Tensor):
+            if targets.ndim == 0:
+                cls_list = [int(targets)] * n
+            else:
+                cls_list = [int(t) for t in targets.reshape(-1).tolist()]
+        elif isinstance(targets, Sequence) and not isinstance(targets, str):
+            cls_list = list(targets)
+        else:
+            raise InputError(f"targets must be None, an int, one int per image or a callable, got {type(targets).__name__}.")
+        if len(cls_list) != n:
+            raise InputError(f"got {len(cls_list)} targets for a batch of {n} images; give one class per image or a single int.")
+        for t in cls_list:
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < k:
+                raise InputError(f"target classes must be ints in [0, {k - 1}], got {t!r}.")
+        cls = torch.tensor(cls_list, dtype=torch.long, device=output.device)
+    scores = output.gather(1, cls[:, None])[:, 0]
+    probs = output.detach().float().softmax(1).gather(1, cls[:, None])[:, 0]
+    return scores, cls, probs
+
+
+# ----------------------------------------------------------------------------------------------------
+# layers (the 'auto' probe is cached per model and input shape: it costs one forward)
+
+_AUTO_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
+
+
+def resolve_layers(model: nn.Module, spec: LayerSpec, input_shape: Sequence[int]) -> list[tuple[str, nn.Module]]:
+    """Layer spec -> [(name, module)], via :func:`convlens.layers.resolve`; ``'auto'`` is cached per model/shape.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1))
+        >>> resolve_layers(net, "auto", (3, 8, 8))[0][0]
+        '0'
+    """
+    from convlens.layers import resolve
+
+    named = dict(model.named_modules())
+    if spec is None or (isinstance(spec, str) and spec == "auto"):
+        key = tuple(int(s) for s in input_shape)
+        cached = _AUTO_CACHE.get(model, {}).get(key)
+        if cached is not None and cached in named:
+            return [(cached, named[cached])]
+        refs = resolve(model, "auto", input_shape=key)
+        _AUTO_CACHE.setdefault(model, {})[key] = refs[0].name
+    else:
+        refs = resolve(model, spec, input_shape=tuple(input_shape))
+    return [(r.name, r.module) for r in refs]
+
+
+# ----------------------------------------------------------------------------------------------------
+# normalization (batched, NaN-free)
+
+
+def normalize_maps(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image min-max to [0, 1] over all but the first dim: ``(m - min) / (max - min)``.
+
+    A map whose range is zero (or below float noise, ``1e-6 * max|m|``) or that holds NaN becomes
+    zeros. Returns ``(normalized, flat)`` where ``flat`` (N,) bool marks those images.
+
+    Example:
+        >>> out, flat = normalize_maps(torch.tensor([[[1.0, 3.0]], [[2.0, 2.0]]]))
+        >>> out.tolist(), flat.tolist()
+        ([[[0.0, 1.0]], [[0.0, 0.0]]], [False, True])
+    """
+    n = m.shape[0]
+    flat_m = m.reshape(n, -1)
+    bad = ~torch.isfinite(flat_m).all(1)
+    lo = flat_m.amin(1)
+    hi = flat_m.amax(1)
+    rng = hi - lo
+    scale = torch.maximum(hi.abs(), lo.abs())
+    flat = bad | ~(rng > 1e-6 * scale) | (rng <= 0)
+    safe = torch.where(flat, torch.ones_like(rng), rng)
+    out = (flat_m - lo[:, None]) / safe[:, None]
+    out = torch.where(flat[:, None], torch.zeros_like(out), out)
+    return out.reshape(m.shape), flat
+
+
+def finalize_maps(raws: Sequence[torch.Tensor], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw low-res maps of one or more layers -> (N, H, W) maps in [0, 1].
+
+    ``M = minmax(mean_l upsample(minmax(relu(raw_l))))`` with bilinear upsampling (``align_corners=False``,
+    as ``cv2.resize``). Returns ``(maps, flat)``; ``flat`` (N,) marks images whose map is all zeros
+    because the map was constant (zero gradient, constant activations) or not finite.
+
+    Example:
+        >>> maps, flat = finalize_maps([torch.tensor([[[0.0, 1.0], [2.0, -1.0]]])], (4, 4))
+        >>> tuple(maps.shape), float(maps.max()), float(maps.min()), flat.tolist()
+        ((1, 4, 4), 1.0, 0.0, [False])
+    """
+    ups = []
+    for raw in raws:
+        low, _ = normalize_maps(torch.relu(raw.float()))
+        up = F.interpolate(low[:, None], size=size, mode="bilinear", align_corners=False)
+        ups.append(up[:, 0])
+    mean = torch.stack(ups).mean(0) if len(ups) > 1 else ups[0]
+    maps, flat = normalize_maps(mean)
+    return maps.contiguous(), flat
+
+
+# ----------------------------------------------------------------------------------------------------
+# the base class
+
+
+def _leaf(t: torch.Tensor) -> torch.Tensor:
+    """Start the autograd graph here (unless it already started upstream, e.g. an earlier target layer)."""
+    return t if t.requires_grad else t.detach().requires_grad_(True)
+
+
+class BaseCAM:
+    """One CAM method bound to a model and its target layer(s); calling it explains a batch.
+
+    Subclasses define only :meth:`weights` (per-channel weights) or :meth:`combine` (the map). The
+    pipeline (module docstring) is shared: one forward, one ``autograd.grad``, all batched on the
+    model's device. The model's ``training`` flags and ``requires_grad`` are restored and every hook
+    removed after each call, also when it raises; parameter ``.grad`` is never written.
+
+    Args:
+        model: an ``nn.Module`` (a :class:`~convlens.models.ModelBundle` is accepted too).
+        target_layer: ``'auto'``, a name, a glob, a module, or several (their maps are averaged).
+        amp: run the forward under autocast (bfloat16 on CPU, float16 on CUDA); maps are float32.
+        batch_size: chunk size for methods that run extra forwards (Score-CAM).
+    """
+
+    #: registry name (``convlens.explain.METHODS``)
+    name: ClassVar[str] = "base"
+    #: False for methods that need no backward pass (Eigen-CAM, Score-CAM)
+    uses_gradients: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, target_layer: LayerSpec = "auto", *, amp: bool = False, batch_size: int = 32) -> None:
+        model = getattr(model, "model", model) if not isinstance(model, nn.Module) else model
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be a torch.nn.Module or a ModelBundle, got {type(model).__name__}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+        self.model = model
+        self.target_layer = target_layer
+        self.amp = bool(amp)
+        self.batch_size = batch_size
+
+    # -- what a method defines ------------------------------------------------------------------
+
+    def weights(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+        """Per-channel weights (N, C) from activations ``a`` and gradients ``g`` (N, C, h, w)."""
+        raise NotImplementedError(f"{type(self).__name__} must define weights() or combine().")
+
+    def combine(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+        """The raw map (N, h, w); default ``M = sum_c w_c A_c`` with :meth:`weights`."""
+        w = self.weights(a, g, ctx)
+        return torch.einsum("nc,nchw->nhw", w, a)
+
+    # -- the pipeline ---------------------------------------------------------------------------
+
+    def _autocast(self, device: torch.device) -> Any:
+        if not self.amp:
+            return nullcontext()
+        dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    def __call__(self, x: torch.Tensor, targets: Targets = None) -> CAMResult:
+        """Explain a batch ``x`` (N, C, H, W): one map per image, for each image's own target."""
+        x = _check_input(x)
+        model = self.model
+        dev = device_of(model)
+        layers = resolve_layers(model, self.target_layer, tuple(x.shape[1:]))
+        names = [n for n, _ in layers]
+        n_img = x.shape[0]
+        with ExitStack() as stack:
+            # an outer inference_mode / no_grad must not stop us: gradients are enabled locally
+            stack.enter_context(torch.inference_mode(False))
+            stack.enter_context(torch.enable_grad() if self.uses_gradients else torch.no_grad())
+            stack.enter_context(preserve_state(model, train=False, requires_grad=False))
+            x = x.detach().to(dev)
+            if x.is_inference():
+                x = x.clone()  # an inference tensor cannot enter an autograd graph; a normal copy can
+            with capture(
+                model,
+                {n: m for n, m in layers},
+                detach=not self.uses_gradients,
+                clone=self.uses_gradients,  # in-place ops after the layer (ReLU(inplace=True)) can't touch A
+                replace={n: _leaf for n in names} if self.uses_gradients else None,
+            ) as cap:
+                with self._autocast(dev):
+                    out = cap.run(x)
+                missing = [n for n in names if n not in cap.activations]
+                if missing:
+                    raise LayerError(f"layer '{missing[0]}' was not called in the forward pass; pick a layer the model uses.")
+                scores, cls, probs = target_scores(out, targets, n_img)
+                acts = [cap.activations[n] for n in names]
+            grads: list[torch.Tensor | None] = [None] * len(acts)
+            if self.uses_gradients:
+                # ONE backward for the batch, only as deep as the target layer(s); parameters untouched
+                got = torch.autograd.grad(scores.float().sum(), acts, allow_unused=True)
+                for n, g in zip(names, got, strict=True):
+                    if g is None:
+                        raise LayerError(
+                            f"the model output does not depend on layer '{n}' through a tensor output; "
+                            "pick a layer whose output is a plain tensor feeding the head."
+                        )
+                grads = list(got)
+            del out
+            ctx = CAMContext(
+                model=model,
+                x=x,
+                score=self._row_score(targets, cls),
+                batch_size=self.batch_size,
+                autocast=lambda: self._autocast(dev),
+            )
+            raws: dict[str, torch.Tensor] = {}
+            with torch.no_grad():
+                for n, a, g in zip(names, acts, grads, strict=True):
+                    if a.ndim != 4:
+                        raise LayerError(f"layer '{n}' output has shape {tuple(a.shape)}; CAM needs a (N, C, h, w) layer.")
+                    a32 = a.detach().float()
+                    g32 = None if g is None else g.detach().float()
+                    raws[n] = self.combine(a32, g32, ctx).float()
+                maps, flat = finalize_maps(list(raws.values()), (x.shape[2], x.shape[3]))
+        if bool(flat.any()):
+            k = int(flat.sum())
+            warnings.warn(
+                f"{self.name}: {k} of {n_img} maps are constant (zero gradient, constant activations or no positive "
+                "evidence); returning zeros for them.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return CAMResult(
+            maps=maps,
+            raw=raws,
+            targets=cls.detach(),
+            scores=scores.detach().float(),
+            probs=None if probs is None else probs.detach(),
+            method=self.name,
+            layers=names,
+        )
+
+    @staticmethod
+    def _row_score(targets: Targets, cls: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Score function for extra forwards on copies of images ``idx`` (Score-CAM)."""
+        if callable(targets) and not isinstance(targets, torch.Tensor):
+            fn = targets
+
+            def score_callable(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+                return fn(out)
+
+            return score_callable
+
+        def score_class(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            return out.gather(1, cls[idx][:, None])[:, 0]
+
+        return score_class

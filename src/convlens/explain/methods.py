@@ -1,0 +1,410 @@
+"""The CAM methods: each is only its weight (or map) function; the pipeline is :class:`BaseCAM`.
+
+Notation: ``A`` (N, C, h, w) the target layer's activations, ``G = dy^c / dA`` their gradients for
+each image's target score ``y^c``, sums over the spatial positions ``(i, j)``.
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+    ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    >>> x = torch.randn(2, 3, 8, 8)
+    >>> sorted(METHODS)[:3]
+    ['eigencam', 'gradcam', 'gradcam++']
+    >>> all(tuple(METHODS[m](net, "1")(x).maps.shape) == (2, 8, 8) for m in METHODS)
+    True
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convlens.errors import InputError
+from convlens.explain.base import BaseCAM, CAMContext, CAMResult, LayerSpec, Targets, _check_input, normalize_maps, target_scores
+from convlens.hooks import capture, device_of, preserve_state
+
+__all__ = [
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "XGradCAM",
+    "LayerCAM",
+    "HiResCAM",
+    "EigenCAM",
+    "ScoreCAM",
+    "GuidedGradCAM",
+    "guided_backprop",
+    "METHODS",
+    "get_method",
+    "explain",
+    "cam",
+]
+
+
+def _spatial_sum(t: torch.Tensor) -> torch.Tensor:
+    return t.sum(dim=(2, 3))
+
+
+class GradCAM(BaseCAM):
+    r"""Grad-CAM: channel weights are the spatially averaged gradients.
+
+    .. math:: w_c = \frac{1}{hw}\sum_{ij} G_{c,ij}, \qquad M = \mathrm{ReLU}\Big(\sum_c w_c A_c\Big)
+
+    Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+    Localization", ICCV 2017. https://arxiv.org/abs/1610.02391
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> GradCAM(net, "0")(torch.randn(1, 3, 4, 4), targets=1).maps.shape
+        torch.Size([1, 4, 4])
+    """
+
+    name = "gradcam"
+
+    def weights(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+        assert g is not None
+        return g.mean(dim=(2, 3))
+
+
+class GradCAMPlusPlus(BaseCAM):
+    r"""Grad-CAM++: positive gradients weighted per position (closed form for an exponential score).
+
+    .. math::
+        \alpha_{c,ij} = \frac{G_{c,ij}^2}{2G_{c,ij}^2 + \sum_{ab} A_{c,ab}\, G_{c,ij}^3}, \qquad
+        w_c = \sum_{ij} \alpha_{c,ij}\, \mathrm{ReLU}(G_{c,ij})
+
+    (Eq. 19 with ``alpha = 0`` where ``G = 0``; a 1e-6 guard in the denominator.)
+    Chattopadhyay et al., "Grad-CAM++: Improved Visual Explanations for Deep Convolutional Networks",
+    WACV 2018. https://arxiv.org/abs/1710.11063
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> GradCAMPlusPlus(net, "0")(torch.randn(1, 3, 4, 4)).maps.shape
+        torch.Size([1, 4, 4])
+    """
+
+    name = "gradcam++"
+
+    def weights(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+        assert g is not None
+        g2 = g * g
+        g3 = g2 * g
+        sum_a = a.sum(dim=(2, 3), keepdim=True)
+        alpha = g2 / (2 * g2 + sum_a * g3 + 1e-6)
+        alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
+        return _spatial_sum(alpha * torch.relu(g))
+
+
+class XGradCAM(BaseCAM):
+    r"""XGrad-CAM: gradients weighted by the normalized activations (axiom-based).
+
+    .. math:: w_c = \sum_{ij} \frac{A_{c,ij}}{\sum_{ab} A_{c,ab}}\, G_{c,ij}
+
+    (a 1e-7 guard in the denominator). Fu et al., "Axiom-based Grad-CAM: Towards Accurate
+    Visualization and Explanation of CNNs", BMVC 2020. https://arxiv.org/abs/2008.02312
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> XGradCAM(net, "0")(torch.randn(1, 3, 4, 4)).maps.shape
+        torch.Size([1, 4, 4])
+    """
+
+    name = "xgradcam"
+
+    def weights(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+        assert g is not None
+        sum_a = a.sum(dim=(2, 3), keepdim=True)
+        return _spatial_sum(g * a / (sum_a + 1e-7))
+
+
+class LayerCAM(BaseCAM):
+    r"""LayerCAM: each position weighted by its own positive gradient (works on shallow layers too).
+
+    .. math:: M = \mathrm{ReLU}\Big(\sum_c \mathrm{ReLU}(G_c) \odot A_c\Big)
+
+    Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for Localization",
+    IEEE TIP 2021. https://ieeexplore.ieee.org/document/9462463
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> LayerCAM(net, "0")(torch.randn(1, 3, 4, 4)).maps.shape
+        torch.Size([1, 4, 4])
+    """
+
+    name = "layercam"
+
+    def combine(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+        assert g is not None
+        return (torch.relu(g) * a).sum(1)
+
+
+class HiResCAM(BaseCAM):
+    r"""HiResCAM: element-wise gradient times activation (provably faithful for conv + GAP heads).
+
+    .. math:: M = \mathrm{ReLU}\Big(\sum_c G_c \odot A_c\Big)
+
+    Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of convolutional
+    neural networks", 2020. https://arxiv.org/abs/2011.08891
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> HiResCAM(net, "0")(torch.randn(1, 3, 4, 4)).maps.shape
+        torch.Size([1, 4, 4])
+    """
+
+    name = "hirescam"
+
+    def combine(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+        assert g is not None
+        return (g * a).sum(1)
+
+
+class EigenCAM(BaseCAM):
+    r"""Eigen-CAM: the first principal component of the activations (no gradients, class-agnostic).
+
+    With :math:`\tilde A \in \mathbb{R}^{hw \times C}` the activations with each channel's mean removed
+    and :math:`v_1` its first right singular vector, :math:`M = \tilde A v_1` (reshaped to h x w).
+    The sign of :math:`v_1` is arbitrary; convlens picks the one whose map correlates positively with
+    the mean activation over channels (salient = strongly activated), so results are reproducible
+    across SVD backends. Targets only set the reported class and score.
+
+    Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal Components", IJCNN 2020.
+    https://arxiv.org/abs/2008.00299
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> EigenCAM(net, "0")(torch.randn(1, 3, 4, 4)).maps.shape
+        torch.Size([1, 4, 4])
+    """
+
+    name = "eigencam"
+    uses_gradients = False
+
+    def combine(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+        n, c, h, w = a.shape
+        a = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        m = a.reshape(n, c, h * w).transpose(1, 2)  # (N, hw, C)
+        m = m - m.mean(dim=1, keepdim=True)
+        _, _, vh = torch.linalg.svd(m, full_matrices=False)  # vh: (N, min(hw, C), C)
+        proj = (m @ vh[:, 0, :, None])[..., 0]  # (N, hw)
+        energy = a.reshape(n, c, h * w).mean(1)
+        energy = energy - energy.mean(1, keepdim=True)
+        sign = torch.sign((proj * energy).sum(1))
+        sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+        return (proj * sign[:, None]).reshape(n, h, w)
+
+
+class ScoreCAM(BaseCAM):
+    r"""Score-CAM: each channel, upsampled and min-max scaled, masks the input; the target's score on
+    the masked image is the channel's weight (softmax over channels). No gradients.
+
+    .. math::
+        H_c = \frac{\mathrm{up}(A_c) - \min}{\max - \min}, \qquad
+        w_c = \mathrm{softmax}_c\big(y^c(x \odot H_c)\big), \qquad M = \mathrm{ReLU}\Big(\sum_c w_c A_c\Big)
+
+    The N x C masked forwards run in chunks of ``batch_size`` (masks made per chunk, never all at once).
+    Upsampling of the masks is bilinear with ``align_corners=True`` (as pytorch-grad-cam).
+    A callable target is applied to the outputs of masked copies and must score each row on its own.
+    Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural Networks",
+    CVPR-W 2020. https://arxiv.org/abs/1910.01279
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> ScoreCAM(net, "0", batch_size=4)(torch.randn(2, 3, 4, 4)).maps.shape
+        torch.Size([2, 4, 4])
+    """
+
+    name = "scorecam"
+    uses_gradients = False
+
+    def weights(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+        n, c, h, w = a.shape
+        size = (ctx.x.shape[2], ctx.x.shape[3])
+        flat = a.reshape(n * c, 1, h, w)
+        scores = torch.empty(n * c, device=a.device, dtype=torch.float32)
+        for start in range(0, n * c, ctx.batch_size):
+            idx = torch.arange(start, min(start + ctx.batch_size, n * c), device=a.device)
+            img = idx // c
+            up = F.interpolate(flat[idx], size=size, mode="bilinear", align_corners=True)  # (B, 1, H, W)
+            lo = up.amin(dim=(2, 3), keepdim=True)
+            hi = up.amax(dim=(2, 3), keepdim=True)
+            mask = (up - lo) / (hi - lo + 1e-8)
+            with ctx.autocast():
+                out = ctx.model(ctx.x[img] * mask.to(ctx.x.dtype))
+            scores[idx] = ctx.score(out, img).float()
+        return scores.view(n, c).softmax(dim=1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# guided backpropagation
+
+
+def _guide(t: torch.Tensor) -> torch.Tensor:
+    """Register the guided rule on a ReLU output: only positive gradients flow back through it."""
+    if t.requires_grad:
+        t.register_hook(lambda g: g.clamp(min=0))  # a tensor hook: it dies with this forward's graph
+    return t
+
+
+def guided_backprop(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Targets = None,
+    *,
+    relu_types: Sequence[type[nn.Module]] = (nn.ReLU, nn.ReLU6),
+    amp: bool = False,
+) -> torch.Tensor:
+    r"""Guided backpropagation: the input gradient where every ReLU passes back only positive gradients.
+
+    At each ReLU with input :math:`z`: :math:`R^{in} = \mathbb{1}[z > 0]\, \mathrm{ReLU}(R^{out})`
+    (ordinary backprop keeps negative :math:`R^{out}` too). Returns (N, C, H, W) gradients w.r.t. ``x``
+    for each image's target (one forward, one ``autograd.grad``).
+
+    The rule is attached through :func:`convlens.hooks.capture` (``replace=``) on every module of
+    ``relu_types`` as a tensor hook on that forward's output: the model's modules are never swapped,
+    nothing remains after the call. Functional ``F.relu`` calls are not modules and stay ordinary.
+
+    Springenberg et al., "Striving for Simplicity: The All Convolutional Net", ICLR-W 2015.
+    https://arxiv.org/abs/1412.6806
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.ReLU(), torch.nn.Flatten())
+        >>> guided_backprop(net, torch.randn(1, 3, 4, 4), targets=0).shape
+        torch.Size([1, 3, 4, 4])
+    """
+    model = model if isinstance(model, nn.Module) else getattr(model, "model", model)
+    x = _check_input(x)
+    types = tuple(relu_types)
+    names = [n for n, m in model.named_modules() if n and isinstance(m, types)]
+    dev = device_of(model)
+    with torch.inference_mode(False), torch.enable_grad(), preserve_state(model, train=False, requires_grad=False):
+        xi = x.detach().to(dev).clone().requires_grad_(True)
+        with capture(model, names, replace={n: _guide for n in names}) as cap:
+            ctx = torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == "cpu" else torch.float16) if amp else None
+            if ctx is None:
+                out = cap.run(xi)
+            else:
+                with ctx:
+                    out = cap.run(xi)
+            cap.activations.clear()
+            cap.calls.clear()
+        scores, _, _ = target_scores(out, targets, xi.shape[0])
+        (grad,) = torch.autograd.grad(scores.float().sum(), xi)
+    return grad.detach().float()
+
+
+class GuidedGradCAM(GradCAM):
+    r"""Guided Grad-CAM: guided backpropagation (fine detail) times the upsampled Grad-CAM map (where).
+
+    .. math:: \mathrm{GGC}_{k,uv} = R^{guided}_{k,uv} \cdot M^{\mathrm{Grad\text{-}CAM}}_{uv}
+
+    ``maps`` holds ``minmax(max_k |GGC_k|)`` (N, H, W); the signed (N, C, H, W) product is in
+    ``result.extra['guided']`` and plain guided backprop in ``result.extra['guided_backprop']``.
+    Costs two forwards (Grad-CAM, then guided backprop). Selvaraju et al. 2017 (as Grad-CAM).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> res = GuidedGradCAM(net, "1")(torch.randn(1, 3, 4, 4))
+        >>> tuple(res.extra["guided"].shape)
+        (1, 3, 4, 4)
+    """
+
+    name = "guided-gradcam"
+
+    def __call__(self, x: torch.Tensor, targets: Targets = None) -> CAMResult:
+        res = super().__call__(x, targets)
+        tgt = targets if callable(targets) and not isinstance(targets, torch.Tensor) else res.targets
+        gb = guided_backprop(self.model, x, tgt, amp=self.amp)
+        guided = gb * res.maps[:, None]
+        res.maps, _ = normalize_maps(guided.abs().amax(dim=1))
+        res.extra["guided"] = guided
+        res.extra["guided_backprop"] = gb
+        return res
+
+
+# ----------------------------------------------------------------------------------------------------
+# registry
+
+METHODS: dict[str, type[BaseCAM]] = {
+    cls.name: cls
+    for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, EigenCAM, ScoreCAM, GuidedGradCAM)
+}
+
+
+def get_method(name: str) -> type[BaseCAM]:
+    """The CAM class registered under ``name`` (case-insensitive; ``grad-cam`` and ``gradcam_pp`` style aliases ok).
+
+    Example:
+        >>> get_method("GradCAM++").__name__
+        'GradCAMPlusPlus'
+    """
+    if not isinstance(name, str):
+        raise InputError(f"method must be a name, got {type(name).__name__}.")
+    key = name.lower().replace("_", "-")
+    key = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "gradcam-pp": "gradcam++", "grad-cam++": "gradcam++",
+           "xgrad-cam": "xgradcam", "layer-cam": "layercam", "hires-cam": "hirescam", "eigen-cam": "eigencam",
+           "score-cam": "scorecam", "guidedgradcam": "guided-gradcam"}.get(key, key)
+    if key not in METHODS:
+        close = difflib.get_close_matches(key, list(METHODS), n=2, cutoff=0.5)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise InputError(f"unknown CAM method '{name}'; {hint}choose one of {', '.join(METHODS)}.")
+    return METHODS[key]
+
+
+def explain(
+    model: nn.Module,
+    x: torch.Tensor,
+    method: str = "gradcam",
+    target_layer: LayerSpec = "auto",
+    targets: Targets = None,
+    **kw: object,
+) -> CAMResult:
+    """Run one CAM method on a batch; the full :class:`CAMResult` (maps, raw low-res maps, targets, scores).
+
+    ``kw`` goes to the method's constructor (``amp=True``, ``batch_size=`` for Score-CAM).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> res = explain(net, torch.randn(1, 3, 4, 4), "hirescam", "0", targets=[1])
+        >>> res.method, res.layers, tuple(res.raw["0"].shape)
+        ('hirescam', ['0'], (1, 4, 4))
+    """
+    cls = get_method(method)
+    return cls(model, target_layer, **kw)(x, targets)  # type: ignore[arg-type]
+
+
+def cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    method: str = "gradcam",
+    target_layer: LayerSpec = "auto",
+    targets: Targets = None,
+    **kw: object,
+) -> torch.Tensor:
+    """Class activation maps (N, H, W) in [0, 1], upsampled to the input size, on the model's device.
+
+    The raw maps and the targets used are in :func:`explain`'s result (``explain(...).raw``).
+    ``targets``: None (each image's top-1), an int, one class per image, or ``fn(output) -> (N,)``.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> m = cam(net, torch.randn(2, 3, 4, 4), "gradcam", "0", targets=[0, 1])
+        >>> tuple(m.shape), bool(m.min() >= 0) and bool(m.max() <= 1)
+        ((2, 4, 4), True)
+    """
+    return explain(model, x, method, target_layer, targets, **kw).maps
