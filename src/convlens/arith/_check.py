@@ -42,10 +42,11 @@ def as_float_array(x: Any, name: str, ndims: tuple[int, ...]) -> np.ndarray:
         x = x.detach().cpu().numpy()
     try:
         arr = np.asarray(x)
-    except ValueError as e:  # ragged nested lists
-        raise InputError(f"{name} must be a rectangular numeric array, got a ragged nested list ({e}).") from None
+    except ValueError:  # ragged nested lists
+        raise InputError(f"{name} must be a rectangular numeric array, got a ragged nested list (rows of different lengths).") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise InputError(f"{name} must be a rectangular numeric array, got dtype {arr.dtype} (ragged or non-numeric values).")
+        what = "text" if arr.dtype.kind in "US" else "ragged or non-numeric"
+        raise InputError(f"{name} must be a rectangular array of numbers, got {what} values (dtype {arr.dtype}).")
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise InputError(f"{name} must be real-valued, got complex values.")
     arr = arr.astype(np.float64)

@@ -210,7 +210,7 @@ def _axis(
                 f"{label}: ({size} + {before + after} - {k_eff})/{s} + 1 = {_fmt(q)} is not a whole number of windows: "
                 f"window {out + 1} would start at padded index {nxt} and need indices {nxt}..{nxt + k_eff - 1}, "
                 f"but the padded input ends at {span - 1}, so it is dropped (floor) and the result is {out}, not {out + 1}. "
-                f"Only TensorFlow 'SAME' padding gives ceil({size}/{s}) = {tf_out}, by padding {tf_total} {rows}."
+                f"Only TensorFlow 'SAME' padding gives ceil({size}/{s}) = {tf_out}, by padding {tf_total} more {rows[:-1] if tf_total == 1 and label == axis else rows}."
             )
         elif dropped:
             notes.append(

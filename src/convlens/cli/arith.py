@@ -1,9 +1,295 @@
-"""CLI commands for the 'arith' concern (see the module's library counterpart)."""
+"""CLI commands for the arithmetic engine: ``shape``, ``conv`` and ``pool`` (see :mod:`convlens.arith`).
+
+Arrays for ``conv``/``pool`` come from a JSON file, a ``.npy`` file or inline JSON: X is [C][H][W]
+(or [H][W] for one channel); K is [C][kh][kw] (one filter), [F][C][kh][kw], or [kh][kw].
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+from convlens.cli.common import check_choice, console, parse_size, print_json, to_jsonable
+from convlens.errors import InputError
+
+_MAX_SHOW = 16  # largest map side printed as a table; --json has everything
+
+
+def _parse_pair_text(text: str, name: str) -> int | tuple[int, int]:
+    """'3' -> 3, '3x5' or '3,5' -> (3, 5)."""
+    parts = text.lower().replace("×", "x").replace("x", ",").split(",")
+    if not 1 <= len(parts) <= 2 or not all(p.strip().isdigit() for p in parts):
+        raise InputError(f"{name} must be an int or a pair like 3x5 (rows x cols), got '{text}'.")
+    vals = [int(p) for p in parts]
+    return vals[0] if len(vals) == 1 else (vals[0], vals[1])
+
+
+def _parse_padding_text(text: str) -> Any:
+    """'valid' | 'same' | 'N' | 'ph,pw' | 'top,bottom,left,right'."""
+    t = text.strip().lower()
+    if t in ("valid", "same"):
+        return t
+    parts = t.replace("x", ",").split(",")
+    if len(parts) in (1, 2, 4) and all(p.strip().isdigit() for p in parts):
+        vals = [int(p) for p in parts]
+        return vals[0] if len(vals) == 1 else tuple(vals)
+    raise InputError(f"--padding must be valid, same, N, 'ph,pw' or 'top,bottom,left,right' (non-negative ints), got '{text}'.")
+
+
+def load_array(text: str, name: str):  # -> np.ndarray
+    """Read an array from a .npy file, a JSON file or inline JSON; a clear InputError otherwise."""
+    import numpy as np
+
+    from convlens.arith._check import as_float_array
+
+    path = Path(text)
+    is_file = len(text) < 4096 and path.is_file()
+    if is_file and path.suffix.lower() == ".npy":
+        try:
+            data = np.load(path, allow_pickle=False)
+        except Exception as e:  # corrupt file, pickled object array, ...
+            raise InputError(f"{name} '{text}' is not a readable .npy array ({type(e).__name__}: {e}).") from None
+    else:
+        try:
+            raw = path.read_text(encoding="utf-8") if is_file else text
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            where = f"file '{text}'" if is_file else f"'{text[:60]}'"
+            raise InputError(f"{name} must be a .npy file, a JSON file or inline JSON like [[1,2],[3,4]]; {where} is neither ({e}).") from None
+        if not isinstance(data, (list, int, float)):
+            raise InputError(f"{name} must be a nested JSON list of numbers, got a JSON {type(data).__name__}.")
+    return as_float_array(data, name, (0, 1, 2, 3, 4))
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.6g}"
+
+
+def _matrix(a, padded=None) -> str:
+    """A small matrix as aligned text; padded cells get a '*'."""
+    cells = [[_fmt(v) + ("*" if padded is not None and padded[i, j] else "") for j, v in enumerate(row)] for i, row in enumerate(a)]
+    width = max(len(c) for row in cells for c in row)
+    return "\n".join(" ".join(c.rjust(width) for c in row) for row in cells)
+
+
+def _print_map(con, title: str, m) -> None:
+    from rich.table import Table
+
+    h, w = m.shape
+    shown = m[:_MAX_SHOW, :_MAX_SHOW]
+    cut = f" (top-left {shown.shape[0]}x{shown.shape[1]} of {h}x{w}; --json has all)" if shown.shape != m.shape else ""
+    con.print(f"[bold]{title}[/bold]{cut}")
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("i\\j", justify="right", style="dim")
+    for j in range(shown.shape[1]):
+        table.add_column(str(j), justify="right")
+    for i, row in enumerate(shown):
+        table.add_row(str(i), *(_fmt(v) for v in row))
+    con.print(table)
+
+
+def _print_shape(con, r, cost) -> None:
+    from rich.table import Table
+
+    what = {"conv": "convolution", "maxpool": "max pooling", "avgpool": "average pooling"}[r.op]
+    kh, kw = r.kernel
+    h, w, c = r.input
+    con.print(
+        f"[bold]{what}[/bold] {kh}x{kw}, stride {r.stride[0]}x{r.stride[1]}, dilation {r.dilation[0]}x{r.dilation[1]}"
+        + (f", {r.output[2]} filters" if r.op == "conv" and r.output[2] else "")
+        + f" on {h}x{w}x{c} ({r.convention} convention)"
+    )
+    con.print(f"formula: {r.formula}")
+    t = Table(show_header=True, header_style="bold")
+    for col in ("axis", "in", "pad before+after", "k_eff", "stride", "exact (before rounding)", "rounding", "out", "never read"):
+        t.add_column(col, justify="right")
+    for a in r.axes:
+        t.add_row(a.axis, str(a.size), f"{a.pad_before}+{a.pad_after}", str(a.effective_kernel), str(a.stride),
+                  f"{a.exact:g} (= {a.fraction})", a.rounding, str(a.out), str(a.uncovered))
+    con.print(t)
+    for a in r.axes:
+        con.print(f"{a.axis}: {a.substituted}")
+    for n in r.notes:
+        con.print(f"[yellow]why:[/yellow] {n}")
+    top, bottom, left, right = r.padding
+    con.print(f"padding applied (top, bottom, left, right): ({top}, {bottom}, {left}, {right})")
+    oh, ow, oc = r.output
+    con.print(f"[bold]output: {oh}x{ow}x{oc}[/bold]")
+    if cost is not None:
+        con.print(f"params: {cost.params_formula}")
+        con.print(f"MACs:   {cost.macs_formula}")
+        con.print(f"({cost.convention})")
+
+
+def _print_trace(con, t) -> None:
+    from rich.table import Table
+
+    con.print(
+        f"[bold]trace of output[{t.filter}][{t.row}][{t.col}][/bold]: kernel taps read input rows {list(t.input_rows)}, "
+        f"cols {list(t.input_cols)} (* = padding cell)"
+    )
+    table = Table(show_header=True, header_style="bold", show_lines=True)
+    for col in ("channel", "window", "kernel", "products", "sum"):
+        table.add_column(col, justify="right")
+    for ch in t.channels:
+        table.add_row(str(ch.channel), _matrix(ch.window, ch.padded), _matrix(ch.kernel), _matrix(ch.products), _fmt(ch.sum))
+    table.add_row("bias", "", "", "", _fmt(t.bias))
+    sums = " + ".join(_fmt(ch.sum) for ch in t.channels) + (f" + {_fmt(t.bias)}" if t.bias else "")
+    table.add_row("[bold]total[/bold]", "", "", sums, f"[bold]{_fmt(t.total)}[/bold]")
+    con.print(table)
+    if any(ch.dilated_kernel.shape != ch.kernel.shape for ch in t.channels):
+        con.print(f"dilated kernel of channel {t.channels[0].channel} (holes are 0):")
+        con.print(_matrix(t.channels[0].dilated_kernel))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this concern's commands to ``app``."""
+    """Add ``shape``, ``conv`` and ``pool``."""
+
+    @app.command("shape")
+    def shape_cmd(
+        input: str = typer.Option(..., "--input", help="input size HxWxC, e.g. 128x128x32"),
+        filters: Optional[int] = typer.Option(None, "--filters", help="number of filters F (conv)"),
+        kernel: str = typer.Option(..., "--kernel", help="kernel size: 3 or 3x5"),
+        stride: Optional[str] = typer.Option(None, "--stride", help="stride: 2 or 2x1 (default 1 for conv, the kernel for pools)"),
+        padding: str = typer.Option("0", "--padding", help="valid | same | N | ph,pw | top,bottom,left,right"),
+        dilation: str = typer.Option("1", "--dilation", help="dilation: 2 or 2x1"),
+        groups: int = typer.Option(1, "--groups", help="conv groups (for the cost)"),
+        op: str = typer.Option("conv", "--op", help="conv | maxpool | avgpool"),
+        ceil_mode: bool = typer.Option(False, "--ceil-mode", help="PyTorch pooling ceil_mode"),
+        convention: str = typer.Option("torch", "--convention", help="torch (floor) | tf (SAME/VALID)"),
+        channels_first: bool = typer.Option(False, "--channels-first", help="--input is CxHxW"),
+        bias: bool = typer.Option(True, "--bias/--no-bias", help="count a bias per filter"),
+        json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
+    ) -> None:
+        """Output shape of a conv or pool layer, derived step by step (formula, fraction, floor, pads)."""
+        from convlens.arith import conv_cost, output_shape
+
+        h, w, c = parse_size(input, channels_first=channels_first)
+        check_choice(op, ("conv", "maxpool", "avgpool"), name="--op")
+        check_choice(convention, ("torch", "tf"), name="--convention")
+        if op == "conv" and filters is None:
+            raise InputError("--filters is required for --op conv (the number of output channels F).")
+        if filters is not None and filters < 1:
+            raise InputError(f"--filters must be >= 1, got {filters}.")
+        if op == "conv" and (groups < 1 or c % groups or filters % groups):
+            raise InputError(f"--groups {groups} must be >= 1 and divide both the input channels ({c}) and --filters ({filters}).")
+        r = output_shape(
+            (h, w), _parse_pair_text(kernel, "--kernel"), op=op,  # type: ignore[arg-type]
+            stride=None if stride is None else _parse_pair_text(stride, "--stride"),
+            padding=_parse_padding_text(padding), dilation=_parse_pair_text(dilation, "--dilation"),
+            ceil_mode=ceil_mode, convention=convention,  # type: ignore[arg-type]
+            in_channels=c, out_channels=filters if op == "conv" else None,
+        )
+        cost = conv_cost(c, filters, r.kernel, r.output[:2], groups=groups, bias=bias) if op == "conv" else None
+        if json_out:
+            out = to_jsonable(r)
+            out["cost"] = to_jsonable(cost)
+            print_json(out)
+            return
+        _print_shape(console(), r, cost)
+
+    @app.command("conv")
+    def conv_cmd(
+        input: str = typer.Option(..., "--input", help="X: [C][H][W] as a JSON file, .npy file or inline JSON"),
+        kernel: str = typer.Option(..., "--kernel", help="K: [C][kh][kw] (one filter) or [F][C][kh][kw]"),
+        bias: Optional[str] = typer.Option(None, "--bias", help="B: a number or [F] list (JSON/.npy/inline)"),
+        stride: str = typer.Option("1", "--stride", help="2 or 2x1"),
+        padding: str = typer.Option("0", "--padding", help="valid | same | N | ph,pw | top,bottom,left,right"),
+        dilation: str = typer.Option("1", "--dilation", help="2 or 2x1"),
+        groups: int = typer.Option(1, "--groups"),
+        padding_mode: str = typer.Option("zeros", "--padding-mode", help="zeros | reflect | replicate | circular"),
+        trace_at: Optional[str] = typer.Option(None, "--trace", help="I,J: explain output element (I, J) channel by channel"),
+        filter_index: int = typer.Option(0, "--filter", help="which filter --trace explains"),
+        json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
+    ) -> None:
+        """Convolve X with K (NumPy float64 reference, same numbers as PyTorch); --trace explains one output."""
+        from convlens.arith import conv2d, output_shape, trace
+
+        x = load_array(input, "--input")
+        k = load_array(kernel, "--kernel")
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3:
+            raise InputError(f"--input must be [C][H][W] (or [H][W]), got shape {list(x.shape)}.")
+        single = k.ndim < 4
+        if k.ndim == 2:
+            k = k[None, None]
+        elif k.ndim == 3:
+            k = k[None]
+        elif k.ndim != 4:
+            raise InputError(f"--kernel must be [C][kh][kw] or [F][C][kh][kw], got shape {list(k.shape)}.")
+        b = None
+        if bias is not None:
+            b = load_array(bias, "--bias").reshape(-1)
+            if b.size == 1 and k.shape[0] > 1:
+                b = b.repeat(k.shape[0])
+        if k.shape[1] * groups != x.shape[0]:
+            raise InputError(
+                f"--kernel has {k.shape[1]} channel(s) per filter but --input has {x.shape[0]} channels"
+                + (f" ({groups} groups)" if groups > 1 else "") + "; the filter depth must equal the input channels / groups."
+            )
+        check_choice(padding_mode, ("zeros", "reflect", "replicate", "circular"), name="--padding-mode")
+        geo = dict(
+            stride=_parse_pair_text(stride, "--stride"), padding=_parse_padding_text(padding),
+            dilation=_parse_pair_text(dilation, "--dilation"), groups=groups, padding_mode=padding_mode,
+        )
+        y = conv2d(x, k, b, **geo)  # (F, Ho, Wo)
+        t = None
+        if trace_at is not None:
+            parts = trace_at.split(",")
+            if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+                raise InputError(f"--trace must be I,J (output row, column), got '{trace_at}'.")
+            t = trace(x, k, int(parts[0]), int(parts[1]), filter=filter_index, bias=b, **geo)
+        out_map = y[0] if single else y
+        if json_out:
+            shape = output_shape(x.shape[1:], k.shape[2:], stride=geo["stride"], padding=geo["padding"], dilation=geo["dilation"])
+            res: dict[str, Any] = {"output": out_map, "output_shape": list(out_map.shape), "padding": shape.padding}
+            if t is not None:
+                res["trace"] = t
+            print_json(res)
+            return
+        con = console()
+        for f in range(y.shape[0]):
+            _print_map(con, f"output of filter {f}: {y.shape[1]}x{y.shape[2]}", y[f])
+        if t is not None:
+            _print_trace(con, t)
+
+    @app.command("pool")
+    def pool_cmd(
+        input: str = typer.Option(..., "--input", help="X: [C][H][W] (or [H][W]) as a JSON file, .npy file or inline JSON"),
+        kind: str = typer.Option("max", "--kind", help="max | avg"),
+        kernel: str = typer.Option("2", "--kernel", help="2 or 2x3"),
+        stride: Optional[str] = typer.Option(None, "--stride", help="default: the kernel"),
+        padding: str = typer.Option("0", "--padding", help="N or ph,pw (at most kernel//2)"),
+        dilation: str = typer.Option("1", "--dilation", help="max pooling only"),
+        ceil_mode: bool = typer.Option(False, "--ceil-mode"),
+        count_include_pad: bool = typer.Option(True, "--count-include-pad/--no-count-include-pad", help="avg: divide by the padded window size"),
+        json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
+    ) -> None:
+        """Max or average pooling of X, exactly as PyTorch computes it (ceil_mode, padding rules)."""
+        from convlens.arith import pool2d
+
+        check_choice(kind, ("max", "avg"), name="--kind")
+        x = load_array(input, "--input")
+        single = x.ndim == 2
+        if single:
+            x = x[None]
+        if x.ndim != 3:
+            raise InputError(f"--input must be [C][H][W] (or [H][W]), got shape {list(x.shape)}.")
+        pad = _parse_padding_text(padding)
+        if isinstance(pad, str) or (isinstance(pad, tuple) and len(pad) == 4):
+            raise InputError(f"--padding for pooling must be N or ph,pw, got '{padding}'.")
+        y = pool2d(
+            x, kind, _parse_pair_text(kernel, "--kernel"), None if stride is None else _parse_pair_text(stride, "--stride"),
+            pad, _parse_pair_text(dilation, "--dilation"), ceil_mode, count_include_pad,  # type: ignore[arg-type]
+        )
+        out_map = y[0] if single else y
+        if json_out:
+            print_json({"output": out_map, "output_shape": list(out_map.shape)})
+            return
+        con = console()
+        for c in range(y.shape[0]):
+            _print_map(con, f"{kind} pool, channel {c}: {y.shape[1]}x{y.shape[2]}", y[c])
