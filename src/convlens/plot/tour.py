@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from convlens.errors import InputError
 
-__all__ = ["matrix_panels"]
+__all__ = ["matrix_panels", "image_panels"]
 
 
 def _fmt(v: float) -> str:
@@ -87,3 +87,47 @@ def _rect(x: float, y: float):
     from matplotlib.patches import Rectangle
 
     return Rectangle((x, y), 1, 1, fill=False, hatch="///", edgecolor="#c06030", linewidth=0)
+
+
+def image_panels(
+    items: Sequence[tuple[str, np.ndarray] | tuple[str, np.ndarray, Sequence[tuple[int, int, int, int, str]]]],
+    *,
+    ncols: int | None = None,
+    cmap: str = "gray",
+    tile_inches: float = 3.2,
+    colorbar: bool = False,
+    suptitle: str | None = None,
+) -> Figure:
+    """Images side by side, each with a title and optional boxes ``(y, x, h, w, colour)`` (top-left
+    anchored, in that image's pixels). 2-D arrays use ``cmap`` (with a colorbar if asked).
+
+    Example:
+        >>> fig = image_panels([("a", np.zeros((8, 8)), [(1, 1, 3, 3, "red")]), ("b", np.ones((4, 4)))])
+        >>> len(fig.axes[0].patches)
+        1
+    """
+    if not items:
+        raise InputError("image_panels needs at least one image.")
+    n = len(items)
+    ncols = ncols or n
+    nrows = -(-n // ncols)
+    shapes = [np.asarray(it[1]).shape for it in items]
+    aspect = max(s[0] / s[1] for s in shapes)
+    fig = Figure(figsize=(tile_inches * ncols, tile_inches * aspect * nrows + 0.5 + (0.3 if suptitle else 0)), dpi=100)
+    from matplotlib.patches import Rectangle
+
+    for k, it in enumerate(items):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        a = np.asarray(it[1])
+        im = ax.imshow(a, cmap=cmap if a.ndim == 2 else None, interpolation="nearest" if max(a.shape[:2]) < 64 else "antialiased")
+        for y, x, h, w, colour in (it[2] if len(it) > 2 else ()):
+            ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor=colour, linewidth=2))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(it[0], fontsize=9)
+        if colorbar and a.ndim == 2:
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig

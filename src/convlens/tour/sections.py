@@ -180,16 +180,117 @@ def q3(ctx: TourContext) -> Body:
     )
 
 
-@section(4, 'Template matching', 'Why is convolution template matching: where does a filter respond most?', needs=('convlens.match',))
+@section(4, "Template matching", "Why is convolution template matching: where does a filter respond most?", needs=("convlens.match",))
 def q4(ctx: TourContext) -> Body:
-    _awaits('convlens.match', 8)
-    raise NotImplementedError("section q4 is not wired yet")
+    import numpy as np
+    import skimage.color
+
+    _awaits("convlens.match", 8)
+    from convlens.match import find_template
+    from convlens.plot.tour import image_panels
+
+    gray = skimage.color.rgb2gray(ctx.image("chelsea"))  # (300, 451) in [0, 1]
+    y, x, h, w = 80, 120, 40, 60  # the cat's eye and nose
+    template = gray[y : y + h, x : x + w]
+    # search a harder copy: half contrast, a left-to-right illumination ramp, and noise
+    rng = np.random.default_rng(ctx.seed)
+    search = 0.5 * gray + 0.5 * np.linspace(0.0, 1.0, gray.shape[1])[None, :] + rng.normal(0.0, 0.05, gray.shape)
+    res = {m: find_template(search, template, m) for m in ("raw", "zero_mean", "zncc")}
+    rows = [[m, list(r.peak), r.score, bool(r.peak == (y, x))] for m, r in res.items()]
+    raw, zncc = res["raw"], res["zncc"]
+    fig = image_panels(
+        [
+            ("peaks: raw (red), ZNCC (blue); truth (green)",
+             search, [(y, x, h, w, "lime"), (*raw.peak, h, w, "red"), (*zncc.peak, h, w, "deepskyblue")]),
+            ("raw correlation", raw.response),
+            ("ZNCC", zncc.response),
+        ],
+        ncols=3,
+        colorbar=True,
+        tile_inches=3.6,
+    )
+    return Body(
+        results={
+            "template (y, x, h, w)": [y, x, h, w],
+            "raw peak": list(raw.peak),
+            "zero-mean peak": list(res["zero_mean"].peak),
+            "ZNCC peak": list(zncc.peak),
+            "ZNCC score": zncc.score,
+            "ZNCC finds the template": bool(zncc.peak == (y, x)),
+            "raw correlation finds it": bool(raw.peak == (y, x)),
+        },
+        tables=[Table(["method", "peak (y, x)", "score", "correct"], rows, caption="one template, three responses")],
+        figures=[TourFigure("Convolution with the template as kernel is a similarity map; only the normalized version is fooled by nothing.", fig)],
+        explanation=(
+            "A convolution (strictly, a cross-correlation) with a filter computes, at every position, the dot product "
+            "of the filter with the window under it: the response is largest where the window looks like the filter, "
+            "so a filter is a template and its feature map says where that pattern occurs. The raw dot product also "
+            "grows with brightness, so it peaks on the brightest region rather than the template. Subtracting the "
+            "means and dividing by the norms (ZNCC, a Pearson correlation in [-1, 1]) removes brightness and contrast, "
+            "and the peak lands on the template."
+        ),
+        api="from convlens.match import find_template\nfind_template(image, template, 'raw').peak\nfind_template(image, template, 'zncc').peak",
+        cli="convlens match chelsea.png template.png --method zncc --out match/\nconvlens match chelsea.png template.png --method raw --out match/",
+    )
 
 
-@section(5, 'Pyramid multi-scale search', 'How does an image pyramid let a fixed-size window find an object at another scale?', needs=('convlens.pyramid',))
+@section(5, "Pyramid multi-scale search", "How does an image pyramid let a fixed-size window find an object at another scale?", needs=("convlens.pyramid", "convlens.match"))
 def q5(ctx: TourContext) -> Body:
-    _awaits('convlens.pyramid', 8)
-    raise NotImplementedError("section q5 is not wired yet")
+    import numpy as np
+    import skimage.color
+    from PIL import Image
+
+    _awaits("convlens.pyramid", 8)
+    _awaits("convlens.match", 8)
+    from convlens.match import find_template_multiscale
+    from convlens.plot import image_grid
+    from convlens.pyramid import gaussian_pyramid, laplacian_pyramid, reconstruct
+
+    gray = skimage.color.rgb2gray(ctx.image("chelsea"))
+    y, x, h, w = 80, 120, 40, 60
+    template = gray[y : y + h, x : x + w]
+
+    def rescale(a: np.ndarray, f: float) -> np.ndarray:
+        img = Image.fromarray(a.astype(np.float32), mode="F")
+        return np.asarray(img.resize((round(a.shape[1] * f), round(a.shape[0] * f)), Image.BILINEAR), dtype=np.float64)
+
+    rows = []
+    for f in ctx.pick(quick=(0.5, 2.0), full=(0.5, 1.0, 2.0)):
+        m = find_template_multiscale(rescale(gray, f), template, "zncc", levels=3, template_levels=2)
+        rows.append([f, list(m.peak), [round(y * f), round(x * f)], m.scale, m.score])
+    levels = 4
+    g = gaussian_pyramid(gray, levels)
+    lap = laplacian_pyramid(gray, levels)
+    err = float(np.abs(reconstruct(lap) - gray).max())
+    fig_g = image_grid([np.asarray(a) for a in g], titles=[f"level {i}: {a.shape[0]}x{a.shape[1]}" for i, a in enumerate(g)], cmap="gray", tile_inches=2.4)
+    fig_l = image_grid([np.asarray(a) for a in lap], titles=[f"Laplacian {i}" for i in range(levels)], cmap="RdBu_r", tile_inches=2.4)
+    return Body(
+        results={
+            "template size": [h, w],
+            "Gaussian pyramid sizes": [list(np.asarray(a).shape) for a in g],
+            "Laplacian reconstruction max |error|": err,
+            "found at the right place and scale": all(r[1] == r[2] and r[3] == r[0] for r in rows),
+        },
+        tables=[Table(["image rescaled by", "found top-left (y, x)", "expected", "scale found", "ZNCC"], rows,
+                      caption="one 40x60 template, the image shrunk or enlarged")],
+        figures=[
+            TourFigure("Gaussian pyramid: blur with [1 4 6 4 1]/16, keep every second pixel.", fig_g),
+            TourFigure("Laplacian pyramid: each level minus the expanded next one; summing back reconstructs the image exactly.", fig_l),
+        ],
+        explanation=(
+            "A filter (or template) has a fixed size, so it only matches objects of that size. Instead of building "
+            "filters for every size, shrink the image: on pyramid level l the same window covers an object 2^l times "
+            "larger in the original. Searching every level and mapping the hit back (multiply by 2^l) finds the cat's "
+            "face in the enlarged image at scale 2; shrinking the template instead finds it in the halved image at "
+            "scale 0.5. CNNs do the same internally: pooling and strides build a pyramid of feature maps."
+        ),
+        api=(
+            "from convlens.pyramid import gaussian_pyramid, laplacian_pyramid, reconstruct\n"
+            "from convlens.match import find_template_multiscale\n"
+            "m = find_template_multiscale(image, template, 'zncc', levels=3)\nm.peak, m.scale"
+        ),
+        cli="convlens match chelsea_x2.png template.png --pyramid --json\nconvlens pyramid chelsea.png --levels 4 --kind laplacian --out pyramid/",
+    )
 
 
 @section(6, 'Depth vs resolution', 'Why do channels grow while the spatial resolution shrinks in a real network?', needs=('convlens.inspect.depth',))
