@@ -1,0 +1,21 @@
+"""Inspection: predictions, layer summaries with receptive fields, activations and depth profiles.
+
+Example:
+    >>> from convlens.inspect import summarize
+    >>> import torch
+    >>> summarize(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), (3, 8, 8)).total_params
+    112
+"""
+
+from convlens.inspect.predict import Prediction, TopClass, predict, predict_files
+from convlens.inspect.rf import EmpiricalRF, receptive_field, receptive_field_empirical
+
+__all__ = [
+    "Prediction",
+    "TopClass",
+    "predict",
+    "predict_files",
+    "EmpiricalRF",
+    "receptive_field",
+    "receptive_field_empirical",
+]

@@ -1,0 +1,563 @@
+"""Graph tracing: the one place convlens turns a running model into a dataflow graph.
+
+:func:`trace` runs one forward pass of a probe input and records **every tensor operation** (module
+or functional: ``F.relu``, ``torch.cat``, ``+``, ``flatten``, timm's dynamic ``F.pad`` of ``Conv2dSame``)
+through a :class:`torch.overrides.TorchFunctionMode`, and every module call through
+:func:`convlens.hooks.capture`. Each tensor remembers the op that produced it, so the graph is the
+real one: residual adds, inception and DenseNet concatenations, modules called twice and data-dependent
+Python control flow are all seen as they ran (``torch.fx`` symbolic tracing cannot follow shape-dependent
+code such as timm's "same" padding; the recording sees concrete values, so it is the tracer for every
+model).
+
+Per node it keeps the output shape, the conv/pool window (kernel, stride, padding, dilation,
+ceil_mode), the MACs and the **receptive-field geometry** of its output, propagated along all paths.
+
+Receptive-field convention (per spatial axis, input pixels are integer positions, unit ``i`` of a
+tensor sees the interval ``[lo + i*jump, hi + i*jump]``)::
+
+    input:            lo = hi = 0, jump = 1
+    conv/pool (k, s, p, d):  k_eff = d*(k-1) + 1
+                      lo' = lo - p*jump,  hi' = hi + (k_eff - 1 - p)*jump,  jump' = s*jump
+    F.pad (left pad a):      lo' = lo - a*jump, hi' = hi - a*jump
+    merge (add, mul, cat on channels, any elementwise op):  lo = min lo_i, hi = max hi_i   (max over paths)
+    reduction to no spatial extent (global pool, flatten, linear): the hull of all units,
+                      [lo, hi + (n-1)*jump], the same for every output unit (jump = None: "global")
+
+    receptive field r = hi - lo + 1,   start (centre of unit 0's field) = (lo + hi) / 2
+
+ceil_mode only adds output units at the far border; the geometry of every unit is unchanged.
+
+MAC convention: multiply-accumulates for one image (batch 1) of convolutions
+(``H'·W'·C_out·(C_in/groups)·kH·kW``), linear layers (``out_numel·in_features``) and matrix products
+(``matmul``/``bmm``/``mm``, ``scaled_dot_product_attention``); bias adds, normalization, activations,
+pooling and additions count 0.
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.MaxPool2d(2), torch.nn.Conv2d(8, 8, 3))
+    >>> g = trace(net, (3, 16, 16))
+    >>> g.call("2").shape, g.geometry("2").receptive_field, g.geometry("2").jump
+    ((1, 8, 6, 6), (8, 8), (2, 2))
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from convlens.errors import InputError, LayerError
+from convlens.hooks import capture, device_of, first_tensor, preserve_state
+
+__all__ = ["Axis", "Geometry", "Window", "Node", "ModuleCall", "Graph", "trace", "tensors_in"]
+
+
+# --------------------------------------------------------------------------------------------- geometry
+@dataclass(frozen=True)
+class Axis:
+    """Receptive-field geometry of a tensor along one spatial axis.
+
+    Unit ``i`` sees input pixels ``[lo + i*jump, hi + i*jump]``; ``jump=None`` means every unit sees
+    ``[lo, hi]`` (a global feature, e.g. after global pooling).
+    """
+
+    lo: float
+    hi: float
+    jump: float | None
+
+    @property
+    def rf(self) -> float:
+        """Receptive field size in input pixels: ``hi - lo + 1``."""
+        return self.hi - self.lo + 1
+
+    @property
+    def start(self) -> float:
+        """Centre of unit 0's receptive field, in input pixel coordinates."""
+        return (self.lo + self.hi) / 2
+
+    def hull(self, n: int) -> tuple[float, float]:
+        """The input interval seen by all ``n`` units together."""
+        if self.jump is None:
+            return self.lo, self.hi
+        return self.lo, self.hi + (n - 1) * self.jump
+
+
+def _num(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else round(float(v), 4)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Receptive-field geometry of a tensor (H and W axes); ``exact=False`` when an op was approximated."""
+
+    h: Axis
+    w: Axis
+    exact: bool = True
+
+    @property
+    def is_global(self) -> bool:
+        """True when every unit sees the same region (no spatial layout left)."""
+        return self.h.jump is None
+
+    @property
+    def receptive_field(self) -> tuple[int | float, int | float]:
+        """(r_h, r_w) in input pixels."""
+        return _num(self.h.rf), _num(self.w.rf)
+
+    @property
+    def jump(self) -> tuple[int | float, int | float] | None:
+        """Distance in input pixels between neighbouring units (effective stride); None when global."""
+        if self.h.jump is None or self.w.jump is None:
+            return None
+        return _num(self.h.jump), _num(self.w.jump)
+
+    @property
+    def start(self) -> tuple[int | float, int | float]:
+        """Centre of unit (0, 0)'s receptive field in input pixels (negative when padding reaches out)."""
+        return _num(self.h.start), _num(self.w.start)
+
+
+_INPUT_AXIS = Axis(0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Sliding-window geometry of one conv/pool/pad op: kernel, stride, padding (top, left), dilation."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int] = (1, 1)
+    ceil_mode: bool = False
+
+
+@dataclass
+class Node:
+    """One recorded tensor operation (or the model input, index 0)."""
+
+    index: int
+    op: str  # function name, e.g. 'conv2d', 'add_', 'cat', 'input'
+    kind: str  # input | conv | pool | pad | adaptive_pool | resize | linear | matmul | elementwise | global | unknown | constant
+    inputs: tuple[int, ...]
+    shape: tuple[int, ...]
+    geometry: Geometry | None  # None: the output does not depend on the model input
+    window: Window | None = None
+    macs: int = 0
+    module: str | None = None  # innermost module call the op belongs to
+
+
+@dataclass
+class ModuleCall:
+    """One call of a named module (a module called twice gives two calls)."""
+
+    name: str
+    type: str
+    call: int
+    depth: int
+    leaf: bool
+    output: int | None  # node index of the (first tensor) output
+    inputs: tuple[int, ...]
+    shape: tuple[int, ...] | None
+    ops: tuple[int, ...] = ()  # the nodes computed by this call (from its inputs to its output)
+
+
+@dataclass
+class Graph:
+    """A traced model: nodes in execution order (node 0 = input) and module calls in completion order."""
+
+    nodes: list[Node]
+    calls: list[ModuleCall]
+    input_shape: tuple[int, ...]
+    backend: str = "record"
+    _by_name: dict[str, list[ModuleCall]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for c in self.calls:
+            self._by_name.setdefault(c.name, []).append(c)
+
+    @property
+    def total_macs(self) -> int:
+        """Sum of MACs over every op (each op once, whatever module it sits in)."""
+        return sum(n.macs for n in self.nodes)
+
+    def call(self, name: str, call: int = -1) -> ModuleCall:
+        """The ``call``-th call (default: the last) of module ``name``; LayerError with close matches otherwise."""
+        if name not in self._by_name:
+            close = difflib.get_close_matches(name, list(self._by_name), n=3, cutoff=0.5)
+            hint = ("did you mean " + ", ".join(f"'{c}'" for c in close) + "?") if close else "see `convlens summary` for names."
+            raise LayerError(f"layer '{name}' was not called in the traced forward pass; {hint}")
+        calls = self._by_name[name]
+        try:
+            return calls[call]
+        except IndexError:
+            raise LayerError(f"layer '{name}' was called {len(calls)} time(s); call index {call} does not exist.") from None
+
+    def geometry(self, name: str, call: int = -1) -> Geometry:
+        """Receptive-field geometry of a module call's output."""
+        c = self.call(name, call)
+        g = None if c.output is None else self.nodes[c.output].geometry
+        if g is None:
+            raise LayerError(f"layer '{name}' has no output that depends on the input image.")
+        return g
+
+    def window(self, call: ModuleCall) -> Window | None:
+        """The effective window of a call made of one conv/pool op (pads inside the call folded into padding)."""
+        wins = [self.nodes[i] for i in call.ops if self.nodes[i].kind in ("conv", "pool")]
+        if len(wins) != 1 or wins[0].window is None:
+            return None
+        w = wins[0].window
+        pads = [self.nodes[i].window for i in call.ops if self.nodes[i].kind == "pad" and self.nodes[i].window]
+        top = w.padding[0] + sum(p.padding[0] for p in pads)
+        left = w.padding[1] + sum(p.padding[1] for p in pads)
+        return Window(w.kernel, w.stride, (top, left), w.dilation, w.ceil_mode)
+
+
+# ------------------------------------------------------------------------------------- op tables
+def _collect(*names: str) -> set[Any]:
+    out: set[Any] = set()
+    for n in names:
+        for ns in (torch, F, torch._C._nn, torch.Tensor):
+            f = getattr(ns, n, None)
+            if f is not None:
+                try:
+                    hash(f)
+                except TypeError:
+                    continue
+                out.add(f)
+    return out
+
+
+_CONV = _collect("conv2d")
+_MAXPOOL = _collect("max_pool2d", "max_pool2d_with_indices")
+_AVGPOOL = _collect("avg_pool2d")
+_LPPOOL = _collect("lp_pool2d")
+_PAD = _collect("pad", "constant_pad_nd")
+_ADAPTIVE = _collect("adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices")
+_RESIZE = _collect("interpolate", "upsample", "upsample_nearest", "upsample_bilinear")
+_LINEAR = _collect("linear")
+_MATMUL = _collect("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "baddbmm", "addmm")
+_SDPA = _collect("scaled_dot_product_attention")
+_CONV_T = _collect("conv_transpose2d")
+
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_AVGPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+_LPPOOL_ARGS = ("input", "norm_type", "kernel_size", "stride", "ceil_mode")
+_PAD_ARGS = ("input", "pad", "mode", "value")
+
+
+def _bind(names: Sequence[str], args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    d = dict(zip(names, args))
+    d.update(kwargs)
+    return d
+
+
+def _pair(v: Any, default: int) -> tuple[int, int]:
+    if v is None or (isinstance(v, (tuple, list)) and len(v) == 0):
+        return default, default
+    if isinstance(v, (tuple, list)):
+        return (int(v[0]), int(v[0])) if len(v) == 1 else (int(v[-2]), int(v[-1]))
+    return int(v), int(v)
+
+
+def tensors_in(obj: Any) -> list[torch.Tensor]:
+    """Every tensor inside nested tuples/lists/dicts, in order.
+
+    Example:
+        >>> len(tensors_in((torch.ones(1), [torch.ones(2), 3], {"a": torch.ones(3)})))
+        3
+    """
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, Mapping):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        out: list[torch.Tensor] = []
+        for o in obj:
+            out.extend(tensors_in(o))
+        return out
+    return []
+
+
+def _op_name(func: Any) -> str:
+    if func in _MAXPOOL:
+        return "max_pool2d"
+    name = getattr(func, "__name__", None) or str(func)
+    return "op" if name == "fn" else name
+
+
+# ------------------------------------------------------------------------------- propagation rules
+def _window_axis(a: Axis, k: int, s: int, p: int, d: int) -> Axis:
+    if a.jump is None:
+        return a
+    k_eff = d * (k - 1) + 1
+    return Axis(a.lo - p * a.jump, a.hi + (k_eff - 1 - p) * a.jump, a.jump * s)
+
+
+def _union(items: list[tuple[Geometry, tuple[int, ...]]], out_hw: tuple[int, int] | None, exact: bool) -> Geometry:
+    """Max over paths: units of equal-size spatial inputs are merged unit by unit; anything else by hull."""
+    exact = exact and all(g.exact for g, _ in items)
+    same = [g for g, s in items if out_hw is not None and len(s) >= 3 and tuple(s[-2:]) == out_hw and not g.is_global]
+    rest = [(g, s) for g, s in items if not any(g is x for x in same)]
+    axes = []
+    for ax in (0, 1):
+        if same:
+            sa = [(g.h if ax == 0 else g.w) for g in same]
+            lo, hi = min(a.lo for a in sa), max(a.hi for a in sa)
+            jumps = {a.jump for a in sa}
+            if len(jumps) > 1:
+                exact = False
+            jump: float | None = max(j for j in jumps if j is not None)
+        else:
+            lo, hi, jump = float("inf"), float("-inf"), None
+        for g, s in rest:
+            a = g.h if ax == 0 else g.w
+            n = s[-2 + ax] if len(s) >= 3 else 1
+            glo, ghi = a.hull(n)
+            if jump is None:
+                lo, hi = min(lo, glo), max(hi, ghi)
+                continue
+            n_out = out_hw[ax] if out_hw else 1
+            if glo <= lo and ghi >= hi + (n_out - 1) * jump:
+                lo, hi, jump = glo, ghi, None  # the broadcast operand already sees everything
+            else:  # partial overlap: take the centre unit's union (an approximation)
+                c = (n_out - 1) // 2
+                lo = min(lo + c * jump, glo) - c * jump
+                hi = max(hi + c * jump, ghi) - c * jump
+                exact = False
+        axes.append(Axis(lo, hi, jump))
+    if (axes[0].jump is None) != (axes[1].jump is None):  # keep both axes global together
+        axes = [Axis(*a.hull(n if out_hw else 1), None) for a, n in zip(axes, out_hw or (1, 1), strict=True)]
+    return Geometry(axes[0], axes[1], exact)
+
+
+def _to_global(g: Geometry, shape: tuple[int, ...]) -> Geometry:
+    nh, nw = (shape[-2], shape[-1]) if len(shape) >= 3 else (1, 1)
+    return Geometry(Axis(*g.h.hull(nh), None), Axis(*g.w.hull(nw), None), g.exact)
+
+
+class _Recorder(TorchFunctionMode):
+    """Records each torch function call whose output is a tensor as a :class:`Node`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.nodes: list[Node] = []
+        self.producer: dict[int, int] = {}
+        self.keep: list[torch.Tensor] = []  # keep outputs alive: ids must not be reused during the trace
+        self.calls: list[ModuleCall] = []
+        self.counts: dict[str, int] = {}
+        self.modules = dict(model.named_modules())
+
+    # -- nodes
+    def add_input(self, x: torch.Tensor) -> None:
+        self._add(Node(0, "input", "input", (), tuple(x.shape), Geometry(_INPUT_AXIS, _INPUT_AXIS)), [x])
+
+    def _add(self, node: Node, outs: list[torch.Tensor]) -> None:
+        self.nodes.append(node)
+        for t in outs:
+            self.producer[id(t)] = node.index
+            self.keep.append(t)
+
+    def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        outs = tensors_in(out)
+        if not outs or func is torch.Tensor.__setitem__:
+            return out
+        seen: list[int] = []
+        for t in tensors_in((args, kwargs)):
+            i = self.producer.get(id(t))
+            if i is not None and i not in seen:
+                seen.append(i)
+        self._add(self._make(func, args, kwargs, tuple(seen), outs[0]), outs)
+        return out
+
+    def _make(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], ins: tuple[int, ...], out: torch.Tensor) -> Node:
+        idx = len(self.nodes)
+        shape = tuple(out.shape)
+        name = _op_name(func)
+        items = [(self.nodes[i].geometry, self.nodes[i].shape) for i in ins if self.nodes[i].geometry is not None]
+        main_t = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("input")
+        main_i = self.producer.get(id(main_t)) if isinstance(main_t, torch.Tensor) else None
+        main = self.nodes[main_i] if main_i is not None and main_i in ins else None
+        # an in-place op re-binds its tensor to this node: the producer lookup above ran before that
+        macs, window, kind = 0, None, "elementwise"
+        geo: Geometry | None = None
+        out_hw = tuple(shape[-2:]) if len(shape) >= 3 else None
+        if func in _CONV or func in _MAXPOOL or func in _AVGPOOL or func in _LPPOOL:
+            if func in _CONV:
+                a = _bind(_CONV_ARGS, args, kwargs)
+                w = a["weight"]
+                k = (int(w.shape[-2]), int(w.shape[-1]))
+                d = _pair(a.get("dilation"), 1)
+                pad = a.get("padding", 0)
+                if isinstance(pad, str):
+                    pad = (d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2) if pad == "same" else (0, 0)
+                window = Window(k, _pair(a.get("stride"), 1), _pair(pad, 0), d)
+                macs = int(out.numel() // max(out.shape[0], 1) * w.shape[1] * k[0] * k[1]) if out.ndim == 4 else 0
+                kind = "conv"
+            else:
+                names = _MAXPOOL_ARGS if func in _MAXPOOL else _AVGPOOL_ARGS if func in _AVGPOOL else _LPPOOL_ARGS
+                a = _bind(names, args, kwargs)
+                k = _pair(a["kernel_size"], 1)
+                s = a.get("stride")
+                window = Window(k, k if not s else _pair(s, 1), _pair(a.get("padding", 0), 0), _pair(a.get("dilation", 1), 1), bool(a.get("ceil_mode", False)))
+                kind = "pool"
+            if main is not None and main.geometry is not None and out.ndim == 4:
+                g = main.geometry
+                geo = Geometry(
+                    _window_axis(g.h, window.kernel[0], window.stride[0], window.padding[0], window.dilation[0]),
+                    _window_axis(g.w, window.kernel[1], window.stride[1], window.padding[1], window.dilation[1]),
+                    g.exact,
+                )
+        elif func in _PAD and main is not None and main.geometry is not None and out.ndim == 4:
+            a = _bind(_PAD_ARGS, args, kwargs)
+            p = [int(v) for v in a["pad"]] + [0, 0, 0, 0]
+            left, top = p[0], p[2]
+            window = Window((1, 1), (1, 1), (top, left))
+            g = main.geometry
+            shift = lambda ax, n: ax if ax.jump is None else Axis(ax.lo - n * ax.jump, ax.hi - n * ax.jump, ax.jump)  # noqa: E731
+            geo, kind = Geometry(shift(g.h, top), shift(g.w, left), g.exact), "pad"
+        elif func in _ADAPTIVE and main is not None and main.geometry is not None and out.ndim == 4:
+            kind = "adaptive_pool"
+            g = main.geometry
+            if shape[-2:] == (1, 1) or g.is_global:
+                geo = _to_global(g, main.shape)
+            else:
+                axes, exact = [], g.exact
+                for ax, n_in, n_out in ((g.h, main.shape[-2], shape[-2]), (g.w, main.shape[-1], shape[-1])):
+                    if n_in % n_out == 0:
+                        k = n_in // n_out
+                        axes.append(_window_axis(ax, k, k, 0, 1))
+                    else:  # windows [floor(i n/o), ceil((i+1) n/o)) vary in size: widest window, mean stride
+                        kmax = max(-(-(i + 1) * n_in // n_out) - (i * n_in // n_out) for i in range(n_out))
+                        axes.append(Axis(ax.lo, ax.hi + (kmax - 1) * ax.jump, ax.jump * n_in / n_out))
+                        exact = False
+                geo = Geometry(axes[0], axes[1], exact)
+        elif func in _RESIZE and main is not None and main.geometry is not None and out.ndim == 4 and not main.geometry.is_global:
+            kind = "resize"  # nearest/bilinear upsampling: jump shrinks by the scale, +-1 input unit for interpolation
+            g = main.geometry
+            axes = []
+            for ax, n_in, n_out in ((g.h, main.shape[-2], shape[-2]), (g.w, main.shape[-1], shape[-1])):
+                axes.append(Axis(ax.lo - ax.jump, ax.hi + ax.jump, ax.jump * n_in / n_out))
+            geo = Geometry(axes[0], axes[1], False)
+        elif func in _LINEAR:
+            kind = "linear"
+            w = args[1] if len(args) > 1 else kwargs["weight"]
+            macs = int(out.numel() // max(out.shape[0], 1) * w.shape[-1]) if out.ndim >= 2 else int(out.numel() * w.shape[-1])
+        elif func in _MATMUL or func in _SDPA:
+            kind = "matmul"
+            ts = [t for t in tensors_in(args)][:3]
+            if func in _SDPA and len(ts) >= 3:  # Q K^T and A V
+                q, kk = ts[0], ts[1]
+                macs = 2 * int(q.numel() // q.shape[0] * kk.shape[-2]) if q.ndim >= 2 else 0
+            elif len(ts) >= 2:
+                a_t, b_t = (ts[-2], ts[-1]) if func in _collect("baddbmm", "addmm") else (ts[0], ts[1])
+                inner = int(a_t.shape[-1])
+                batch = out.shape[0] if out.ndim >= 3 and a_t.ndim >= 3 else 1
+                macs = int(out.numel() // max(batch, 1) * inner)
+        elif func in _CONV_T:
+            kind = "unknown"
+            w = args[1] if len(args) > 1 else kwargs["weight"]
+            inp = args[0]
+            macs = int(inp.numel() // max(inp.shape[0], 1) * w.shape[1] * w.shape[-2] * w.shape[-1])
+        if geo is None and items:
+            if kind in ("linear", "matmul") or out_hw is None or shape[-2:] == (1, 1) and out.ndim == 4:
+                geo = _union([(_to_global(g, s), s) for g, s in items], None, True)
+                geo = Geometry(geo.h, geo.w, geo.exact)
+                kind = "global" if kind == "elementwise" else kind
+            else:
+                matches = any(len(s) >= 3 and tuple(s[-2:]) == out_hw and not g.is_global for g, s in items)
+                geo = _union(items, out_hw, exact=matches or all(g.is_global for g, _ in items))
+                if not matches and not geo.is_global:
+                    geo = _to_global(geo, shape)
+                if not matches and not all(g.is_global for g, _ in items):
+                    kind = "unknown"
+        if not items:
+            kind = "constant"
+        return Node(idx, name, kind, ins, shape, geo, window, macs)
+
+    # -- module calls (called from inside the capture hook)
+    def on_call(self, name: str, inputs: tuple[Any, ...], output: Any) -> None:
+        t = first_tensor(output)
+        out_i = self.producer.get(id(t)) if t is not None else None
+        ins = tuple(dict.fromkeys(i for x in tensors_in(inputs) if (i := self.producer.get(id(x))) is not None))
+        k = self.counts.get(name, 0)
+        self.counts[name] = k + 1
+        m = self.modules[name]
+        self.calls.append(
+            ModuleCall(name, type(m).__name__, k, name.count(".") + 1, next(m.children(), None) is None, out_i, ins, None if t is None else tuple(t.shape))
+        )
+
+
+def _cone(nodes: list[Node], out: int, stop: Iterable[int]) -> tuple[int, ...]:
+    """Nodes computed from ``stop`` (exclusive) up to ``out`` (inclusive), by walking the inputs back."""
+    stop_set = set(stop)
+    if out in stop_set:
+        return ()
+    seen = {out}
+    todo = [out]
+    while todo:
+        i = todo.pop()
+        for j in nodes[i].inputs:
+            if j not in seen and j not in stop_set and j != 0:
+                seen.add(j)
+                todo.append(j)
+    return tuple(sorted(seen))
+
+
+def trace(
+    model: nn.Module,
+    input_shape: Sequence[int] = (3, 224, 224),
+    *,
+    x: torch.Tensor | None = None,
+    device: str | torch.device | None = None,
+) -> Graph:
+    """Run one forward pass (eval mode, no grad, modes restored) and record the dataflow graph.
+
+    Args:
+        model: any ``nn.Module`` taking one image batch.
+        input_shape: (C, H, W) of the zero probe image (ignored when ``x`` is given).
+        x: an explicit input batch (use batch size 1: MACs are per image).
+        device: where to run; defaults to the model's device.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten())
+        >>> g = trace(net, (3, 9, 9))
+        >>> [n.op for n in g.nodes], g.total_macs
+        (['input', 'conv2d', 'relu', 'flatten'], 1728)
+    """
+    if x is None:
+        shape = tuple(input_shape)
+        if len(shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in shape):
+            raise InputError(f"input_shape must be (C, H, W) with three positive ints, got {tuple(input_shape)}.")
+        x = torch.zeros(1, *shape, device=device_of(model, device))
+    elif not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise InputError(f"x must be an (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}.")
+    names = [n for n, _ in model.named_modules() if n]
+    rec = _Recorder(model)
+    try:
+        with preserve_state(model, train=False), torch.no_grad(), capture(model, names, detach=False, on_call=rec.on_call) as cap:
+            rec.add_input(x)
+            with rec:
+                cap.run(x)
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(
+            f"the model failed on a {'x'.join(str(v) for v in x.shape)} input ({msg}); try a larger or differently shaped --input."
+        ) from e
+    nodes = rec.nodes
+    for c in rec.calls:
+        if c.output is not None:
+            c.ops = _cone(nodes, c.output, c.inputs)
+    for c in rec.calls:  # children complete first: the first call that owns a node is the innermost one
+        for i in c.ops:
+            if nodes[i].module is None:
+                nodes[i].module = c.name
+    return Graph(nodes, rec.calls, tuple(x.shape[1:]), "record")

@@ -1,0 +1,239 @@
+"""Receptive fields: theoretical (from the traced graph) and empirical (from gradients).
+
+Theory (:func:`receptive_field`): the per-axis recursion of :mod:`convlens.graph`, maximised over every
+path of the real graph, ``r' = r + (k_eff - 1)·j``, ``j' = s·j`` with ``k_eff = d·(k-1) + 1``.
+
+Measurement (:func:`receptive_field_empirical`): the input pixels that can influence one unit are
+those where ``∂y_unit/∂x ≠ 0``. On a trained network that gradient can vanish or cancel (ReLUs that
+are off, max-pools that route to one pixel, weights of opposite sign), so the measurement runs on a
+**cancellation-free copy** of the model:
+
+* every weight tensor (``ndim >= 2``) is replaced by ``1 / shape[1]`` (positive, a channel average per
+  tap), biases by 0, norm scales by 1, BatchNorm statistics by mean 0 / variance 1 (eval mode),
+  through ``torch.func.functional_call`` with broadcast constants (no copy of the weights);
+* pointwise nonlinearities (ReLU, ReLU6, hardtanh, GELU, SiLU, sigmoid, hard-swish, ...) and dropout
+  act as the identity, and max-pools become average pools with the same window (so every pixel of
+  a window gets gradient, not only the arg-max);
+* the computation runs in float64 on an all-ones image.
+
+The copy is then a linear map with only positive coefficients (and positive products for
+multiplicative gates), so ``∂y/∂x_p > 0`` exactly for the pixels p connected to the unit by some
+path and 0 elsewhere: the support is the union over all paths, what the theory claims. The user's
+model is never modified. Normalisation layers that subtract a mean (LayerNorm, GroupNorm) can still
+cancel; attention makes fields global anyway.
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(2), torch.nn.Conv2d(4, 4, 3, dilation=2))
+    >>> e = receptive_field_empirical(net, "2", 32)
+    >>> e.size == receptive_field(net, "2", (3, 32, 32)).receptive_field
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from convlens.errors import InputError, LayerError
+from convlens.graph import Geometry, trace
+from convlens.hooks import capture, device_of, preserve_state
+from convlens.layers import resolve
+
+__all__ = ["EmpiricalRF", "receptive_field", "receptive_field_empirical"]
+
+
+@dataclass(frozen=True)
+class EmpiricalRF:
+    """Measured receptive field of one unit of ``layer``.
+
+    ``size`` = (rows, cols) of the bounding box of pixels with non-zero gradient; ``box`` =
+    (top, left, bottom, right) inclusive; ``center`` its centre; ``clipped`` is True when the box
+    touches the image border (the true field may extend beyond the image: use a larger input).
+    """
+
+    layer: str
+    unit: tuple[int, int]
+    size: tuple[int, int]
+    box: tuple[int, int, int, int]
+    center: tuple[float, float]
+    input_size: tuple[int, int]
+    clipped: bool
+    pixels: int  # number of pixels with non-zero gradient
+
+
+def receptive_field(model: nn.Module, layer: str, input_shape: Sequence[int] = (3, 224, 224), *, call: int = 0) -> Geometry:
+    """Theoretical receptive-field geometry of ``layer``'s output (max over all paths of the traced graph).
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5, stride=2), torch.nn.Conv2d(4, 4, 3))
+        >>> receptive_field(net, "1", (3, 32, 32)).receptive_field
+        (9, 9)
+    """
+    ref = resolve(model, layer, input_shape=tuple(input_shape))
+    if len(ref) != 1:
+        raise LayerError(f"receptive_field needs one layer; '{layer}' names {len(ref)}.")
+    return trace(model, tuple(input_shape)).geometry(ref[0].name, call)
+
+
+def _identity(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return x
+
+
+_IDENTITY_NAMES = (
+    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_",
+    "celu", "celu_", "gelu", "silu", "sigmoid", "sigmoid_", "hardsigmoid", "hardswish", "tanh", "tanh_", "softplus",
+    "mish", "threshold", "threshold_", "rrelu", "rrelu_", "dropout", "dropout2d", "dropout1d", "alpha_dropout",
+    "feature_alpha_dropout", "dropout_",
+)
+
+
+def _funcs(names: Sequence[str]) -> set[Any]:
+    out = set()
+    for n in names:
+        for ns in (torch, F, torch._C._nn, torch.Tensor):
+            f = getattr(ns, n, None)
+            if f is not None:
+                try:
+                    hash(f)
+                except TypeError:
+                    continue
+                out.add(f)
+    return out
+
+
+_IDENTITY = _funcs(_IDENTITY_NAMES)
+_MAXPOOL = _funcs(("max_pool2d", "max_pool2d_with_indices"))
+_ADAPTIVE_MAX = _funcs(("adaptive_max_pool2d", "adaptive_max_pool2d_with_indices"))
+_MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+
+
+class _Functional:
+    """Callable that runs ``model`` with substituted tensors (``torch.func.functional_call``)."""
+
+    def __init__(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        self.model, self.tensors = model, tensors
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        return torch.func.functional_call(self.model, self.tensors, (x,), tie_weights=True, strict=False)
+
+
+class _Monotone(TorchFunctionMode):
+    """Nonlinearities -> identity, max-pool -> average pool over the same window."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Any:
+        kwargs = dict(kwargs or {})
+        if func in _IDENTITY:
+            return args[0] if args else kwargs["input"]
+        if func in _MAXPOOL:
+            a = dict(zip(_MAXPOOL_ARGS, args))
+            a.update(kwargs)
+            dil = a.get("dilation", 1)
+            if not a.get("return_indices") and dil in (1, (1, 1), [1, 1]):
+                return F.avg_pool2d(a["input"], a["kernel_size"], a.get("stride") or None, a.get("padding", 0), bool(a.get("ceil_mode", False)), True)
+        if func in _ADAPTIVE_MAX:
+            a = dict(zip(("input", "output_size", "return_indices"), args))
+            a.update(kwargs)
+            if not a.get("return_indices"):
+                return F.adaptive_avg_pool2d(a["input"], a["output_size"])
+        return func(*args, **kwargs)
+
+
+def _positive_tensors(model: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
+    """Replacement parameters/buffers for ``functional_call``: broadcast constants, no copy of the weights."""
+    out: dict[str, torch.Tensor] = {}
+
+    def const(v: float, shape: torch.Size) -> torch.Tensor:
+        return torch.tensor(v, dtype=torch.float64, device=device).expand(shape)
+
+    for mod_name, mod in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        for name, p in mod.named_parameters(recurse=False):
+            v = 1.0 / max(int(p.shape[1]), 1) if p.ndim >= 2 else (0.0 if "bias" in name else 1.0)
+            out[prefix + name] = const(v, p.shape)
+        for name, b in mod.named_buffers(recurse=False):
+            if name == "running_mean":
+                out[prefix + name] = const(0.0, b.shape)
+            elif name == "running_var":
+                out[prefix + name] = const(1.0, b.shape)
+            elif b.is_floating_point():
+                out[prefix + name] = b.detach().to(device=device, dtype=torch.float64)
+    return out
+
+
+def receptive_field_empirical(
+    model: nn.Module,
+    layer: str,
+    input_size: int | Sequence[int] = 224,
+    *,
+    in_channels: int = 3,
+    unit: tuple[int, int] | None = None,
+    call: int = 0,
+    device: str | torch.device | None = None,
+) -> EmpiricalRF:
+    """Measure the receptive field of one unit of ``layer`` as the support of ``∂y_unit/∂x``.
+
+    The unit is the centre of the layer's output map (``unit=(row, col)`` to choose); the score is the
+    sum over its channels. Runs on a cancellation-free copy (see module docstring); ``model`` is untouched.
+
+    Args:
+        model: the network.
+        layer: one module name (or glob matching one module).
+        input_size: H (square) or (H, W) of the probe image; make it larger than the field.
+        in_channels: channels of the probe image.
+        unit: output position to measure; defaults to the centre (H'//2, W'//2).
+        call: which call of a module called several times (default: the first; -1: the last, which runs the whole forward).
+        device: where to compute (defaults to the model's device).
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3), torch.nn.Conv2d(1, 1, 3, stride=2), torch.nn.Conv2d(1, 1, 3))
+        >>> receptive_field_empirical(net, "2", 21, in_channels=1).size
+        (9, 9)
+    """
+    size = (int(input_size), int(input_size)) if isinstance(input_size, int) else tuple(int(v) for v in input_size)
+    if len(size) != 2 or min(size) < 1:
+        raise InputError(f"input_size must be an int or (H, W) of positive ints, got {input_size!r}.")
+    refs = resolve(model, layer, input_shape=(in_channels, *size))
+    if len(refs) != 1:
+        raise LayerError(f"receptive_field_empirical needs one layer; '{layer}' names {len(refs)}.")
+    name = refs[0].name
+    dev = device_of(model, device)
+    x = torch.ones(1, in_channels, *size, dtype=torch.float64, device=dev, requires_grad=True)
+    stop = name if call == 0 else None
+    tensors = _positive_tensors(model, dev)
+    with preserve_state(model, train=False), _Monotone(), capture(model, [name], detach=False, stop_after=stop) as cap:
+        try:
+            cap.model = _Functional(model, tensors)
+            cap.run(x)
+        except RuntimeError as e:
+            raise InputError(f"the model failed on a {size[0]}x{size[1]} probe in float64 ({str(e).splitlines()[0]}).") from e
+    calls = cap.calls.get(name, [])
+    if not calls:
+        raise LayerError(f"layer '{name}' was not called in the forward pass.")
+    try:
+        y = calls[call]
+    except IndexError:
+        raise LayerError(f"layer '{name}' was called {len(calls)} time(s); call index {call} does not exist.") from None
+    if y.ndim != 4:
+        raise LayerError(f"layer '{name}' outputs shape {tuple(y.shape)}; an empirical receptive field needs an (N, C, H, W) map.")
+    uh, uw = unit if unit is not None else (y.shape[2] // 2, y.shape[3] // 2)
+    if not (0 <= uh < y.shape[2] and 0 <= uw < y.shape[3]):
+        raise InputError(f"unit {(uh, uw)} is outside the {y.shape[2]}x{y.shape[3]} output of '{name}'.")
+    (grad,) = torch.autograd.grad(y[0, :, uh, uw].sum(), x)
+    support = grad[0].abs().sum(0) > 0
+    rows = torch.nonzero(support.any(1)).flatten()
+    cols = torch.nonzero(support.any(0)).flatten()
+    if rows.numel() == 0:
+        raise LayerError(f"unit {(uh, uw)} of '{name}' does not depend on the input image.")
+    top, bottom, left, right = int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+    clipped = top == 0 or left == 0 or bottom == size[0] - 1 or right == size[1] - 1
+    return EmpiricalRF(
+        name, (int(uh), int(uw)), (bottom - top + 1, right - left + 1), (top, left, bottom, right),
+        ((top + bottom) / 2, (left + right) / 2), size, clipped, int(support.sum()),
+    )
