@@ -8,6 +8,7 @@ Example:
 """
 
 from convlens.inspect.predict import Prediction, TopClass, predict, predict_files
+from convlens.inspect.summary import LayerRecord, Summary, summarize
 from convlens.inspect.rf import EmpiricalRF, receptive_field, receptive_field_empirical
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "TopClass",
     "predict",
     "predict_files",
+    "LayerRecord",
+    "Summary",
+    "summarize",
     "EmpiricalRF",
     "receptive_field",
     "receptive_field_empirical",

@@ -1,0 +1,207 @@
+"""Layer summary: per module call, its output shape, parameters, MACs, window and receptive field.
+
+Built on :func:`convlens.graph.trace`, so receptive fields are the maximum over every path of the real
+graph (residual adds, inception/DenseNet concatenations, functional ops, modules called twice):
+
+    r' = r + (k_eff - 1)·j,   j' = s·j,   k_eff = d·(k - 1) + 1      (conv and pool, per axis)
+
+``receptive_field`` is (r_h, r_w) in input pixels, ``jump`` (j_h, j_w) the distance between neighbouring
+units in input pixels (``None`` once the map is reduced to a global vector), ``start`` the centre of
+unit (0, 0)'s field (negative when padding reaches outside the image).
+
+MACs (multiply-accumulates, one image): convolutions ``H'·W'·C_out·(C_in/groups)·kH·kW``, linear layers
+``out·in``, matrix products; bias, normalization, activation, pooling and additions count 0. A container's
+MACs are those of every op computed inside it. ``total_params`` counts each parameter tensor once.
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.ReLU(), torch.nn.MaxPool2d(2))
+    >>> s = summarize(net, (3, 10, 10))
+    >>> [(r.name, r.output_shape, r.macs, r.receptive_field) for r in s.layers]
+    [('0', (8, 8, 8), 13824, (3, 3)), ('1', (8, 8, 8), 0, (3, 3)), ('2', (4, 4, 8), 0, (4, 4))]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from convlens.errors import InputError, LayerError
+from convlens.graph import Graph, trace
+
+__all__ = ["LayerRecord", "Summary", "summarize", "MAC_CONVENTION", "hwc"]
+
+MAC_CONVENTION = (
+    "multiply-accumulates per image: conv H'*W'*C_out*(C_in/groups)*kH*kW, linear out*in, matmul/bmm/attention "
+    "products; bias, normalization, activations, pooling and additions count 0"
+)
+
+
+def hwc(shape: Sequence[int]) -> tuple[int, ...]:
+    """Torch shape without the batch, in the course's order: (N, C, H, W) -> (H, W, C); others unchanged.
+
+    Example:
+        >>> hwc((1, 64, 56, 56)), hwc((1, 1000))
+        ((56, 56, 64), (1000,))
+    """
+    s = tuple(int(v) for v in shape[1:])
+    return (s[1], s[2], s[0]) if len(s) == 3 else s
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One module call. ``output_shape`` is HxWxC (course notation) for maps; ``torch_shape`` is (N, C, H, W)."""
+
+    name: str
+    type: str
+    call: int
+    depth: int
+    leaf: bool
+    output_shape: tuple[int, ...] | None
+    torch_shape: tuple[int, ...] | None
+    params: int
+    params_trainable: int
+    params_frozen: int
+    macs: int
+    kernel: tuple[int, int] | None
+    stride: tuple[int, int] | None
+    padding: tuple[int, int] | None
+    dilation: tuple[int, int] | None
+    receptive_field: tuple[int | float, int | float] | None
+    jump: tuple[int | float, int | float] | None
+    start: tuple[int | float, int | float] | None
+    rf_exact: bool
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Every module call of one forward pass plus totals (``input_shape`` is HxWxC)."""
+
+    model: str
+    input_shape: tuple[int, int, int]
+    layers: list[LayerRecord]
+    total_params: int
+    trainable_params: int
+    frozen_params: int
+    total_macs: int
+    mac_convention: str = MAC_CONVENTION
+    graph: Graph | None = field(default=None, repr=False, compare=False)
+
+    def layer(self, name: str, call: int = 0) -> LayerRecord:
+        """The record of ``name`` (its ``call``-th call)."""
+        hits = [r for r in self.layers if r.name == name]
+        if not hits:
+            import difflib
+
+            close = difflib.get_close_matches(name, [r.name for r in self.layers], n=3, cutoff=0.5)
+            raise LayerError(f"layer '{name}' is not in the summary" + (f"; did you mean {', '.join(close)}?" if close else "."))
+        return hits[call]
+
+    def at_depth(self, depth: int | None) -> list[LayerRecord]:
+        """Records of modules nested at most ``depth`` levels deep (``None``: all)."""
+        if depth is not None and depth < 1:
+            raise InputError(f"depth must be >= 1, got {depth}.")
+        return [r for r in self.layers if depth is None or r.depth <= depth]
+
+    def to_dict(self, depth: int | None = None, *, channels_first: bool = False) -> dict:
+        """The JSON form: ``{"layers": [...], "total_params", "total_macs", ...}`` (graph left out)."""
+        layers = []
+        for r in self.at_depth(depth):
+            d = {k: getattr(r, k) for k in LayerRecord.__dataclass_fields__}
+            if channels_first and r.torch_shape is not None:
+                d["output_shape"] = tuple(r.torch_shape[1:])
+            layers.append(d)
+        h, w, c = self.input_shape
+        return {
+            "model": self.model,
+            "input_shape": (c, h, w) if channels_first else self.input_shape,
+            "layers": layers,
+            "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
+            "frozen_params": self.frozen_params,
+            "total_macs": self.total_macs,
+            "mac_convention": self.mac_convention,
+        }
+
+
+def summarize(
+    model: nn.Module,
+    input_shape: Sequence[int] = (3, 224, 224),
+    *,
+    name: str | None = None,
+    device: str | torch.device | None = None,
+) -> Summary:
+    """Trace ``model`` on a zero image of ``input_shape`` = (C, H, W) and summarise every module call.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.Conv2d(4, 4, 3, dilation=2))
+        >>> r = summarize(net, (3, 32, 32)).layer("1")
+        >>> r.receptive_field, r.jump, r.dilation
+        ((11, 11), (2, 2), (2, 2))
+    """
+    graph = trace(model, tuple(input_shape), device=device)
+    modules = dict(model.named_modules())
+    counts: dict[str, tuple[int, int]] = {}
+    for mname, m in modules.items():
+        seen: set[int] = set()
+        tr = fr = 0
+        for p in m.parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            if p.requires_grad:
+                tr += p.numel()
+            else:
+                fr += p.numel()
+        counts[mname] = (tr, fr)
+    records = []
+    for c in graph.calls:
+        node = graph.nodes[c.output] if c.output is not None else None
+        geo = node.geometry if node is not None else None
+        win = graph.window(c)
+        tr, fr = counts[c.name]
+        records.append(
+            LayerRecord(
+                name=c.name,
+                type=c.type,
+                call=c.call,
+                depth=c.depth,
+                leaf=c.leaf,
+                output_shape=hwc(c.shape) if c.shape else None,
+                torch_shape=c.shape,
+                params=tr + fr,
+                params_trainable=tr,
+                params_frozen=fr,
+                macs=sum(graph.nodes[i].macs for i in c.ops),
+                kernel=win.kernel if win else None,
+                stride=win.stride if win else None,
+                padding=win.padding if win else None,
+                dilation=win.dilation if win else None,
+                receptive_field=geo.receptive_field if geo else None,
+                jump=geo.jump if geo else None,
+                start=geo.start if geo else None,
+                rf_exact=geo.exact if geo else True,
+            )
+        )
+    # containers complete after their children; list them first, in call order, as torchinfo does
+    def first_op(i: int) -> int:
+        c = graph.calls[i]
+        return min(c.ops) if c.ops else (c.output if c.output is not None else 0)
+
+    order = sorted(range(len(records)), key=lambda i: (first_op(i), records[i].depth, i))
+    records = [records[i] for i in order]
+    tr_all, fr_all = counts[""]
+    c_in, h, w = graph.input_shape
+    return Summary(
+        model=name or type(model).__name__,
+        input_shape=(h, w, c_in),
+        layers=records,
+        total_params=tr_all + fr_all,
+        trainable_params=tr_all,
+        frozen_params=fr_all,
+        total_macs=graph.total_macs,
+        graph=graph,
+    )
