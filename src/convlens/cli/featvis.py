@@ -1,9 +1,147 @@
-"""CLI commands for the 'featvis' concern (see the module's library counterpart)."""
+"""CLI commands for the 'featvis' concern: ``filters`` (feature visualization by gradient ascent)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from convlens.cli.models import DEVICE_OPT, MODEL_OPT, WEIGHTS_OPT
+
+
+@dataclass
+class ChannelValue:
+    """One rendered channel: the final and starting objective values."""
+
+    channel: int
+    value: float
+    start_value: float
+
+
+@dataclass
+class FiltersReport:
+    """What ``convlens filters --json`` prints."""
+
+    model: str
+    layer: str
+    objective: str
+    recipe: str
+    steps: int
+    size: int
+    seed: int
+    device: str
+    out: str
+    truncated_after: Optional[str]
+    seconds: float
+    channels: list[ChannelValue] = field(default_factory=list)
+    recipe_params: dict = field(default_factory=dict)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this concern's commands to ``app``."""
+    """Add ``filters``."""
+
+    @app.command("filters")
+    def filters_cmd(
+        model: str = MODEL_OPT,
+        weights: Optional[Path] = WEIGHTS_OPT,
+        layer: str = typer.Option(..., "--layer", help="layer name (see `convlens summary`), or 'auto'"),
+        channels: str = typer.Option("0-15", "--channels", help="channel indices: '0-15', '1,3,7'"),
+        objective: str = typer.Option("channel", "--objective", help="channel | neuron | layer | class"),
+        recipe: str = typer.Option("lucid", "--recipe", help="lucid (readable) | keras (the book's pixel ascent)"),
+        steps: int = typer.Option(256, "--steps", min=0),
+        size: int = typer.Option(128, "--size", min=1, help="image side in pixels"),
+        seed: int = typer.Option(0, "--seed", min=0),
+        device: str = DEVICE_OPT,
+        kernels: bool = typer.Option(False, "--kernels", help="show the first conv layer's weights as RGB tiles instead"),
+        out: Path = typer.Option(..., "--out", help="grid PNG to write"),
+        json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
+    ) -> None:
+        """Visualize what filters respond to: one optimized image per channel, in one batch, forward truncated at the layer."""
+        import time
+
+        from convlens.cli.common import check_choice, console, parse_int_list, print_json
+        from convlens.errors import InputError
+        from convlens.featvis import OBJECTIVES, RECIPES, first_layer_kernels, visualize
+        from convlens.layers import resolve
+        from convlens.models import load_model
+        from convlens.plot.featvis import featvis_grid, kernel_grid
+
+        check_choice(objective, OBJECTIVES, name="--objective")
+        check_choice(recipe, list(RECIPES), name="--recipe")
+        chans = parse_int_list(channels, name="--channels")
+        if out.exists() and out.is_dir():
+            raise InputError(f"--out '{out}' is a folder; give a .png file path.")
+        bundle = load_model(model, weights=weights, device=device)
+        if kernels:
+            tiles = first_layer_kernels(bundle.model, None if layer == "auto" else layer)
+            fig = kernel_grid(tiles, layer=layer)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out)
+            if json_out:
+                print_json({"model": model, "layer": layer, "kernels": int(tiles.shape[0]), "out": str(out)})
+            else:
+                console().print(f"wrote {out}: {tiles.shape[0]} kernels of {tuple(tiles.shape[1:])}")
+            return
+        refs = resolve(bundle.model, layer) if objective != "class" else []
+        if len(refs) > 1:
+            raise InputError(f"--layer '{layer}' matches {len(refs)} layers; name exactly one.")
+        layer_name = refs[0].name if refs else layer
+
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        t0 = time.perf_counter()
+        with Progress(
+            TextColumn("[bold]filters[/bold] {task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} steps"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console(stderr=True),
+            transient=True,
+        ) as progress:
+            task = progress.add_task(f"{layer_name} x{len(chans)}", total=steps)
+            res = visualize(
+                bundle,
+                layer_name,
+                chans,
+                objective=objective,
+                recipe=recipe,
+                steps=steps,
+                size=size,
+                seed=seed,
+                device=device,
+                callback=lambda s, n: progress.update(task, completed=s),
+                return_result=True,
+            )
+        seconds = time.perf_counter() - t0
+        values = res.values.cpu().tolist()
+        starts = res.start_values.cpu().tolist()
+        fig = featvis_grid(res.images, chans, values=values, title=f"{bundle.meta.name} {layer_name} ({objective}, {recipe}, {steps} steps)")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out)
+        import dataclasses
+
+        report = FiltersReport(
+            model=bundle.meta.name,
+            layer=layer_name,
+            objective=objective,
+            recipe=recipe,
+            steps=steps,
+            size=size,
+            seed=seed,
+            device=str(res.images.device),
+            out=str(out),
+            truncated_after=res.truncated_after,
+            seconds=round(seconds, 3),
+            channels=[ChannelValue(c, float(v), float(s)) for c, v, s in zip(chans, values, starts, strict=True)],
+            recipe_params={k: v for k, v in dataclasses.asdict(res.recipe).items() if k != "extra"},
+        )
+        if json_out:
+            print_json(report)
+            return
+        con = console()
+        con.print(f"wrote {out}: {len(chans)} channels of {layer_name} ({objective}, recipe {recipe}, {steps} steps, {size} px) in {seconds:.1f} s")
+        for cv in report.channels:
+            con.print(f"  ch {cv.channel:4d}  objective {cv.start_value:10.4g} -> {cv.value:10.4g}")

@@ -74,6 +74,8 @@ class FeatvisResult:
         objective: a readable description of the objective.
         recipe: the recipe used.
         truncated_after: the layer the forward pass stopped at (``None``: full forward).
+        raw: (N, 3, S, S) the final image as the model saw it, before the display mapping (Keras
+            pixels are unbounded; Lucid's equal ``images``).
     """
 
     images: torch.Tensor
@@ -88,6 +90,7 @@ class FeatvisResult:
     steps: int
     size: int
     truncated_after: str | None = None
+    raw: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -320,6 +323,7 @@ def render(
         steps=steps,
         size=size,
         truncated_after=stop,
+        raw=img.detach(),
     )
 
 

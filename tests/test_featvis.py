@@ -1,0 +1,288 @@
+"""Feature visualization: known-kernel oracle, rising objectives, batch independence, state hygiene."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from convlens.errors import ConvlensError, InputError, LayerError
+from convlens.featvis import (
+    L2,
+    Blur,
+    Channel,
+    ClassLogit,
+    FourierImage,
+    Jitter,
+    KerasRecipe,
+    LayerL2,
+    LucidRecipe,
+    Neuron,
+    Pad,
+    Pipeline,
+    RandomRotate,
+    RandomScale,
+    TotalVariation,
+    first_layer_kernels,
+    get_recipe,
+    render,
+    visualize,
+)
+from convlens.hooks import hook_count
+
+RAW = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+def _kernel_net() -> tuple[nn.Module, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    k = torch.randn(1, 3, 5, 5, generator=g)
+    conv = nn.Conv2d(3, 1, 5, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(k)
+    return nn.Sequential(conv), k
+
+
+def _small_net(seed: int = 0, gain: float = 1.0) -> nn.Module:
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.GELU(), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.GELU(), nn.Conv2d(8, 6, 3)
+    )
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(gain)
+    return net
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1])
+
+
+def test_neuron_visualization_reproduces_known_kernel():
+    net, k = _kernel_net()
+    size = 21
+    r = visualize(net, "0", [0], objective="neuron", recipe="keras", steps=30, size=size, return_result=True, **RAW)
+    # output map 17x17, centre unit (8, 8) sees input rows/cols 8..12
+    o = (size - 5) // 2 + 0
+    out_centre = (size - 4) // 2
+    o = out_centre
+    assert r.raw is not None
+    rf = r.raw[0, :, o : o + 5, o : o + 5]
+    assert _pearson(rf, k) > 0.99  # the ascent adds lr * k/||k|| each step
+    # outside the receptive field the gradient is zero: pixels stay at their initial noise (0.4-0.6)
+    mask = torch.ones(size, size, dtype=torch.bool)
+    mask[o : o + 5, o : o + 5] = False
+    outside = r.raw[0][:, mask]
+    assert float(outside.min()) >= 0.4 and float(outside.max()) <= 0.6
+    # the displayed image (Keras deprocess, clipped at +-2 std) keeps the pattern on a small canvas
+    small = visualize(net, "0", [0], objective="neuron", recipe="keras", steps=30, size=13, **RAW)
+    o = (13 - 4) // 2
+    assert _pearson(small[0, :, o : o + 5, o : o + 5], k) > 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe, steps", [("keras", 25), ("lucid", 40)])
+def test_channel_objective_rises_for_every_channel(recipe, steps):
+    net = _small_net(gain=2.0)
+    r = visualize(net, "5", list(range(6)), recipe=recipe, steps=steps, size=32, return_result=True)
+    # the starting noise: each channel's value over 16 different initial images of the recipe
+    per = [c for c in range(6) for _ in range(16)]
+    noise = render(net, Channel("5", per), keys=list(range(96)), recipe=recipe, steps=0, size=32).start_values
+    noise_sd = noise.view(6, 16).std(1)
+    gain = r.values - r.start_values
+    assert bool((gain > 5 * noise_sd).all()), (gain, noise_sd)
+    assert r.history.shape == (steps, 6)
+    assert torch.isfinite(r.images).all() and float(r.images.min()) >= 0 and float(r.images.max()) <= 1
+    assert r.truncated_after == "5"
+
+
+@pytest.mark.parametrize("recipe", ["keras", "lucid"])
+def test_batched_equals_one_at_a_time(recipe):
+    net = _small_net(1)
+    chans = [4, 0, 2]
+    batched = visualize(net, "2", chans, recipe=recipe, steps=8, size=20, seed=3)
+    single = torch.cat([visualize(net, "2", [c], recipe=recipe, steps=8, size=20, seed=3) for c in chans])
+    assert torch.allclose(batched, single, atol=1e-4)
+    assert batched.shape == (3, 3, 20, 20)
+
+
+def test_deterministic_and_seed_matters():
+    net = _small_net()
+    a = visualize(net, "2", [0, 1], steps=4, size=16, seed=5)
+    b = visualize(net, "2", [0, 1], steps=4, size=16, seed=5)
+    c = visualize(net, "2", [0, 1], steps=4, size=16, seed=6)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_truncated_forward_never_runs_later_layers():
+    calls = []
+
+    class Boom(nn.Module):
+        def forward(self, x):
+            calls.append(1)
+            raise RuntimeError("the forward pass went past the target layer")
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), Boom())
+    visualize(net, "1", [0, 3], steps=3, size=12)
+    assert calls == []
+
+
+def test_state_hooks_and_parameters_restored():
+    net = _small_net().train()
+    net[0].weight.requires_grad_(False)  # a mixed state must come back as it was
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    flags = [p.requires_grad for p in net.parameters()]
+    visualize(net, "4", [0, 1], recipe="lucid", steps=3, size=16)
+    assert hook_count(net) == 0
+    assert net.training and all(m.training for m in net.modules())
+    assert [p.requires_grad for p in net.parameters()] == flags
+    assert all(p.grad is None for p in net.parameters())
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats untouched too
+
+
+def test_cleanup_after_exception():
+    net = _small_net().train()
+
+    def cb(step, steps):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        visualize(net, "2", [0], steps=3, size=16, callback=cb)
+    assert hook_count(net) == 0 and net.training
+    assert all(p.requires_grad for p in net.parameters())
+    with pytest.raises(InputError, match="channel 99 is out of range for layer '2' with 8 channels"):
+        visualize(net, "2", [0, 99], steps=2, size=16)
+    assert hook_count(net) == 0 and net.training
+
+
+def test_bad_layer_and_channel_errors():
+    net = _small_net()
+    with pytest.raises(LayerError, match="did you mean"):
+        visualize(net, "22", [0], steps=1, size=16)
+    with pytest.raises(InputError, match=">= 0"):
+        visualize(net, "2", [-1], steps=1, size=16)
+    with pytest.raises(InputError, match="objective must be one of"):
+        visualize(net, "2", [0], objective="banana", steps=1, size=16)
+    with pytest.raises(InputError, match="recipe must be one of"):
+        visualize(net, "2", [0], recipe="tf", steps=1, size=16)
+    with pytest.raises(InputError, match="size"):
+        visualize(net, "2", [0], steps=1, size=0)
+    with pytest.raises(InputError, match="channels is empty"):
+        visualize(net, "2", [], steps=1, size=16)
+    with pytest.raises(ConvlensError, match="model must be"):
+        visualize("resnet", "2", [0], steps=1, size=16)
+    with pytest.raises(InputError, match="device"):
+        visualize(net, "2", [0], steps=1, size=16, device="meta")
+    assert hook_count(net) == 0
+
+
+def test_objective_composition_and_other_objectives():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    torch.manual_seed(0)
+    obj = Channel("0", [0, 1]) - 0.5 * Channel("0", [2, 3]) - 0.01 * TotalVariation()
+    r = render(net, obj, recipe="keras", steps=10, size=16)
+    assert r.truncated_after == "0" and bool((r.values > r.start_values).all())
+    cls = render(net, ClassLogit([0, 2]), recipe="keras", steps=10, size=16)
+    assert cls.truncated_after is None and bool((cls.values > cls.start_values).all())
+    dream = visualize(net, "1", [0, 1], objective="layer", recipe="keras", steps=10, size=16, return_result=True)
+    assert bool((dream.values > dream.start_values).all())
+    # two layers: truncation stops at the deeper one
+    two = render(net, Channel("0", 0) + LayerL2("1"), n=2, recipe="keras", steps=2, size=16)
+    assert two.truncated_after == "1"
+    # regularizers via the recipe
+    reg = visualize(net, "0", [0], recipe=LucidRecipe(l2=0.1, tv=0.1, blur=0.1), steps=3, size=16)
+    assert torch.isfinite(reg).all()
+    with pytest.raises(InputError, match="one length"):
+        Channel("0", [0, 1]) + Channel("0", [1, 2, 3])
+
+
+@settings(max_examples=25)
+@given(n=st.integers(1, 4), c=st.integers(1, 5), data=st.data())
+def test_channel_and_neuron_pick_per_image(n, c, data):
+    idx = data.draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n))
+    a = torch.randn(n, c, 5, 3)
+    acts = {"x": a}
+    want_ch = torch.stack([a[i, idx[i]].mean() for i in range(n)])
+    want_nr = torch.stack([a[i, idx[i], 2, 1] for i in range(n)])
+    assert torch.allclose(Channel("x", idx)(acts), want_ch)
+    assert torch.allclose(Neuron("x", idx)(acts), want_nr)
+    img = {"input": torch.rand(n, 3, 4, 4)}
+    for pen in (L2(), TotalVariation(), Blur()):
+        assert pen(img).shape == (n,) and bool((pen(img) >= 0).all())
+
+
+def test_transforms_geometry_and_fusion():
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 4] = 1.0
+
+    class Fixed(Jitter):
+        def draw(self, generator, steps):
+            return torch.tensor([[2.0, -1.0]] * steps)
+
+    y = Pipeline([Fixed(2)]).plan(1, 9, 1, [torch.Generator()])(x, 0)
+    assert torch.allclose(y[0, 0, 3, 6], torch.tensor(1.0), atol=1e-5)  # moved +2 in x, -1 in y
+    # fused affine (shift then shift) == the sum of the shifts
+    z = Pipeline([Fixed(2), Fixed(2)]).plan(1, 9, 1, [torch.Generator()])(x, 0)
+    assert torch.allclose(z[0, 0, 2, 8], torch.tensor(1.0), atol=1e-5)
+    # per-image parameters: each image of a batch gets its own angle
+    gens = [torch.Generator().manual_seed(i) for i in range(6)]
+    pipe = Pipeline([Pad(2), RandomScale([0.8, 1.2]), RandomRotate(list(range(-30, 31)))])
+    plan = pipe.plan(6, 9, 1, gens)
+    out = plan(x.expand(6, 1, 9, 9).contiguous(), 0)
+    assert out.shape == (6, 1, 13, 13)
+    assert len({tuple(o.flatten().round(decimals=4).tolist()) for o in out}) > 1
+    # gradients flow through the transform
+    xi = torch.rand(2, 3, 9, 9, requires_grad=True)
+    g = torch.autograd.grad(plan.__class__(plan.ops, plan.out_size)(xi.repeat(3, 1, 1, 1), 0).sum(), xi)[0]
+    assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
+    with pytest.raises(InputError):
+        RandomScale([0.0])
+    with pytest.raises(InputError):
+        Pad(-1)
+
+
+def test_fourier_param_and_recipes():
+    img = FourierImage(2, 17)  # odd size works
+    x = img()
+    assert x.shape == (2, 3, 17, 17) and bool(((x > 0) & (x < 1)).all())
+    assert get_recipe("keras") == KerasRecipe()
+    with pytest.raises(InputError, match="unknown recipe field"):
+        get_recipe("lucid", learning_rate=1)
+    with pytest.raises(InputError):
+        KerasRecipe(optimizer="sgd")
+
+
+def test_bundle_and_first_layer_kernels(resnet18_bundle):
+    tiles = first_layer_kernels(resnet18_bundle.model)
+    assert tiles.shape == (64, 3, 7, 7) and float(tiles.min()) >= 0 and float(tiles.max()) <= 1
+    w = resnet18_bundle.model.conv1.weight.detach()
+    assert _pearson(tiles[5], w[5]) > 0.999  # an affine map of the weights themselves
+    with pytest.raises(LayerError):
+        first_layer_kernels(resnet18_bundle.model, "layer1.0.conv1")
+    imgs = visualize(resnet18_bundle, "layer1.0.conv1", [0, 1], steps=2, size=32)
+    assert imgs.shape == (2, 3, 32, 32)
+    assert hook_count(resnet18_bundle.model) == 0 and not resnet18_bundle.model.training
+
+
+@pytest.mark.slow
+def test_cli_filters(tmp_path, capsys):
+    from convlens.cli import main
+
+    out = tmp_path / "grid.png"
+    code = main(["filters", "--model", "resnet18", "--layer", "layer1.0.conv1", "--channels", "0-2", "--steps", "2",
+                 "--size", "32", "--recipe", "keras", "--out", str(out), "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [c["channel"] for c in data["channels"]] == [0, 1, 2]
+    assert all(isinstance(c["value"], float) for c in data["channels"])
+    assert out.exists() and out.stat().st_size > 1000
+    code = main(["filters", "--model", "resnet18", "--layer", "nope", "--out", str(out), "--steps", "1"])
+    assert code == 2
+    assert "error:" in capsys.readouterr().err
