@@ -53,6 +53,7 @@ pad_st = st.one_of(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
 @settings(max_examples=400)
 @given(
@@ -105,6 +106,7 @@ def pool_geometry(draw):
     return k, p
 
 
+@pytest.mark.slow
 @settings(max_examples=400)
 @given(
     n=st.integers(1, 2),
@@ -143,6 +145,7 @@ def pool_geometry(draw):
     return k, p
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(
     n=st.integers(1, 2),

@@ -141,7 +141,7 @@ def _axis(
     axis: str, size: int, k: int, s: int, d: int, pad: str | tuple[int, int], op: str, convention: str, ceil_mode: bool,
     label: str | None = None,
 ) -> tuple[AxisShape, list[str]]:
-    rows = {"H": "rows", "W": "columns"}[axis] if label is None else "rows/columns"
+    one, rows = {"H": ("row", "rows"), "W": ("column", "columns")}[axis] if label is None else ("row/column", "rows/columns")
     label = label or axis
     k_eff = d * (k - 1) + 1
     notes: list[str] = []
@@ -202,26 +202,33 @@ def _axis(
         sub = f"({size} + {before} + {after} - {k_eff}) / {s} + 1 = {_fmt(q)} -> {rounding} -> {out}"
         if dropped:
             sub += " (last window dropped: it would start in the right padding)"
+        uncovered, tail = _covered(size, out, k, s, d, before)
         if q.denominator != 1 and not use_ceil:
             nxt = out * s
-            tf_out = -(-size // s)
-            tf_total = max((tf_out - 1) * s + k_eff - size, 0)
-            notes.append(
+            lost = (f"; the last input {one} is never read" if tail == 1 else f"; the last {tail} input {rows} are never read") if tail else ""
+            text = (
                 f"{label}: ({size} + {before + after} - {k_eff})/{s} + 1 = {_fmt(q)} is not a whole number of windows: "
                 f"window {out + 1} would start at padded index {nxt} and need indices {nxt}..{nxt + k_eff - 1}, "
-                f"but the padded input ends at {span - 1}, so it is dropped (floor) and the result is {out}, not {out + 1}. "
-                f"Only TensorFlow 'SAME' padding gives ceil({size}/{s}) = {tf_out}, by padding {tf_total} more {rows[:-1] if tf_total == 1 and label == axis else rows}."
+                f"but the padded input ends at index {span - 1}, so it is dropped (floor): {out}, not {out + 1}{lost}."
             )
+            tf_out = -(-size // s)
+            if tf_out > out:
+                tf_total = max((tf_out - 1) * s + k_eff - size, 0)
+                text += f" TensorFlow 'SAME' padding gives ceil({size}/{s}) = {tf_out} instead, with {tf_total} padding in total."
+            if op != "conv":
+                text += " PyTorch pools keep a partial last window with ceil_mode=True."
+            notes.append(text)
         elif dropped:
             notes.append(
                 f"{label}: ceil_mode rounds {_fmt(q)} up to {out + 1}, but window {out + 1} would start at padded index {out * s}, "
-                f"inside the right padding (the input ends at {size + before - 1}), so PyTorch drops it: {out}."
+                f"inside the right padding (the input ends at index {size + before - 1}), so PyTorch drops it: {out}."
             )
         elif use_ceil and q.denominator != 1:
             notes.append(f"{label}: ceil_mode rounds {_fmt(q)} up to {out}: the last window is partial and pools only the cells it covers.")
-    uncovered, tail = _covered(size, out, k, s, d, before)
-    if uncovered and convention == "torch" and not notes:
-        notes.append(f"{label}: {uncovered} input {rows} are never read (stride {s} skips past them).")
+        if uncovered > tail and not notes:
+            notes.append(f"{label}: {uncovered} input {rows} are never read: stride {s} jumps over them between windows.")
+    if convention == "tf":
+        uncovered, tail = _covered(size, out, k, s, d, before)
     shape = AxisShape(axis, size, k, d, k_eff, s, before, after, str(q), float(q), rounding, out, sub, uncovered, tail, dropped)
     return shape, notes
 
