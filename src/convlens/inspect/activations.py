@@ -1,0 +1,122 @@
+"""Intermediate activations: what each layer outputs for one image, and which channels respond most.
+
+:func:`get_activations` records layer outputs with :func:`convlens.hooks.capture` (hooks removed even on
+exceptions, training flags restored, outputs cloned so that later in-place ops cannot change them).
+For a module returning a tuple or dict, the first tensor is recorded; for a module called several
+times, the last call.
+
+Channel activity (for the top-k ranking) is the spatial mean of the channel's map,
+``a_c = 1/(H·W) Σ_{i,j} A[c, i, j]``; sparsity is the fraction of values ``<= 0``.
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3))
+    >>> acts = get_activations(net, torch.zeros(1, 3, 8, 8), ["0", "2"])
+    >>> {k: tuple(v.shape) for k, v in acts.items()}
+    {'0': (1, 4, 6, 6), '2': (1, 2, 4, 4)}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from convlens.errors import InputError, LayerError
+from convlens.hooks import capture, preserve_state
+from convlens.inspect.summary import hwc
+from convlens.layers import resolve
+
+__all__ = ["ChannelScore", "LayerActivationStats", "get_activations", "activation_stats", "top_channels"]
+
+
+@dataclass(frozen=True)
+class ChannelScore:
+    """A channel and its spatial-mean / max activation (first image of the batch)."""
+
+    channel: int
+    mean: float
+    max: float
+
+
+@dataclass(frozen=True)
+class LayerActivationStats:
+    """Summary numbers of one layer's activation (first image). ``output_shape`` is HxWxC."""
+
+    layer: str
+    output_shape: tuple[int, ...]
+    mean: float
+    std: float
+    min: float
+    max: float
+    sparsity: float
+    top_channels: list[ChannelScore]
+
+
+def get_activations(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: str | nn.Module | Sequence[str | nn.Module] = "auto",
+) -> dict[str, torch.Tensor]:
+    """Run ``model`` on ``x`` (eval mode, no grad; modes restored) and return ``{layer name: output}``.
+
+    ``layers``: a name, glob (``features.*``), module, list of these, ``'stages'``, or ``'auto'``
+    (= one layer per stage, as :func:`convlens.layers.resolve` with ``'stages'``). Tensors are detached
+    clones on the model's device, in the order the layers were resolved.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(2))
+        >>> list(get_activations(net, torch.zeros(1, 3, 10, 10), "auto"))
+        ['0', '1']
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise InputError(f"x must be an (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}.")
+    if not torch.isfinite(x).all():
+        raise InputError("x contains NaN or infinite values; check the image and preprocessing.")
+    spec = "stages" if isinstance(layers, str) and layers == "auto" else layers
+    refs = resolve(model, spec, input_shape=tuple(x.shape[1:]))
+    names = [r.name for r in refs]
+    with preserve_state(model, train=False), torch.no_grad(), capture(model, names, detach=True, clone=True) as cap:
+        cap.run(x)
+        missing = [n for n in names if n not in cap.activations]
+        if missing:
+            raise LayerError(f"layer '{missing[0]}' did not run (or returned no tensor) in the forward pass.")
+        return {n: cap.activations[n] for n in names}
+
+
+def top_channels(act: torch.Tensor, k: int = 8) -> list[ChannelScore]:
+    """The ``k`` channels with the largest spatial-mean activation (first image; (N, C, ...) tensor).
+
+    Example:
+        >>> a = torch.zeros(1, 3, 2, 2); a[0, 2] = 5
+        >>> top_channels(a, 1)[0].channel
+        2
+    """
+    if act.ndim < 2:
+        raise InputError(f"an activation needs a channel axis, got shape {tuple(act.shape)}.")
+    a = act[0].float()
+    flat = a.reshape(a.shape[0], -1)
+    means, maxs = flat.mean(1), flat.amax(1)
+    idx = torch.argsort(means, descending=True, stable=True)[: max(0, k)]
+    return [ChannelScore(int(i), float(means[i]), float(maxs[i])) for i in idx.tolist()]
+
+
+def activation_stats(acts: Mapping[str, torch.Tensor], *, topk: int = 8) -> list[LayerActivationStats]:
+    """Per layer: mean, std, min, max, sparsity (fraction <= 0) and the top-k channels (first image).
+
+    Example:
+        >>> activation_stats({"a": torch.tensor([[[[-1.0, 1.0]]]])})[0].sparsity
+        0.5
+    """
+    out = []
+    for name, t in acts.items():
+        a = t[0].float()
+        out.append(
+            LayerActivationStats(
+                name, hwc(tuple(t.shape)), float(a.mean()), float(a.std(unbiased=False)), float(a.min()), float(a.max()),
+                float((a <= 0).float().mean()), top_channels(t, topk),
+            )
+        )
+    return out
