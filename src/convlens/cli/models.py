@@ -57,3 +57,150 @@ def register(app: typer.Typer) -> None:
             con.print(f"[bold]{r.image}[/bold]")
             for t in r.top:
                 con.print(f"  {t.prob:7.2%}  {t.label}  (class {t.cls})")
+
+    # ---- inspection (convlens.inspect): summary, activations, depth-profile
+    @app.command("summary")
+    def summary_cmd(
+        model: str = MODEL_OPT,
+        weights: Optional[Path] = WEIGHTS_OPT,
+        input_size: Optional[str] = typer.Option(None, "--input", help="HxWxC probe size (default: the model's input size)"),
+        channels_first: bool = typer.Option(False, "--channels-first", help="--input and output shapes as CxHxW"),
+        depth: Optional[int] = typer.Option(3, "--depth", min=1, help="show modules nested at most N levels deep"),
+        device: str = DEVICE_OPT,
+        json_out: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Per-layer output shape, parameters, MACs, kernel/stride/padding and exact receptive field (max over all paths)."""
+        from convlens.cli.common import parse_size
+        from convlens.inspect.summary import summarize
+        from convlens.models import load_model
+
+        bundle = load_model(model, weights=weights, device=device)
+        if input_size is not None:
+            h, w, c = parse_size(input_size, channels_first=channels_first)
+        else:
+            c, h, w = bundle.meta.input_size
+        s = summarize(bundle.model, (c, h, w), name=bundle.meta.name)
+        data = s.to_dict(depth, channels_first=channels_first)
+        if json_out:
+            print_json(data)
+            return
+        from rich.table import Table
+
+        order = "CxHxW" if channels_first else "HxWxC"
+        table = Table(title=f"{s.model} on {'x'.join(map(str, data['input_shape']))} ({order})", show_lines=False)
+        for col in ("layer", "type", f"output {order}", "params", "MACs", "k/s/p/d", "RF", "jump"):
+            table.add_column(col, justify="left" if col in ("layer", "type") else "right")
+
+        def pair(v: object) -> str:
+            if v is None:
+                return "-"
+            a, b = v  # type: ignore[misc]
+            return f"{a}" if a == b else f"{a}x{b}"
+
+        for r in data["layers"]:
+            win = "-" if r["kernel"] is None else "/".join(pair(r[k]) for k in ("kernel", "stride", "padding", "dilation"))
+            rf = pair(r["receptive_field"]) + ("" if r["rf_exact"] else "~")
+            table.add_row(
+                "  " * (r["depth"] - 1) + r["name"] + (f" #{r['call']}" if r["call"] else ""),
+                r["type"],
+                "x".join(map(str, r["output_shape"] or ())),
+                f"{r['params']:,}",
+                f"{r['macs']:,}",
+                win,
+                rf,
+                pair(r["jump"]) if r["jump"] is not None else "global",
+            )
+        con = console()
+        con.print(table)
+        con.print(f"total params {s.total_params:,} (trainable {s.trainable_params:,}, frozen {s.frozen_params:,})")
+        con.print(f"total MACs {s.total_macs:,} ({s.total_macs / 1e9:.3f} G); {s.mac_convention}")
+        con.print("RF = receptive field in input pixels (max over all paths; ~ = approximated op), jump = effective stride.")
+
+    @app.command("activations")
+    def activations_cmd(
+        image: Path = typer.Argument(..., help="image file"),
+        model: str = MODEL_OPT,
+        weights: Optional[Path] = WEIGHTS_OPT,
+        layers: list[str] = typer.Option(["auto"], "--layers", help="names, globs (features.*), 'auto' (one per stage); repeat or comma-separate"),
+        max_channels: int = typer.Option(64, "--max-channels", min=1, help="channels drawn per layer (most active first)"),
+        topk: int = typer.Option(8, "--topk", min=1, help="most active channels listed per layer"),
+        out: Path = typer.Option(..., "--out", help="folder for the PNG grids"),
+        device: str = DEVICE_OPT,
+        json_out: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Feature maps of chosen layers for one image: PNG grid per layer, top-k channels, statistics."""
+        from convlens.cli.common import ensure_out_dir
+        from convlens.inspect.activations import activation_stats, get_activations, top_channels
+        from convlens.io import load_image
+        from convlens.models import load_model
+        from convlens.plot.inspect import activation_grid
+
+        img = load_image(image)
+        specs = [p.strip() for item in layers for p in item.split(",") if p.strip()]
+        bundle = load_model(model, weights=weights, device=device)
+        x = bundle.preprocess([img]).to(bundle.device)
+        acts = get_activations(bundle.model, x, specs if specs != ["auto"] else "auto")
+        stats = activation_stats(acts, topk=topk)
+        folder = ensure_out_dir(out)
+        rows = []
+        for st in stats:
+            t = acts[st.layer]
+            fig_path = None
+            if t.ndim == 4:
+                chans = [c.channel for c in top_channels(t, min(max_channels, t.shape[1]))]
+                fig = activation_grid(t[0], chans, title=f"{st.layer}  {'x'.join(map(str, st.output_shape))}  (most active {len(chans)} channels)")
+                fig_path = folder / f"act_{st.layer}.png"
+                fig.savefig(fig_path)
+            rows.append({"figure": str(fig_path) if fig_path else None, **{k: getattr(st, k) for k in st.__dataclass_fields__}})
+        result = {"image": str(image), "model": bundle.meta.name, "layers": rows}
+        if json_out:
+            print_json(result)
+            return
+        con = console()
+        for r in rows:
+            top = ", ".join(f"{c.channel}:{c.mean:.2f}" for c in r["top_channels"])
+            con.print(f"{r['layer']:<28} {'x'.join(map(str, r['output_shape'])):>14}  mean {r['mean']:.3f}  sparsity {r['sparsity']:.0%}  top {top}")
+            if r["figure"]:
+                con.print(f"  -> {r['figure']}")
+
+    @app.command("depth-profile")
+    def depth_profile_cmd(
+        image: Path = typer.Argument(..., help="image file"),
+        model: str = MODEL_OPT,
+        weights: Optional[Path] = WEIGHTS_OPT,
+        out: Path = typer.Option(..., "--out", help="folder for the figures"),
+        device: str = DEVICE_OPT,
+        json_out: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Early vs deep layers: per stage size, channels, receptive field, activations vs weights, frequency content."""
+        from convlens.cli.common import ensure_out_dir
+        from convlens.inspect.depth import depth_profile
+        from convlens.io import load_image
+        from convlens.models import load_model
+        from convlens.plot.inspect import depth_profile_figure, kernel_tiles
+
+        img = load_image(image)
+        bundle = load_model(model, weights=weights, device=device)
+        x = bundle.preprocess([img]).to(bundle.device)
+        prof = depth_profile(bundle.model, x, name=bundle.meta.name)
+        folder = ensure_out_dir(out)
+        figures = {"profile": folder / "depth_profile.png"}
+        depth_profile_figure(prof, title=f"{bundle.meta.name}: early vs deep layers ({Path(image).name})").savefig(figures["profile"])
+        if prof.kernels is not None:
+            figures["first_conv_kernels"] = folder / "first_conv_kernels.png"
+            kernel_tiles(prof.kernels, title=f"{prof.first_conv}: {tuple(prof.kernels.shape)} kernels as RGB").savefig(figures["first_conv_kernels"])
+        result = {**prof.to_dict(), "image": str(image), "figures": {k: str(v) for k, v in figures.items()}}
+        if json_out:
+            print_json(result)
+            return
+        con = console()
+        con.print(f"{'stage':<16}{'HxW':>9}{'C':>6}{'RF':>7}{'jump':>6}{'H*W*C':>11}{'weights':>11}{'MACs':>14}{'f(cyc/px)':>11}{'high-f':>8}")
+        for s in prof.stages:
+            rf = s.receptive_field[0] if s.receptive_field else "-"
+            jp = s.jump[0] if s.jump else "-"
+            mf = f"{s.mean_frequency:.3f}" if s.mean_frequency is not None else "-"
+            hf = f"{s.high_frequency:.0%}" if s.high_frequency is not None else "-"
+            con.print(f"{s.name:<16}{s.spatial[0]:>4}x{s.spatial[1]:<4}{s.channels:>6}{rf:>7}{jp:>6}{s.activations:>11,}{s.weights:>11,}{s.macs:>14,}{mf:>11}{hf:>8}")
+        con.print(f"head weights {prof.head_weights:,}; first conv: {prof.first_conv}")
+        for k, v in figures.items():
+            con.print(f"{k}: {v}")

@@ -9,6 +9,8 @@ Example:
 
 from convlens.inspect.predict import Prediction, TopClass, predict, predict_files
 from convlens.inspect.summary import LayerRecord, Summary, summarize
+from convlens.inspect.activations import ChannelScore, LayerActivationStats, activation_stats, get_activations, top_channels
+from convlens.inspect.depth import DepthProfile, StageProfile, depth_profile
 from convlens.inspect.rf import EmpiricalRF, receptive_field, receptive_field_empirical
 
 __all__ = [
@@ -19,6 +21,14 @@ __all__ = [
     "LayerRecord",
     "Summary",
     "summarize",
+    "ChannelScore",
+    "LayerActivationStats",
+    "activation_stats",
+    "get_activations",
+    "top_channels",
+    "DepthProfile",
+    "StageProfile",
+    "depth_profile",
     "EmpiricalRF",
     "receptive_field",
     "receptive_field_empirical",
