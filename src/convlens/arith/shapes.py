@@ -199,9 +199,8 @@ def _axis(
         else:
             out = (span - k_eff) // s + 1
             rounding = "floor"
-        sub = f"({size} + {before} + {after} - {k_eff}) / {s} + 1 = {_fmt(q)} -> {rounding} -> {out}"
-        if dropped:
-            sub += " (last window dropped: it would start in the right padding)"
+        sub = f"({size} + {before} + {after} - {k_eff}) / {s} + 1 = {_fmt(q)} -> {rounding} -> "
+        sub += f"{out + 1} -> last window starts in the right padding, dropped -> {out}" if dropped else f"{out}"
         uncovered, tail = _covered(size, out, k, s, d, before)
         if q.denominator != 1 and not use_ceil:
             nxt = out * s
@@ -214,7 +213,7 @@ def _axis(
             tf_out = -(-size // s)
             if tf_out > out:
                 tf_total = max((tf_out - 1) * s + k_eff - size, 0)
-                text += f" TensorFlow 'SAME' padding gives ceil({size}/{s}) = {tf_out} instead, with {tf_total} padding in total."
+                text += f" TensorFlow 'SAME' padding gives ceil({size}/{s}) = {tf_out} instead, with a total pad of {tf_total}."
             if op != "conv":
                 text += " PyTorch pools keep a partial last window with ceil_mode=True."
             notes.append(text)
@@ -229,6 +228,8 @@ def _axis(
             notes.append(f"{label}: {uncovered} input {rows} are never read: stride {s} jumps over them between windows.")
     if convention == "tf":
         uncovered, tail = _covered(size, out, k, s, d, before)
+    if d > 1:
+        sub = f"k_eff = {d}*({k}-1) + 1 = {k_eff}; " + sub
     shape = AxisShape(axis, size, k, d, k_eff, s, before, after, str(q), float(q), rounding, out, sub, uncovered, tail, dropped)
     return shape, notes
 

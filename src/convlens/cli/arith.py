@@ -99,7 +99,7 @@ def _print_shape(con, r, cost) -> None:
     h, w, c = r.input
     con.print(
         f"[bold]{what}[/bold] {kh}x{kw}, stride {r.stride[0]}x{r.stride[1]}, dilation {r.dilation[0]}x{r.dilation[1]}"
-        + (f", {r.output[2]} filters" if r.op == "conv" and r.output[2] else "")
+        + (f", {r.output[2]} filter{'s' if r.output[2] != 1 else ''}" if r.op == "conv" and r.output[2] else "")
         + f" on {h}x{w}x{c} ({r.convention} convention)"
     )
     con.print(f"formula: {r.formula}")
@@ -108,7 +108,7 @@ def _print_shape(con, r, cost) -> None:
         t.add_column(col, justify="right")
     for a in r.axes:
         t.add_row(a.axis, str(a.size), f"{a.pad_before}+{a.pad_after}", str(a.effective_kernel), str(a.stride),
-                  f"{a.exact:g} (= {a.fraction})", a.rounding, str(a.out), str(a.uncovered))
+                  f"{a.exact:g}" + (f" (= {a.fraction})" if "/" in a.fraction else ""), a.rounding, str(a.out), str(a.uncovered))
     con.print(t)
     for a in r.axes:
         con.print(f"{a.axis}: {a.substituted}")
@@ -228,7 +228,7 @@ def register(app: typer.Typer) -> None:
                 b = b.repeat(k.shape[0])
         if k.shape[1] * groups != x.shape[0]:
             raise InputError(
-                f"--kernel has {k.shape[1]} channel(s) per filter but --input has {x.shape[0]} channels"
+                f"--kernel has {k.shape[1]} channel(s) per filter but --input has {x.shape[0]} channel(s)"
                 + (f" ({groups} groups)" if groups > 1 else "") + "; the filter depth must equal the input channels / groups."
             )
         check_choice(padding_mode, ("zeros", "reflect", "replicate", "circular"), name="--padding-mode")
