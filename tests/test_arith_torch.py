@@ -203,3 +203,37 @@ def test_tf_convention_closed_formulas(size, k, s, d, same):
     # applying the TF pads explicitly under the torch floor rule gives the same size
     t = output_shape(size, k, stride=s, dilation=d, padding=r.padding)
     assert t.output[:2] == r.output[:2]
+
+
+@settings(max_examples=150)
+@given(
+    h=st.integers(1, 12),
+    k=st.integers(1, 5),
+    s=st.integers(1, 3),
+    d=st.integers(1, 3),
+    pads=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+    pool=st.booleans(),
+    ceil_mode=st.booleans(),
+)
+def test_uncovered_rows_match_autograd(h, k, s, d, pads, pool, ceil_mode):
+    """Rows that receive no gradient through the op are exactly the rows no tap ever reads."""
+    if pool:  # avg pooling (symmetric pad <= k//2, no dilation); every tap passes gradient
+        d, p = 1, min(pads[0], k // 2)
+        pads = (p, p)
+    x = torch.ones(1, 1, h, 1, dtype=torch.float64, requires_grad=True)
+    try:
+        if pool:
+            y = F.avg_pool2d(x, (k, 1), stride=(s, 1), padding=(pads[0], 0), ceil_mode=ceil_mode)
+        else:
+            xp = F.pad(x, (0, 0, pads[0], pads[1]))
+            y = F.conv2d(xp, torch.ones(1, 1, k, 1, dtype=torch.float64), stride=(s, 1), dilation=(d, 1))
+    except RuntimeError:
+        return
+    y.sum().backward()
+    never = int((x.grad[0, 0, :, 0] == 0).sum())
+    r = output_shape((h, 1), (k, 1), op="avgpool" if pool else "conv", stride=(s, 1), dilation=(d, 1),
+                     padding=(pads[0], pads[1], 0, 0) if not pool else (pads[0], 0), ceil_mode=ceil_mode and pool)
+    assert r.output[0] == y.shape[2]
+    assert r.axes[0].uncovered == never
+    read = np.nonzero(x.grad[0, 0, :, 0].numpy())[0]
+    assert r.axes[0].uncovered_tail == (h - 1 - read.max() if read.size else h)

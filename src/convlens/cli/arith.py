@@ -252,6 +252,11 @@ def register(app: typer.Typer) -> None:
             print_json(res)
             return
         con = console()
+        shape = output_shape(x.shape[1:], k.shape[2:], stride=geo["stride"], padding=geo["padding"], dilation=geo["dilation"])
+        con.print(f"{x.shape[0]}x{x.shape[1]}x{x.shape[2]} (CxHxW) * {k.shape[0]} filter(s) {k.shape[1]}x{k.shape[2]}x{k.shape[3]}; "
+                  f"padding (top, bottom, left, right) {shape.padding}")
+        for a in shape.axes:
+            con.print(f"{a.axis}: {a.substituted}")
         for f in range(y.shape[0]):
             _print_map(con, f"output of filter {f}: {y.shape[1]}x{y.shape[2]}", y[f])
         if t is not None:
