@@ -97,6 +97,21 @@ class ImageDataset(torch.utils.data.Dataset):
             img = self.augment(img, gen)
         return img.float().div_(255.0), int(self.targets[index])
 
+    def batch(self, indices: list[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items ``indices`` stacked: ``((B, 3, S, S) float in [0, 1], (B,) long)``; same values as ``self[i]``.
+
+        Example:
+            >>> ds = ImageDataset(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), [0, 1, 0, 1], ["a", "b"])
+            >>> ds.batch([2, 3])[1].tolist()
+            [0, 1]
+        """
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        if self.augment is None or self.augment.is_identity:
+            x = self.images[idx].float().div_(255.0)
+        else:
+            x = torch.stack([self[int(i)][0] for i in idx]) if len(idx) else self.images[:0].float()
+        return x, self.targets[idx]
+
     def class_counts(self) -> dict[str, int]:
         """Images per class name."""
         counts = torch.bincount(self.targets, minlength=len(self.classes)).tolist()
