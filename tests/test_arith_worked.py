@@ -158,7 +158,8 @@ def test_pad2d_modes_match_torch():
 
 
 # ---------------------------------------------------------------- cost
-@settings(max_examples=60)
+@pytest.mark.slow
+@settings(max_examples=40)
 @given(
     cg=st.integers(1, 4), fg=st.integers(1, 4), groups=st.integers(1, 3), k=st.integers(1, 5),
     s=st.integers(1, 3), size=st.integers(5, 12), bias=st.booleans(),
@@ -217,3 +218,13 @@ def test_bad_input_raises_one_sentence(call):
         call()
     msg = str(e.value)
     assert msg and "\n" not in msg and msg.endswith(".")
+
+
+@pytest.mark.parametrize("module", ["convlens.arith", "convlens.arith.shapes", "convlens.arith.conv", "convlens.arith.pool",
+                                    "convlens.arith.cost", "convlens.arith._check"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
