@@ -1,9 +1,167 @@
-"""CLI commands for the 'train' concern (see the module's library counterpart)."""
+"""CLI commands for the 'train' concern: ``train`` (one strategy or ``--compare``) and ``augment``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+from convlens.cli.common import console, ensure_out_dir, print_json
+from convlens.cli.models import DEVICE_OPT, MODEL_OPT, WEIGHTS_OPT
+
+
+class _Progress:
+    """Rich progress bar on stderr fed by the training loop's events (no output with --json)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.task: Any = None
+        self.con = console(stderr=True)
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TextColumn("{task.fields[info]}"), console=self.con, transient=False)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        if self.bar is None:
+            return
+        kind = ev["event"]
+        if kind == "run":
+            self.bar.console.print(f"[bold]strategy {ev['strategy']}[/bold] -> {ev['out']}")
+        elif kind == "stage":
+            self.bar.console.print(f"stage '{ev['stage']}': {ev['epochs']} epochs, trains {ev['trains']} "
+                                   f"({ev['trainable_params']:,} trainable parameters, {ev['frozen_modules']} modules kept in eval)")
+        elif kind == "features":
+            self.bar.console.print(f"cached base features {tuple(ev['shape'])} in {ev['seconds']:.1f} s")
+        elif kind == "step":
+            desc = f"epoch {ev['epoch']}/{ev['epochs']}"
+            if self.task is None or self.bar.tasks[self.task].description != desc:
+                if self.task is not None:
+                    self.bar.remove_task(self.task)
+                self.task = self.bar.add_task(desc, total=ev["steps"], info="")
+            self.bar.update(self.task, completed=ev["step"], info=f"loss {ev['loss']:.4f}")
+        elif kind == "epoch":
+            self.bar.console.print(
+                f"epoch {ev['epoch']}/{ev['epochs']} [{ev['stage']}]  train loss {ev['train_loss']:.4f} acc {ev['train_accuracy']:.3f}  "
+                f"val loss {ev['val_loss']:.4f} acc {ev['val_accuracy']:.3f}  {ev['images_per_s']:.1f} img/s")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this concern's commands to ``app``."""
+    """Add ``train`` and ``augment``."""
+
+    @app.command("train")
+    def train_cmd(
+        data: str = typer.Option("lfw", "--data", help="lfw | digits | ImageFolder path (root/class/*.jpg, or root/train + root/val)"),
+        strategy: str = typer.Option("finetune", "--strategy", help="scratch | scratch+aug | features | frozen+aug | finetune"),
+        compare: Optional[str] = typer.Option(None, "--compare", help="comma-separated strategies to train and compare"),
+        model: str = MODEL_OPT,
+        weights: Optional[Path] = WEIGHTS_OPT,
+        epochs: int = typer.Option(6, "--epochs", min=1, help="total epochs (finetune: half head-only, half joint)"),
+        head_epochs: Optional[int] = typer.Option(None, "--head-epochs", min=1, help="finetune: epochs of the head-only stage"),
+        batch_size: int = typer.Option(32, "--batch-size", min=1),
+        lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate (finetune joint stage: x0.1, deeper stages x0.5 each)"),
+        unfreeze: int = typer.Option(2, "--unfreeze", min=0, help="finetune: top stages of the base to unfreeze"),
+        image_size: int = typer.Option(64, "--image-size", min=8, help="training resolution (images resized, gray -> RGB)"),
+        augment: Optional[str] = typer.Option(None, "--augment", help="augmentation options (rotation=30,zoom=0.2,...) or 'none'"),
+        seed: int = typer.Option(0, "--seed"),
+        device: str = DEVICE_OPT,
+        out: Path = typer.Option(..., "--out", help="run folder (checkpoints, model, metrics, figures)"),
+        resume: bool = typer.Option(False, "--resume", help="continue from the checkpoint in --out"),
+        json_out: bool = typer.Option(False, "--json", help="print the final metrics as JSON only"),
+    ) -> None:
+        """Train a classifier on small data: from scratch, with augmentation, on cached features, or by fine-tuning."""
+        from dataclasses import asdict
+
+        from convlens.cli.common import check_choice
+        from convlens.train import STRATEGIES, TrainConfig
+        from convlens.train.run import compare as compare_runs
+        from convlens.train.run import parse_strategies, run_training
+
+        check_choice(strategy, STRATEGIES, name="--strategy")
+        cfg = TrainConfig(
+            data=data, strategy=strategy, model=model, weights=str(weights) if weights else None, epochs=epochs,
+            batch_size=batch_size, lr=lr, unfreeze=unfreeze, seed=seed, device=device, image_size=image_size,
+            augment=augment, head_epochs=head_epochs,
+        )
+        strategies = parse_strategies(compare) if compare is not None else None
+        for s in strategies or [strategy]:
+            TrainConfig(**{**cfg.to_dict(), "strategy": s}).validated()
+        ensure_out_dir(out)
+        with _Progress(not json_out) as prog:
+            if strategies is not None:
+                comp = compare_runs(strategies, cfg, out, resume=resume, progress=prog)
+                if json_out:
+                    print_json({"data": data, "model": model, "rows": comp.table()})
+                    return
+                con = console()
+                con.print(comp.markdown())
+                con.print(f"wrote {out}/comparison.json, comparison.md, comparison.csv, comparison.png")
+                return
+            run = run_training(cfg, out, resume=resume, progress=prog)
+        if json_out:
+            print_json(asdict(run.result))
+            return
+        r = run.result
+        con = console()
+        skipped = run.data.get("skipped", 0)
+        con.print(f"{r.strategy}: {r.epochs_done} epochs, train loss {r.train_loss:.4f}, val loss {r.val_loss:.4f}, "
+                  f"val accuracy {r.val_accuracy:.3f}, {r.images_per_s:.1f} images/s")
+        if skipped:
+            con.print(f"skipped {skipped} unreadable file(s); see {out}/data.json")
+        con.print(f"wrote {out}/model.safetensors (+ model.json labels), metrics.json, curves.png, confusion.png")
+
+    @app.command("augment")
+    def augment_cmd(
+        image: Path = typer.Argument(..., help="an image file"),
+        n: int = typer.Option(16, "--n", min=1, max=256, help="number of augmented variants"),
+        options: str = typer.Option(
+            "rotation=30,width_shift=0.1,height_shift=0.1,shear=15,zoom=0.2,horizontal_flip=true,fill_mode=nearest",
+            "--options", help="Keras ImageDataGenerator-style options: rotation, width_shift, height_shift, shear, zoom, "
+            "horizontal_flip, fill_mode (constant|nearest|reflect|wrap), cval"),
+        seed: int = typer.Option(0, "--seed"),
+        size: int = typer.Option(160, "--size", min=8, help="longest side of each tile in pixels"),
+        out: Path = typer.Option(..., "--out", help="PNG grid to write"),
+        json_out: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Preview augmentation: the original and N per-image random variants in a grid."""
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        from convlens.data import parse_augment_options, sample_seed
+        from convlens.io import load_image
+        from convlens.plot import image_grid
+
+        aug = parse_augment_options(options)
+        img = load_image(image)
+        h, w = img.shape[:2]
+        scale = size / max(h, w)
+        if scale < 1:
+            img = np.asarray(Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR))
+        t = torch.from_numpy(np.ascontiguousarray(img).copy()).permute(2, 0, 1).contiguous()
+        tiles, titles, params = [img], ["original"], []
+        for i in range(n):
+            gen = torch.Generator().manual_seed(sample_seed(seed, 0, i))
+            p = aug.sample(gen, tuple(t.shape[-2:]))
+            tiles.append(aug.apply(t, p).permute(1, 2, 0).numpy())
+            titles.append(f"{p.angle:+.0f}° z{p.scale:.2f}{' flip' if p.flip else ''}")
+            params.append(p)
+        parent = out.parent
+        if str(parent) not in ("", "."):
+            ensure_out_dir(parent)
+        image_grid(tiles, titles=titles, ncols=min(len(tiles), 6), suptitle=f"augment: {options}").savefig(out)
+        if json_out:
+            print_json({"out": str(out), "options": aug.to_dict(), "params": params})
+            return
+        console().print(f"wrote {out} ({n} variants of {image})")

@@ -145,7 +145,9 @@ class Augment:
                                 shear=[params.shear, 0.0], interpolation=v2.InterpolationMode.BILINEAR,
                                 fill=[float(self.cval)] * out.shape[0])
             else:
-                ph, pw = h // 2 + 1, w // 2 + 1  # enough border for the ranges allowed above, in most draws
+                ph, pw = _border(params, h, w)  # exactly the border this draw samples from, +2 px
+                if self.fill_mode in ("reflect", "wrap"):  # torch's reflect/circular pads must be < the image side
+                    ph, pw = min(ph, h - 1), min(pw, w - 1)
                 if self.fill_mode == "wrap":
                     f = out.float().unsqueeze(0)
                     padded = torch.nn.functional.pad(f, (pw, pw, ph, ph), mode="circular")[0].to(out.dtype)
@@ -183,6 +185,23 @@ class Augment:
     def to_dict(self) -> dict[str, Any]:
         """The options as a plain dict (for JSON)."""
         return dataclasses.asdict(self)
+
+
+def _border(params: AugmentParams, h: int, w: int) -> tuple[int, int]:
+    """Pixels of padding needed so that every output pixel samples inside the padded image."""
+    import math
+
+    from torchvision.transforms.functional import _get_inverse_affine_matrix
+
+    m = _get_inverse_affine_matrix([0.0, 0.0], params.angle, list(params.translate), params.scale, [params.shear, 0.0])
+    over_x = over_y = 0.0
+    for cx in (-w / 2, w / 2):
+        for cy in (-h / 2, h / 2):
+            x = m[0] * cx + m[1] * cy + m[2]
+            y = m[3] * cx + m[4] * cy + m[5]
+            over_x = max(over_x, abs(x) - w / 2)
+            over_y = max(over_y, abs(y) - h / 2)
+    return min(4 * h, math.ceil(over_y) + 2), min(4 * w, math.ceil(over_x) + 2)
 
 
 class KerasAugment(v2.Transform):
