@@ -293,10 +293,56 @@ def q5(ctx: TourContext) -> Body:
     )
 
 
-@section(6, 'Depth vs resolution', 'Why do channels grow while the spatial resolution shrinks in a real network?', needs=('convlens.inspect.depth',))
+def _depth_profile(ctx: TourContext):
+    """The embedded model's depth profile on chelsea, computed once and shared by q6 and q10."""
+    if "depth_profile" not in ctx.cache:
+        from convlens.inspect import depth_profile
+
+        b = ctx.model()
+        x = b.preprocess([ctx.image("chelsea")]).to(b.device)
+        ctx.cache["depth_profile"] = depth_profile(b.model, x, "stages", name=b.meta.name)
+    return ctx.cache["depth_profile"]
+
+
+@section(6, "Depth vs resolution", "Why do channels grow while the spatial resolution shrinks in a real network?", needs=("convlens.inspect",))
 def q6(ctx: TourContext) -> Body:
-    _awaits('convlens.inspect.depth', 4)
-    raise NotImplementedError("section q6 is not wired yet")
+    _awaits("convlens.inspect.depth", 4)
+    from convlens.plot.inspect import depth_profile_figure
+
+    p = _depth_profile(ctx)
+    rows = [
+        [s.name, f"{s.spatial[0]}x{s.spatial[1]}", s.channels, s.spatial[0] * s.spatial[1], s.activations, s.weights, s.macs,
+         s.receptive_field[0] if s.receptive_field else None, s.jump[0] if s.jump else None]
+        for s in p.stages
+    ]
+    first, last = p.stages[0], p.stages[-1]
+    return Body(
+        results={
+            "model": p.model,
+            "input (HxWxC)": list(p.input_shape),
+            "stages": len(p.stages),
+            "spatial positions, first -> last stage": f"{first.spatial[0] * first.spatial[1]} -> {last.spatial[0] * last.spatial[1]} "
+            f"({first.spatial[0] * first.spatial[1] / (last.spatial[0] * last.spatial[1]):.0f}x fewer)",
+            "channels, first -> last stage": f"{first.channels} -> {last.channels} ({last.channels / first.channels:.0f}x more)",
+            "activations H*W*C, first -> last": f"{first.activations} -> {last.activations}",
+            "weights, first -> last stage": f"{first.weights} -> {last.weights}",
+            "head weights": p.head_weights,
+        },
+        tables=[Table(["stage", "H x W", "C", "H*W", "activations H*W*C", "weights", "MACs", "receptive field", "jump"], rows,
+                      caption="one layer per resolution of EfficientNet-Lite0 on a 224x224 photo")],
+        figures=[TourFigure("Resolution falls while channels rise; activations shrink while weights grow; each unit sees more of the image.",
+                            depth_profile_figure(p, title=f"{p.model}: depth vs resolution"))],
+        explanation=(
+            "Every stride-2 stage divides the positions H*W by 4. If channels stayed fixed, each stage would carry 4x "
+            "less information; networks compensate by adding channels as they go deeper (here 16 -> 320), so the "
+            "activation volume falls gently while the number of weights per stage grows. Deep units see large parts of "
+            "the image (receptive field in the table) and need many channels to describe many combinations of parts; "
+            "early units see small patches, where a few edge and colour detectors suffice at full resolution. "
+            "Computation stays affordable because the expensive many-channel layers run on small maps."
+        ),
+        api="from convlens.inspect import depth_profile\np = depth_profile(bundle.model, bundle.preprocess([image]))\n[(s.name, s.spatial, s.channels, s.weights) for s in p.stages]",
+        cli="convlens depth-profile chelsea.png --out depth/",
+    )
 
 
 @section(7, "Output shape", "What is the output shape of 128x128x32 convolved with sixteen 3x3x32 filters?", needs=("convlens.arith",))
@@ -384,10 +430,44 @@ def q9(ctx: TourContext) -> Body:
     raise NotImplementedError("section q9 is not wired yet")
 
 
-@section(10, 'Early vs deep layers', 'What do early layers detect compared with deep ones?', needs=('convlens.inspect.depth',))
+@section(10, "Early vs deep layers", "What do early layers detect compared with deep ones?", needs=("convlens.inspect",))
 def q10(ctx: TourContext) -> Body:
-    _awaits('convlens.inspect.depth', 4)
-    raise NotImplementedError("section q10 is not wired yet")
+    _awaits("convlens.inspect.depth", 4)
+    from convlens.plot.inspect import activation_grid, kernel_tiles
+
+    p = _depth_profile(ctx)
+    early, deep = p.stages[0], p.stages[-1]
+    figs = []
+    if p.kernels is not None:
+        figs.append(TourFigure(f"The first convolution's {p.kernels.shape[0]} kernels ({p.first_conv}) as RGB tiles: oriented edges and colour contrasts.",
+                               kernel_tiles(p.kernels, title=f"{p.first_conv} kernels")))
+    n = ctx.pick(quick=8, full=16)
+    for s in (early, deep):
+        m = p.maps[s.name][0] if p.maps[s.name].ndim == 4 else p.maps[s.name]
+        chans = m.float().flatten(1).mean(1).argsort(descending=True)[:n].tolist()
+        figs.append(TourFigure(f"{s.name} ({s.spatial[0]}x{s.spatial[1]}x{s.channels}, receptive field {s.receptive_field[0] if s.receptive_field else '?'} px): the {n} most active channels.",
+                               activation_grid(m, chans, title=f"{s.name} on chelsea")))
+    rows = [[s.name, f"{s.spatial[0]}x{s.spatial[1]}", s.receptive_field[0] if s.receptive_field else None, s.mean_frequency, s.high_frequency, s.mean_frequency_input] for s in p.stages]
+    return Body(
+        results={
+            "first conv": p.first_conv,
+            "first-layer kernels": list(p.kernels.shape) if p.kernels is not None else None,
+            f"receptive field {early.name} -> {deep.name} (px)": f"{early.receptive_field[0] if early.receptive_field else '?'} -> {deep.receptive_field[0] if deep.receptive_field else '?'}",
+            "mean frequency per input pixel, early -> deep": f"{early.mean_frequency_input:.4f} -> {deep.mean_frequency_input:.4f}" if early.mean_frequency_input and deep.mean_frequency_input else None,
+        },
+        tables=[Table(["stage", "H x W", "receptive field (px)", "mean frequency (cycles/map px)", "high-frequency share", "mean frequency (cycles/input px)"], rows,
+                      caption="spatial-frequency content of each stage's maps")],
+        figures=figs,
+        explanation=(
+            "The first layer's kernels are small oriented edge, line and colour-opponent detectors (the same kinds of "
+            "filters found in every CNN trained on photos). Early maps are sharp, high-resolution copies of the image "
+            "where edges and textures light up; each unit sees only a few pixels. Deep maps are coarse (7x7 here), each "
+            "unit seeing most of the image, and respond to large, abstract parts (a face, fur, an eye) rather than "
+            "to pixels: their content, measured per input pixel, is far smoother."
+        ),
+        api="from convlens.inspect import depth_profile, get_activations\np = depth_profile(bundle.model, x)\np.kernels, p.maps['blocks.0'], p.maps['blocks.6']",
+        cli="convlens depth-profile chelsea.png --out depth/\nconvlens activations chelsea.png --layers blocks.0,blocks.6 --out acts/",
+    )
 
 
 @section(11, "Max pooling, worked example", "What does 2x2 max pooling with stride 2 compute?", needs=("convlens.arith",))
@@ -516,19 +596,159 @@ def q18(ctx: TourContext) -> Body:
     raise NotImplementedError("section q18 is not wired yet")
 
 
-@section(19, 'Intermediate activations', "What do a real network's intermediate activations look like for one image?", needs=('convlens.inspect',))
+@section(19, "Intermediate activations", "What do a real network's intermediate activations look like for one image?", needs=("convlens.inspect",))
 def q19(ctx: TourContext) -> Body:
-    _awaits('convlens.inspect', 4)
-    raise NotImplementedError("section q19 is not wired yet")
+    _awaits("convlens.inspect.activations", 4)
+    from convlens.inspect import activation_stats, get_activations, predict
+    from convlens.plot.inspect import activation_grid
+
+    b = ctx.model()
+    img = ctx.image("coffee")
+    x = b.preprocess([img]).to(b.device)
+    acts = get_activations(b.model, x, "stages")
+    stats = activation_stats(acts, topk=ctx.pick(quick=8, full=16))
+    top = predict(b, [img], topk=3)[0]
+    figs = []
+    layers = list(acts)
+    for name in ctx.pick(quick=[layers[0], layers[len(layers) // 2], layers[-1]], full=layers):
+        st = next(s for s in stats if s.layer == name)
+        figs.append(TourFigure(
+            f"{name}: output {'x'.join(map(str, st.output_shape))}, the most active channels (each tile scaled to its own range).",
+            activation_grid(acts[name][0], [c.channel for c in st.top_channels], title=f"{name} on coffee"),
+        ))
+    rows = [[s.layer, "x".join(map(str, s.output_shape)), s.mean, s.std, s.max, s.sparsity, [c.channel for c in s.top_channels[:5]]] for s in stats]
+    return Body(
+        results={
+            "image": "skimage coffee",
+            "prediction": f"{top[0].label} ({top[0].prob:.1%})",
+            "layers": layers,
+        },
+        tables=[Table(["layer", "output HxWxC", "mean", "std", "max", "share <= 0", "top channels"], rows, caption="activation statistics per stage")],
+        figures=figs,
+        explanation=(
+            "A forward hook on a layer records its output: a stack of feature maps, one per channel. Looking at them "
+            "layer by layer shows the network's intermediate representations: the first stages still look like the photo "
+            "(edges of the cup and saucer), later ones become sparse and blob-like, marking where higher-level parts are. "
+            "Many channels are near zero for a given image (the 'share <= 0' column): each responds only to its own pattern."
+        ),
+        api="from convlens.inspect import get_activations, activation_stats\nacts = get_activations(bundle.model, x, 'stages')\nactivation_stats(acts, topk=8)",
+        cli="convlens activations coffee.png --layers stages --max-channels 16 --out acts/",
+    )
 
 
-@section(20, 'Filter visualization', 'What input pattern does a filter respond to most?', needs=('convlens.featvis',))
+@section(20, "Filter visualization", "What input pattern does a filter respond to most?", needs=("convlens.featvis",))
 def q20(ctx: TourContext) -> Body:
-    _awaits('convlens.featvis', 6)
-    raise NotImplementedError("section q20 is not wired yet")
+    _awaits("convlens.featvis", 6)
+    from convlens.featvis import visualize
+    from convlens.plot.featvis import featvis_grid
+
+    b = ctx.model()
+    steps, size = ctx.pick(quick=(24, 64), full=(160, 128))
+    plan = ctx.pick(quick=[("blocks.2", [0, 1, 2, 3])], full=[("blocks.1", list(range(8))), ("blocks.3", list(range(8))), ("blocks.5", list(range(8)))])
+    figs, rows = [], []
+    for layer, chans in plan:
+        r = visualize(b, layer, chans, objective="channel", recipe="lucid", steps=steps, size=size, seed=ctx.seed, return_result=True)
+        vals, starts = r.values.tolist(), r.start_values.tolist()
+        rows += [[layer, c, s0, v] for c, s0, v in zip(chans, starts, vals, strict=True)]
+        figs.append(TourFigure(f"{layer}: images that maximize each channel's mean activation ({steps} steps, {size} px).",
+                               featvis_grid(r.images, chans, values=vals, layer=layer)))
+    rises = sum(1 for row in rows if row[3] > row[2])
+    return Body(
+        results={"recipe": "lucid (Fourier, colour decorrelation, jitter/scale/rotate)", "steps": steps, "size": size,
+                 "channels whose objective rose": f"{rises} of {len(rows)}", "forward truncated at": plan[-1][0]},
+        tables=[Table(["layer", "channel", "objective at start (noise)", "objective at end"], rows)],
+        figures=figs,
+        explanation=(
+            "Start from noise and run gradient ascent on the INPUT to maximize one channel's mean activation: the "
+            "image becomes the pattern the filter answers to most (convolution as template matching, seen from the "
+            "filter's side). Early filters give edges and colours, middle ones textures and repeated motifs. The plain "
+            "pixel recipe (recipe='keras') is noisy; a Fourier parameterization with decorrelated colours and small "
+            "random jitter/scale/rotation (recipe='lucid') gives readable images. All channels render in one batch and "
+            "the forward pass stops at the layer."
+        ),
+        api=f"from convlens.featvis import visualize\nvisualize(bundle, '{plan[0][0]}', {plan[0][1]}, objective='channel', recipe='lucid', steps={steps}, size={size})",
+        cli=f"convlens filters --layer {plan[0][0]} --channels 0-{len(plan[0][1]) - 1} --recipe lucid --steps {steps} --size {size} --out filters.png",
+    )
 
 
-@section(21, 'Grad-CAM and its family', 'Where did the network look to decide, and how faithful is that map?', needs=('convlens.explain',))
+@section(21, "Grad-CAM and its family", "Where did the network look to decide, and how faithful is that map?", needs=("convlens.explain",))
 def q21(ctx: TourContext) -> Body:
-    _awaits('convlens.explain', 5)
-    raise NotImplementedError("section q21 is not wired yet")
+    import numpy as np
+    import torch
+
+    _awaits("convlens.explain", 5)
+    _awaits("convlens.explain.metrics", 5)
+    from convlens.explain import explain
+    from convlens.explain.metrics import confidence_change, deletion_curve, insertion_curve, randomization_check
+    from convlens.plot import image_grid, line_plot, overlay
+
+    b = ctx.model()
+    names = ["chelsea", "coffee"]
+    imgs = [ctx.image(n) for n in names]
+    x = b.preprocess(imgs).to(b.device)
+    shown = [b.preprocess.resize_image(im) for im in imgs]  # the pixels the model sees, for overlays
+    methods = ctx.pick(quick=["gradcam", "gradcam++", "layercam", "eigencam"],
+                       full=["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam"])
+    steps = ctx.pick(quick=10, full=20)
+    results = {m: explain(b.model, x, m, "auto") for m in methods}
+    first = results[methods[0]]
+    targets = first.targets.tolist()
+    labels = [b.label(t) for t in targets]
+    # a random map: the baseline every faithful method must beat
+    gen = torch.Generator().manual_seed(ctx.seed)
+    rand_maps = torch.rand(x.shape[0], 7, 7, generator=gen)
+    rand_maps = torch.nn.functional.interpolate(rand_maps[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    rows, curves = [], {}
+    for m, res in [*results.items(), ("random map", None)]:
+        maps = res.maps if res is not None else rand_maps.to(x.device)
+        d = deletion_curve(b.model, x, maps, targets, steps=steps)
+        ins = insertion_curve(b.model, x, maps, targets, steps=steps)
+        cc = confidence_change(b.model, x, maps, targets)
+        rows.append([m, float(d.auc.mean()), float(ins.auc.mean()), cc.average_drop, cc.increase_rate])
+        curves[m] = (d.fractions.tolist(), d.scores.mean(0).tolist())
+    sanity = randomization_check(b.model, x, "gradcam", "auto", targets, seed=ctx.seed)
+    tiles, titles = [], []
+    for i, nm in enumerate(names):
+        tiles.append(shown[i])
+        titles.append(f"{nm}: {labels[i]}")
+        for m in methods:
+            tiles.append(overlay(shown[i], results[m].maps[i].float().cpu().numpy(), alpha=0.5))
+            titles.append(m)
+    fig = image_grid(tiles, titles=titles, ncols=len(methods) + 1, tile_inches=2.0)
+    fig_del = line_plot(curves, xlabel="fraction of pixels deleted (most salient first)", ylabel="target probability (mean)",
+                        title="deletion curves: lower area = more faithful")
+    by = {r[0]: r for r in rows}
+    gc = by.get("gradcam")
+    return Body(
+        results={
+            "target layer (auto)": first.layers,
+            "targets": [f"{nm}: {lab} ({float(p):.1%})" for nm, lab, p in zip(names, labels, first.probs.tolist() if first.probs is not None else [float('nan')] * 2, strict=True)],
+            "Grad-CAM deletion AUC": gc[1] if gc else None,
+            "random map deletion AUC": by["random map"][1],
+            "Grad-CAM beats a random map (deletion)": bool(gc and gc[1] < by["random map"][1]),
+            "sanity check: rank correlation after randomizing layers (top-down)": [round(v, 3) for v in sanity.mean.tolist()],
+            "randomized layers": sanity.layers,
+        },
+        tables=[Table(["method", "deletion AUC (lower better)", "insertion AUC (higher better)", "average drop % (lower better)", "increase in confidence %"],
+                      rows, caption=f"faithfulness on {len(names)} images, {steps} steps")],
+        figures=[
+            TourFigure("Each method's map over the image the model saw (the explained class is each image's top-1).", fig),
+            TourFigure("Deletion curves: removing the pixels a faithful map ranks first makes the probability fall fastest.", fig_del),
+        ],
+        explanation=(
+            "Grad-CAM takes the gradient of the class score y_c with respect to the feature maps A_k of the last "
+            "convolutional layer, averages it over positions to get one weight per channel, alpha_k = mean_ij dy_c/dA_k_ij, "
+            "and sums the maps with these weights: M = ReLU(sum_k alpha_k A_k), upsampled to the image. The family differs "
+            "in the weights (Grad-CAM++ uses higher-order terms, LayerCAM per-pixel positive gradients, Eigen-CAM the first "
+            "principal component without gradients, Score-CAM the score change when each map masks the input).\n\n"
+            "A heat map is only useful if it is faithful. Deleting the pixels it ranks highest should make the probability "
+            "collapse quickly (low deletion AUC, lower than a random map's), inserting them into a blurred image should "
+            "restore it quickly (high insertion AUC), and randomizing the model's weights should change the map "
+            "(rank correlation falling toward 0 in the sanity check)."
+        ),
+        api=(
+            "from convlens.explain import cam, explain\nfrom convlens.explain.metrics import deletion_curve, insertion_curve\n"
+            "maps = cam(bundle.model, x, 'gradcam', 'auto')\ndeletion_curve(bundle.model, x, maps, steps=20).auc"
+        ),
+        cli="convlens cam chelsea.png coffee.png --method all --metrics --out cam/",
+    )
