@@ -1,0 +1,243 @@
+"""Graph tracer and receptive fields: theory (graph) against the gradient measurement, on hand-built
+branching models, random models (hypothesis) and the torchvision classics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from convlens.errors import InputError, LayerError
+from convlens.graph import trace
+from convlens.hooks import hook_count
+from convlens.inspect.rf import receptive_field, receptive_field_empirical
+from convlens.layers import probe_shapes
+
+
+def assert_rf_matches(model: nn.Module, layer: str, size: int, *, c: int = 3, call: int = 0) -> None:
+    """Theoretical size AND position of the centre unit's field == the measured gradient support."""
+    emp = receptive_field_empirical(model, layer, size, in_channels=c, call=call)
+    geo = receptive_field(model, layer, (c, size, size), call=call)
+    assert not emp.clipped, f"{layer}: field touches the border of a {size}px probe; test needs a larger input"
+    assert emp.size == geo.receptive_field, (layer, emp, geo)
+    centre = tuple(s + u * j for s, u, j in zip(geo.start, emp.unit, geo.jump, strict=True))
+    assert emp.center == pytest.approx(centre), (layer, emp.center, centre)
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(2, 4, 3, stride=2)
+        self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 5, padding=2))
+        self.short = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return F.relu(self.body(x) + self.short(x))
+
+
+class Inception(nn.Module):
+    """Branches of different reach concatenated on channels; the widest branch sets the field."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.b1 = nn.Conv2d(2, 2, 1)
+        self.b3 = nn.Sequential(nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 3, padding=1))
+        self.b5 = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=2, dilation=2))
+        self.pool = nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True)
+        self.out = nn.Conv2d(8, 4, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([self.b1(x), self.b3(x), self.b5(x), self.pool(x)], dim=1)
+        return self.out(y)
+
+
+class Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.pool(self.conv(x)))
+
+
+class Functional(nn.Module):
+    """Only functional ops between modules, asymmetric TF-style 'same' padding, ceil_mode pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(2, 3, 3)
+        self.b = nn.Conv2d(3, 3, 3, stride=2)
+        self.head = nn.Linear(3, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.a(x))
+        x = F.pad(x, (0, 1, 0, 1))  # right/bottom only, like timm's Conv2dSame with stride 2
+        x = self.b(x)
+        x = F.max_pool2d(x, 3, 2, 0, ceil_mode=True)
+        x = F.avg_pool2d(x, 2, 2, ceil_mode=True) + F.avg_pool2d(F.relu(x), 2, 2, ceil_mode=True)
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_residual_add_takes_the_longer_path() -> None:
+    net = Residual()
+    g = trace(net, (2, 33, 33))
+    # stem 3 (jump 2); body 3 then 5 -> 3 + 2*2 + 4*2 = 15; the 1x1 shortcut alone would give 3
+    assert g.geometry("body").receptive_field == (15, 15)
+    assert g.geometry("short").receptive_field == (3, 3)
+    add = [n for n in g.nodes if n.op in ("add", "__add__")]
+    assert add and add[0].geometry.receptive_field == (15, 15)
+    assert_rf_matches(net, "body", 41, c=2)
+
+
+def test_inception_concat_max_over_branches() -> None:
+    net = Inception()
+    g = trace(net, (2, 21, 21))
+    assert g.geometry("b5").receptive_field == (7, 7)  # 3 then dilated 3 (k_eff 5)
+    assert g.geometry("out").receptive_field == (9, 9)
+    assert g.geometry("out").jump == (2, 2)
+    assert_rf_matches(net, "out", 31, c=2)
+
+
+def test_module_called_twice_has_two_calls() -> None:
+    net = Twice()
+    g = trace(net, (2, 20, 20))
+    assert [c.call for c in g.calls if c.name == "conv"] == [0, 1]
+    assert g.geometry("conv", 0).receptive_field == (3, 3)
+    assert g.geometry("conv", 1).receptive_field == (8, 8)  # 3 -> pool 4 (jump 2) -> +2*2
+    assert_rf_matches(net, "conv", 20, c=2, call=0)
+    assert_rf_matches(net, "conv", 24, c=2, call=1)
+
+
+def test_functional_ops_asymmetric_pad_and_ceil_mode() -> None:
+    net = Functional()
+    g = trace(net, (2, 40, 40))
+    assert [n.op for n in g.nodes].count("relu") == 2
+    assert g.geometry("b").start == (2, 2)  # left pad 0: unit 0 is centred on input pixel 2
+    emp = receptive_field_empirical(net, "b", 40, in_channels=2)
+    geo = g.geometry("b")
+    assert emp.size == geo.receptive_field
+    head = g.geometry("head")
+    assert head.is_global and head.jump is None
+    # shapes agree with a plain forward
+    assert g.nodes[-1].shape == (1, 5)
+
+
+def test_shapes_agree_with_probe(resnet18_bundle) -> None:
+    g = trace(resnet18_bundle.model, (3, 64, 64))
+    shapes = {(s.name, i): s.shape for i, s in enumerate(probe_shapes(resnet18_bundle.model, (3, 64, 64)))}
+    got = {(c.name, i): c.shape for i, c in enumerate(g.calls)}
+    assert got == shapes
+    assert hook_count(resnet18_bundle.model) == 0
+    assert not resnet18_bundle.model.training
+
+
+def _random_net(draw: st.DrawFn) -> nn.Module:
+    layers: list[nn.Module] = []
+    ch = 2
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["conv", "maxpool", "avgpool", "res", "cat"]))
+        k = draw(st.integers(1, 4))
+        s = draw(st.integers(1, 2))
+        d = draw(st.integers(1, 2))
+        p = draw(st.integers(0, k // 2))
+        if kind == "conv":
+            layers.append(nn.Conv2d(ch, ch, k, stride=s, padding=draw(st.integers(0, k)), dilation=d))
+        elif kind == "maxpool":
+            layers.append(nn.MaxPool2d(max(k, 2), stride=s, padding=min(p, max(k, 2) // 2), ceil_mode=draw(st.booleans())))
+        elif kind == "avgpool":
+            layers.append(nn.AvgPool2d(max(k, 2), stride=s, padding=min(p, max(k, 2) // 2), ceil_mode=draw(st.booleans())))
+        else:
+            ko = 2 * draw(st.integers(0, 2)) + 1
+            layers.append(_Branch(ch, ko, d, kind))
+    return nn.Sequential(*layers)
+
+
+class _Branch(nn.Module):
+    def __init__(self, ch: int, k: int, d: int, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.a = nn.Conv2d(ch, ch, k, padding=d * (k - 1) // 2, dilation=d)
+        self.b = nn.Conv2d(ch, ch, 3, padding=1)
+        self.mix = nn.Conv2d(2 * ch, ch, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "res":
+            return x + F.relu(self.a(x))
+        # (slicing channels after the concat could drop the wider branch: fields are per tensor, over all channels)
+        return self.mix(torch.cat([self.a(x), self.b(x)], 1))
+
+
+@settings(max_examples=25)
+@given(st.data())
+def test_random_branching_nets_theory_equals_measurement(data: st.DataObject) -> None:
+    net = _random_net(data.draw).eval()
+    last = str(len(net) - 1)
+    try:
+        g = trace(net, (2, 64, 64))
+    except InputError:
+        return  # the random net shrinks a 64px input to nothing; nothing to compare
+    rf = g.geometry(last).receptive_field[0]
+    size = int(2 * rf + 24)
+    if size > 160:
+        return
+    try:
+        assert_rf_matches(net, last, size, c=2)
+    except InputError:
+        pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "layer", "size"),
+    [
+        ("vgg16", "features.23", 112),  # pool4: RF 100, jump 16
+        ("googlenet", "inception3b", 112),  # inception concatenations, ceil_mode max-pools
+        ("densenet121", "features.transition1", 96),  # dense concatenations, avg-pool
+    ],
+)
+def test_torchvision_models_theory_equals_measurement(name: str, layer: str, size: int) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    kwargs = {"init_weights": False, "aux_logits": False} if name == "googlenet" else {}
+    model = getattr(torchvision.models, name)(weights=None, **kwargs).eval()
+    assert_rf_matches(model, layer, size)
+
+
+def test_resnet18_theory_equals_measurement(resnet18_bundle) -> None:
+    assert_rf_matches(resnet18_bundle.model, "layer2", 128)  # RF 99: residual adds + stride-2 shortcuts
+    assert_rf_matches(resnet18_bundle.model, "layer3.0.conv1", 128)  # RF 115
+
+
+def test_known_receptive_fields(resnet18_bundle) -> None:
+    g = trace(resnet18_bundle.model, (3, 224, 224))
+    assert g.geometry("layer4").receptive_field == (435, 435)  # the published ResNet-18 value
+    assert g.geometry("layer4").jump == (32, 32)
+
+
+def test_empirical_does_not_modify_the_model(resnet18_bundle) -> None:
+    m = resnet18_bundle.model
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    receptive_field_empirical(m, "layer1", 64)
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert hook_count(m) == 0 and not m.training
+
+
+def test_bad_inputs() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 5), nn.Conv2d(4, 4, 5))
+    with pytest.raises(InputError):
+        trace(net, (3, 224))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="failed on a 1x3x6x6"):
+        trace(net, (3, 6, 6))
+    with pytest.raises(LayerError, match="did you mean"):
+        trace(net, (3, 16, 16)).call("1x")
+    with pytest.raises(LayerError):
+        receptive_field_empirical(net, "nope", 16)
+    with pytest.raises(InputError):
+        receptive_field_empirical(net, "1", 16, unit=(99, 0))
