@@ -1,0 +1,148 @@
+"""Layer summary: shapes, params and MACs against torchinfo/torch; the embedded EfficientNet-Lite0; CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from convlens.cli import main
+from convlens.errors import InputError
+from convlens.inspect.rf import receptive_field_empirical
+from convlens.inspect.summary import hwc, summarize
+
+
+def _chain() -> nn.Module:
+    """A plain chain where torchinfo's MAC convention (weights x output positions) equals ours: no bias, no norm."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 5, stride=2, padding=2, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=2, dilation=2, bias=False),
+        nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(16, 32, 3, groups=4, bias=False),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10, bias=False),
+    )
+
+
+@pytest.mark.parametrize("size", [(3, 32, 32), (3, 37, 29)])
+def test_chain_matches_torchinfo(size: tuple[int, int, int]) -> None:
+    torchinfo = pytest.importorskip("torchinfo")
+    net = _chain()
+    s = summarize(net, size)
+    ref = torchinfo.summary(net, input_size=(1, *size), verbose=0, depth=5)
+    ref_layers = [li for li in ref.summary_list if li.depth >= 1]
+    assert [r.name for r in s.layers] == [str(i) for i in range(len(net))]
+    for mine, theirs in zip(s.layers, ref_layers, strict=True):
+        assert mine.torch_shape == tuple(theirs.output_size), mine.name
+        assert mine.params == theirs.num_params, mine.name
+        assert mine.macs == theirs.macs, mine.name
+    assert s.total_params == ref.total_params
+    assert s.total_macs == ref.total_mult_adds
+
+
+def test_params_trainable_frozen_and_unique(resnet18_bundle) -> None:
+    model = resnet18_bundle.model
+    s = summarize(model, (3, 64, 64))
+    assert s.total_params == sum(p.numel() for p in model.parameters()) == resnet18_bundle.meta.num_params
+    # freeze layer1: the split changes, the model's flags are restored afterwards
+    flags = [p.requires_grad for p in model.parameters()]
+    try:
+        for p in model.layer1.parameters():
+            p.requires_grad_(False)
+        s2 = summarize(model, (3, 64, 64))
+        assert s2.frozen_params == sum(p.numel() for p in model.layer1.parameters())
+        assert s2.layer("layer1").params_frozen == s2.layer("layer1").params
+    finally:
+        for p, f in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+    # torchvision's published MAC count for ResNet-18 at 224: 1.81 GFLOPS (= GMACs in its convention)
+    assert abs(summarize(model).total_macs / 1e9 - 1.814) < 0.01
+
+
+def test_shared_module_counted_once() -> None:
+    conv = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(self.conv(x))
+
+    s = summarize(Shared(), (3, 8, 8))
+    rows = [r for r in s.layers if r.name == "conv"]
+    assert [r.call for r in rows] == [0, 1]
+    assert [r.receptive_field for r in rows] == [(3, 3), (5, 5)]
+    assert s.total_params == 81
+    assert s.total_macs == 2 * 8 * 8 * 3 * 3 * 9
+
+
+def test_matmul_and_attention_macs() -> None:
+    class Attn(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = x.flatten(2).transpose(1, 2)  # (1, HW, C)
+            return torch.softmax(t @ t.transpose(1, 2), -1) @ t
+
+    s = summarize(Attn(), (4, 3, 3))
+    assert s.total_macs == 2 * 9 * 9 * 4
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_summary(lite0) -> None:
+    s = summarize(lite0.model, (3, 224, 224))
+    assert s.total_params == lite0.meta.num_params
+    stem = s.layer("conv_stem")
+    assert stem.type == "Conv2dSame" and stem.kernel == (3, 3) and stem.stride == (2, 2)
+    assert stem.output_shape == (112, 112, 32)
+    assert s.layer("bn2").output_shape == (7, 7, 1280) and s.layer("bn2").jump == (32, 32)
+    assert 0.38e9 < s.total_macs < 0.40e9  # timm lists tf_efficientnet_lite0 at 0.4 GMACs
+    # TF "same" padding pads right/bottom only: check the geometry against the measurement
+    s96 = summarize(lite0.model, (3, 96, 96))
+    emp = receptive_field_empirical(lite0.model, "blocks.2", 96)
+    rec = s96.layer("blocks.2")
+    assert not emp.clipped
+    assert emp.size == rec.receptive_field
+    assert emp.center == tuple(st + u * j for st, u, j in zip(rec.start, emp.unit, rec.jump, strict=True))
+
+
+def test_depth_filter_and_json_shape_order() -> None:
+    s = summarize(_chain(), (3, 32, 32))
+    d = s.to_dict(1)
+    assert set(d) >= {"layers", "total_params", "total_macs"}
+    first = d["layers"][0]
+    assert {"name", "type", "output_shape", "params", "macs", "receptive_field", "jump"} <= set(first)
+    assert first["output_shape"] == (16, 16, 8)
+    assert s.to_dict(1, channels_first=True)["layers"][0]["output_shape"] == (8, 16, 16)
+    assert hwc((1, 5)) == (5,)
+    with pytest.raises(InputError):
+        s.at_depth(0)
+
+
+def test_cli_summary_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "--model", "resnet18", "--input", "64x64x3", "--depth", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    names = [r["name"] for r in out["layers"]]
+    assert names[:4] == ["conv1", "bn1", "relu", "maxpool"] and "layer1.0" not in names
+    l4 = out["layers"][names.index("layer4")]
+    assert l4["output_shape"] == [2, 2, 512] and l4["receptive_field"] == [435, 435] and l4["jump"] == [32, 32]
+    assert out["total_params"] == 11689512
+    assert main(["summary", "--model", "resnet18", "--input", "3x64x64", "--channels-first", "--depth", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["layers"][names.index("layer4")]["output_shape"] == [512, 2, 2]
+
+
+def test_cli_summary_table_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "--model", "resnet18", "--input", "64x64x3", "--depth", "1"]) == 0
+    assert "layer4" in capsys.readouterr().out
+    assert main(["summary", "--model", "resnet_18"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1
+    assert main(["summary", "--model", "resnet18", "--input", "64x64"]) == 2
+    assert main(["summary", "--model", "vgg11", "--input", "4x4x3"]) == 2
+    assert "error:" in capsys.readouterr().err
