@@ -67,7 +67,8 @@ class FeatvisResult:
     Attributes:
         images: (N, 3, S, S) in [0, 1], on the compute device (what to show).
         values: (N,) the objective (without the recipe's penalties) on the final, untransformed image.
-        start_values: (N,) the same on the initial noise image.
+        start_values: (N,) the same at the first step (initial noise image, after that step's random
+            transforms; untransformed when ``steps == 0``).
         history: (steps, N) the optimized value (objective - penalties, on the transformed image) per step.
         keys: per-image keys (channel indices for channel objectives).
         layer: the layer(s) read, ``'output'`` for the model output.
@@ -272,17 +273,23 @@ def render(
                     acts[OUTPUT] = out
                 return acts
 
-            with torch.no_grad():
-                img0 = param()
-                acts0 = evaluate(img0, img0)
-                objective.check(acts0)
-                start_values = objective(acts0).detach().clone()
-                del acts0
+            start_values: torch.Tensor | None = None
+            if steps == 0:
+                with torch.no_grad():
+                    img0 = param()
+                    acts0 = evaluate(img0, img0)
+                    objective.check(acts0)
+                    start_values = objective(acts0).detach().clone()
+                    del acts0
 
             for step in range(steps):
                 img = param()
                 acts = evaluate(img, plan(img, step))
+                if start_values is None:  # first step: validate indices, record the starting value
+                    objective.check(acts)
                 value = objective(acts)
+                if start_values is None:
+                    start_values = value.detach().clone()
                 for w, pen in penalties:
                     value = value - w * pen(acts)
                 if not bool(value.requires_grad):
@@ -313,7 +320,7 @@ def render(
     return FeatvisResult(
         images=images.detach(),
         values=values,
-        start_values=start_values,
+        start_values=start_values if start_values is not None else values,
         history=hist,
         keys=keys,
         layer=list(objective.layers),
