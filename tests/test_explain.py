@@ -1,0 +1,363 @@
+"""CAM family: agreement with pytorch-grad-cam 1.5.7 and Captum (oracles, test-only), batching, targets,
+state restoration and robustness."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from convlens.errors import ConvlensError, InputError, LayerError
+from convlens.explain import METHODS, cam, explain, finalize_maps, get_method, guided_backprop
+from convlens.hooks import hook_count
+
+pgc = pytest.importorskip("pytorch_grad_cam")
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+ORACLE = {
+    "gradcam": pgc.GradCAM,
+    "gradcam++": pgc.GradCAMPlusPlus,
+    "xgradcam": pgc.XGradCAM,
+    "layercam": pgc.LayerCAM,
+    "hirescam": pgc.HiResCAM,
+    "eigencam": pgc.EigenCAM,
+}
+
+
+def _oracle(name, model, layers, x, targets):
+    """pytorch-grad-cam's maps on a deep copy (it calls model.eval(), fills .grad, may swap modules)."""
+    m = copy.deepcopy(model)
+    mods = dict(m.named_modules())
+    with ORACLE[name](m, [mods[n] for n in layers]) as c:
+        return c(x, [ClassifierOutputTarget(t) for t in targets])
+
+
+def _oracle_eigencam_match(res, ref, size):
+    """Eigen-CAM's principal direction has an arbitrary sign: accept the oracle's, whichever it is."""
+    errs = []
+    for s in (1.0, -1.0):
+        maps, _ = finalize_maps([s * r for r in res.raw.values()], size)
+        errs.append(np.abs(maps.numpy() - ref).max(axis=(1, 2)))
+    return np.minimum(*errs).max()
+
+
+@pytest.fixture(scope="module")
+def r18(resnet18_bundle):
+    return resnet18_bundle.model
+
+
+@pytest.fixture(scope="module")
+def x112():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(2, 3, 112, 112, generator=g)
+
+
+@pytest.fixture(scope="module")
+def lite_x(lite0, chelsea, coffee):
+    """chelsea and coffee as the embedded model sees them, at 128 px to keep the oracle runs cheap."""
+    x = lite0.preprocess([chelsea, coffee])
+    return torch.nn.functional.interpolate(x, size=(128, 128), mode="bilinear", antialias=True)
+
+
+# ---------------------------------------------------------------------------------------------- oracles
+
+
+@pytest.mark.parametrize("name", list(ORACLE))
+def test_agrees_with_pytorch_grad_cam_resnet18(r18, x112, name):
+    targets = [3, 7]  # per-image targets (the pytorch-grad-cam #328 case)
+    ref = _oracle(name, r18, ["layer4"], x112, targets)
+    res = explain(r18, x112, name, "layer4", targets)
+    assert res.maps.shape == (2, 112, 112) and res.targets.tolist() == targets
+    if name == "eigencam":
+        assert _oracle_eigencam_match(res, ref, (112, 112)) < 1e-4
+    else:
+        assert np.abs(res.maps.numpy() - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", list(ORACLE))
+def test_agrees_with_pytorch_grad_cam_lite0(lite0, lite_x, name):
+    targets = [285, 967]  # Egyptian cat, espresso
+    ref = _oracle(name, lite0.model, ["bn2"], lite_x, targets)
+    res = explain(lite0.model, lite_x, name, "bn2", targets)
+    if name == "eigencam":
+        assert _oracle_eigencam_match(res, ref, (128, 128)) < 1e-4
+    else:
+        assert np.abs(res.maps.numpy() - ref).max() < 1e-4
+
+
+def test_several_layers_agree_with_pytorch_grad_cam(r18, x112):
+    ref = _oracle("gradcam", r18, ["layer3", "layer4"], x112, [1, 2])
+    res = explain(r18, x112, "gradcam", ["layer3", "layer4"], [1, 2])
+    assert res.layers == ["layer3", "layer4"] and set(res.raw) == {"layer3", "layer4"}
+    assert np.abs(res.maps.numpy() - ref).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_scorecam_agrees_with_pytorch_grad_cam(r18, lite0):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 32, 32, generator=g)
+    m = copy.deepcopy(r18)
+    with pgc.ScoreCAM(m, [m.layer2]) as c:
+        c.batch_size = 64
+        ref = c(x, [ClassifierOutputTarget(t) for t in (5, 9)])
+    ours = cam(r18, x, "scorecam", "layer2", [5, 9], batch_size=48)  # chunks cross image boundaries
+    assert np.abs(ours.numpy() - ref).max() < 1e-4
+    # the embedded model, a shallow 24-channel layer
+    x2 = torch.randn(2, 3, 64, 64, generator=g)
+    m2 = copy.deepcopy(lite0.model)
+    with pgc.ScoreCAM(m2, [m2.blocks[1]]) as c:
+        ref2 = c(x2, [ClassifierOutputTarget(t) for t in (285, 1)])
+    ours2 = cam(lite0.model, x2, "scorecam", "blocks.1", [285, 1], batch_size=32)
+    assert np.abs(ours2.numpy() - ref2).max() < 1e-4
+
+
+def test_guided_backprop_and_guided_gradcam_agree_with_pytorch_grad_cam(r18, x112):
+    from pytorch_grad_cam import GuidedBackpropReLUModel
+
+    res = explain(r18, x112, "guided-gradcam", "layer4", [4, 8])
+    gcam = explain(r18, x112, "gradcam", "layer4", [4, 8]).maps
+    for i, t in enumerate((4, 8)):
+        ref_gb = GuidedBackpropReLUModel(copy.deepcopy(r18), device="cpu")(x112[i : i + 1], target_category=t)  # (H, W, 3)
+        ours_gb = res.extra["guided_backprop"][i].permute(1, 2, 0).numpy()
+        scale = np.abs(ref_gb).max()
+        assert np.abs(ours_gb - ref_gb).max() < 1e-4 * scale
+        # guided Grad-CAM = guided backprop x Grad-CAM map (the pytorch-grad-cam recipe)
+        ref_ggc = ref_gb * gcam[i].numpy()[..., None]
+        assert np.abs(res.extra["guided"][i].permute(1, 2, 0).numpy() - ref_ggc).max() < 1e-4 * scale
+    assert res.maps.shape == (2, 112, 112) and float(res.maps.max()) == pytest.approx(1.0)
+    assert hook_count(r18) == 0
+
+
+def test_guided_backprop_lite0_agrees(lite0, lite_x):
+    from pytorch_grad_cam import GuidedBackpropReLUModel
+
+    x = lite_x[:1]
+    ref = GuidedBackpropReLUModel(copy.deepcopy(lite0.model), device="cpu")(x, target_category=285)
+    # pytorch-grad-cam guides nn.ReLU only (lite0 has ReLU6): the same rule set gives the same gradient
+    ours = guided_backprop(lite0.model, x, 285, relu_types=(nn.ReLU,))[0].permute(1, 2, 0).numpy()
+    assert np.abs(ours - ref).max() < 1e-4 * np.abs(ref).max()
+    guided = guided_backprop(lite0.model, x, 285)  # ReLU6 guided too: no negative gradient passes any ReLU6
+    assert not torch.allclose(torch.from_numpy(ref).permute(2, 0, 1), guided[0])
+
+
+def test_raw_gradcam_matches_captum_layergradcam(r18, x112):
+    from captum.attr import LayerGradCam
+
+    targets = torch.tensor([11, 22])
+    m = copy.deepcopy(r18)
+    ref = LayerGradCam(m, m.layer4).attribute(x112, target=targets)[:, 0]
+    res = explain(r18, x112, "gradcam", "layer4", targets)
+    raw = res.raw["layer4"]
+    assert raw.shape == ref.shape == (2, 4, 4)
+    assert torch.allclose(raw, ref.detach(), atol=1e-6 * float(ref.detach().abs().max()) + 1e-8, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- batching, targets
+
+
+@pytest.mark.parametrize("name", ["gradcam++", "eigencam", "guided-gradcam"])
+def test_batch_equals_per_image(r18, x112, name):
+    batch = explain(r18, x112, name, "layer4", [3, 7])
+    for i, t in enumerate((3, 7)):
+        one = explain(r18, x112[i : i + 1], name, "layer4", [t])
+        assert torch.allclose(batch.maps[i], one.maps[0], atol=1e-5)
+        assert torch.allclose(batch.raw["layer4"][i], one.raw["layer4"][0], atol=1e-5, rtol=1e-4)
+
+
+def test_each_image_gets_its_own_target(r18, x112):
+    x = torch.cat([x112[:1], x112[:1]])  # the same image twice, two different classes
+    res = explain(r18, x, "gradcam", "layer4", [3, 500])
+    assert res.targets.tolist() == [3, 500]
+    assert not torch.allclose(res.raw["layer4"][0], res.raw["layer4"][1])
+    alone = explain(r18, x[:1], "gradcam", "layer4", 500)
+    assert torch.allclose(res.maps[1], alone.maps[0], atol=1e-5)
+
+
+def test_targets_none_int_tensor_and_callable(r18, x112):
+    with torch.no_grad():
+        logits = r18(x112)
+    top = explain(r18, x112, "gradcam", "layer4")
+    assert top.targets.tolist() == logits.argmax(1).tolist()
+    assert torch.allclose(top.scores, logits.max(1).values, atol=1e-4)
+    assert torch.allclose(top.probs, logits.softmax(1).max(1).values, atol=1e-5)
+    by_int = explain(r18, x112, "gradcam", "layer4", 7)
+    by_tensor = explain(r18, x112, "gradcam", "layer4", torch.tensor([7, 7]))
+    by_fn = explain(r18, x112, "gradcam", "layer4", lambda out: out[:, 7])
+    assert by_int.targets.tolist() == [7, 7] and by_fn.targets.tolist() == [-1, -1] and by_fn.probs is None
+    assert torch.allclose(by_int.maps, by_tensor.maps) and torch.allclose(by_int.maps, by_fn.maps, atol=1e-6)
+
+
+def test_dict_output_needs_callable_target():
+    class DictNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return {"logits": self.head(self.conv(x).mean((2, 3)))}
+
+    torch.manual_seed(0)
+    net = DictNet()
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(InputError, match="callable"):
+        cam(net, x, "gradcam", "conv")
+    m = cam(net, x, "gradcam", "conv", lambda out: out["logits"][:, 1])
+    assert m.shape == (2, 8, 8) and hook_count(net) == 0
+
+
+# ---------------------------------------------------------------------------------------------- state & errors
+
+
+def _small_net(inplace=True):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=inplace), nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(inplace=inplace), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+    )
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_state_restored_no_param_grads_no_hooks(name):
+    net = _small_net().train()
+    net[0].weight.requires_grad_(False)
+    x = torch.randn(3, 3, 10, 10)
+    out = cam(net, x, name, "3", [0, 1, 2], batch_size=7)
+    assert out.shape == (3, 10, 10) and torch.isfinite(out).all()
+    assert all(m.training for m in net.modules())
+    assert net[0].weight.requires_grad is False and net[3].weight.requires_grad is True
+    assert all(p.grad is None for p in net.parameters())
+    assert hook_count(net) == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, err",
+    [
+        ({"targets": [0, 1]}, InputError),  # 2 targets for 3 images
+        ({"targets": 5}, InputError),  # class out of range
+        ({"targets": lambda out: out[:, 0:2]}, InputError),  # callable shape
+        ({"target_layer": "nope"}, LayerError),
+        ({"target_layer": "6"}, LayerError),  # Flatten: (N, C) output
+        ({"method": "gradcm"}, InputError),
+    ],
+)
+def test_errors_leave_no_hooks_and_restore_state(kwargs, err):
+    net = _small_net().train()
+    x = torch.randn(3, 3, 10, 10)
+    kw = {"method": "gradcam", "target_layer": "3", **kwargs}
+    with pytest.raises(err) as info:
+        cam(net, x, **kw)
+    assert isinstance(info.value, ConvlensError) and str(info.value).endswith(".")
+    assert hook_count(net) == 0 and all(m.training for m in net.modules())
+    assert all(p.requires_grad and p.grad is None for p in net.parameters())
+
+
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (np.zeros((1, 3, 8, 8), np.float32), "torch.Tensor"),
+        (torch.zeros(3, 8), "shape"),
+        (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "float"),
+        (torch.full((1, 3, 8, 8), float("nan")), "NaN"),
+    ],
+)
+def test_bad_input(x, match):
+    with pytest.raises(InputError, match=match):
+        cam(_small_net(), x, "gradcam", "3")
+
+
+def test_unknown_method_suggests():
+    with pytest.raises(InputError, match="did you mean 'gradcam'"):
+        get_method("gradcamm")
+    assert get_method("Grad-CAM++").name == "gradcam++"
+
+
+def test_inplace_relu_after_target_layer():
+    net = _small_net(inplace=True).eval()
+    ref_net = copy.deepcopy(net)
+    for i, m in enumerate(ref_net):
+        if isinstance(m, nn.ReLU):
+            ref_net[i] = nn.ReLU(inplace=False)
+    x = torch.randn(2, 3, 10, 10)
+    res = explain(net, x, "hirescam", "3", [1, 2])  # the conv right before an in-place ReLU
+    # manual HiResCAM with a full graph on the non-inplace twin
+    acts = {}
+    ref_net[3].register_forward_hook(lambda m, i, o: acts.setdefault("a", o))
+    out = ref_net(x)
+    (g,) = torch.autograd.grad(out[[0, 1], [1, 2]].sum(), acts["a"])
+    manual = (g * acts["a"]).sum(1)
+    assert (acts["a"] < 0).any()  # pre-ReLU values were captured, not the in-place result
+    assert torch.allclose(res.raw["3"], manual.detach(), atol=1e-6)
+
+
+def test_outer_no_grad_and_inference_mode(r18, x112):
+    ref = cam(r18, x112, "gradcam", "layer4", [1, 2])
+    with torch.no_grad():
+        a = cam(r18, x112, "gradcam", "layer4", [1, 2])
+    with torch.inference_mode():
+        xi = x112.clone()  # an inference tensor
+        b = cam(r18, xi, "gradcam", "layer4", [1, 2])
+    assert torch.allclose(a, ref) and torch.allclose(b, ref)
+    assert hook_count(r18) == 0
+
+
+def test_amp_bf16_and_channels_last(r18, x112):
+    ref = cam(r18, x112, "gradcam", "layer4", [1, 2])
+    m_cl = copy.deepcopy(r18).to(memory_format=torch.channels_last)
+    cl = cam(m_cl, x112.contiguous(memory_format=torch.channels_last), "gradcam", "layer4", [1, 2])
+    assert torch.allclose(cl, ref, atol=1e-4)
+    amp = cam(r18, x112, "gradcam", "layer4", [1, 2], amp=True)
+    assert amp.dtype == torch.float32 and torch.isfinite(amp).all()
+    corr = np.corrcoef(amp.flatten().numpy(), ref.flatten().numpy())[0, 1]
+    assert corr > 0.9
+
+
+def test_zero_gradient_and_constant_activations_give_zeros_and_warn():
+    net = _small_net().eval()
+    x = torch.zeros(2, 3, 10, 10)
+    with torch.no_grad():
+        for p in net[3].parameters():
+            p.zero_()  # the target conv outputs zeros: constant activations, zero weights downstream
+    for name in ("gradcam", "eigencam", "layercam"):
+        with pytest.warns(RuntimeWarning, match="constant"):
+            m = cam(net, x, name, "3")
+        assert torch.equal(m, torch.zeros_like(m))
+
+
+def test_auto_layer_and_module_spec(r18, x112, lite0, lite_x):
+    assert explain(r18, x112, "gradcam").layers == ["layer4"]
+    assert explain(r18, x112, "gradcam", r18.layer3).layers == ["layer3"]
+    assert explain(lite0.model, lite_x[:1], "gradcam").layers == ["bn2"]
+    assert explain(r18, x112, "gradcam", "layer4.*").layers == ["layer4.0", "layer4.1"]
+
+
+def test_pretrained_gradcam_looks_at_the_cat(lite0, chelsea):
+    x = lite0.preprocess(chelsea)
+    res = explain(lite0.model, x, "gradcam", "bn2")
+    assert lite0.label(int(res.targets[0])) == "Egyptian cat"
+    m = res.maps[0]
+    # chelsea's face/body fill the centre of the crop: the map's mass is there, not on the borders
+    centre = m[56:168, 56:168].mean()
+    border = torch.cat([m[:28].flatten(), m[-28:].flatten(), m[:, :28].flatten(), m[:, -28:].flatten()]).mean()
+    assert centre > border
+
+
+def test_no_memory_growth_over_repeated_calls():
+    net = _small_net().eval()
+    x = torch.randn(2, 3, 10, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(50):
+            cam(net, x, "gradcam++", "3")
+    assert hook_count(net) == 0
+    import gc
+
+    gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        leaked = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.requires_grad and o.grad_fn is not None]
+    assert len(leaked) < 5
