@@ -1,0 +1,145 @@
+"""Activations: against a manual forward, tuple/dict outputs, globs and 'auto', cleanup, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from convlens.cli import main
+from convlens.errors import InputError, LayerError
+from convlens.hooks import hook_count
+from convlens.inspect.activations import activation_stats, get_activations, top_channels
+from convlens.layers import resolve
+
+
+def test_matches_manual_forward(resnet18_bundle) -> None:
+    m = resnet18_bundle.model
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    acts = get_activations(m, x, ["bn1", "layer1", "layer2.0.conv1", "fc"])
+    with torch.no_grad():
+        bn1 = m.bn1(m.conv1(x))
+        l1 = m.layer1(m.maxpool(torch.relu(bn1)))
+        l2c1 = m.layer2[0].conv1(l1)
+        fc = m(x)
+    # bn1 is followed by an in-place ReLU: the recorded tensor must still hold negative values
+    torch.testing.assert_close(acts["bn1"], bn1)
+    assert (acts["bn1"] < 0).any()
+    torch.testing.assert_close(acts["layer1"], l1)
+    torch.testing.assert_close(acts["layer2.0.conv1"], l2c1)
+    torch.testing.assert_close(acts["fc"], fc)
+    assert hook_count(m) == 0 and not m.training
+
+
+def test_auto_is_one_per_stage_and_globs(resnet18_bundle) -> None:
+    m = resnet18_bundle.model
+    x = torch.zeros(1, 3, 64, 64)
+    auto = get_activations(m, x, "auto")
+    assert list(auto) == [r.name for r in resolve(m, "stages", input_shape=(3, 64, 64))]
+    sizes = [t.shape[-1] for t in auto.values()]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
+    glob = get_activations(m, x, "layer*")
+    assert list(glob) == ["layer1", "layer2", "layer3", "layer4"]
+
+
+class TupleDict(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = self.conv(x)
+        return {"feat": y, "pooled": y.mean((2, 3))}
+
+
+class Wrapper(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = TupleDict()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.body(x)
+        return self.head(out["pooled"]), out["feat"]
+
+
+def test_tuple_and_dict_outputs() -> None:
+    net = Wrapper().eval()
+    x = torch.rand(1, 3, 8, 8)
+    acts = get_activations(net, x, ["body", "head"])
+    torch.testing.assert_close(acts["body"], net.body.conv(x).detach())  # a dict's first tensor
+    assert acts["head"].shape == (1, 2)
+
+
+def test_hooks_removed_and_mode_restored_on_error() -> None:
+    class Boom(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.conv(x)
+            raise RuntimeError("boom")
+
+    net = Boom().train()
+    with pytest.raises(RuntimeError):
+        get_activations(net, torch.zeros(1, 3, 8, 8), ["conv"])
+    assert hook_count(net) == 0 and net.training
+
+
+def test_bad_inputs(resnet18_bundle) -> None:
+    m = resnet18_bundle.model
+    with pytest.raises(LayerError, match="did you mean 'layer4'"):
+        get_activations(m, torch.zeros(1, 3, 32, 32), ["layer5"])
+    with pytest.raises(InputError):
+        get_activations(m, torch.zeros(3, 32, 32), "auto")
+    with pytest.raises(InputError, match="NaN"):
+        get_activations(m, torch.full((1, 3, 32, 32), float("nan")), "auto")
+
+
+def test_stats_and_top_channels() -> None:
+    a = torch.zeros(1, 4, 3, 3)
+    a[0, 3] = 2.0
+    a[0, 1, 0, 0] = 9.0  # a high max, a low mean
+    a[0, 0] = -1.0
+    assert [c.channel for c in top_channels(a, 2)] == [3, 1]
+    st = activation_stats({"x": a}, topk=3)[0]
+    assert st.output_shape == (3, 3, 4)
+    assert st.max == 9.0 and st.min == -1.0
+    assert st.sparsity == pytest.approx((36 - 9 - 1) / 36)
+
+
+@pytest.mark.slow
+def test_cli_activations(tmp_path: Path, chelsea: np.ndarray, capsys: pytest.CaptureFixture[str], resnet18_bundle) -> None:
+    from safetensors.torch import save_file
+
+    img = tmp_path / "cat.png"
+    Image.fromarray(chelsea).save(img)
+    weights = tmp_path / "r18.safetensors"
+    save_file({k: v.contiguous() for k, v in resnet18_bundle.model.state_dict().items()}, str(weights))
+    out = tmp_path / "out"
+    args = ["activations", str(img), "--model", "resnet18", "--weights", str(weights), "--layers", "layer1,layer3", "--max-channels", "8", "--out", str(out), "--json"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [r["layer"] for r in res["layers"]] == ["layer1", "layer3"]
+    for r in res["layers"]:
+        assert Path(r["figure"]).is_file() and len(r["top_channels"]) == 8
+    assert res["layers"][1]["output_shape"] == [14, 14, 256]
+    first = (out / "act_layer1.png").read_bytes()
+    assert main(args) == 0  # deterministic output
+    capsys.readouterr()
+    assert (out / "act_layer1.png").read_bytes() == first
+    # bad inputs: one line, exit 2
+    assert main(["activations", str(img), "--model", "resnet18", "--layers", "layer9", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "did you mean" in err and err.count("\n") == 1
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    assert main(["activations", str(bad), "--model", "resnet18", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "bad.jpg" in err and err.count("\n") == 1

@@ -1,0 +1,83 @@
+"""Depth profile: stage table against the model and the summary, spatial frequency, kernels, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from convlens.cli import main
+from convlens.errors import InputError
+from convlens.inspect.depth import depth_profile, spatial_frequency
+from convlens.inspect.summary import summarize
+from convlens.plot.inspect import depth_profile_figure, kernel_tiles
+
+
+def test_resnet18_profile(resnet18_bundle) -> None:
+    m = resnet18_bundle.model
+    x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    p = depth_profile(m, x)
+    names = [s.name for s in p.stages]
+    assert names[-4:] == ["layer1", "layer2", "layer3", "layer4"]
+    # resolution falls, channels rise, field grows
+    assert [s.spatial[0] for s in p.stages] == sorted((s.spatial[0] for s in p.stages), reverse=True)
+    assert [s.channels for s in p.stages[-4:]] == [64, 128, 256, 512]
+    s = summarize(m, (3, 96, 96))
+    for st in p.stages:
+        rec = s.layer(st.name)
+        assert st.receptive_field == rec.receptive_field and st.activations == int(np.prod(rec.output_shape))
+    # every parameter lands in exactly one stage or the head
+    assert sum(st.weights for st in p.stages) + p.head_weights == s.total_params
+    assert p.stages[-1].weights == sum(q.numel() for q in m.layer4.parameters())
+    assert sum(st.macs for st in p.stages) <= s.total_macs
+    assert p.first_conv == "conv1" and torch.equal(p.kernels, m.conv1.weight.detach())
+
+
+def test_spatial_frequency_orders_smooth_and_sharp_maps() -> None:
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    smooth = torch.cos(2 * np.pi * xx / 32)[None]  # 1/32 cycles per pixel
+    sharp = torch.cos(2 * np.pi * 0.375 * (xx + yy))[None]
+    f_s, h_s = spatial_frequency(smooth)
+    f_x, h_x = spatial_frequency(sharp)
+    assert f_s == pytest.approx(1 / 32)
+    assert h_s == pytest.approx(0.0, abs=1e-9) and h_x == pytest.approx(1.0)
+    assert f_x > 0.25
+    assert spatial_frequency(torch.ones(2, 8, 8)) == (None, None)
+    assert spatial_frequency(torch.rand(2, 3, 3)) == (None, None)
+    with pytest.raises(InputError):
+        spatial_frequency(torch.rand(8, 8))
+
+
+def test_figures(resnet18_bundle) -> None:
+    p = depth_profile(resnet18_bundle.model, torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)))
+    fig = depth_profile_figure(p)
+    assert len(fig.axes) >= 3 + len(p.stages)
+    assert len(kernel_tiles(p.kernels).axes) == 64
+    with pytest.raises(InputError):
+        kernel_tiles(torch.rand(3, 3, 3))
+
+
+@pytest.mark.slow
+def test_cli_depth_profile_lite0(tmp_path: Path, chelsea: np.ndarray, capsys: pytest.CaptureFixture[str]) -> None:
+    img = tmp_path / "cat.png"
+    Image.fromarray(chelsea).save(img)
+    assert main(["depth-profile", str(img), "--out", str(tmp_path / "dp"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    st = res["stages"]
+    assert [s["name"] for s in st] == ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"]
+    assert [s["spatial"][0] for s in st] == [112, 56, 28, 14, 7]
+    acts = [s["activations"] for s in st]
+    weights = [s["weights"] for s in st]
+    assert acts == sorted(acts, reverse=True) and weights == sorted(weights)  # the trade-off, measured
+    freq = [s["mean_frequency_input"] for s in st]
+    assert freq == sorted(freq, reverse=True)  # deeper maps vary more slowly over the image
+    assert res["first_conv"] == "conv_stem"
+    assert sum(weights) + res["head_weights"] == 4652008
+    for f in res["figures"].values():
+        assert Path(f).is_file()
+    assert main(["depth-profile", str(tmp_path / "missing.png"), "--out", str(tmp_path / "dp")]) == 2
+    assert capsys.readouterr().err.startswith("error:")
