@@ -1,9 +1,301 @@
-"""CLI commands for the 'vision' concern (see the module's library counterpart)."""
+"""CLI commands for template matching, pyramids, blocks and the block experiments:
+``match``, ``pyramid``, ``blocks inception|conv1x1`` and ``experiment``.
+
+Library counterparts: :mod:`convlens.match`, :mod:`convlens.pyramid`, :mod:`convlens.blocks`,
+:mod:`convlens.experiments`; figures from :mod:`convlens.plot.vision`.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+from convlens.cli.common import check_choice, console, ensure_out_dir, parse_size, print_json, to_jsonable
+from convlens.errors import InputError
+
+MATCH_METHODS = ("raw", "zero_mean", "zncc")
+EXPERIMENT_NAMES = ("vanishing-gradient", "pooling", "depth-vs-resolution")
+
+
+def _save(fig: Any, path: Path) -> str:
+    fig.savefig(path, dpi=100)
+    return str(path)
+
+
+def _window_mean(chw: Any, peak: tuple[int, int], size: tuple[int, int]) -> float:
+    y, x = peak
+    h, w = size
+    return float(chw[:, y : y + h, x : x + w].mean())
+
+
+def _match(image: str, template: str, method: str, pyramid: bool, levels: int, out: str) -> dict[str, Any]:
+    import numpy as np
+
+    from convlens.io import load_image
+    from convlens.match import find_template, find_template_multiscale, image_to_chw
+    from convlens.plot.vision import match_figure
+
+    img_u8, tpl_u8 = load_image(image), load_image(template)
+    img, tpl = image_to_chw(img_u8), image_to_chw(tpl_u8)
+    if tpl.shape[1] > img.shape[1] or tpl.shape[2] > img.shape[2]:
+        raise InputError(
+            f"template {tpl.shape[1]}x{tpl.shape[2]} is larger than the image {img.shape[1]}x{img.shape[2]}; crop a smaller template."
+        )
+    out_dir = ensure_out_dir(out)
+    hits: dict[str, dict[str, Any]] = {}
+    comparison: dict[str, Any] = {}
+    for m in dict.fromkeys((method, "raw", "zncc")):  # the chosen method first; raw and zncc always, to compare
+        if pyramid:
+            res = find_template_multiscale(img, tpl, m, levels=levels, template_levels=2)
+            best = res.best
+            candidates = [to_jsonable(c) for c in res.candidates]
+        else:
+            best = find_template(img, tpl, m)
+            candidates = None
+        brightness = _window_mean(img, best.peak, best.size)
+        hits[m] = {"peak": best.peak, "size": best.size, "score": best.score, "scale": best.scale, "response": best.response}
+        entry: dict[str, Any] = {
+            "peak": list(best.peak),
+            "score": best.score,
+            "scale": best.scale,
+            "size": list(best.size),
+            "window_mean": round(brightness, 4),
+        }
+        if candidates is not None:
+            entry["candidates"] = candidates
+        comparison[m] = entry
+    chosen = comparison[method]
+    raw, zn = comparison["raw"], comparison["zncc"]
+    dy, dx = raw["peak"][0] - zn["peak"][0], raw["peak"][1] - zn["peak"][1]
+    if max(abs(dy), abs(dx)) <= 2:
+        explanation = "raw correlation and ZNCC agree on the location here."
+    else:
+        explanation = (
+            f"raw correlation peaks at {tuple(raw['peak'])}, {abs(dy)}/{abs(dx)} px away from the ZNCC match {tuple(zn['peak'])}: "
+            f"raw = <window, template> grows with brightness (mean {raw['window_mean']:.2f} there vs {zn['window_mean']:.2f} at the "
+            f"ZNCC match), while ZNCC subtracts each window's mean and divides by its contrast, so it peaks where the "
+            f"pattern matches (ZNCC score {zn['score']:.3f})."
+        )
+    fig = match_figure(img_u8, tpl_u8, hits, title=f"template matching ({'pyramid search' if pyramid else 'single scale'})")
+    png = _save(fig, out_dir / "match.png")
+    result = {
+        "peak": chosen["peak"],
+        "score": chosen["score"],
+        "scale": chosen["scale"],
+        "method": method,
+        "size": chosen["size"],
+        "pyramid": pyramid,
+        "comparison": comparison,
+        "explanation": explanation,
+        "files": [png],
+    }
+    (out_dir / "match.json").write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
+    result["files"].append(str(out_dir / "match.json"))
+    return result
+
+
+def _blocks_table(title: str, cost: Any) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("branch", "layers", "output HxWxC", "params", "MACs", "RF"):
+        t.add_column(col, justify="right" if col in ("params", "MACs", "RF") else "left")
+    for b in cost.branches:
+        t.add_row(
+            b.name,
+            ", ".join(lc.layer for lc in b.layers) or "identity",
+            "x".join(map(str, b.output)),
+            f"{b.params:,}",
+            f"{b.macs:,}",
+            str(b.receptive_field),
+        )
+    t.add_row("total", cost.merge, "x".join(map(str, cost.output)), f"{cost.params:,}", f"{cost.macs:,}", str(cost.receptive_field))
+    return t
+
+
+def _experiment_files(name: str, result: Any, out_dir: Path) -> list[str]:
+    from convlens.plot import vision as pv
+
+    files: list[str] = []
+    if name == "vanishing-gradient":
+        for key, fig in pv.vanishing_gradient_figures(result).items():
+            files.append(_save(fig, out_dir / f"vanishing_gradient_{key}.png"))
+    elif name == "pooling":
+        files.append(_save(pv.pooling_figure(result), out_dir / "pooling.png"))
+    else:
+        files.append(_save(pv.depth_resolution_figure(result), out_dir / "depth_vs_resolution.png"))
+    path = out_dir / f"{name.replace('-', '_')}.json"
+    path.write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
+    files.append(str(path))
+    return files
 
 
 def register(app: typer.Typer) -> None:
     """Add this concern's commands to ``app``."""
+
+    @app.command("match")
+    def match_cmd(
+        image: str = typer.Argument(..., help="Image file to search in."),
+        template: str = typer.Argument(..., help="Template image file (what to look for)."),
+        method: str = typer.Option("zncc", "--method", help="raw | zncc (| zero_mean): the score reported at top level."),
+        pyramid: bool = typer.Option(False, "--pyramid", help="Multi-scale search over Gaussian pyramids of image and template."),
+        levels: int = typer.Option(4, "--levels", help="Image pyramid levels searched with --pyramid (scales 1, 2, 4, ...)."),
+        out: str = typer.Option(..., "--out", help="Output folder for match.png and match.json."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    ) -> None:
+        """Find TEMPLATE in IMAGE by correlation: peak (top-left y, x), score, scale; raw vs ZNCC side by side."""
+        check_choice(method, MATCH_METHODS, name="--method")
+        if levels < 1:
+            raise InputError(f"--levels must be >= 1, got {levels}.")
+        result = _match(image, template, method, pyramid, levels, out)
+        if as_json:
+            print_json(result)
+            return
+        from rich.table import Table
+
+        con = console()
+        t = Table(title="best match per method (peak = top-left y, x in the image)")
+        for col in ("method", "peak", "score", "scale", "window mean"):
+            t.add_column(col)
+        for m, e in result["comparison"].items():
+            t.add_row(m + (" *" if m == method else ""), str(tuple(e["peak"])), f"{e['score']:.4g}", f"{e['scale']:g}", f"{e['window_mean']:.3f}")
+        con.print(t)
+        con.print(result["explanation"])
+        con.print("wrote " + ", ".join(result["files"]))
+
+    @app.command("pyramid")
+    def pyramid_cmd(
+        image: str = typer.Argument(..., help="Image file."),
+        levels: int = typer.Option(5, "--levels", help="Number of levels, including the image itself."),
+        kind: str = typer.Option("gaussian", "--kind", help="gaussian | laplacian"),
+        out: str = typer.Option(..., "--out", help="Output folder for the level images and the overview PNG."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    ) -> None:
+        """Build a Gaussian (pyrDown) or Laplacian (Burt-Adelson) pyramid and draw its levels."""
+        check_choice(kind, ("gaussian", "laplacian"), name="--kind")
+        import numpy as np
+        from PIL import Image
+
+        from convlens.io import load_image
+        from convlens.match import image_to_chw
+        from convlens.plot.vision import pyramid_figure
+        from convlens.pyramid import gaussian_pyramid, laplacian_pyramid, reconstruct
+
+        img = image_to_chw(load_image(image))
+        lv = (gaussian_pyramid if kind == "gaussian" else laplacian_pyramid)(img, levels)
+        out_dir = ensure_out_dir(out)
+        hwc = [np.transpose(a, (1, 2, 0)) for a in lv]
+        files = []
+        for i, a in enumerate(hwc):
+            if kind == "laplacian" and i < len(hwc) - 1:
+                m = float(np.abs(a).max()) or 1.0
+                a = 0.5 + 0.5 * a / m
+            files.append(str(out_dir / f"{kind}_level{i}.png"))
+            Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8)).save(files[-1])
+        files.append(_save(pyramid_figure(hwc, kind=kind), out_dir / f"{kind}_pyramid.png"))
+        result: dict[str, Any] = {
+            "kind": kind,
+            "levels": [{"level": i, "shape": [int(a.shape[1]), int(a.shape[2])]} for i, a in enumerate(lv)],
+            "files": files,
+        }
+        if kind == "laplacian":
+            result["reconstruction_max_abs_error"] = float(np.abs(reconstruct(lv) - img).max())
+        if as_json:
+            print_json(result)
+            return
+        con = console()
+        for e in result["levels"]:
+            con.print(f"level {e['level']}: {e['shape'][0]}x{e['shape'][1]}")
+        if kind == "laplacian":
+            con.print(f"reconstruct(levels) differs from the image by at most {result['reconstruction_max_abs_error']:.3g} (float64)")
+        con.print("wrote " + ", ".join(files))
+
+    blocks_app = typer.Typer(
+        help="Cost of CNN blocks: output shape, params, MACs, receptive field per branch.",
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode=None,
+    )
+
+    @blocks_app.command("inception")
+    def inception_cmd(
+        input_: str = typer.Option("28x28x192", "--input", help="Input HxWxC (default: GoogLeNet inception (3a))."),
+        widths: str = typer.Option(
+            "64,96,128,16,32,32", "--widths", help="ch1x1,ch3x3red,ch3x3,ch5x5red,ch5x5,pool_proj (GoogLeNet (3a) default)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    ) -> None:
+        """Naive vs 1x1-reduced inception block: per-branch shape, params, MACs, receptive field, saving factor."""
+        from convlens.blocks import inception_comparison
+
+        hwc = parse_size(input_)
+        parts = widths.replace(" ", "").split(",")
+        if len(parts) != 6 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise InputError(f"--widths must be six positive integers ch1x1,ch3x3red,ch3x3,ch5x5red,ch5x5,pool_proj; got '{widths}'.")
+        c = inception_comparison(hwc, *(int(p) for p in parts))
+        if as_json:
+            print_json(c)
+            return
+        con = console()
+        con.print(_blocks_table(f"inception with 1x1 reductions on {input_}", c.reduced))
+        con.print(_blocks_table(f"naive inception on {input_}", c.naive))
+        con.print(
+            f"1x1 reductions: {c.naive.macs:,} -> {c.reduced.macs:,} MACs ({c.mac_saving:.2f}x fewer), "
+            f"{c.naive.params:,} -> {c.reduced.params:,} params ({c.param_saving:.2f}x fewer)."
+        )
+        con.print(c.convention)
+
+    @blocks_app.command("conv1x1")
+    def conv1x1_cmd(
+        input_: str = typer.Option(..., "--input", help="Input HxWxC, e.g. 28x28x64."),
+        filters: int = typer.Option(..., "--filters", help="Output channels of the 1x1 conv."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    ) -> None:
+        """A 1x1 convolution's output shape, params and MACs next to a 3x3 conv with the same filters."""
+        from convlens.blocks import conv1x1_comparison
+
+        c = conv1x1_comparison(parse_size(input_), filters)
+        if as_json:
+            print_json(c)
+            return
+        from rich.table import Table
+
+        con = console()
+        t = Table(title=f"{input_} -> {filters} filters")
+        for col in ("conv", "output HxWxC", "params", "MACs", "RF"):
+            t.add_column(col)
+        t.add_row("1x1", "x".join(map(str, c.output)), f"{c.params:,}", f"{c.macs:,}", str(c.receptive_field))
+        t.add_row("3x3 (pad 1)", "x".join(map(str, c.conv3x3.output)), f"{c.conv3x3.params:,}", f"{c.conv3x3.macs:,}", str(c.conv3x3.receptive_field))
+        con.print(t)
+        con.print(f"the 3x3 conv costs {c.mac_ratio:.2f}x the MACs and {c.param_ratio:.2f}x the params. {c.convention}")
+
+    app.add_typer(blocks_app, name="blocks")
+
+    @app.command("experiment")
+    def experiment_cmd(
+        name: str = typer.Argument(..., help="vanishing-gradient | pooling | depth-vs-resolution"),
+        out: str = typer.Option(..., "--out", help="Output folder for the PNG plots and the JSON result."),
+        quick: bool = typer.Option(False, "--quick", help="Small size (seconds): shorter training, fewer images."),
+        seed: int = typer.Option(0, "--seed", help="Seed for data split, inits and data order."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    ) -> None:
+        """Run a live experiment on sklearn digits; writes PNG plots and JSON."""
+        check_choice(name, EXPERIMENT_NAMES, name="NAME")
+        from convlens.experiments import run_experiment
+
+        result = run_experiment(name, quick=quick, seed=seed, device=device)
+        files = _experiment_files(name, result, ensure_out_dir(out))
+        if as_json:
+            print_json(result)
+            return
+        con = console()
+        for attr in ("setup", "init", "measures"):
+            if hasattr(result, attr):
+                con.print(f"{attr}: {getattr(result, attr)}")
+        for line in result.findings:
+            con.print("- " + line)
+        con.print(f"({result.seconds:.1f} s) wrote " + ", ".join(files))
