@@ -43,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,16 +274,26 @@ def tensors_in(obj: Any) -> list[torch.Tensor]:
         >>> len(tensors_in((torch.ones(1), [torch.ones(2), 3], {"a": torch.ones(3)})))
         3
     """
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, Mapping):
-        obj = list(obj.values())
-    if isinstance(obj, (tuple, list)):
-        out: list[torch.Tensor] = []
+    out: list[torch.Tensor] = []
+    _collect_tensors(obj, out)
+    return out
+
+
+def _collect_tensors(obj: Any, out: list[torch.Tensor]) -> None:
+    t = type(obj)
+    if t is tuple or t is list:
         for o in obj:
-            out.extend(tensors_in(o))
-        return out
-    return []
+            _collect_tensors(o, out)
+    elif isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif t is dict or isinstance(obj, Mapping):
+        for o in obj.values():
+            _collect_tensors(o, out)
+    elif t in (int, float, bool, str, type(None)):
+        return
+    elif isinstance(obj, (tuple, list)):
+        for o in obj:
+            _collect_tensors(o, out)
 
 
 def _op_name(func: Any) -> str:
@@ -348,8 +359,10 @@ class _Recorder(TorchFunctionMode):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.nodes: list[Node] = []
-        self.producer: dict[int, int] = {}
-        self.keep: list[torch.Tensor] = []  # keep outputs alive: ids must not be reused during the trace
+        # id(tensor) -> (weak reference, node): outputs are not kept alive (the allocator can reuse their
+        # memory, as in a plain forward); a dead reference means the id now belongs to another tensor
+        self.producer: dict[int, tuple[weakref.ref[torch.Tensor], int]] = {}
+        self.cap: Any = None
         self.calls: list[ModuleCall] = []
         self.counts: dict[str, int] = {}
         self.modules = dict(model.named_modules())
@@ -361,8 +374,14 @@ class _Recorder(TorchFunctionMode):
     def _add(self, node: Node, outs: list[torch.Tensor]) -> None:
         self.nodes.append(node)
         for t in outs:
-            self.producer[id(t)] = node.index
-            self.keep.append(t)
+            self.producer[id(t)] = (weakref.ref(t), node.index)
+
+    def lookup(self, t: Any) -> int | None:
+        """The node that produced tensor ``t`` (its latest in-place update included), or None."""
+        hit = self.producer.get(id(t))
+        if hit is None or hit[0]() is not t:
+            return None
+        return hit[1]
 
     def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
@@ -372,7 +391,7 @@ class _Recorder(TorchFunctionMode):
             return out
         seen: list[int] = []
         for t in tensors_in((args, kwargs)):
-            i = self.producer.get(id(t))
+            i = self.lookup(t)
             if i is not None and i not in seen:
                 seen.append(i)
         self._add(self._make(func, args, kwargs, tuple(seen), outs[0]), outs)
@@ -384,7 +403,7 @@ class _Recorder(TorchFunctionMode):
         name = _op_name(func)
         items = [(self.nodes[i].geometry, self.nodes[i].shape) for i in ins if self.nodes[i].geometry is not None]
         main_t = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("input")
-        main_i = self.producer.get(id(main_t)) if isinstance(main_t, torch.Tensor) else None
+        main_i = self.lookup(main_t) if isinstance(main_t, torch.Tensor) else None
         main = self.nodes[main_i] if main_i is not None and main_i in ins else None
         # an in-place op re-binds its tensor to this node: the producer lookup above ran before that
         macs, window, kind = 0, None, "elementwise"
@@ -486,8 +505,11 @@ class _Recorder(TorchFunctionMode):
     # -- module calls (called from inside the capture hook)
     def on_call(self, name: str, inputs: tuple[Any, ...], output: Any) -> None:
         t = first_tensor(output)
-        out_i = self.producer.get(id(t)) if t is not None else None
-        ins = tuple(dict.fromkeys(i for x in tensors_in(inputs) if (i := self.producer.get(id(x))) is not None))
+        out_i = self.lookup(t) if t is not None else None
+        ins = tuple(dict.fromkeys(i for x in tensors_in(inputs) if (i := self.lookup(x)) is not None))
+        if self.cap is not None:  # the tracer needs no stored outputs: let their memory be reused
+            self.cap.calls.clear()
+            self.cap.activations.clear()
         k = self.counts.get(name, 0)
         self.counts[name] = k + 1
         m = self.modules[name]
@@ -545,6 +567,7 @@ def trace(
     try:
         with preserve_state(model, train=False), torch.no_grad(), capture(model, names, detach=False, on_call=rec.on_call) as cap:
             rec.add_input(x)
+            rec.cap = cap
             with rec:
                 cap.run(x)
     except (RuntimeError, ValueError, IndexError, TypeError) as e:

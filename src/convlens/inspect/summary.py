@@ -144,19 +144,17 @@ def summarize(
     """
     graph = trace(model, tuple(input_shape), device=device)
     modules = dict(model.named_modules())
-    counts: dict[str, tuple[int, int]] = {}
-    for mname, m in modules.items():
-        seen: set[int] = set()
-        tr = fr = 0
-        for p in m.parameters():
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            if p.requires_grad:
-                tr += p.numel()
-            else:
-                fr += p.numel()
-        counts[mname] = (tr, fr)
+    # parameters per module (its whole subtree), each tensor once per module: one pass over full names
+    counts: dict[str, list[int]] = {n: [0, 0] for n in modules}
+    seen: set[tuple[str, int]] = set()
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        parts = pname.split(".")[:-1]
+        slot = 0 if p.requires_grad else 1
+        for k in range(len(parts) + 1):
+            prefix = ".".join(parts[:k])
+            if prefix in counts and (prefix, id(p)) not in seen:
+                seen.add((prefix, id(p)))
+                counts[prefix][slot] += p.numel()
     records = []
     for c in graph.calls:
         node = graph.nodes[c.output] if c.output is not None else None
