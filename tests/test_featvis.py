@@ -283,6 +283,9 @@ def test_cli_filters(tmp_path, capsys):
     assert [c["channel"] for c in data["channels"]] == [0, 1, 2]
     assert all(isinstance(c["value"], float) for c in data["channels"])
     assert out.exists() and out.stat().st_size > 1000
+    code = main(["filters", "--model", "resnet18", "--layer", "auto", "--kernels", "--out", str(tmp_path / "k.png"), "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["layer"] == "conv1"
     code = main(["filters", "--model", "resnet18", "--layer", "nope", "--out", str(out), "--steps", "1"])
     assert code == 2
     assert "error:" in capsys.readouterr().err

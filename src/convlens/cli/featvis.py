@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
     def filters_cmd(
         model: str = MODEL_OPT,
         weights: Optional[Path] = WEIGHTS_OPT,
-        layer: str = typer.Option(..., "--layer", help="layer name (see `convlens summary`), or 'auto'"),
+        layer: str = typer.Option(..., "--layer", help="layer name (see `convlens summary`); with --kernels, 'auto' = first RGB conv"),
         channels: str = typer.Option("0-15", "--channels", help="channel indices: '0-15', '1,3,7'"),
         objective: str = typer.Option("channel", "--objective", help="channel | neuron | layer | class"),
         recipe: str = typer.Option("lucid", "--recipe", help="lucid (readable) | keras (the book's pixel ascent)"),
@@ -75,14 +75,17 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--out '{out}' is a folder; give a .png file path.")
         bundle = load_model(model, weights=weights, device=device)
         if kernels:
-            tiles = first_layer_kernels(bundle.model, None if layer == "auto" else layer)
-            fig = kernel_grid(tiles, layer=layer)
+            from convlens.featvis import first_conv
+
+            kname = first_conv(bundle.model)[0] if layer == "auto" else layer
+            tiles = first_layer_kernels(bundle.model, kname)
+            fig = kernel_grid(tiles, layer=f"{bundle.meta.name} {kname}")
             out.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(out)
             if json_out:
-                print_json({"model": model, "layer": layer, "kernels": int(tiles.shape[0]), "out": str(out)})
+                print_json({"model": bundle.meta.name, "layer": kname, "kernels": int(tiles.shape[0]), "kernel_shape": list(tiles.shape[1:]), "out": str(out)})
             else:
-                console().print(f"wrote {out}: {tiles.shape[0]} kernels of {tuple(tiles.shape[1:])}")
+                console().print(f"wrote {out}: {tiles.shape[0]} kernels of {kname}, each {tuple(tiles.shape[1:])} (C, kh, kw) shown as RGB")
             return
         refs = resolve(bundle.model, layer) if objective != "class" else []
         if len(refs) > 1:
