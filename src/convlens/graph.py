@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -176,6 +177,10 @@ class Graph:
     calls: list[ModuleCall]
     input_shape: tuple[int, ...]
     backend: str = "record"
+    #: with ``trace(..., fx=True)``: the ``torch.fx`` GraphModule when symbolic tracing works, else None
+    fx: Any = field(default=None, repr=False)
+    #: why symbolic tracing failed (e.g. timm's shape-dependent "same" padding), when it was tried
+    fx_error: str | None = None
     _by_name: dict[str, list[ModuleCall]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -540,14 +545,22 @@ def trace(
     *,
     x: torch.Tensor | None = None,
     device: str | torch.device | None = None,
+    fx: bool = False,
 ) -> Graph:
     """Run one forward pass (eval mode, no grad, modes restored) and record the dataflow graph.
+
+    The recording is the source of every number (it sees concrete shapes and every op of any model).
+    With ``fx=True`` the model is also symbolically traced with ``torch.fx`` and the ``GraphModule`` is
+    attached as ``graph.fx`` for callers who want to rewrite or pattern-match the graph; models fx cannot
+    trace (Python control flow on shapes, as in timm's ``Conv2dSame``) get ``graph.fx = None`` and the
+    reason in ``graph.fx_error``, and the recorded graph works the same.
 
     Args:
         model: any ``nn.Module`` taking one image batch.
         input_shape: (C, H, W) of the zero probe image (ignored when ``x`` is given).
         x: an explicit input batch (use batch size 1: MACs are per image).
         device: where to run; defaults to the model's device.
+        fx: also try ``torch.fx.symbolic_trace`` (see above).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten())
@@ -583,4 +596,10 @@ def trace(
         for i in c.ops:
             if nodes[i].module is None:
                 nodes[i].module = c.name
-    return Graph(nodes, rec.calls, tuple(x.shape[1:]), "record")
+    gm, fx_error = None, None
+    if fx:
+        try:
+            gm = torch.fx.symbolic_trace(model)
+        except Exception as e:  # noqa: BLE001 -- any tracing failure means: use the recording only
+            fx_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    return Graph(nodes, rec.calls, tuple(x.shape[1:]), "record+fx" if gm is not None else "record", gm, fx_error)
