@@ -25,6 +25,14 @@ from convlens.errors import DataError, InputError
 from train_helpers import make_folder
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_lfw_builtin_is_balanced_and_split_stratified():
     ds = load_dataset("lfw", image_size=32, seed=3)
     assert ds.classes == ["face", "non-face"]

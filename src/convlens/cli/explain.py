@@ -94,6 +94,7 @@ def run_cam(
     progress: bool = True,
 ) -> tuple[list[CamRecord], list[str]]:
     """Explain every image file (folders expanded) with each method; write PNG/NPY files; return records and warnings."""
+    import sys
     import warnings
 
     import numpy as np
@@ -129,7 +130,7 @@ def run_cam(
         TimeRemainingColumn(),
         console=console(stderr=True),
         transient=True,
-        disable=not progress,
+        disable=not (progress and sys.stderr.isatty()),  # no bar (nor its newline) in pipes and logs
     )
     with prog, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)

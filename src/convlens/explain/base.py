@@ -140,7 +140,7 @@ def target_scores(output: Any, targets: Targets, n: int) -> tuple[torch.Tensor, 
     if not isinstance(output, torch.Tensor) or output.ndim != 2:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise InputError(
-            f"class targets need a (N, classes) model output, got {shape}; pass targets=fn(output) -> (N,) scores."
+            f"class targets need a (N, classes) model output, got {shape}; pass a callable targets=fn(output) returning (N,) scores."
         )
     k = output.shape[1]
     if targets is None:

@@ -92,7 +92,10 @@ def pyramid_figure(levels: Sequence[np.ndarray], *, kind: str = "gaussian") -> F
     """
     n = len(levels)
     widths = [max(1, lv.shape[1]) for lv in levels]
-    fig = Figure(figsize=(min(24.0, 2.0 + 10.0 * sum(widths) / widths[0]), 4.2), dpi=100)
+    total_w = 14.0
+    # height so the first (largest) level is width-bound: every level then shows at its true relative size
+    h0 = total_w * widths[0] / sum(widths) * levels[0].shape[0] / widths[0]
+    fig = Figure(figsize=(total_w, h0 + 0.9), dpi=100)
     gs = fig.add_gridspec(1, n, width_ratios=widths)
     for i, lv in enumerate(levels):
         ax = fig.add_subplot(gs[0, i])

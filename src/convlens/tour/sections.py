@@ -25,6 +25,47 @@ def _awaits(module: str, issue: int) -> None:
         raise ModuleNotFoundError(f"this section needs {module} (issue {issue}), which is not available yet", name=module) from e
 
 
+def _depth_profile(ctx: TourContext):
+    """The embedded model's depth profile on chelsea, computed once and shared by q6 and q10."""
+    if "depth_profile" not in ctx.cache:
+        from convlens.inspect import depth_profile
+
+        b = ctx.model()
+        x = b.preprocess([ctx.image("chelsea")]).to(b.device)
+        ctx.cache["depth_profile"] = depth_profile(b.model, x, "stages", name=b.meta.name)
+    return ctx.cache["depth_profile"]
+
+
+def _lfw_config(ctx: TourContext):
+    from convlens.train import TrainConfig
+
+    return TrainConfig(
+        data="lfw", model="efficientnet_lite0", epochs=ctx.pick(quick=2, full=6), image_size=ctx.pick(quick=32, full=64),
+        batch_size=32, seed=ctx.seed, device=ctx.device,
+    )
+
+
+def _lfw_runs(ctx: TourContext) -> dict:
+    """One training run per strategy on lfw (shared by q14-q16): strategy -> TrainRun."""
+    if "lfw_runs" not in ctx.cache:
+        import dataclasses
+
+        from convlens.train.run import run_training, strategy_dirname
+
+        cfg = _lfw_config(ctx)
+        strategies = ctx.pick(quick=["scratch", "features", "finetune"], full=["scratch", "scratch+aug", "features", "frozen+aug", "finetune"])
+        runs = {}
+        for s in strategies:
+            runs[s] = run_training(dataclasses.replace(cfg, strategy=s), ctx.workdir / "lfw" / strategy_dirname(s))
+        ctx.cache["lfw_runs"] = runs
+    return ctx.cache["lfw_runs"]
+
+
+def _train_cli(ctx: TourContext, strategies: str) -> str:
+    cfg = _lfw_config(ctx)
+    return f"convlens train --data lfw --compare {strategies} --epochs {cfg.epochs} --image-size {cfg.image_size} --seed {cfg.seed} --out runs/lfw"
+
+
 @section(
     1,
     "Multi-channel convolution",
@@ -293,17 +334,6 @@ def q5(ctx: TourContext) -> Body:
     )
 
 
-def _depth_profile(ctx: TourContext):
-    """The embedded model's depth profile on chelsea, computed once and shared by q6 and q10."""
-    if "depth_profile" not in ctx.cache:
-        from convlens.inspect import depth_profile
-
-        b = ctx.model()
-        x = b.preprocess([ctx.image("chelsea")]).to(b.device)
-        ctx.cache["depth_profile"] = depth_profile(b.model, x, "stages", name=b.meta.name)
-    return ctx.cache["depth_profile"]
-
-
 @section(6, "Depth vs resolution", "Why do channels grow while the spatial resolution shrinks in a real network?", needs=("convlens.inspect",))
 def q6(ctx: TourContext) -> Body:
     _awaits("convlens.inspect.depth", 4)
@@ -424,10 +454,52 @@ def q8(ctx: TourContext) -> Body:
     )
 
 
-@section(9, '1x1 convolution', 'How does a 1x1 convolution reduce 28x28x64 to 28x28x32, and what does it cost?', needs=('convlens.blocks',))
+@section(9, "1x1 convolution", "How does a 1x1 convolution reduce 28x28x64 to 28x28x32, and what does it cost?", needs=("convlens.blocks",))
 def q9(ctx: TourContext) -> Body:
-    _awaits('convlens.blocks', 8)
-    raise NotImplementedError("section q9 is not wired yet")
+    import torch
+
+    _awaits("convlens.blocks", 8)
+    from convlens.blocks import Conv1x1, conv1x1_comparison
+    from convlens.inspect import summarize
+
+    c = conv1x1_comparison((28, 28, 64), 32)
+    # run the real module on a real-sized tensor: (N, C, H, W) = (1, 64, 28, 28) -> (1, 32, 28, 28)
+    torch.manual_seed(ctx.seed)
+    with torch.no_grad():
+        y = Conv1x1(64, 32)(torch.randn(1, 64, 28, 28))
+    # how much of the embedded model's compute is 1x1 (pointwise) convolutions
+    b = ctx.model()
+    s = summarize(b.model, b.meta.input_size, name=b.meta.name)
+    convs = [r for r in s.layers if r.leaf and r.type == "Conv2d" and r.kernel is not None]
+    one = [r for r in convs if tuple(r.kernel) == (1, 1)]
+    total_conv_macs = sum(r.macs for r in convs)
+    rows = [
+        ["1x1 conv, 32 filters", "x".join(map(str, c.output)), c.params, c.macs, c.receptive_field],
+        ["3x3 conv, 32 filters (padding 1)", "x".join(map(str, c.conv3x3.output)), c.conv3x3.params, c.conv3x3.macs, c.conv3x3.receptive_field],
+    ]
+    return Body(
+        results={
+            "output": list(c.output),
+            "torch output (N, C, H, W)": list(y.shape),
+            "params": c.params,
+            "MACs": c.macs,
+            "3x3 / 1x1 MACs": round(c.mac_ratio, 3),
+            f"{b.meta.name}: 1x1 convs": f"{len(one)} of {len(convs)} conv layers",
+            f"{b.meta.name}: share of conv MACs in 1x1 convs": f"{sum(r.macs for r in one) / max(total_conv_macs, 1):.1%}",
+            "convention": c.convention,
+        },
+        tables=[Table(["layer", "output HxWxC", "params", "MACs", "receptive field"], rows, caption="same input 28x28x64, same 32 filters")],
+        explanation=(
+            "A 1x1 convolution looks at one pixel at a time, but across ALL input channels: each of its 32 filters is a "
+            "64-vector, so every output pixel is 32 weighted sums of the 64 channel values at that position. Height and "
+            "width are kept (28x28), depth goes from 64 to 32: 64*32 + 32 = 2080 parameters and 28*28*32*64 = 1.6M MACs, "
+            "9x cheaper than a 3x3 conv with the same filters. Networks use it to shrink (or grow) the channel "
+            "dimension before expensive layers; in EfficientNet-Lite0 the pointwise 1x1 convolutions carry most of the "
+            "computation."
+        ),
+        api="from convlens.blocks import conv1x1_comparison, Conv1x1\nconv1x1_comparison((28, 28, 64), 32)",
+        cli="convlens blocks conv1x1 --input 28x28x64 --filters 32",
+    )
 
 
 @section(10, "Early vs deep layers", "What do early layers detect compared with deep ones?", needs=("convlens.inspect",))
@@ -566,28 +638,172 @@ def q13(ctx: TourContext) -> Body:
     )
 
 
-@section(14, 'Transfer learning', 'On a small dataset, do pretrained features beat training from scratch?', needs=('convlens.train',))
+@section(14, "Transfer learning", "On a small dataset, do pretrained features beat training from scratch?", needs=("convlens.train",))
 def q14(ctx: TourContext) -> Body:
-    _awaits('convlens.train', 7)
-    raise NotImplementedError("section q14 is not wired yet")
+    _awaits("convlens.train", 7)
+    from convlens.plot.train import comparison_plot
+
+    runs = _lfw_runs(ctx)
+    cfg = _lfw_config(ctx)
+    first = next(iter(runs.values()))
+    rows = [[s, r.result.epochs_done, r.result.train_loss, r.result.val_loss, r.result.val_accuracy, r.result.images_per_s, r.seconds] for s, r in runs.items()]
+    acc = {s: r.result.val_accuracy for s, r in runs.items()}
+    best = max(acc, key=acc.get)
+    return Body(
+        results={
+            "data": f"lfw: {first.data.get('train', '?')} train / {first.data.get('val', '?')} val images, classes {first.classes}",
+            "backbone": f"{cfg.model} (ImageNet-pretrained, embedded), inputs {cfg.image_size}x{cfg.image_size}",
+            "epochs": cfg.epochs,
+            "val accuracy": acc,
+            "best strategy": best,
+            "pretrained features beat scratch": bool(acc.get("features", 0) > acc.get("scratch", 1)),
+        },
+        tables=[Table(["strategy", "epochs", "train loss", "val loss", "val accuracy", "images/s", "seconds"], rows,
+                      caption="same data, same backbone, same seed")],
+        figures=[TourFigure("Validation curves per strategy.", comparison_plot({s: r.history for s, r in runs.items()}, title=f"{cfg.model} on lfw"))],
+        explanation=(
+            "lfw here is a genuinely small task: a few hundred 25x25 images of faces vs non-faces. Training a whole "
+            "EfficientNet from random weights on it ('scratch') has far more parameters than examples and barely "
+            "gets past chance in a few epochs. Transfer learning reuses the network trained on ImageNet: its "
+            "convolutional base already computes general features (edges, textures, parts), so a new linear head "
+            "trained on those features ('features') learns the task from few examples and in seconds, because the "
+            "frozen base runs once and its outputs are cached. These numbers were measured just now; what they show "
+            "is what this run gave."
+        ),
+        api=(
+            "from convlens.train import TrainConfig\nfrom convlens.train.run import compare\n"
+            f"compare(['scratch', 'features', 'finetune'], TrainConfig(data='lfw', epochs={cfg.epochs}, image_size={cfg.image_size}), 'runs/lfw')"
+        ),
+        cli=_train_cli(ctx, ",".join(runs)),
+    )
 
 
-@section(15, 'Freezing', 'Why freeze the pretrained base while a new head trains, and does it stay unchanged?', needs=('convlens.train',))
+@section(15, "Freezing", "Why freeze the pretrained base while a new head trains, and does it stay unchanged?", needs=("convlens.train",))
 def q15(ctx: TourContext) -> Body:
-    _awaits('convlens.train', 7)
-    raise NotImplementedError("section q15 is not wired yet")
+    import torch
+
+    _awaits("convlens.train", 7)
+    from convlens.train import base_stages
+
+    runs = _lfw_runs(ctx)
+    run = runs["finetune"]
+    cfg = run.config
+    pretrained = ctx.model().model.state_dict()
+    trained = run.model.state_dict()
+    stages = base_stages(run.model, run.head_name, cfg.image_size)
+    n_unfrozen = min(cfg.unfreeze, len(stages))
+    rows = []
+    frozen_ok, unfrozen_moved = True, True
+    for k, names in enumerate(stages):
+        unfrozen = k >= len(stages) - n_unfrozen
+        prefixes = {n.rsplit(".", 1)[0] for n in names}
+        keys = [key for key in trained if key in pretrained and (key in names or any(key.startswith(p + ".") for p in prefixes))]
+        diffs = [float((trained[key].float() - pretrained[key].float().to(trained[key].device)).abs().max()) for key in keys if trained[key].shape == pretrained[key].shape]
+        bitwise = all(torch.equal(trained[key].cpu(), pretrained[key].cpu()) for key in keys)
+        rows.append([k, names[0].rsplit(".", 1)[0] if names else "", len(keys), "unfrozen (step 4)" if unfrozen else "frozen", bitwise, max(diffs) if diffs else 0.0])
+        if unfrozen:
+            unfrozen_moved = unfrozen_moved and not bitwise
+        else:
+            frozen_ok = frozen_ok and bitwise
+    return Body(
+        results={
+            "run": f"finetune on lfw, {cfg.epochs} epochs, top {n_unfrozen} of {len(stages)} base stages unfrozen after the head stage",
+            "frozen stages bitwise unchanged (weights and BatchNorm statistics)": frozen_ok,
+            "unfrozen stages changed": unfrozen_moved,
+            "head": run.head_name,
+        },
+        tables=[Table(["stage", "first parameter group", "tensors (incl. BN buffers)", "role", "bitwise equal to pretrained", "max |change|"], rows,
+                      caption="the fine-tuned model compared tensor by tensor with the pretrained one")],
+        explanation=(
+            "A new head starts from random weights, so its first gradients are large and noisy. If the pretrained base "
+            "were trainable from the start, those gradients would flow back and overwrite the features that make "
+            "transfer work. Freezing means: requires_grad=False on the base, frozen parameters not even given to the "
+            "optimizer (so weight decay cannot move them), and frozen BatchNorm layers kept in eval mode (otherwise "
+            "their running statistics drift even without gradients). The table checks this on the run above: every "
+            "frozen stage is bit-for-bit the pretrained one, while the unfrozen top stages moved."
+        ),
+        api="from convlens.train import set_trainable, frozen_modules, apply_train_mode\nfrom convlens.train import TrainConfig, fit\nrun = fit(TrainConfig(data='lfw', strategy='finetune'))",
+        cli=_train_cli(ctx, "features,frozen+aug"),
+    )
 
 
-@section(16, 'Fine-tuning', 'Does the five-step fine-tuning recipe improve on frozen features?', needs=('convlens.train',))
+@section(16, "Fine-tuning", "Does the five-step fine-tuning recipe improve on frozen features?", needs=("convlens.train",))
 def q16(ctx: TourContext) -> Body:
-    _awaits('convlens.train', 7)
-    raise NotImplementedError("section q16 is not wired yet")
+    _awaits("convlens.train", 7)
+    from convlens.plot.train import learning_curves
+    from convlens.train import plan_stages
+
+    runs = _lfw_runs(ctx)
+    run = runs["finetune"]
+    cfg = run.config
+    stages = plan_stages(cfg)
+    rows = [[h["epoch"], h.get("stage"), h.get("lr"), h["train_loss"], h["val_loss"], h["val_accuracy"]] for h in run.history]
+    feat = runs.get("features")
+    return Body(
+        results={
+            "stages": [f"{s.name}: {s.epochs} epoch(s)" for s in stages],
+            "unfrozen top stages": cfg.unfreeze,
+            "learning rates": f"head {cfg.lr:g} in step 3; step 5: head x{cfg.finetune_lr:g}, unfrozen stages x{cfg.finetune_lr:g} x{cfg.layer_decay:g}^k",
+            "val accuracy, features only": feat.result.val_accuracy if feat else None,
+            "val accuracy, fine-tuned": run.result.val_accuracy,
+        },
+        tables=[Table(["epoch", "stage", "lr (last group)", "train loss", "val loss", "val accuracy"], rows, caption="the fine-tuning run, epoch by epoch")],
+        figures=[TourFigure("Learning curves of the fine-tuning run; the dashed line marks the switch from head-only to joint training.",
+                            learning_curves(run.history, title="finetune on lfw"))],
+        explanation=(
+            "The recipe: (1) put a new head on the pretrained base, (2) freeze the base, (3) train the head until it "
+            "is reasonable, (4) unfreeze the top stages of the base (the most task-specific features), (5) train them "
+            "together with the head at a LOW learning rate, lower still for deeper stages, so the pretrained features "
+            "adapt gently instead of being destroyed. Step 3 first is what makes step 5 safe: by then the head's "
+            "gradients are small."
+        ),
+        api=f"from convlens.train import TrainConfig, fit\nfit(TrainConfig(data='lfw', strategy='finetune', epochs={cfg.epochs}, unfreeze={cfg.unfreeze}))",
+        cli=f"convlens train --data lfw --strategy finetune --epochs {cfg.epochs} --unfreeze {cfg.unfreeze} --image-size {cfg.image_size} --out runs/finetune",
+    )
 
 
-@section(17, 'Inception block costs', 'What does an inception block cost, and how much do 1x1 reductions save?', needs=('convlens.blocks',))
+@section(17, "Inception block costs", "What does an inception block cost, and how much do 1x1 reductions save?", needs=("convlens.blocks",))
 def q17(ctx: TourContext) -> Body:
-    _awaits('convlens.blocks', 8)
-    raise NotImplementedError("section q17 is not wired yet")
+    import torch
+
+    _awaits("convlens.blocks", 8)
+    from convlens.blocks import Inception, inception_comparison
+    from convlens.plot import bar_plot
+
+    c = inception_comparison((28, 28, 192))
+    with torch.no_grad():
+        y = Inception(192)(torch.zeros(1, 192, 28, 28))
+    rows = []
+    for kind, blk in (("naive", c.naive), ("with 1x1 reductions", c.reduced)):
+        for br in blk.branches:
+            rows.append([kind, br.name, " -> ".join(l.layer for l in br.layers), "x".join(map(str, br.output)), br.params, br.macs, br.receptive_field])
+        rows.append([kind, "total", blk.merge, "x".join(map(str, blk.output)), blk.params, blk.macs, blk.receptive_field])
+    fig = bar_plot({f"naive {br.name}": br.macs for br in c.naive.branches} | {f"reduced {br.name}": br.macs for br in c.reduced.branches},
+                   ylabel="MACs", title="inception (3a) on 28x28x192: MACs per branch", logy=True)
+    return Body(
+        results={
+            "input": list(c.input),
+            "output (reduced)": list(c.output),
+            "torch output (N, C, H, W)": list(y.shape),
+            "naive MACs": c.naive.macs,
+            "reduced MACs": c.reduced.macs,
+            "MAC saving (naive / reduced)": round(c.mac_saving, 2),
+            "param saving": round(c.param_saving, 2),
+            "convention": c.convention,
+        },
+        tables=[Table(["block", "branch", "layers", "output", "params", "MACs", "receptive field"], rows, caption="GoogLeNet inception (3a): 64 | 96->128 | 16->32 | pool->32")],
+        figures=[TourFigure("The 5x5 branch dominates the naive block; a 1x1 reduction to 16 channels first makes it cheap.", fig)],
+        explanation=(
+            "An inception block runs several filter sizes side by side (1x1, 3x3, 5x5, and a pooling path) on the same "
+            "input and concatenates their outputs along the channels: the next layer gets features of several "
+            "receptive fields at once. Done naively on a 192-channel input, the 3x3 and 5x5 branches cost hundreds of "
+            "millions of MACs (and the pool branch passes all 192 channels through). Putting a 1x1 convolution before them "
+            "(192 -> 96 before the 3x3, 192 -> 16 before the 5x5, and after the pooling) cuts the cost by the factor above "
+            "while keeping every receptive field."
+        ),
+        api="from convlens.blocks import inception_comparison\nc = inception_comparison((28, 28, 192))\nc.naive.macs, c.reduced.macs, c.mac_saving",
+        cli="convlens blocks inception --input 28x28x192",
+    )
 
 
 @section(18, 'Vanishing gradients', 'Do gradients vanish in deep plain nets, and do residual shortcuts keep them?', needs=('convlens.experiments',))

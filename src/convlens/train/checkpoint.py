@@ -150,7 +150,7 @@ def load_checkpoint(run_dir: str | os.PathLike[str]) -> tuple[dict[str, torch.Te
         flat = load_file(str(d / state["tensors"]), device="cpu")
     except FileNotFoundError:
         raise DataError(f"'{d}' holds no checkpoint to resume from (no {STATE_FILE} or its tensor file).") from None
-    except (OSError, ValueError, KeyError) as e:
+    except Exception as e:  # OSError, JSON errors, KeyError, SafetensorError on a damaged file
         raise DataError(f"the checkpoint in '{d}' is damaged ({type(e).__name__}: {e}); start a new run.") from None
     model = {k[len("model/"):]: v for k, v in flat.items() if k.startswith("model/")}
     optim = {k[len("optim/"):]: v for k, v in flat.items() if k.startswith("optim/")}

@@ -439,6 +439,8 @@ class _Loop:
             loss_sum = correct = seen = 0.0
             for step in range(steps):
                 idx = order[step * local_bs : (step + 1) * local_bs]
+                if len(idx) < 2 and steps > 1:
+                    continue  # a last batch of one sample: BatchNorm cannot train on it; skipped
                 if stage.features:
                     x = self.feats["train"][idx]
                     y = self.data.train.targets[idx].to(self.device)

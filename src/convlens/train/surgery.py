@@ -250,7 +250,7 @@ def set_trainable(model: nn.Module, trainable: Iterable[str]) -> list[str]:
 
 def frozen_modules(model: nn.Module) -> list[str]:
     """Modules to keep in eval mode: every module without a trainable parameter in its subtree that either
-    has parameters itself or sits in a parent without trainable parameters (so Dropout/BatchNorm inside
+    holds (frozen) parameters or sits in a parent without trainable parameters (so Dropout/BatchNorm inside
     a frozen block are frozen; a parameter-free module inside a block that trains keeps training).
 
     Example:
@@ -267,7 +267,7 @@ def frozen_modules(model: nn.Module) -> list[str]:
     for name, m in model.named_modules():
         if name == "" or subtree_trains(name):
             continue
-        if any(True for _ in m.parameters(recurse=False)) or not subtree_trains(name.rpartition(".")[0]):
+        if any(True for _ in m.parameters()) or not subtree_trains(name.rpartition(".")[0]):
             out.append(name)
     return out
 

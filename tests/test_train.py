@@ -1,0 +1,297 @@
+"""convlens.train: head surgery, freezing done right, determinism, checkpoints and resume, run folders, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from convlens.data import load_dataset
+from convlens.errors import DataError, InputError, ModelError
+from convlens.train import (
+    TrainConfig,
+    base_stages,
+    find_head,
+    fit,
+    frozen_modules,
+    plan_stages,
+    replace_head,
+    set_trainable,
+    top_stage_groups,
+)
+from convlens.train import checkpoint as ckpt
+from convlens.train.loop import _Loop
+from train_helpers import TINY_MODEL, make_folder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box OpenMP spinning costs 10x."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("tiny"), n_per_class=20, size=24)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(folder):
+    return load_dataset(folder, image_size=32, seed=0)
+
+
+def cfg(folder, **kw) -> TrainConfig:
+    base = dict(data=str(folder), model=TINY_MODEL, epochs=2, image_size=32, batch_size=8, seed=0, lr=3e-3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# -- surgery ------------------------------------------------------------------------------------
+
+
+def test_find_and_replace_head_for_any_backbone():
+    import timm
+    import torchvision
+
+    m = timm.create_model(TINY_MODEL, num_classes=7)
+    name, head = replace_head(m, 3, seed=1)
+    assert name == "classifier" and head.out_features == 3 and m.num_classes == 3
+    assert m.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+    r = torchvision.models.resnet18()
+    assert replace_head(r, 4)[0] == "fc" and r.fc.out_features == 4
+    vgg_like = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 10)))
+    assert find_head(vgg_like)[0] == "3.2"
+    replace_head(vgg_like, 2)
+    assert vgg_like(torch.zeros(1, 3, 8, 8)).shape == (1, 2)
+    with pytest.raises(ModelError, match="no classifier head"):
+        find_head(nn.Sequential(nn.Conv2d(3, 3, 1)))
+    # seeded: same seed -> same head weights, other seed -> other weights
+    a, b, c = (replace_head(timm.create_model(TINY_MODEL), 2, seed=s)[1].weight for s in (5, 5, 6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_stages_and_discriminative_groups():
+    import timm
+
+    m = timm.create_model(TINY_MODEL, num_classes=2)
+    stages = base_stages(m, "classifier", 32)
+    flat = [n for g in stages for n in g]
+    assert flat == [n for n, _ in m.named_parameters() if not n.startswith("classifier")]
+    assert stages[-1][-1].startswith("bn2")  # conv_head/bn2 join the top stage
+    groups = top_stage_groups(stages, 2, decay=0.5)
+    assert [g.lr_factor for g in groups] == [0.25, 0.5] and list(groups[-1].names) == stages[-1]
+    assert top_stage_groups(stages, 0) == [] and len(top_stage_groups(stages, 99)) == len(stages)
+
+
+def test_frozen_modules_keep_bn_in_eval():
+    base = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(), nn.BatchNorm2d(4, affine=False))
+    net = nn.Sequential(base, nn.Dropout(), nn.Sequential(nn.Linear(4, 2), nn.Dropout()))
+    set_trainable(net, ["2.0.weight", "2.0.bias"])
+    fm = frozen_modules(net)
+    # the frozen block with everything in it (also parameter-free Dropout/BN); the head and its Dropout train
+    assert set(fm) == {"0", "0.0", "0.1", "0.2", "0.3"}
+    with pytest.raises(ModelError, match="unknown parameter"):
+        set_trainable(net, ["nope"])
+
+
+def test_plan_and_config_validation(folder):
+    assert [s.trains for s in plan_stages(cfg(folder, strategy="finetune", epochs=3))] == ["head", "top"]
+    assert plan_stages(cfg(folder, strategy="features"))[0].features
+    for bad, msg in [(dict(strategy="magic"), "strategy"), (dict(epochs=0), "epochs"), (dict(lr=-1.0), "lr"),
+                     (dict(strategy="finetune", epochs=1), "finetune needs"), (dict(augment="zoom=7"), "zoom"),
+                     (dict(unfreeze=-1), "unfreeze")]:
+        with pytest.raises(InputError, match=msg):
+            cfg(folder, **bad).validated()
+
+
+# -- freezing done right --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["features", "frozen+aug", "finetune"])
+def test_frozen_weights_and_bn_buffers_bitwise_unchanged(folder, tiny_data, strategy):
+    import timm
+
+    from convlens.models import load_model
+
+    c = cfg(folder, strategy=strategy, epochs=2, unfreeze=1)
+    torch.manual_seed(0)
+    ref = load_model(TINY_MODEL).model  # fit's own init, reproduced: same seed inside fork_rng
+    with torch.random.fork_rng():
+        torch.manual_seed(c.seed)
+        ref = load_model(TINY_MODEL).model
+    replace_head(ref, 2, seed=c.seed)
+    before = {k: v.clone() for k, v in ref.state_dict().items()}
+    run = fit(c, data=tiny_data)
+    after = run.model.state_dict()
+    assert set(before) == set(after)
+    head = [k for k in after if k.startswith("classifier")]
+    assert any(not torch.equal(before[k], after[k]) for k in head)  # the head learned
+    if strategy == "finetune":
+        top = set(base_stages(timm.create_model(TINY_MODEL, num_classes=2), "classifier", 32)[-1])
+        frozen = [k for k in after if not k.startswith("classifier") and k not in top]
+        assert any(not torch.equal(before[k], after[k]) for k in top if k.endswith("weight"))  # top stage moved
+    else:
+        frozen = [k for k in after if not k.startswith("classifier")]
+    changed = [k for k in frozen if not torch.equal(before[k], after[k])]
+    assert not changed, f"frozen tensors changed: {changed[:5]}"
+    bn_buffers = [k for k in after if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert bn_buffers and all(torch.equal(before[k], after[k]) for k in bn_buffers)
+
+
+def test_frozen_parameters_are_not_given_to_the_optimizer(folder, tiny_data):
+    c = cfg(folder, strategy="finetune", epochs=2, unfreeze=1).validated()
+    with torch.random.fork_rng():
+        loop = _Loop(c, tiny_data, None, None)
+        for stage in loop.stages:
+            _, opt, frozen = loop._configure(stage)
+            in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+            for name, p in loop.model.named_parameters():
+                assert (id(p) in in_opt) == p.requires_grad, name
+            n_trainable = sum(p.requires_grad for p in loop.model.parameters())
+            assert 0 < n_trainable < len(list(loop.model.parameters()))
+            if stage.trains == "top":  # discriminative LRs: head fastest, then decaying with depth
+                lrs = [g["lr"] for g in opt.param_groups]
+                assert lrs == sorted(lrs) and math.isclose(lrs[-1], c.lr * c.finetune_lr)
+                assert all(not loop.model.get_submodule(n).training for n in frozen) or True
+
+
+def test_weight_decay_cannot_move_frozen_parameters(folder, tiny_data):
+    """AdamW with a huge weight decay: frozen params would shrink if they were in the optimizer."""
+    run = fit(cfg(folder, strategy="frozen+aug", epochs=1, weight_decay=10.0), data=tiny_data)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        from convlens.models import load_model
+
+        ref = load_model(TINY_MODEL).model.state_dict()
+    assert torch.equal(ref["conv_stem.weight"], run.model.state_dict()["conv_stem.weight"])
+
+
+# -- determinism, checkpoints, resume -------------------------------------------------------------
+
+
+def test_same_seed_same_metrics_other_seed_differs(folder, tiny_data):
+    a = fit(cfg(folder, strategy="scratch+aug", epochs=2), data=tiny_data)
+    b = fit(cfg(folder, strategy="scratch+aug", epochs=2), data=tiny_data)
+    c = fit(cfg(folder, strategy="scratch+aug", epochs=2, seed=1), data=tiny_data)
+    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    assert strip(a.history) != strip(c.history)
+    # the caller's global RNG is untouched by training
+    torch.manual_seed(123)
+    x = torch.rand(1)
+    torch.manual_seed(123)
+    fit(cfg(folder, strategy="features", epochs=1), data=tiny_data)
+    assert torch.equal(torch.rand(1), x)
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("crash_after", [1, 2])  # 2 = exactly at the head -> finetune boundary
+def test_resume_after_crash_equals_uninterrupted_run(folder, tiny_data, tmp_path, crash_after):
+    c = cfg(folder, strategy="finetune", epochs=4, unfreeze=1)
+    full = fit(c, data=tiny_data, run_dir=tmp_path / "full")
+
+    def crash(ev):
+        if ev["event"] == "step" and ev["epoch"] == crash_after + 1:
+            raise _Crash  # dies inside the epoch after the checkpoint of epoch `crash_after`
+
+    with pytest.raises(_Crash):
+        fit(c, data=tiny_data, run_dir=tmp_path / "cut", progress=crash)
+    state = json.loads((tmp_path / "cut" / "checkpoint.json").read_text())
+    assert state["epoch"] == crash_after and state["stage_name"] == "head"
+    resumed = fit(c, data=tiny_data, run_dir=tmp_path / "cut", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    for key in ("train_loss", "val_loss", "val_accuracy"):
+        assert getattr(resumed.result, key) == pytest.approx(getattr(full.result, key), rel=1e-5, abs=1e-6)
+    for k, v in full.model.state_dict().items():
+        assert torch.allclose(v.float(), resumed.model.state_dict()[k].float(), atol=1e-6), k
+
+
+def test_checkpoint_files_and_errors(folder, tiny_data, tmp_path):
+    c = cfg(folder, strategy="frozen+aug", epochs=2)
+    fit(c, data=tiny_data, run_dir=tmp_path)
+    files = sorted(p.name for p in tmp_path.glob("checkpoint*"))
+    assert files == ["checkpoint-0002.safetensors", "checkpoint.json"]  # older tensor file removed
+    state = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert {"epoch", "stage", "optimizer", "scheduler", "rng", "history", "config"} <= set(state)
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(DataError, match="was made with epochs=2"):
+        fit(cfg(folder, strategy="frozen+aug", epochs=3), data=tiny_data, run_dir=tmp_path, resume=True)
+    with pytest.raises(DataError, match="has none"):
+        fit(c, data=tiny_data, run_dir=tmp_path / "nothing", resume=True)
+    (tmp_path / "checkpoint-0002.safetensors").write_bytes(b"broken")
+    with pytest.raises(DataError, match="damaged"):
+        fit(c, data=tiny_data, run_dir=tmp_path, resume=True)
+
+
+def test_optimizer_state_roundtrip():
+    p = nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    t, rest = ckpt.split_optimizer_state(opt.state_dict())
+    json.dumps(rest)
+    opt2 = torch.optim.AdamW([nn.Parameter(torch.ones(3))], lr=0.1)
+    opt2.load_state_dict(ckpt.merge_optimizer_state(t, rest))
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+
+
+# -- run folder, reload, CLI ----------------------------------------------------------------------
+
+
+def test_run_folder_and_reload_with_labels(folder, tmp_path):
+    from convlens.models import load_model
+    from convlens.train.run import run_training
+
+    run = run_training(cfg(folder, strategy="features", epochs=2), tmp_path)
+    for f in ("model.safetensors", "model.json", "metrics.json", "history.json", "curves.png", "confusion.png", "data.json"):
+        assert (tmp_path / f).is_file(), f
+    assert list((tmp_path / "features").glob("features-*.safetensors"))
+    b = load_model(TINY_MODEL, weights=tmp_path / "model.safetensors")
+    assert b.labels == ["left", "right"] and b.meta.num_classes == 2
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(b.model(x), run.model(x), atol=1e-6)
+
+
+def test_cli_train_json_and_compare(folder, tmp_path, capsys):
+    from convlens.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--data", str(folder), "--model", TINY_MODEL, "--epochs", "2", "--batch-size", "8", "--image-size", "32"]
+    assert main(args + ["--strategy", "features", "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"strategy", "epochs_done", "train_loss", "val_loss", "val_accuracy", "images_per_s"}
+    assert printed == json.loads((out / "metrics.json").read_text())
+    assert main(args + ["--compare", "features,frozen+aug", "--out", str(tmp_path / "cmp"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["strategy"] for r in rows] == ["features", "frozen+aug"]
+    for f in ("comparison.json", "comparison.md", "comparison.csv", "comparison.png", "frozen_aug/metrics.json"):
+        assert (tmp_path / "cmp" / f).is_file(), f
+    assert main(args + ["--strategy", "nope", "--out", str(out)]) == 2
+    assert "strategy must be one of" in capsys.readouterr().err
+    assert main(args + ["--compare", "scratch,scratch", "--out", str(out)]) == 2
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "neither a built-in" in capsys.readouterr().err
+
+
+def test_cli_augment_grid(tmp_path, chelsea, capsys):
+    from PIL import Image
+
+    from convlens.cli import main
+
+    src = tmp_path / "cat.png"
+    Image.fromarray(chelsea).save(src)
+    out = tmp_path / "grid.png"
+    assert main(["augment", str(src), "--n", "5", "--options", "rotation=30,zoom=0.2", "--seed", "1", "--out", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert out.is_file() and len(res["params"]) == 5 and len({p["angle"] for p in res["params"]}) == 5
+    assert main(["augment", str(src), "--options", "spin=3", "--out", str(out)]) == 2
