@@ -9,8 +9,8 @@
 * :class:`LucidRecipe` (``recipe='lucid'``) -- Olah et al., "Feature Visualization", Distill 2017, as
   in Lucid/Lucent's ``render_vis`` defaults: Fourier parameterization with 1/f scaling (``sd=0.01``),
   colour decorrelation, sigmoid; Adam ``lr=0.05``; every step pad 12 (constant 0.5), jitter 8,
-  random scale in {0.90, 0.92, ..., 1.10}, random rotation in {-10..10} degrees (0 five times more
-  often), jitter 4 -- with per-image random parameters and the scale keeping the image size
+  random scale in {0.90, 0.92, ..., 1.10}, random rotation in {-10..10} degrees (0 six times as
+  likely as any other angle), jitter 4 -- with per-image random parameters and the scale keeping the image size
   (Lucent resizes the whole batch by one factor). Jitter here is ``{-d//2, ..., d//2}`` so ``jitter=8``
   shifts by up to 4 pixels each way, like Lucid's crop-based jitter of 8.
 
