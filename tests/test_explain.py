@@ -101,10 +101,10 @@ def test_scorecam_agrees_with_pytorch_grad_cam(r18, lite0):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 3, 32, 32, generator=g)
     m = copy.deepcopy(r18)
-    with pgc.ScoreCAM(m, [m.layer2]) as c:
+    with pgc.ScoreCAM(m, [m.layer1]) as c:
         c.batch_size = 64
         ref = c(x, [ClassifierOutputTarget(t) for t in (5, 9)])
-    ours = cam(r18, x, "scorecam", "layer2", [5, 9], batch_size=48)  # chunks cross image boundaries
+    ours = cam(r18, x, "scorecam", "layer1", [5, 9], batch_size=48)  # chunks cross image boundaries
     assert np.abs(ours.numpy() - ref).max() < 1e-4
     # the embedded model, a shallow 24-channel layer
     x2 = torch.randn(2, 3, 64, 64, generator=g)

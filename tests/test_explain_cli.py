@@ -1,0 +1,87 @@
+"""`convlens cam`: files written, JSON contract, errors -> exit 2 with one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convlens.cli import main
+from convlens.cli.explain import CLI_METHODS
+from convlens.explain import METHODS
+
+
+@pytest.fixture(scope="module")
+def img_dir(tmp_path_factory, chelsea, coffee):
+    d = tmp_path_factory.mktemp("imgs")
+    Image.fromarray(chelsea).save(d / "chelsea.png")
+    Image.fromarray(coffee).save(d / "coffee.jpg")
+    return d
+
+
+def _json(capsys, args):
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cam_single_image_json_and_files(img_dir, tmp_path, capsys):
+    rows = _json(capsys, ["cam", str(img_dir / "chelsea.png"), "--out", str(tmp_path), "--json"])
+    assert len(rows) == 1
+    r = rows[0]
+    assert {"image", "target", "label", "score", "method", "layer", "map_file"} <= set(r) and "metrics" not in r
+    assert (r["label"], r["target"], r["method"], r["layer"]) == ("Egyptian cat", 285, "gradcam", "bn2")
+    assert 0.7 < r["score"] < 0.9
+    m = np.load(r["map_file"])
+    assert m.shape == (224, 224) and m.dtype == np.float32 and m.min() >= 0 and m.max() == pytest.approx(1.0)
+    png = np.asarray(Image.open(r["overlay_file"]))
+    assert png.shape == (224, 224, 3)
+
+
+def test_cam_folder_several_methods_grid_and_target(img_dir, tmp_path, capsys):
+    rows = _json(capsys, ["cam", str(img_dir), "--method", "gradcam,eigencam", "--target", "285", "--out", str(tmp_path), "--json"])
+    assert [(p["image"].rsplit("/", 1)[-1], p["method"]) for p in rows] == [
+        ("chelsea.png", "gradcam"), ("chelsea.png", "eigencam"), ("coffee.jpg", "gradcam"), ("coffee.jpg", "eigencam"),
+    ]
+    assert all(p["target"] == 285 for p in rows)
+    assert (tmp_path / "chelsea_methods.png").is_file() and (tmp_path / "coffee_eigencam.npy").is_file()
+
+
+@pytest.mark.slow
+def test_cam_metrics(img_dir, tmp_path, capsys):
+    rows = _json(capsys, ["cam", str(img_dir / "coffee.jpg"), "--out", str(tmp_path), "--metrics", "--json"])
+    met = rows[0]["metrics"]
+    assert set(met) == {"deletion_auc", "insertion_auc", "drop_percent", "increase", "road_morf", "road_lerf"}
+    assert 0 <= met["deletion_auc"] < met["insertion_auc"] <= 1
+
+
+def test_cam_text_output(img_dir, tmp_path, capsys):
+    assert main(["cam", str(img_dir / "chelsea.png"), "--method", "hirescam", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Egyptian cat" in out and "hirescam" in out
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--method", "gradcm"], "did you mean 'gradcam'"),
+        (["--target", "cat"], "--target"),
+        (["--target", "5000"], "--target"),
+        (["--layer", "nope"], "layer 'nope'"),
+        (["--cmap", "viridis"], "--cmap"),
+    ],
+)
+def test_cam_errors_exit_2(img_dir, tmp_path, capsys, args, match):
+    assert main(["cam", str(img_dir / "chelsea.png"), "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and match in err
+
+
+def test_cam_missing_file_exit_2(tmp_path, capsys):
+    assert main(["cam", str(tmp_path / "none.png"), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_all_means_every_registered_method():
+    assert list(CLI_METHODS) == list(METHODS)

@@ -1,0 +1,209 @@
+"""Faithfulness metrics: imputation vs the ROAD reference (pytorch-grad-cam's copy), curve semantics on
+models whose evidence is known, the randomization check, and the pretrained sanity case."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from convlens.errors import InputError
+from convlens.explain import explain
+from convlens.explain.metrics import (
+    confidence_change,
+    deletion_curve,
+    insertion_curve,
+    noisy_linear_impute,
+    randomization_check,
+    road,
+    saliency_ranks,
+    spearman,
+)
+from convlens.hooks import hook_count
+
+
+class RegionNet(nn.Module):
+    """Class 0's logit = 4 * mean of channel 0 over the top-left quadrant; class 1's = 0. The top-left
+    quadrant is the true evidence for class 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(4.0))
+
+    def forward(self, x):
+        h, w = x.shape[2] // 2, x.shape[3] // 2
+        s = self.scale * x[:, 0, :h, :w].mean((1, 2))
+        return torch.stack([s, torch.zeros_like(s)], 1)
+
+
+def _quadrant_map(n, h, w, good=True):
+    m = torch.zeros(n, h, w)
+    if good:
+        m[:, : h // 2, : w // 2] = 1.0
+    else:
+        m[:, h // 2 :, w // 2 :] = 1.0
+    return m + 0.01 * torch.arange(h * w).view(1, h, w) / (h * w)  # no ties
+
+
+@pytest.fixture()
+def region():
+    torch.manual_seed(0)
+    net = RegionNet().train()
+    x = torch.rand(3, 3, 12, 12) + 0.5  # positive pixels: deleting evidence lowers class 0's score
+    return net, x
+
+
+def test_imputation_matches_road_reference():
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 3, 14, 17, generator=g)
+    keep = torch.rand(3, 14, 17, generator=g) > 0.5
+    keep[1, 2:12, 3:15] = False  # one big hole
+    keep[2, :, :6] = False  # a hole touching the border
+    ours = noisy_linear_impute(x, keep, noise=0.0)
+    ref = torch.stack([NoisyLinearImputer(noise=0.0)(x[i], keep[i].float()) for i in range(3)])
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert torch.equal(ours[keep[:, None].expand_as(x)], x[keep[:, None].expand_as(x)])  # kept pixels untouched
+
+
+def test_imputation_noise_only_on_removed_pixels_and_seeded():
+    x = torch.zeros(1, 2, 6, 6)
+    keep = torch.ones(1, 6, 6, dtype=torch.bool)
+    keep[0, 2:4, 2:4] = False
+    a = noisy_linear_impute(x, keep, noise=0.5, generator=torch.Generator().manual_seed(3))
+    b = noisy_linear_impute(x, keep, noise=0.5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert torch.count_nonzero(a) == 8 and torch.count_nonzero(a[:, :, keep[0]]) == 0
+    everything = noisy_linear_impute(x + 1, torch.zeros(1, 6, 6, dtype=torch.bool), noise=0.0)
+    assert torch.equal(everything, torch.zeros_like(x))  # nothing to interpolate from: zeros, not NaN
+
+
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 5))
+def test_saliency_ranks_are_a_permutation_by_descending_value(n, h, w):
+    m = torch.rand(n, h, w)
+    r = saliency_ranks(m)
+    for i in range(n):
+        assert sorted(r[i].flatten().tolist()) == list(range(h * w))
+        order = r[i].flatten().argsort()
+        vals = m[i].flatten()[order]
+        assert bool((vals[:-1] >= vals[1:]).all())
+
+
+def test_deletion_and_insertion_reward_the_true_evidence(region):
+    net, x = region
+    good, bad = _quadrant_map(3, 12, 12, True), _quadrant_map(3, 12, 12, False)
+    d_good = deletion_curve(net, x, good, 0, steps=8, batch_size=5)
+    d_bad = deletion_curve(net, x, bad, 0, steps=8, batch_size=5)
+    assert bool((d_good.auc < d_bad.auc).all())
+    i_good = insertion_curve(net, x, good, 0, steps=8, baseline="zero")
+    i_bad = insertion_curve(net, x, bad, 0, steps=8, baseline="zero")
+    assert bool((i_good.auc > i_bad.auc).all())
+    # endpoints: intact image, then everything deleted (zeros -> logits 0, 0 -> p = 0.5)
+    with torch.no_grad():
+        p0 = net(x).softmax(1)[:, 0]
+    assert torch.allclose(d_good.scores[:, 0], p0) and torch.allclose(d_good.scores[:, -1], torch.full((3,), 0.5))
+    assert d_good.fractions.tolist() == pytest.approx([k / 8 for k in range(9)], abs=1e-2)
+    assert net.training and all(p.grad is None for p in net.parameters()) and hook_count(net) == 0
+
+
+def test_curves_batch_equals_per_image(region):
+    net, x = region
+    maps = torch.rand(3, 12, 12)
+    batch = deletion_curve(net, x, maps, [0, 1, 0], steps=5, batch_size=4)  # chunks cross images
+    for i, t in enumerate([0, 1, 0]):
+        one = deletion_curve(net, x[i : i + 1], maps[i : i + 1], t, steps=5)
+        assert torch.allclose(batch.scores[i], one.scores[0], atol=1e-6)
+
+
+def test_road_morf_below_lerf(region):
+    net, _ = region
+    # a bright 3x3 spot in the evidence quadrant: imputing it from its dark surroundings removes the
+    # evidence (ROAD's imputation keeps smooth statistics, so the evidence must be a local detail)
+    x = 0.05 * torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    x[:, :, 2:5, 2:5] = 3.0
+    good = torch.zeros(3, 12, 12)
+    good[:, 1:6, 1:6] = 0.5
+    good[:, 2:5, 2:5] = 1.0
+    good = good + 0.01 * torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(2))
+    morf = road(net, x, good, 0, percentiles=(10, 25, 40), order="morf")
+    lerf = road(net, x, good, 0, percentiles=(10, 25, 40), order="lerf")
+    assert morf.scores.shape == (3, 3) and bool((morf.mean < lerf.mean).all())
+    again = road(net, x, good, 0, percentiles=(10, 25, 40), order="morf")
+    assert torch.equal(again.scores, morf.scores)  # seeded noise
+
+
+def test_confidence_change_formula(region):
+    net, x = region
+    maps = torch.rand(3, 12, 12)
+    cc = confidence_change(net, x, maps, 0)
+    with torch.no_grad():
+        y = net(x).softmax(1)[:, 0]
+        o = net(x * maps[:, None]).softmax(1)[:, 0]
+    assert torch.allclose(cc.full, y) and torch.allclose(cc.masked, o)
+    assert torch.allclose(cc.drop, 100 * (y - o).clamp(min=0) / y)
+    assert cc.increase.tolist() == (o > y).tolist()
+    assert cc.average_drop == pytest.approx(float(cc.drop.mean()))
+
+
+def test_spearman_matches_scipy():
+    from scipy.stats import spearmanr
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(4, 30, generator=g)
+    b = a + 0.5 * torch.rand(4, 30, generator=g)
+    b[2] = torch.round(b[2] * 3)  # ties
+    ours = spearman(a, b)
+    for i in range(4):
+        assert ours[i].item() == pytest.approx(spearmanr(a[i].numpy(), b[i].numpy()).statistic, abs=1e-6)
+    assert spearman(a[:1], torch.ones(1, 30)).item() == 0.0
+
+
+def test_randomization_check_copies_the_model_and_decorrelates(resnet18_bundle):
+    model = resnet18_bundle.model
+    before = copy.deepcopy(model.state_dict())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    sc = randomization_check(model, x, "gradcam", "layer3", [1, 2])
+    assert sc.layers == ["fc", "layer4", "layer3", "layer2", "layer1", "bn1", "conv1"]
+    assert sc.correlation.shape == (7, 2) and sc.maps.shape == (8, 2, 64, 64)
+    assert float(sc.mean[-1]) < 0.5  # fully randomized: the map no longer follows the trained one
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert hook_count(model) == 0 and all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda n, x: deletion_curve(n, x, torch.rand(3, 5, 5)), "shape"),
+        (lambda n, x: deletion_curve(n, x, torch.full((3, 12, 12), float("nan"))), "NaN"),
+        (lambda n, x: deletion_curve(n, x, torch.rand(3, 12, 12), steps=0), "steps"),
+        (lambda n, x: insertion_curve(n, x, torch.rand(3, 12, 12), baseline="grey"), "baseline"),
+        (lambda n, x: road(n, x, torch.rand(3, 12, 12), percentiles=(50, 120)), "percentiles"),
+        (lambda n, x: road(n, x, torch.rand(3, 12, 12), order="up"), "order"),
+        (lambda n, x: confidence_change(n, x, torch.rand(3, 12, 12), [0, 1]), "targets"),
+    ],
+)
+def test_metric_errors(region, call, match):
+    net, x = region
+    with pytest.raises(InputError, match=match):
+        call(net, x)
+
+
+def test_gradcam_beats_random_maps_on_chelsea(lite0, chelsea):
+    """The embedded pretrained model on chelsea: deleting Grad-CAM's pixels first destroys the
+    'Egyptian cat' probability faster than deleting random CAM-like maps' pixels (random 7x7 maps,
+    upsampled like a CAM, so both remove coherent regions)."""
+    x = lite0.preprocess(chelsea)
+    res = explain(lite0.model, x, "gradcam", "bn2")
+    g = torch.Generator().manual_seed(0)
+    rand = torch.nn.functional.interpolate(torch.rand(4, 1, 7, 7, generator=g), size=(224, 224), mode="bilinear")[:, 0]
+    maps = torch.cat([res.maps, rand])
+    curve = deletion_curve(lite0.model, x.expand(5, -1, -1, -1), maps, int(res.targets[0]), steps=10)
+    assert float(curve.auc[0]) < float(curve.auc[1:].mean())
+    assert np.isfinite(curve.scores.numpy()).all()
