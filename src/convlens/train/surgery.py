@@ -263,11 +263,16 @@ def frozen_modules(model: nn.Module) -> list[str]:
     def subtree_trains(name: str) -> bool:
         return any(_under(t, name) for t in trainable)
 
+    holders = {n for n, m in model.named_modules() if any(True for _ in m.parameters())}
+
+    def owner(name: str) -> str:  # nearest ancestor (or self) holding parameters
+        while name and name not in holders:
+            name = name.rpartition(".")[0]
+        return name
+
     out = []
-    for name, m in model.named_modules():
-        if name == "" or subtree_trains(name):
-            continue
-        if any(True for _ in m.parameters()) or not subtree_trains(name.rpartition(".")[0]):
+    for name, _ in model.named_modules():
+        if name and not subtree_trains(owner(name)):
             out.append(name)
     return out
 
