@@ -172,7 +172,7 @@ class _Branch(nn.Module):
         return self.mix(torch.cat([self.a(x), self.b(x)], 1))
 
 
-@settings(max_examples=25)
+@settings(max_examples=15)
 @given(st.data())
 def test_random_branching_nets_theory_equals_measurement(data: st.DataObject) -> None:
     net = _random_net(data.draw).eval()
@@ -253,3 +253,27 @@ def test_fx_graph_attached_where_it_traces(resnet18_bundle, lite0) -> None:
     g2 = trace(lite0.model, (3, 64, 64), fx=True)
     assert g2.fx is None and "TraceError" in (g2.fx_error or "")
     assert g2.backend == "record" and g2.geometry("bn2").jump == (32, 32)
+
+
+def test_channel_shuffle_and_squeeze_excitation() -> None:
+    """ShuffleNet's view/transpose channel shuffle keeps the layout; an SE gate makes every field global."""
+    import torchvision
+
+    shuffle = torchvision.models.shufflenet_v2_x0_5().eval()
+    assert_rf_matches(shuffle, "stage2", 96)  # RF 63 through chunk, cat, 5-D view and transpose
+    mbv3 = torchvision.models.mobilenet_v3_small().eval()
+    geo = receptive_field(mbv3, "features.1", (3, 64, 64))
+    assert geo.is_global and geo.jump == (4, 4)  # global field, but still a 16x16 map with jump 4
+    emp = receptive_field_empirical(mbv3, "features.1", 64)
+    assert emp.pixels == 64 * 64  # the centre unit depends on every pixel, as the theory says
+
+
+def test_convnext_nhwc_layout_is_followed() -> None:
+    """torchvision's ConvNeXt permutes to NHWC for LayerNorm and Linear layers and back."""
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    small = ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)]).eval()  # the real blocks, fewer of them
+    g = trace(small, (3, 64, 64))
+    geo = g.geometry("features.1.0")  # stem (4, jump 4) + a 7x7 depthwise conv at jump 4
+    assert geo.receptive_field == (28, 28) and geo.jump == (4, 4) and geo.exact
+    assert any(n.kind == "layout" for n in g.nodes)

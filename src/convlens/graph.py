@@ -66,12 +66,16 @@ class Axis:
     """Receptive-field geometry of a tensor along one spatial axis.
 
     Unit ``i`` sees input pixels ``[lo + i*jump, hi + i*jump]``; ``jump=None`` means every unit sees
-    ``[lo, hi]`` (a global feature, e.g. after global pooling).
+    ``[lo, hi]`` (a global field: after global pooling, or a map gated by a global squeeze-excitation).
+    ``step`` is the layout: input pixels between neighbouring units of the map (equal to ``jump`` when
+    the field translates; kept when the field is global but the map still has a spatial layout;
+    None once the spatial axis is gone).
     """
 
     lo: float
     hi: float
     jump: float | None
+    step: float | None = None
 
     @property
     def rf(self) -> float:
@@ -101,10 +105,13 @@ class Geometry:
     h: Axis
     w: Axis
     exact: bool = True
+    #: positions of the H and W axes in the tensor ((2, 3) for NCHW, (1, 2) after a permute to NHWC);
+    #: None when the tensor has no spatial layout
+    dims: tuple[int, int] | None = (2, 3)
 
     @property
     def is_global(self) -> bool:
-        """True when every unit sees the same region (no spatial layout left)."""
+        """True when every unit sees the same region of the input."""
         return self.h.jump is None
 
     @property
@@ -114,10 +121,10 @@ class Geometry:
 
     @property
     def jump(self) -> tuple[int | float, int | float] | None:
-        """Distance in input pixels between neighbouring units (effective stride); None when global."""
-        if self.h.jump is None or self.w.jump is None:
+        """Distance in input pixels between neighbouring units (effective stride); None without a spatial layout."""
+        if self.h.step is None or self.w.step is None:
             return None
-        return _num(self.h.jump), _num(self.w.jump)
+        return _num(self.h.step), _num(self.w.step)
 
     @property
     def start(self) -> tuple[int | float, int | float]:
@@ -125,7 +132,7 @@ class Geometry:
         return _num(self.h.start), _num(self.w.start)
 
 
-_INPUT_AXIS = Axis(0.0, 0.0, 1.0)
+_INPUT_AXIS = Axis(0.0, 0.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -310,52 +317,76 @@ def _op_name(func: Any) -> str:
 
 # ------------------------------------------------------------------------------- propagation rules
 def _window_axis(a: Axis, k: int, s: int, p: int, d: int) -> Axis:
+    step = None if a.step is None else a.step * s
     if a.jump is None:
-        return a
+        return Axis(a.lo, a.hi, None, step)
     k_eff = d * (k - 1) + 1
-    return Axis(a.lo - p * a.jump, a.hi + (k_eff - 1 - p) * a.jump, a.jump * s)
+    return Axis(a.lo - p * a.jump, a.hi + (k_eff - 1 - p) * a.jump, a.jump * s, step)
 
 
-def _union(items: list[tuple[Geometry, tuple[int, ...]]], out_hw: tuple[int, int] | None, exact: bool) -> Geometry:
-    """Max over paths: units of equal-size spatial inputs are merged unit by unit; anything else by hull."""
-    exact = exact and all(g.exact for g, _ in items)
-    same = [g for g, s in items if out_hw is not None and len(s) >= 3 and tuple(s[-2:]) == out_hw and not g.is_global]
-    rest = [(g, s) for g, s in items if not any(g is x for x in same)]
+def _hw(shape: tuple[int, ...], dims: tuple[int, int] | None) -> tuple[int, int] | None:
+    if dims is None or len(shape) <= max(dims):
+        return None
+    return int(shape[dims[0]]), int(shape[dims[1]])
+
+
+def _hull(g: Geometry, shape: tuple[int, ...], ax: int) -> tuple[float, float]:
+    a = g.h if ax == 0 else g.w
+    hw = _hw(shape, g.dims)
+    return a.hull(hw[ax] if hw else 1)
+
+
+def _to_global(g: Geometry, shape: tuple[int, ...]) -> Geometry:
+    """All units of ``g`` merged into one field; no spatial layout left."""
+    return Geometry(Axis(*_hull(g, shape, 0), None, None), Axis(*_hull(g, shape, 1), None, None), g.exact, None)
+
+
+def _merge(
+    keep: list[Geometry], others: list[tuple[Geometry, tuple[int, ...]]], out_shape: tuple[int, ...], exact: bool
+) -> Geometry:
+    """Max over paths. ``keep``: inputs whose layout the output keeps (same H, W at the same dims), merged
+    unit by unit; ``others`` (broadcast or reduced operands) contribute their whole hull to every unit."""
+    exact = exact and all(g.exact for g in keep) and all(g.exact for g, _ in others)
+    dims = keep[0].dims if keep else None
+    out_hw = _hw(out_shape, dims)
     axes = []
     for ax in (0, 1):
-        if same:
-            sa = [(g.h if ax == 0 else g.w) for g in same]
-            lo, hi = min(a.lo for a in sa), max(a.hi for a in sa)
-            jumps = {a.jump for a in sa}
+        ka = [(g.h if ax == 0 else g.w) for g in keep]
+        steps = {a.step for a in ka if a.step is not None}
+        if len(steps) > 1:
+            exact = False
+        step = max(steps) if steps else None
+        trans = [a for a in ka if a.jump is not None]
+        hulls = [(a.lo, a.hi) for a in ka if a.jump is None] + [_hull(g, s, ax) for g, s in others]
+        if trans:
+            lo, hi = min(a.lo for a in trans), max(a.hi for a in trans)
+            jumps = {a.jump for a in trans}
             if len(jumps) > 1:
                 exact = False
             jump: float | None = max(j for j in jumps if j is not None)
         else:
             lo, hi, jump = float("inf"), float("-inf"), None
-        for g, s in rest:
-            a = g.h if ax == 0 else g.w
-            n = s[-2 + ax] if len(s) >= 3 else 1
-            glo, ghi = a.hull(n)
+        for glo, ghi in hulls:
             if jump is None:
                 lo, hi = min(lo, glo), max(hi, ghi)
                 continue
             n_out = out_hw[ax] if out_hw else 1
             if glo <= lo and ghi >= hi + (n_out - 1) * jump:
-                lo, hi, jump = glo, ghi, None  # the broadcast operand already sees everything
-            else:  # partial overlap: take the centre unit's union (an approximation)
+                lo, hi, jump = glo, ghi, None  # the broadcast operand already sees everything every unit sees
+            else:  # partial overlap: the centre unit's union (an approximation)
                 c = (n_out - 1) // 2
                 lo = min(lo + c * jump, glo) - c * jump
                 hi = max(hi + c * jump, ghi) - c * jump
                 exact = False
-        axes.append(Axis(lo, hi, jump))
-    if (axes[0].jump is None) != (axes[1].jump is None):  # keep both axes global together
-        axes = [Axis(*a.hull(n if out_hw else 1), None) for a, n in zip(axes, out_hw or (1, 1), strict=True)]
-    return Geometry(axes[0], axes[1], exact)
+        axes.append(Axis(lo, hi, jump, step))
+    if (axes[0].jump is None) != (axes[1].jump is None):  # keep the two axes global together
+        n = out_hw or (1, 1)
+        axes = [Axis(*a.hull(k), None, a.step) for a, k in zip(axes, n, strict=True)]
+    return Geometry(axes[0], axes[1], exact, dims if steps else None)
 
 
-def _to_global(g: Geometry, shape: tuple[int, ...]) -> Geometry:
-    nh, nw = (shape[-2], shape[-1]) if len(shape) >= 3 else (1, 1)
-    return Geometry(Axis(*g.h.hull(nh), None), Axis(*g.w.hull(nw), None), g.exact)
+_PERMUTE = _collect("permute")
+_TRANSPOSE = _collect("transpose", "swapaxes", "swapdims")
 
 
 class _Recorder(TorchFunctionMode):
@@ -413,7 +444,6 @@ class _Recorder(TorchFunctionMode):
         # an in-place op re-binds its tensor to this node: the producer lookup above ran before that
         macs, window, kind = 0, None, "elementwise"
         geo: Geometry | None = None
-        out_hw = tuple(shape[-2:]) if len(shape) >= 3 else None
         if func in _CONV or func in _MAXPOOL or func in _AVGPOOL or func in _LPPOOL:
             if func in _CONV:
                 a = _bind(_CONV_ARGS, args, kwargs)
@@ -435,23 +465,26 @@ class _Recorder(TorchFunctionMode):
                 kind = "pool"
             if main is not None and main.geometry is not None and out.ndim == 4:
                 g = main.geometry
-                geo = Geometry(
-                    _window_axis(g.h, window.kernel[0], window.stride[0], window.padding[0], window.dilation[0]),
-                    _window_axis(g.w, window.kernel[1], window.stride[1], window.padding[1], window.dilation[1]),
-                    g.exact,
-                )
-        elif func in _PAD and main is not None and main.geometry is not None and out.ndim == 4:
+                if g.dims == (2, 3):
+                    geo = Geometry(
+                        _window_axis(g.h, window.kernel[0], window.stride[0], window.padding[0], window.dilation[0]),
+                        _window_axis(g.w, window.kernel[1], window.stride[1], window.padding[1], window.dilation[1]),
+                        g.exact,
+                    )
+                elif g.dims is None:
+                    geo = g  # a window over a tensor without spatial layout (e.g. 1x1 conv on a pooled vector)
+        elif func in _PAD and main is not None and main.geometry is not None and out.ndim == 4 and main.geometry.dims == (2, 3):
             a = _bind(_PAD_ARGS, args, kwargs)
             p = [int(v) for v in a["pad"]] + [0, 0, 0, 0]
             left, top = p[0], p[2]
             window = Window((1, 1), (1, 1), (top, left))
             g = main.geometry
-            shift = lambda ax, n: ax if ax.jump is None else Axis(ax.lo - n * ax.jump, ax.hi - n * ax.jump, ax.jump)  # noqa: E731
+            shift = lambda ax, n: ax if ax.jump is None else Axis(ax.lo - n * ax.jump, ax.hi - n * ax.jump, ax.jump, ax.step)  # noqa: E731
             geo, kind = Geometry(shift(g.h, top), shift(g.w, left), g.exact), "pad"
         elif func in _ADAPTIVE and main is not None and main.geometry is not None and out.ndim == 4:
             kind = "adaptive_pool"
             g = main.geometry
-            if shape[-2:] == (1, 1) or g.is_global:
+            if shape[-2:] == (1, 1) or g.dims != (2, 3):
                 geo = _to_global(g, main.shape)
             else:
                 axes, exact = [], g.exact
@@ -461,16 +494,40 @@ class _Recorder(TorchFunctionMode):
                         axes.append(_window_axis(ax, k, k, 0, 1))
                     else:  # windows [floor(i n/o), ceil((i+1) n/o)) vary in size: widest window, mean stride
                         kmax = max(-(-(i + 1) * n_in // n_out) - (i * n_in // n_out) for i in range(n_out))
-                        axes.append(Axis(ax.lo, ax.hi + (kmax - 1) * ax.jump, ax.jump * n_in / n_out))
+                        step = None if ax.step is None else ax.step * n_in / n_out
+                        if ax.jump is None:
+                            axes.append(Axis(ax.lo, ax.hi, None, step))
+                        else:
+                            axes.append(Axis(ax.lo, ax.hi + (kmax - 1) * ax.jump, ax.jump * n_in / n_out, step))
                         exact = False
                 geo = Geometry(axes[0], axes[1], exact)
-        elif func in _RESIZE and main is not None and main.geometry is not None and out.ndim == 4 and not main.geometry.is_global:
+        elif func in _RESIZE and main is not None and main.geometry is not None and out.ndim == 4 and main.geometry.dims == (2, 3):
             kind = "resize"  # nearest/bilinear upsampling: jump shrinks by the scale, +-1 input unit for interpolation
             g = main.geometry
             axes = []
             for ax, n_in, n_out in ((g.h, main.shape[-2], shape[-2]), (g.w, main.shape[-1], shape[-1])):
-                axes.append(Axis(ax.lo - ax.jump, ax.hi + ax.jump, ax.jump * n_in / n_out))
+                r = n_in / n_out
+                step = None if ax.step is None else ax.step * r
+                if ax.jump is None:
+                    axes.append(Axis(ax.lo, ax.hi, None, step))
+                else:
+                    axes.append(Axis(ax.lo - ax.jump, ax.hi + ax.jump, ax.jump * r, step))
             geo = Geometry(axes[0], axes[1], False)
+        elif (func in _PERMUTE or func in _TRANSPOSE) and main is not None and main.geometry is not None and main.geometry.dims:
+            g, nd = main.geometry, len(main.shape)
+            if func in _PERMUTE:
+                perm = list(args[1:]) or list(kwargs.get("dims", ()))
+                if len(perm) == 1 and isinstance(perm[0], (tuple, list)):
+                    perm = list(perm[0])
+                perm = [int(v) % nd for v in perm]
+            else:
+                a0 = int(args[1] if len(args) > 1 else kwargs.get("dim0", 0)) % nd
+                a1 = int(args[2] if len(args) > 2 else kwargs.get("dim1", 1)) % nd
+                perm = list(range(nd))
+                perm[a0], perm[a1] = perm[a1], perm[a0]
+            if sorted(perm) == list(range(nd)):
+                kind = "layout"
+                geo = Geometry(g.h, g.w, g.exact, (perm.index(g.dims[0]), perm.index(g.dims[1])))
         elif func in _LINEAR:
             kind = "linear"
             w = args[1] if len(args) > 1 else kwargs["weight"]
@@ -492,17 +549,28 @@ class _Recorder(TorchFunctionMode):
             inp = args[0]
             macs = int(inp.numel() // max(inp.shape[0], 1) * w.shape[1] * w.shape[-2] * w.shape[-1])
         if geo is None and items:
-            if kind in ("linear", "matmul") or out_hw is None or shape[-2:] == (1, 1) and out.ndim == 4:
-                geo = _union([(_to_global(g, s), s) for g, s in items], None, True)
-                geo = Geometry(geo.h, geo.w, geo.exact)
-                kind = "global" if kind == "elementwise" else kind
+            # inputs whose spatial layout the output keeps: same rank, same H and W at the same positions
+            # (or, for view/reshape, H and W still the last two axes); a linear/matmul keeps the layout
+            # only when it acts on a non-spatial last axis (ConvNeXt's MLP on NHWC maps)
+            keep = []
+            for g, s in items:
+                if g.dims is None:
+                    continue
+                if len(s) == len(shape) and _hw(s, g.dims) == _hw(shape, g.dims):
+                    if kind in ("linear", "matmul") and len(shape) - 1 in g.dims:
+                        continue
+                    keep.append(g)
+                elif kind == "elementwise" and g.dims == (len(s) - 2, len(s) - 1) and len(shape) >= 3 and shape[-2:] == s[-2:]:
+                    keep.append(Geometry(g.h, g.w, g.exact, (len(shape) - 2, len(shape) - 1)))
+            if keep:
+                others = [(g, s) for g, s in items if not any(g is k or (g.h is k.h and g.w is k.w) for k in keep)]
+                geo = _merge(keep, others, shape, True)
             else:
-                matches = any(len(s) >= 3 and tuple(s[-2:]) == out_hw and not g.is_global for g, s in items)
-                geo = _union(items, out_hw, exact=matches or all(g.is_global for g, _ in items))
-                if not matches and not geo.is_global:
-                    geo = _to_global(geo, shape)
-                if not matches and not all(g.is_global for g, _ in items):
-                    kind = "unknown"
+                # the layout is gone (flatten, global pooling, mean, linear on vectors): one field for all units;
+                # exact unless an unknown op still returns a spatial map (slicing, crops, transposed convs)
+                spatial_out = out.ndim == 4 and shape[-2:] != (1, 1) and any(g.dims is not None for g, _ in items)
+                geo = _merge([], items, shape, not spatial_out)
+                kind = "unknown" if spatial_out else ("global" if kind == "elementwise" else kind)
         if not items:
             kind = "constant"
         return Node(idx, name, kind, ins, shape, geo, window, macs)
