@@ -18,6 +18,7 @@ class _Progress:
         self.enabled = enabled
         self.bar: Any = None
         self.task: Any = None
+        self.desc = ""
         self.con = console(stderr=True)
 
     def __enter__(self) -> "_Progress":
@@ -46,10 +47,11 @@ class _Progress:
             self.bar.console.print(f"cached base features {tuple(ev['shape'])} in {ev['seconds']:.1f} s")
         elif kind == "step":
             desc = f"epoch {ev['epoch']}/{ev['epochs']}"
-            if self.task is None or self.bar.tasks[self.task].description != desc:
+            if self.task is None or self.desc != desc:
                 if self.task is not None:
                     self.bar.remove_task(self.task)
                 self.task = self.bar.add_task(desc, total=ev["steps"], info="")
+                self.desc = desc
             self.bar.update(self.task, completed=ev["step"], info=f"loss {ev['loss']:.4f}")
         elif kind == "epoch":
             self.bar.console.print(
