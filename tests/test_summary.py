@@ -92,6 +92,13 @@ def test_matmul_and_attention_macs() -> None:
     s = summarize(Attn(), (4, 3, 3))
     assert s.total_macs == 2 * 9 * 9 * 4
 
+    class Windows(nn.Module):  # Swin-style: windows become the leading dim of a batch-1 trace
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = x.flatten(2).transpose(1, 2).reshape(2, 8, x.shape[1])  # (windows, tokens, C)
+            return torch.bmm(t, t.transpose(1, 2))
+
+    assert summarize(Windows(), (4, 4, 4)).total_macs == 2 * 8 * 8 * 4
+
 
 @pytest.mark.slow
 def test_efficientnet_lite0_summary(lite0) -> None:

@@ -257,6 +257,7 @@ _LINEAR = _collect("linear")
 _MATMUL = _collect("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "baddbmm", "addmm")
 _SDPA = _collect("scaled_dot_product_attention")
 _CONV_T = _collect("conv_transpose2d")
+_ADDMM = _collect("baddbmm", "addmm")
 
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -399,12 +400,14 @@ class _Recorder(TorchFunctionMode):
         # memory, as in a plain forward); a dead reference means the id now belongs to another tensor
         self.producer: dict[int, tuple[weakref.ref[torch.Tensor], int]] = {}
         self.cap: Any = None
+        self.batch = 1
         self.calls: list[ModuleCall] = []
         self.counts: dict[str, int] = {}
         self.modules = dict(model.named_modules())
 
     # -- nodes
     def add_input(self, x: torch.Tensor) -> None:
+        self.batch = max(int(x.shape[0]), 1)  # MACs are reported per image: ops on windows/tokens keep their counts
         self._add(Node(0, "input", "input", (), tuple(x.shape), Geometry(_INPUT_AXIS, _INPUT_AXIS)), [x])
 
     def _add(self, node: Node, outs: list[torch.Tensor]) -> None:
@@ -430,8 +433,18 @@ class _Recorder(TorchFunctionMode):
             i = self.lookup(t)
             if i is not None and i not in seen:
                 seen.append(i)
-        self._add(self._make(func, args, kwargs, tuple(seen), outs[0]), outs)
+        try:
+            node = self._make(func, args, kwargs, tuple(seen), outs[0])
+        except Exception:  # noqa: BLE001 -- an op convlens cannot parse must not break the user's forward pass
+            node = self._fallback(func, tuple(seen), outs[0])
+        self._add(node, outs)
         return out
+
+    def _fallback(self, func: Any, ins: tuple[int, ...], out: torch.Tensor) -> Node:
+        """An op whose arguments could not be read: its field is the hull of its inputs, marked inexact."""
+        items = [(self.nodes[i].geometry, self.nodes[i].shape) for i in ins if self.nodes[i].geometry is not None]
+        geo = _merge([], items, tuple(out.shape), False) if items else None
+        return Node(len(self.nodes), _op_name(func), "unknown" if items else "constant", ins, tuple(out.shape), geo)
 
     def _make(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], ins: tuple[int, ...], out: torch.Tensor) -> Node:
         idx = len(self.nodes)
@@ -454,7 +467,7 @@ class _Recorder(TorchFunctionMode):
                 if isinstance(pad, str):
                     pad = (d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2) if pad == "same" else (0, 0)
                 window = Window(k, _pair(a.get("stride"), 1), _pair(pad, 0), d)
-                macs = int(out.numel() // max(out.shape[0], 1) * w.shape[1] * k[0] * k[1]) if out.ndim == 4 else 0
+                macs = int(out.numel() * w.shape[1] * k[0] * k[1]) // self.batch if out.ndim == 4 else 0
                 kind = "conv"
             else:
                 names = _MAXPOOL_ARGS if func in _MAXPOOL else _AVGPOOL_ARGS if func in _AVGPOOL else _LPPOOL_ARGS
@@ -531,23 +544,22 @@ class _Recorder(TorchFunctionMode):
         elif func in _LINEAR:
             kind = "linear"
             w = args[1] if len(args) > 1 else kwargs["weight"]
-            macs = int(out.numel() // max(out.shape[0], 1) * w.shape[-1]) if out.ndim >= 2 else int(out.numel() * w.shape[-1])
+            macs = int(out.numel() * w.shape[-1]) // self.batch
         elif func in _MATMUL or func in _SDPA:
             kind = "matmul"
             ts = [t for t in tensors_in(args)][:3]
             if func in _SDPA and len(ts) >= 3:  # Q K^T and A V
                 q, kk = ts[0], ts[1]
-                macs = 2 * int(q.numel() // q.shape[0] * kk.shape[-2]) if q.ndim >= 2 else 0
+                macs = 2 * int(q.numel() * kk.shape[-2]) // self.batch if q.ndim >= 2 else 0
             elif len(ts) >= 2:
-                a_t, b_t = (ts[-2], ts[-1]) if func in _collect("baddbmm", "addmm") else (ts[0], ts[1])
+                a_t = ts[-2] if func in _ADDMM else ts[0]
                 inner = int(a_t.shape[-1])
-                batch = out.shape[0] if out.ndim >= 3 and a_t.ndim >= 3 else 1
-                macs = int(out.numel() // max(batch, 1) * inner)
+                macs = int(out.numel() * inner) // self.batch
         elif func in _CONV_T:
             kind = "unknown"
             w = args[1] if len(args) > 1 else kwargs["weight"]
             inp = args[0]
-            macs = int(inp.numel() // max(inp.shape[0], 1) * w.shape[1] * w.shape[-2] * w.shape[-1])
+            macs = int(inp.numel() * w.shape[1] * w.shape[-2] * w.shape[-1]) // self.batch
         if geo is None and items:
             # inputs whose spatial layout the output keeps: same rank, same H and W at the same positions
             # (or, for view/reshape, H and W still the last two axes); a linear/matmul keeps the layout
