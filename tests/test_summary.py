@@ -153,3 +153,12 @@ def test_cli_summary_table_and_errors(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["summary", "--model", "resnet18", "--input", "64x64"]) == 2
     assert main(["summary", "--model", "vgg11", "--input", "4x4x3"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_summary_leaves_a_training_model_untouched() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True)).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    s = summarize(net, (3, 9, 9))
+    assert net.training and all(m.training for m in net.modules())
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # BN statistics not updated
+    assert s.layer("2").receptive_field == (3, 3)  # in-place ReLU: same tensor, same field
