@@ -154,3 +154,24 @@ def test_bad_input():
     odd.branches, odd.merge = nn.ModuleDict({"a": nn.Sequential(nn.Conv2d(3, 3, 5))}), "single"
     with pytest.raises(InputError, match="larger"):
         block_cost(odd, (3, 3, 3))  # a 5x5 kernel without padding does not fit a 3x3 input
+
+
+def test_cli_blocks(capsys):
+    import json
+
+    from convlens.cli import main
+
+    assert main(["blocks", "inception", "--input", "28x28x192", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["output"] == [28, 28, 256] and out["naive"]["output"] == [28, 28, 416]
+    assert out["macs"] == out["reduced"]["macs"] and out["mac_saving"] > 2
+    assert [b["receptive_field"] for b in out["branches"]] == [1, 3, 5, 3]
+    assert main(["blocks", "conv1x1", "--input", "28x28x64", "--filters", "32", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["output"] == [28, 28, 32] and out["params"] == 2080 and out["macs"] == 28 * 28 * 64 * 32
+    assert out["conv3x3"]["output"] == [28, 28, 32]
+    assert main(["blocks", "inception", "--input", "28x28"]) == 2
+    assert "HxWxC" in capsys.readouterr().err
+    assert main(["blocks", "inception", "--widths", "1,2,3"]) == 2
+    assert main(["blocks", "inception"]) == 0
+    assert "2.37x fewer" in capsys.readouterr().out

@@ -128,3 +128,54 @@ def test_bad_input():
         find_template(np.zeros((2, 1, 5, 5)), np.zeros((2, 2)))
     with pytest.raises(InputError, match="levels"):
         find_template_multiscale(np.zeros((9, 9)), np.zeros((2, 2)), levels=0)
+
+
+def _save_png(path, arr):
+    from PIL import Image
+
+    Image.fromarray(arr).save(path)
+    return str(path)
+
+
+def test_cli_match_json_and_raw_vs_zncc(tmp_path, capsys, chelsea):
+    from convlens.cli import main
+
+    img = _save_png(tmp_path / "cat.png", chelsea)
+    tpl = _save_png(tmp_path / "eye.png", chelsea[80:140, 150:230])
+    out = tmp_path / "out"
+    assert main(["match", img, tpl, "--out", str(out), "--json"]) == 0
+    res = __import__("json").loads(capsys.readouterr().out)
+    assert res["peak"] == [80, 150] and res["score"] == pytest.approx(1.0) and res["scale"] == 1.0
+    raw = res["comparison"]["raw"]
+    # raw correlation is pulled to a brighter window than the true match
+    assert raw["peak"] != [80, 150] and raw["window_mean"] > res["comparison"]["zncc"]["window_mean"]
+    assert "brightness" in res["explanation"]
+    assert (out / "match.png").stat().st_size > 1000 and (out / "match.json").exists()
+    assert main(["match", img, tpl, "--method", "raw", "--out", str(out), "--json"]) == 0
+    assert __import__("json").loads(capsys.readouterr().out)["peak"] == raw["peak"]
+
+
+@pytest.mark.slow
+def test_cli_match_pyramid_finds_scale(tmp_path, capsys, chelsea):
+    from convlens.cli import main
+
+    big = (rescale(chelsea.astype(np.float64) / 255, 2.0, channel_axis=2) * 255).round().astype(np.uint8)
+    img = _save_png(tmp_path / "big.png", big)
+    tpl = _save_png(tmp_path / "eye.png", chelsea[80:140, 150:230])
+    assert main(["match", img, tpl, "--pyramid", "--levels", "3", "--out", str(tmp_path / "o"), "--json"]) == 0
+    res = __import__("json").loads(capsys.readouterr().out)
+    assert res["scale"] == 2.0
+    assert abs(res["peak"][0] - 160) <= 4 and abs(res["peak"][1] - 300) <= 4
+
+
+def test_cli_match_errors(tmp_path, capsys, chelsea):
+    from convlens.cli import main
+
+    small = _save_png(tmp_path / "s.png", chelsea[:10, :10])
+    big = _save_png(tmp_path / "b.png", chelsea)
+    assert main(["match", small, big, "--out", str(tmp_path / "o")]) == 2
+    assert "larger than the image" in capsys.readouterr().err
+    assert main(["match", big, small, "--method", "sad", "--out", str(tmp_path / "o")]) == 2
+    assert "--method" in capsys.readouterr().err
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    assert main(["match", str(tmp_path / "bad.png"), small, "--out", str(tmp_path / "o")]) == 2

@@ -124,3 +124,22 @@ def test_bad_levels():
         reconstruct([np.zeros((4, 4)), np.zeros((3, 3))])
     with pytest.raises(InputError):
         reconstruct([])
+
+
+def test_cli_pyramid(tmp_path, capsys, chelsea):
+    import json
+
+    from PIL import Image
+
+    from convlens.cli import main
+
+    p = tmp_path / "cat.png"
+    Image.fromarray(chelsea[:101, :77]).save(p)  # odd sizes
+    assert main(["pyramid", str(p), "--levels", "4", "--kind", "laplacian", "--out", str(tmp_path / "o"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [lv["shape"] for lv in res["levels"]] == [[101, 77], [51, 39], [26, 20], [13, 10]]
+    assert res["reconstruction_max_abs_error"] < 1e-9
+    assert (tmp_path / "o" / "laplacian_pyramid.png").exists() and (tmp_path / "o" / "laplacian_level3.png").exists()
+    assert main(["pyramid", str(p), "--kind", "steerable", "--out", str(tmp_path / "o")]) == 2
+    assert main(["pyramid", str(p), "--levels", "40", "--out", str(tmp_path / "o")]) == 2
+    assert "too many" in capsys.readouterr().err

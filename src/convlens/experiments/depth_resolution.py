@@ -9,7 +9,7 @@ max pool between stages (16x16 -> 8x8 -> 4x4), global average pooling and a line
 * ``fixed``       — ``base`` channels everywhere: activations fall 4x per stage and the deep
   stages, where features are most abstract, get very few numbers to work with;
 * ``fixed_wide``  — ``4 base`` everywhere: as wide as ``doubling`` at the end, but its first
-  stage pays 4x the activations and ~16x the MACs at full resolution.
+  stage pays 4x the activations and ~15x the MACs at full resolution.
 
 For each: activations per stage (values after the stage, per image), parameters, conv MACs per
 image (via :func:`convlens.arith.conv_cost`) and validation accuracy after the same SGD run.
