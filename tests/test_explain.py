@@ -213,6 +213,32 @@ def test_dict_output_needs_callable_target():
 # ---------------------------------------------------------------------------------------------- state & errors
 
 
+def test_tuple_output_layer_is_a_clear_error():
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y, y.mean()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pair = Pair()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.pair(x)[0].mean((2, 3)))
+
+    net = Net()
+    with pytest.raises(LayerError, match="plain tensor"):
+        cam(net, torch.randn(1, 3, 8, 8), "gradcam", "pair")
+    assert hook_count(net) == 0
+    assert cam(net, torch.randn(1, 3, 8, 8), "gradcam", "pair.conv").shape == (1, 8, 8)
+
+
 def _small_net(inplace=True):
     torch.manual_seed(0)
     return nn.Sequential(
@@ -361,3 +387,11 @@ def test_no_memory_growth_over_repeated_calls():
         warnings.simplefilter("ignore")
         leaked = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.requires_grad and o.grad_fn is not None]
     assert len(leaked) < 5
+
+
+def test_non_square_input_and_module_list():
+    net = _small_net().eval()
+    x = torch.randn(2, 3, 9, 14)
+    res = explain(net, x, "xgradcam", [net[0], "3"], [0, 1])
+    assert res.maps.shape == (2, 9, 14) and res.layers == ["0", "3"]
+    assert res.raw["0"].shape == (2, 9, 14)

@@ -342,6 +342,11 @@ class BaseCAM:
             grads: list[torch.Tensor | None] = [None] * len(acts)
             if self.uses_gradients:
                 # ONE backward for the batch, only as deep as the target layer(s); parameters untouched
+                if not scores.requires_grad:
+                    raise LayerError(
+                        f"the model output does not depend on layer '{names[0]}' through a tensor output "
+                        "(a layer returning a tuple or dict cannot carry the gradient); pick a layer whose output is a plain tensor."
+                    )
                 got = torch.autograd.grad(scores.float().sum(), acts, allow_unused=True)
                 for n, g in zip(names, got, strict=True):
                     if g is None:
