@@ -75,3 +75,85 @@ def test_format_value():
     assert format_value(np.float32(0.5)) == "0.5"
     assert format_value(list(range(20))).endswith(", ...]")
     assert format_value(True) == "True"
+
+
+# ---------------------------------------------------------------- the per-image report (convlens report)
+
+_TINY = '''
+import torch.nn as nn
+
+def tiny():
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+    )
+'''
+
+
+@pytest.fixture()
+def tiny_model(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    f = tmp_path / "tiny.py"
+    f.write_text(_TINY)
+    return f"{f}:tiny"
+
+
+@pytest.mark.slow
+def test_image_report_cli(tmp_path, tiny_model, chelsea, coffee):
+    from PIL import Image
+
+    from convlens.cli import main
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.fromarray(chelsea).save(imgs / "chelsea.png")
+    Image.fromarray(coffee).save(imgs / "coffee.jpg")
+    out = tmp_path / "rep"
+    rc = main(["report", str(imgs), "--model", tiny_model, "--out", str(out), "--methods", "gradcam,eigencam",
+               "--filter-steps", "2", "--topk", "3"])
+    assert rc == 0
+    data = json.loads((out / "summary.json").read_text())
+    assert [s["id"] for s in data["sections"]] == ["img1", "img2"] and data["ok"] is True
+    for s in data["sections"]:
+        assert s["status"] == "ok", s["error"]
+        assert len(s["tables"][0]["rows"]) == 3  # top-3 prediction
+        assert s["tables"][-1]["columns"][0] == "method" and [r[0] for r in s["tables"][-1]["rows"]] == ["gradcam", "eigencam"]
+        for r in s["tables"][-1]["rows"]:
+            assert 0.0 <= r[1] <= 1.0 and 0.0 <= r[2] <= 1.0  # AUCs of probabilities
+        assert len(s["figures"]) >= 4
+        for f in s["figures"]:
+            assert (out / f["file"]).stat().st_size > 1000
+    html = (out / "index.html").read_text()
+    assert 'id="img1"' in html and 'id="img2"' in html and "<script" not in html
+
+
+@pytest.mark.slow
+def test_image_report_bad_image_is_reported_and_others_go_on(tmp_path, tiny_model, chelsea):
+    from PIL import Image
+
+    from convlens.report.image import image_report
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.fromarray(chelsea).save(imgs / "a.png")
+    (imgs / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    page = image_report([imgs], tmp_path / "rep", model=tiny_model, methods=["gradcam"], metrics=False, filter_steps=1, n_filters=1)
+    data = json.loads((page.parent / "summary.json").read_text())
+    assert [s["status"] for s in data["sections"]] == ["ok", "error"]
+    assert "b.png" in data["sections"][1]["error"] and data["failed"] == ["img2"]
+    assert "This section failed" in page.read_text()
+
+
+def test_image_report_bad_arguments(tmp_path, tiny_model):
+    from convlens.errors import ConvlensError
+    from convlens.report.image import image_report
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConvlensError, match="gradcma|method"):
+        image_report([tmp_path], tmp_path / "o", model=tiny_model, methods=["gradcma"])
+    with pytest.raises(ConvlensError):
+        image_report([tmp_path / "empty"], tmp_path / "o", model=tiny_model, methods=["gradcam"])

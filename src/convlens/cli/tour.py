@@ -104,3 +104,10 @@ def register(app: typer.Typer) -> None:
             progress=lambda msg: print(msg, file=sys.stderr, flush=True),
         )
         print(f"report: {page.resolve()}", file=sys.stderr)
+        import json
+
+        summary = json.loads((out_dir / "summary.json").read_text())
+        failed = summary.get("failed", [])
+        if failed:
+            print(f"failed images: {', '.join(failed)} (errors are in the report)", file=sys.stderr)
+            raise typer.Exit(1)
