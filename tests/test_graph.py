@@ -277,3 +277,23 @@ def test_convnext_nhwc_layout_is_followed() -> None:
     geo = g.geometry("features.1.0")  # stem (4, jump 4) + a 7x7 depthwise conv at jump 4
     assert geo.receptive_field == (28, 28) and geo.jump == (4, 4) and geo.exact
     assert any(n.kind == "layout" for n in g.nodes)
+
+
+class Focus(nn.Module):
+    """YOLOv5's space-to-depth: four strided slices concatenated, then a crop, then a conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(12, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1)
+        return self.conv(y[:, :, 1:-1, :])
+
+
+def test_strided_slices_and_crops() -> None:
+    g = trace(Focus(), (3, 32, 32))
+    geo = g.geometry("conv")
+    assert geo.receptive_field == (6, 6) and geo.jump == (2, 2) and geo.exact  # 2 (union of offsets 0, 1) + 2*2
+    assert geo.start == (4.5, 2.5)  # the crop starts one unit (2 px) down, none to the right
+    assert_rf_matches(Focus(), "conv", 32)

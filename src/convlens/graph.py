@@ -386,6 +386,47 @@ def _merge(
     return Geometry(axes[0], axes[1], exact, dims if steps else None)
 
 
+def _slice_geometry(g: Geometry, in_shape: tuple[int, ...], key: Any) -> Geometry | None:
+    """Geometry after ``x[key]`` for keys of ints, slices and one Ellipsis; None when not expressible.
+
+    A slice ``a:b:t`` on a spatial axis keeps units ``a, a+t, ...``: ``lo' = lo + a*jump``, ``jump' = t*jump``
+    (crops, and the strided slices of space-to-depth / YOLO's Focus).
+    """
+    if g.dims is None:
+        return None
+    key = key if isinstance(key, tuple) else (key,)
+    if any(not (k is Ellipsis or isinstance(k, (int, slice))) or isinstance(k, bool) for k in key):
+        return None
+    nd = len(in_shape)
+    n_ell = sum(1 for k in key if k is Ellipsis)
+    if n_ell > 1 or len(key) - n_ell > nd:
+        return None
+    if n_ell:
+        i = next(j for j, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (nd - len(key) + 1) + key[i + 1 :]
+    key = key + (slice(None),) * (nd - len(key))
+    new_pos: dict[int, int] = {}
+    axes: dict[int, Axis] = {}
+    out_d = 0
+    for d, k in enumerate(key):
+        if isinstance(k, int):
+            if d in g.dims:
+                return None
+            continue
+        new_pos[d] = out_d
+        out_d += 1
+        if d in g.dims:
+            a0, _, t = k.indices(in_shape[d])
+            ax = g.h if d == g.dims[0] else g.w
+            step = None if ax.step is None else ax.step * t
+            if ax.jump is None:
+                axes[d] = Axis(ax.lo, ax.hi, None, step)
+            else:
+                axes[d] = Axis(ax.lo + a0 * ax.jump, ax.hi + a0 * ax.jump, ax.jump * t, step)
+    return Geometry(axes[g.dims[0]], axes[g.dims[1]], g.exact, (new_pos[g.dims[0]], new_pos[g.dims[1]]))
+
+
+_GETITEM = _collect("__getitem__")
 _PERMUTE = _collect("permute")
 _TRANSPOSE = _collect("transpose", "swapaxes", "swapdims")
 
@@ -526,6 +567,9 @@ class _Recorder(TorchFunctionMode):
                 else:
                     axes.append(Axis(ax.lo - ax.jump, ax.hi + ax.jump, ax.jump * r, step))
             geo = Geometry(axes[0], axes[1], False)
+        elif func in _GETITEM and main is not None and main.geometry is not None and len(args) > 1:
+            geo = _slice_geometry(main.geometry, main.shape, args[1])
+            kind = "layout" if geo is not None else kind
         elif (func in _PERMUTE or func in _TRANSPOSE) and main is not None and main.geometry is not None and main.geometry.dims:
             g, nd = main.geometry, len(main.shape)
             if func in _PERMUTE:
