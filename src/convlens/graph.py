@@ -623,7 +623,7 @@ class _Recorder(TorchFunctionMode):
                 geo = _merge(keep, others, shape, True)
             else:
                 # the layout is gone (flatten, global pooling, mean, linear on vectors): one field for all units;
-                # exact unless an unknown op still returns a spatial map (slicing, crops, transposed convs)
+                # exact unless an unknown op still returns a spatial map (transposed convs, unfold)
                 spatial_out = out.ndim == 4 and shape[-2:] != (1, 1) and any(g.dims is not None for g, _ in items)
                 geo = _merge([], items, shape, not spatial_out)
                 kind = "unknown" if spatial_out else ("global" if kind == "elementwise" else kind)
