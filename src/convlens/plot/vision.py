@@ -135,16 +135,18 @@ def vanishing_gradient_figures(result: Any) -> dict[str, Figure]:
     for i, name in enumerate(names):
         v = result.variants[name]
         ax = grads.add_subplot(rows, cols, i + 1)
+        any_zero = False
         for j, (depth, norms) in enumerate(zip(result.depths, v.layer_grad_norms, strict=True)):
             y = np.array(norms, dtype=np.float64)
             zero = y <= 0
             ax.plot(np.arange(1, len(y) + 1), np.where(zero, floor, y), marker="o", ms=2.5, color=_COLORS[j % len(_COLORS)], label=f"depth {depth}")
             if zero.any():
+                any_zero = True
                 ax.plot(np.arange(1, len(y) + 1)[zero], np.full(zero.sum(), floor), "v", color=_COLORS[j % len(_COLORS)], ms=4)
         ax.set_yscale("log")
         ax.set_xlabel("conv layer index (1 = first)")
         ax.set_ylabel("||dL/dW|| at init")
-        ax.set_title(name + ("  (v = exactly 0)" if floor in ax.get_lines()[0].get_ydata() else ""), fontsize=9)
+        ax.set_title(name + ("  (v at the bottom: exactly 0)" if any_zero else ""), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         ax = train.add_subplot(rows, cols, i + 1)
