@@ -150,7 +150,7 @@ def vanishing_gradient(
     seed: int = 0,
     train_steps: int | None = None,
     batch_size: int | None = None,
-    lr: float = 0.05,
+    lr: float = 0.02,
     grad_batch: int | None = None,
     device: str | torch.device = "cpu",
 ) -> VanishingGradientResult:
@@ -160,7 +160,7 @@ def vanishing_gradient(
         depths: even depths (weight layers), default the issue's 8, 20, 56.
         width: channels of every conv.
         quick: 4 training steps of 16 images, gradients on 32 images and validation on 100
-            (instead of 60 steps of 32, 256 and all 450): same depths, same nets.
+            (instead of 150 steps of 32, 256 and all 450): same depths, same nets.
         seed: seeds the data split, every net's init (same seed per depth for all variants) and the data order.
         train_steps: override the number of SGD steps.
         grad_batch: samples in the fixed batch used for the gradient norms at init.
@@ -173,7 +173,7 @@ def vanishing_gradient(
     depths = [int(d) for d in depths]
     if not depths:
         raise InputError("depths must list at least one depth, e.g. 8,20,56.")
-    steps = train_steps if train_steps is not None else (4 if quick else 60)
+    steps = train_steps if train_steps is not None else (4 if quick else 150)
     batch_size = batch_size or (16 if quick else 32)
     grad_batch = grad_batch or (32 if quick else 256)
     if steps < 0:
