@@ -276,6 +276,11 @@ def test_cli_train_json_and_compare(folder, tmp_path, capsys):
     assert [r["strategy"] for r in rows] == ["features", "frozen+aug"]
     for f in ("comparison.json", "comparison.md", "comparison.csv", "comparison.png", "frozen_aug/metrics.json"):
         assert (tmp_path / "cmp" / f).is_file(), f
+    # human output with progress events on stderr (several epochs, stage changes)
+    assert main(args + ["--strategy", "finetune", "--epochs", "3", "--out", str(tmp_path / "human")]) == 0
+    cap = capsys.readouterr()
+    assert "finetune: 3 epochs" in cap.out and "val accuracy" in cap.out
+    assert "epoch 3/3 [finetune]" in cap.err and "stage 'finetune'" in cap.err
     assert main(args + ["--strategy", "nope", "--out", str(out)]) == 2
     assert "strategy must be one of" in capsys.readouterr().err
     assert main(args + ["--compare", "scratch,scratch", "--out", str(out)]) == 2

@@ -55,7 +55,7 @@ class _Progress:
             self.bar.update(self.task, completed=ev["step"], info=f"loss {ev['loss']:.4f}")
         elif kind == "epoch":
             self.bar.console.print(
-                f"epoch {ev['epoch']}/{ev['epochs']} [{ev['stage']}]  train loss {ev['train_loss']:.4f} acc {ev['train_accuracy']:.3f}  "
+                f"epoch {ev['epoch']}/{ev['epochs']} \\[{ev['stage']}]  train loss {ev['train_loss']:.4f} acc {ev['train_accuracy']:.3f}  "
                 f"val loss {ev['val_loss']:.4f} acc {ev['val_accuracy']:.3f}  {ev['images_per_s']:.1f} img/s")
 
 
