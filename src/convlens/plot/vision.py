@@ -45,8 +45,8 @@ def match_figure(
     Example:
         >>> img = np.zeros((10, 12, 3), np.uint8)
         >>> h = {"zncc": {"peak": (1, 2), "size": (3, 3), "score": 1.0, "response": np.zeros((8, 10))}}
-        >>> len(match_figure(img, img[:3, :3], h).axes)
-        3
+        >>> len(match_figure(img, img[:3, :3], h).axes)   # image, template, response + its colorbar
+        4
     """
     n = 2 + len(hits)
     fig = Figure(figsize=(3.6 * n, 3.8), dpi=100)
