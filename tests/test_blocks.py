@@ -22,20 +22,15 @@ from convlens.errors import InputError
 
 
 def _measured(block: nn.Module, hwc: tuple[int, int, int]) -> tuple[tuple[int, int, int], int, int]:
-    """Output shape (H, W, C), parameter count and conv MACs counted by hooks on a real forward."""
-    macs = 0
+    """Output shape (H, W, C), parameter count and conv MACs counted from a real forward (hooks via
+    convlens.hooks.capture: every conv's output shape times its weight count)."""
+    from convlens.hooks import capture
 
-    def hook(m, inp, out):
-        nonlocal macs
-        macs += out.shape[2] * out.shape[3] * m.weight.numel()  # H_out W_out F (C/g) kh kw
-
-    handles = [m.register_forward_hook(hook) for m in block.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            y = block.eval()(torch.zeros(1, hwc[2], hwc[0], hwc[1]))
-    finally:
-        for h in handles:
-            h.remove()
+    convs = {name: m for name, m in block.named_modules() if isinstance(m, nn.Conv2d)}
+    with torch.no_grad(), capture(block.eval(), convs) as cap:
+        y = cap.run(torch.zeros(1, hwc[2], hwc[0], hwc[1]))
+    # H_out W_out F (C/g) kh kw per conv
+    macs = sum(cap.activations[n].shape[2] * cap.activations[n].shape[3] * m.weight.numel() for n, m in convs.items())
     return (y.shape[2], y.shape[3], y.shape[1]), sum(p.numel() for p in block.parameters()), macs
 
 
