@@ -9,6 +9,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from convlens.errors import ConvlensError, InputError, LayerError
@@ -395,3 +397,19 @@ def test_non_square_input_and_module_list():
     res = explain(net, x, "xgradcam", [net[0], "3"], [0, 1])
     assert res.maps.shape == (2, 9, 14) and res.layers == ["0", "3"]
     assert res.raw["0"].shape == (2, 9, 14)
+
+
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=4, max_size=4).map(
+        lambda v: torch.tensor(v).view(1, 2, 2)
+    ),
+    st.integers(2, 9),
+)
+def test_finalize_maps_is_in_unit_range_and_never_nan(raw, size):
+    maps, flat = finalize_maps([raw, raw * 2], (size, size))
+    assert maps.shape == (1, size, size) and torch.isfinite(maps).all()
+    assert float(maps.min()) >= 0 and float(maps.max()) <= 1
+    if bool(flat[0]):
+        assert torch.equal(maps, torch.zeros_like(maps))
+    else:
+        assert float(maps.max()) == pytest.approx(1.0)
