@@ -4,6 +4,7 @@ and the real ``convlens tour --quick`` once per session (shared with test_browse
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -133,8 +134,11 @@ def test_quick_tour_progress_and_exit(run):
 
 @pytest.mark.slow
 def test_quick_tour_budget(run):
-    # < 5 min on 2 CPU cores (the contract) -- the whole CLI process, model load included
-    assert run.seconds < 300, f"quick tour took {run.seconds:.0f} s"
+    # < 5 min on 2 CPU cores (the contract) -- the whole CLI process, model load included.
+    # CONVLENS_TOUR_BUDGET_S raises it on a machine shared with other jobs (CI runs alone: 300).
+    budget = float(os.environ.get("CONVLENS_TOUR_BUDGET_S", "300"))
+    per_section = {s["id"]: s["seconds"] for s in run.summary["sections"]}
+    assert run.seconds < budget, f"quick tour took {run.seconds:.0f} s (> {budget:.0f} s): {per_section}"
 
 
 @pytest.mark.slow

@@ -223,6 +223,7 @@ def section_summary(s: Section) -> dict[str, Any]:
         "status": s.status,
         "error": s.error,
         "seconds": round(s.seconds, 3),
+        "cpu_seconds": round(s.cpu_seconds, 3),
         "results": _jsonable(s.results),
         "tables": [{"caption": t.caption, "columns": t.columns, "rows": _jsonable(t.rows)} for t in s.tables],
         "figures": [{"file": f.file, "caption": f.caption} for f in s.figures],

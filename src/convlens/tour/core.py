@@ -98,7 +98,8 @@ class Section:
     status: str = "ok"
     error: str | None = None
     traceback: str | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall clock
+    cpu_seconds: float = 0.0  # CPU time of this process (all threads): comparable across loaded machines
 
     @property
     def ok(self) -> bool:
@@ -295,7 +296,7 @@ def run_tour(
     for i, spec in enumerate(specs, 1):
         if progress:
             progress(Progress("start", i, len(specs), spec.id, spec.title))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             sec = spec.fn(ctx)
         except Exception as exc:  # one failing section must not stop the tour
@@ -309,6 +310,7 @@ def run_tour(
                 traceback="".join(traceback.format_exception(exc)),
             )
         sec.seconds = time.perf_counter() - t0
+        sec.cpu_seconds = time.process_time() - c0
         out.append(sec)
         if progress:
             progress(Progress("done", i, len(specs), spec.id, spec.title, sec))
