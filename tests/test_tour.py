@@ -158,3 +158,30 @@ def test_quick_tour_numbers_match_oracles(run):
     assert q3["output"] == [2, 2] and q3["effective kernel"] == 5
     q2 = secs["q2"]["results"]
     assert q2["output"] == [4, 4]
+
+
+@pytest.mark.slow
+def test_quick_tour_cli_lines_are_real_commands(run):
+    """Every 'CLI' line the report shows names an existing command and only its real options."""
+    import shlex
+
+    import typer.main
+
+    from convlens.cli import app
+
+    root = typer.main.get_command(app)
+    for s in run.summary["sections"]:
+        for line in s["cli"].splitlines():
+            tokens = shlex.split(line)
+            assert tokens[0] == "convlens", line
+            cmd = root.commands.get(tokens[1])
+            assert cmd is not None, f"{s['id']}: unknown command in {line!r}"
+            rest = tokens[2:]
+            if getattr(cmd, "commands", None):  # a group: the next token is the subcommand
+                cmd = cmd.commands.get(rest[0])
+                assert cmd is not None, f"{s['id']}: unknown subcommand in {line!r}"
+                rest = rest[1:]
+            known = {o for p in cmd.params for o in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ()))}
+            for tok in rest:
+                if tok.startswith("--"):
+                    assert tok.split("=")[0] in known, f"{s['id']}: {tok} is not an option of {line!r}"

@@ -330,7 +330,7 @@ def q5(ctx: TourContext) -> Body:
             "from convlens.match import find_template_multiscale\n"
             "m = find_template_multiscale(image, template, 'zncc', levels=3)\nm.peak, m.scale"
         ),
-        cli="convlens match chelsea_x2.png template.png --pyramid --json\nconvlens pyramid chelsea.png --levels 4 --kind laplacian --out pyramid/",
+        cli="convlens match chelsea_x2.png template.png --pyramid --out match/ --json\nconvlens pyramid chelsea.png --levels 4 --kind laplacian --out pyramid/",
     )
 
 
