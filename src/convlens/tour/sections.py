@@ -40,7 +40,7 @@ def _lfw_config(ctx: TourContext):
     from convlens.train import TrainConfig
 
     return TrainConfig(
-        data="lfw", model="efficientnet_lite0", epochs=ctx.pick(quick=2, full=6), image_size=ctx.pick(quick=32, full=64),
+        data="lfw", model="efficientnet_lite0", epochs=ctx.pick(quick=3, full=6), image_size=ctx.pick(quick=32, full=64),
         batch_size=32, seed=ctx.seed, device=ctx.device,
     )
 
@@ -910,8 +910,8 @@ def q20(ctx: TourContext) -> Body:
     from convlens.plot.featvis import featvis_grid
 
     b = ctx.model()
-    steps, size = ctx.pick(quick=(24, 64), full=(160, 128))
-    plan = ctx.pick(quick=[("blocks.2", [0, 1, 2, 3])], full=[("blocks.1", list(range(8))), ("blocks.3", list(range(8))), ("blocks.5", list(range(8)))])
+    steps, size = ctx.pick(quick=(48, 96), full=(160, 128))
+    plan = ctx.pick(quick=[("blocks.2", list(range(6)))], full=[("blocks.1", list(range(8))), ("blocks.3", list(range(8))), ("blocks.5", list(range(8)))])
     figs, rows = [], []
     for layer, chans in plan:
         r = visualize(b, layer, chans, objective="channel", recipe="lucid", steps=steps, size=size, seed=ctx.seed, return_result=True)
