@@ -67,6 +67,7 @@ def test_inception_cost_matches_module(reduce):
     assert (cost.output, cost.params, cost.macs) == _measured(blk, hwc)
 
 
+@pytest.mark.slow
 @given(
     cin=st.integers(1, 12),
     cout=st.integers(1, 12),

@@ -151,3 +151,12 @@ def test_cli_vanishing_gradient_json_contract(tmp_path, capsys, vg, monkeypatch)
             assert len(v[key]) == 3 and all(x is None or math.isfinite(x) for x in v[key])
     assert (tmp_path / "vanishing_gradient_grad_norms.png").exists()
     assert (tmp_path / "vanishing_gradient_training.png").exists()
+
+
+def test_thread_count_restored():
+    before = torch.get_num_threads()
+    pooling(quick=True, max_shift=1, num_threads=1)
+    assert torch.get_num_threads() == before
+    with pytest.raises(InputError, match="num_threads"):
+        pooling(quick=True, num_threads=0)
+    assert torch.get_num_threads() == before

@@ -97,6 +97,7 @@ def test_device_follows_input():
     assert out.device.type == "cuda"
 
 
+@pytest.mark.slow
 def test_multiscale_chelsea_rescaled(chelsea):
     img = chelsea.astype(np.float64) / 255
     y0, x0, th, tw = 80, 150, 60, 80

@@ -33,7 +33,7 @@ from torch import nn
 
 from convlens.arith import output_shape
 from convlens.errors import InputError
-from convlens.experiments.data import load_digits_split, seeded
+from convlens.experiments.data import cpu_threads, load_digits_split, seeded
 
 __all__ = ["PoolingReduction", "PoolingResult", "pooling", "FEATURES"]
 
@@ -117,6 +117,7 @@ def pooling(
     channels: int = 16,
     images: int | None = None,
     device: str | torch.device = "cpu",
+    num_threads: int | None = 1,
 ) -> PoolingResult:
     """Run the pooling experiment (see the module docstring).
 
@@ -125,53 +126,55 @@ def pooling(
         seed: seeds the data split and the conv filters.
         max_shift: largest translation in pixels (0 .. 8).
         channels: filters of the random 3x3 conv.
+        num_threads: CPU threads while it runs (restored afterwards); None leaves torch's setting.
 
     Example:
         >>> r = pooling(quick=True, max_shift=2)
         >>> r.shifts
         [0, 1, 2]
     """
-    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or not 0 <= max_shift <= 8:
-        raise InputError(f"max_shift must be an integer in 0..8 (the canvas has 4 px of margin each side, digits are 16 px), got {max_shift!r}.")
-    start = time.perf_counter()
-    n = images or (64 if quick else 512)
-    data = load_digits_split(16, seed=seed, device=device)
-    x = F.pad(data.x_train[:n], (4, 4, 4, 4))  # (n, 1, 24, 24): room to shift
-    with seeded(seed):
-        conv = nn.Conv2d(1, channels, 3, padding=1).to(device)
-    change: dict[str, list[float]] = {k: [] for k in FEATURES}
-    with torch.no_grad():
-        base = _features(torch.relu(conv(x)))
-        for s in range(max_shift + 1):
-            moved = _features(torch.relu(conv(_shift_right(x, s))))
-            for k in FEATURES:
-                diff = (moved[k] - base[k]).flatten(1).norm(dim=1)
-                ref = base[k].flatten(1).norm(dim=1).clamp_min(1e-12)
-                change[k].append(float((diff / ref).mean()))
-    hw = (x.shape[2], x.shape[3], channels)
-    table = _reduction_table([hw, (224, 224, 64)])
-    findings = [
-        f"shift 1 px: relative feature change {change['no pooling'][1]:.2f} without pooling, "
-        f"{change['subsample stride 2'][1]:.2f} with stride-2 subsampling, {change['max pool 2x2/s2'][1]:.2f} with 2x2 max pooling, "
-        f"{change['max pool 4x4/s4'][1]:.2f} with 4x4 max pooling."
-        if max_shift >= 1
-        else "no shifts measured (max_shift=0).",
-        f"2x2 stride-2 max pooling keeps {table[0].values_out} of {table[0].values_in} values "
-        f"({100 * table[0].removed_fraction:.0f}% fewer); a dense layer on top needs {table[0].dense_params_out} instead of "
-        f"{table[0].dense_params_in} coefficients.",
-    ]
-    return PoolingResult(
-        shifts=list(range(max_shift + 1)),
-        feature_change=change,
-        reduction=table,
-        measures=(
-            "mean over images of ||f(shifted x) - f(x)|| / ||f(x)|| for a fixed random 3x3 conv + ReLU (seeded), "
-            "digits on a 24x24 canvas shifted right by 0..max_shift px."
-        ),
-        findings=findings,
-        images=n,
-        channels=channels,
-        seed=seed,
-        quick=quick,
-        seconds=round(time.perf_counter() - start, 2),
-    )
+    with cpu_threads(num_threads):  # tiny nets: one thread is several times faster than two
+        if isinstance(max_shift, bool) or not isinstance(max_shift, int) or not 0 <= max_shift <= 8:
+            raise InputError(f"max_shift must be an integer in 0..8 (the canvas has 4 px of margin each side, digits are 16 px), got {max_shift!r}.")
+        start = time.perf_counter()
+        n = images or (64 if quick else 512)
+        data = load_digits_split(16, seed=seed, device=device)
+        x = F.pad(data.x_train[:n], (4, 4, 4, 4))  # (n, 1, 24, 24): room to shift
+        with seeded(seed):
+            conv = nn.Conv2d(1, channels, 3, padding=1).to(device)
+        change: dict[str, list[float]] = {k: [] for k in FEATURES}
+        with torch.no_grad():
+            base = _features(torch.relu(conv(x)))
+            for s in range(max_shift + 1):
+                moved = _features(torch.relu(conv(_shift_right(x, s))))
+                for k in FEATURES:
+                    diff = (moved[k] - base[k]).flatten(1).norm(dim=1)
+                    ref = base[k].flatten(1).norm(dim=1).clamp_min(1e-12)
+                    change[k].append(float((diff / ref).mean()))
+        hw = (x.shape[2], x.shape[3], channels)
+        table = _reduction_table([hw, (224, 224, 64)])
+        findings = [
+            f"shift 1 px: relative feature change {change['no pooling'][1]:.2f} without pooling, "
+            f"{change['subsample stride 2'][1]:.2f} with stride-2 subsampling, {change['max pool 2x2/s2'][1]:.2f} with 2x2 max pooling, "
+            f"{change['max pool 4x4/s4'][1]:.2f} with 4x4 max pooling."
+            if max_shift >= 1
+            else "no shifts measured (max_shift=0).",
+            f"2x2 stride-2 max pooling keeps {table[0].values_out} of {table[0].values_in} values "
+            f"({100 * table[0].removed_fraction:.0f}% fewer); a dense layer on top needs {table[0].dense_params_out} instead of "
+            f"{table[0].dense_params_in} coefficients.",
+        ]
+        return PoolingResult(
+            shifts=list(range(max_shift + 1)),
+            feature_change=change,
+            reduction=table,
+            measures=(
+                "mean over images of ||f(shifted x) - f(x)|| / ||f(x)|| for a fixed random 3x3 conv + ReLU (seeded), "
+                "digits on a 24x24 canvas shifted right by 0..max_shift px."
+            ),
+            findings=findings,
+            images=n,
+            channels=channels,
+            seed=seed,
+            quick=quick,
+            seconds=round(time.perf_counter() - start, 2),
+        )

@@ -39,7 +39,7 @@ from torch import nn
 
 from convlens.blocks import PlainBlock, ResidualBlock
 from convlens.errors import InputError
-from convlens.experiments.data import load_digits_split, seeded, train_classifier
+from convlens.experiments.data import cpu_threads, load_digits_split, seeded, train_classifier
 
 __all__ = ["VARIANTS", "VariantResult", "VanishingGradientResult", "build_net", "conv_grad_norms", "vanishing_gradient"]
 
@@ -153,6 +153,7 @@ def vanishing_gradient(
     lr: float = 0.02,
     grad_batch: int | None = None,
     device: str | torch.device = "cpu",
+    num_threads: int | None = 1,
 ) -> VanishingGradientResult:
     """Run the experiment (see the module docstring); ``quick`` shortens training only (all depths kept).
 
@@ -165,60 +166,63 @@ def vanishing_gradient(
         train_steps: override the number of SGD steps.
         grad_batch: samples in the fixed batch used for the gradient norms at init.
 
+        num_threads: CPU threads while it runs (restored afterwards); None leaves torch's setting.
+
     Example:
         >>> r = vanishing_gradient(depths=(4,), quick=True, train_steps=2)
         >>> len(r.variants["plain"].first_layer_grad_norm)
         1
     """
-    depths = [int(d) for d in depths]
-    if not depths:
-        raise InputError("depths must list at least one depth, e.g. 8,20,56.")
-    steps = train_steps if train_steps is not None else (4 if quick else 150)
-    batch_size = batch_size or (16 if quick else 32)
-    grad_batch = grad_batch or (32 if quick else 256)
-    if steps < 0:
-        raise InputError(f"train_steps must be >= 0, got {steps}.")
-    start = time.perf_counter()
-    data = load_digits_split(16, seed=seed, device=device)
-    if quick:  # a smaller validation set: accuracy means little after 4 steps anyway
-        data = type(data)(data.x_train, data.y_train, data.x_val[:100], data.y_val[:100], data.size)
-    xg, yg = data.x_train[:grad_batch], data.y_train[:grad_batch]
-    results: dict[str, VariantResult] = {}
-    for name, (residual, norm) in VARIANTS.items():
-        vr = VariantResult([], [], [])
-        for depth in depths:
-            with seeded(seed + depth):
-                net = build_net(depth, residual=residual, norm=norm, width=width).to(device)
-            norms = conv_grad_norms(net, xg, yg)
-            curve = train_classifier(net, data, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-            vr.layer_grad_norms.append(norms)
-            vr.first_layer_grad_norm.append(norms[0])
-            vr.last_layer_grad_norm.append(norms[-1])
-            vr.val_accuracy.append(curve.val_accuracy)
-            vr.train_loss.append(curve.loss)
-            vr.params.append(sum(p.numel() for p in net.parameters()))
-        results[name] = vr
-    setup = (
-        f"sklearn digits upscaled to 16x16 ({data.x_train.shape[0]} train / {data.x_val.shape[0]} val); stem 3x3/s2 conv, "
-        f"(depth-2)/2 basic blocks of two 3x3 convs, {width} channels everywhere, global average pool, linear; "
-        f"SGD momentum 0.9, lr {lr}, batch {batch_size}, {steps} steps."
-    )
-    measures = (
-        f"Frobenius norm of dLoss/dW for every conv weight at initialisation on one fixed batch of {xg.shape[0]} "
-        "training images (cross-entropy, BatchNorm in training mode), then validation accuracy after the brief training."
-    )
-    return VanishingGradientResult(
-        depths=depths,
-        variants=results,
-        width=width,
-        init=INIT_NOTE,
-        setup=setup,
-        measures=measures,
-        findings=_findings(depths, results),
-        train_steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        quick=quick,
-        seconds=round(time.perf_counter() - start, 2),
-    )
+    with cpu_threads(num_threads):  # tiny nets: one thread is several times faster than two
+        depths = [int(d) for d in depths]
+        if not depths:
+            raise InputError("depths must list at least one depth, e.g. 8,20,56.")
+        steps = train_steps if train_steps is not None else (4 if quick else 150)
+        batch_size = batch_size or (16 if quick else 32)
+        grad_batch = grad_batch or (32 if quick else 256)
+        if steps < 0:
+            raise InputError(f"train_steps must be >= 0, got {steps}.")
+        start = time.perf_counter()
+        data = load_digits_split(16, seed=seed, device=device)
+        if quick:  # a smaller validation set: accuracy means little after 4 steps anyway
+            data = type(data)(data.x_train, data.y_train, data.x_val[:100], data.y_val[:100], data.size)
+        xg, yg = data.x_train[:grad_batch], data.y_train[:grad_batch]
+        results: dict[str, VariantResult] = {}
+        for name, (residual, norm) in VARIANTS.items():
+            vr = VariantResult([], [], [])
+            for depth in depths:
+                with seeded(seed + depth):
+                    net = build_net(depth, residual=residual, norm=norm, width=width).to(device)
+                norms = conv_grad_norms(net, xg, yg)
+                curve = train_classifier(net, data, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+                vr.layer_grad_norms.append(norms)
+                vr.first_layer_grad_norm.append(norms[0])
+                vr.last_layer_grad_norm.append(norms[-1])
+                vr.val_accuracy.append(curve.val_accuracy)
+                vr.train_loss.append(curve.loss)
+                vr.params.append(sum(p.numel() for p in net.parameters()))
+            results[name] = vr
+        setup = (
+            f"sklearn digits upscaled to 16x16 ({data.x_train.shape[0]} train / {data.x_val.shape[0]} val); stem 3x3/s2 conv, "
+            f"(depth-2)/2 basic blocks of two 3x3 convs, {width} channels everywhere, global average pool, linear; "
+            f"SGD momentum 0.9, lr {lr}, batch {batch_size}, {steps} steps."
+        )
+        measures = (
+            f"Frobenius norm of dLoss/dW for every conv weight at initialisation on one fixed batch of {xg.shape[0]} "
+            "training images (cross-entropy, BatchNorm in training mode), then validation accuracy after the brief training."
+        )
+        return VanishingGradientResult(
+            depths=depths,
+            variants=results,
+            width=width,
+            init=INIT_NOTE,
+            setup=setup,
+            measures=measures,
+            findings=_findings(depths, results),
+            train_steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            quick=quick,
+            seconds=round(time.perf_counter() - start, 2),
+        )
