@@ -81,9 +81,17 @@ def main() -> None:
     base = dict(data="lfw", model=a.model, image_size=a.image_size, batch_size=a.batch_size, seed=0, lr=1e-3)
     plain, ours, feat_epoch, feat_first, frozen_epoch = [], [], [], [], []
     for r in range(a.rounds):
-        plain.append(plain_epoch(a.model, data, a.batch_size, 1e-3, seed=r))
-        run = fit(TrainConfig(strategy="scratch", epochs=2, **{**base, "seed": r}), data=data)
-        ours.append(run.history[-1]["images_per_s"])  # the warm (last) epoch, as for the plain loop
+        def _ours() -> None:
+            run = fit(TrainConfig(strategy="scratch", epochs=2, **{**base, "seed": r}), data=data)
+            ours.append(run.history[-1]["images_per_s"])  # the warm (last) epoch, as for the plain loop
+
+        # ABBA order: a load trend during the run cannot favour one side
+        if r % 2 == 0:
+            plain.append(plain_epoch(a.model, data, a.batch_size, 1e-3, seed=r))
+            _ours()
+        else:
+            _ours()
+            plain.append(plain_epoch(a.model, data, a.batch_size, 1e-3, seed=r))
         run = fit(TrainConfig(strategy="features", epochs=3, **base), data=data)
         feat_first.append(run.history[0]["seconds"])
         feat_epoch += [h["seconds"] for h in run.history[1:]]
