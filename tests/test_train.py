@@ -306,3 +306,19 @@ def test_cli_augment_grid(tmp_path, chelsea, capsys):
     res = json.loads(capsys.readouterr().out)
     assert out.is_file() and len(res["params"]) == 5 and len({p["angle"] for p in res["params"]}) == 5
     assert main(["augment", str(src), "--options", "spin=3", "--out", str(out)]) == 2
+
+
+def test_finetune_torchvision_backbone_last_linear_head(folder, tiny_data):
+    """A backbone without timm seams: head = last nn.Linear ('fc'), stages probed from shapes."""
+    c = cfg(folder, model="resnet18", strategy="finetune", epochs=2, unfreeze=1)
+    with torch.random.fork_rng():
+        torch.manual_seed(c.seed)
+        from convlens.models import load_model
+
+        before = {k: v.clone() for k, v in load_model("resnet18").model.state_dict().items()}
+    run = fit(c, data=tiny_data)
+    assert run.head_name == "fc" and run.model.fc.out_features == 2
+    after = run.model.state_dict()
+    moved = {k.split(".")[0] for k in after if not k.startswith("fc") and not torch.equal(before[k], after[k])}
+    assert moved == {"layer4"}  # only the top stage was unfrozen; its BN running stats kept (bn_train=False)
+    assert all(torch.equal(before[k], after[k]) for k in after if "running" in k)

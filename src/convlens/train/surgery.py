@@ -180,11 +180,16 @@ def base_stages(model: nn.Module, head_name: str, input_size: int = 224) -> list
     from convlens.layers import stage_layers
 
     params = [n for n, _ in model.named_parameters() if not _under(n, head_name)]
+    ends: list[str] = []
+    # probe at >= 224 px first: at a small training size the last stages shrink below 2x2 and would
+    # merge (ResNet at 32 px: layer3 + layer4); a model tied to its own size is probed at that size
     with head_removed(model, head_name):
-        try:
-            ends = [r.name for r in stage_layers(model, (3, input_size, input_size))]
-        except Exception:  # a model the shape probe cannot trace: one stage per top-level child
-            ends = []
+        for size in dict.fromkeys((max(224, input_size), input_size)):
+            try:
+                ends = [r.name for r in stage_layers(model, (3, size, size))]
+                break
+            except Exception:  # this size does not fit the model; next, else one stage per child
+                continue
     if not ends:
         ends = list(dict.fromkeys(n.split(".")[0] for n in params))
     groups: list[list[str]] = []
