@@ -10,7 +10,7 @@ A convolution layer (cross-correlation, as deep-learning frameworks compute it) 
 The raw response grows with the window's brightness, so a bright patch beats the real match; the
 zero-mean response ignores a brightness offset but still grows with contrast; ZNCC (the Pearson
 correlation between window and template) ignores both and peaks where the image *looks like* the
-template. The window statistics come from box filters (convolutions with a ones kernel):
+template. The window statistics come from box filters (integral images):
 
     sum W = box(I),  ||W - mean W||^2 = box(I^2) - box(I)^2 / n,   n = C h w
 
@@ -48,8 +48,9 @@ METHODS = ("raw", "zero_mean", "zncc")
 
 # skimage sets the response to 0 where the window is flat (denominator <= float32 eps); so do we.
 _FLAT_EPS = float(np.finfo(np.float32).eps)
-# templates with more pixels than this are correlated through FFTs (same result, far less memory)
-_FFT_MIN_TAPS = 81
+# templates with more pixels than this are correlated through FFTs (same result, less time and
+# memory: a direct float64 9x9 conv on a 300x451 image took ~10x the FFT's time when measured)
+_FFT_MIN_TAPS = 25
 
 
 def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, bool]:
@@ -104,16 +105,18 @@ def _finish(resp: torch.Tensor, how: dict) -> Any:
 def box_sum(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Sum over every valid ``h x w`` window and all channels of (N, C, H, W): (N, 1, H-h+1, W-w+1).
 
-    Computed as a separable box filter (two 1-D convolutions with ones kernels).
+    A box filter computed from the integral image ``S`` (cumulative sums along rows and columns,
+    zero-padded on top/left), four look-ups per window whatever its size:
+    ``box[y, x] = S[y+h, x+w] - S[y, x+w] - S[y+h, x] + S[y, x]``.
 
     Example:
         >>> box_sum(torch.ones(1, 2, 4, 4), (2, 3)).squeeze().tolist()
         [[12.0, 12.0], [12.0, 12.0], [12.0, 12.0]]
     """
     h, w = size
-    s = x.sum(dim=1, keepdim=True)  # channels are part of the window: sum them first
-    s = F.conv2d(s, s.new_ones((1, 1, h, 1)))
-    return F.conv2d(s, s.new_ones((1, 1, 1, w)))
+    s = x.sum(dim=1, keepdim=True)  # channels are part of the window: sum them first   (N, 1, H, W)
+    S = F.pad(s.cumsum(dim=2).cumsum(dim=3), (1, 0, 1, 0))  # integral image            (N, 1, H+1, W+1)
+    return S[:, :, h:, w:] - S[:, :, :-h, w:] - S[:, :, h:, :-w] + S[:, :, :-h, :-w]
 
 
 def _xcorr_fft(img: torch.Tensor, tpl: torch.Tensor) -> torch.Tensor:
