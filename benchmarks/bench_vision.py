@@ -1,8 +1,8 @@
 """Template matching and experiment speed: convlens ZNCC vs scikit-image ``match_template``, and the
 experiments' single- vs two-thread CPU runs.
 
-* ZNCC on skimage's chelsea (300x451): an RGB 60x80 template (FFT path) and a gray 9x9 template
-  (direct conv path), convlens (torch, float64) vs ``skimage.feature.match_template(pad_input=False)``,
+* ZNCC on skimage's chelsea (300x451): an RGB 60x80 template and a gray 9x9 template (both
+  above 25 taps: FFT path), convlens (torch, float64) vs ``skimage.feature.match_template(pad_input=False)``,
   interleaved rounds in ONE process; medians and ratios (skimage time / convlens time). The max
   absolute difference between the two response maps is recorded too.
 * ``vanishing_gradient(quick=True)`` with ``num_threads=1`` vs ``2`` (interleaved).
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--exp-rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads for the ZNCC part")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for the ZNCC part")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 

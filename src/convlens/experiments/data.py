@@ -90,8 +90,8 @@ def cpu_threads(n: int | None) -> Iterator[None]:
     (``None``: leave it alone).
 
     The experiments' nets are tiny (16 channels on 8x8 maps), where thread start-up and
-    synchronisation dominate: on the shared 2-core machine ``vanishing_gradient(quick=True)`` took
-    4.5 s with 1 thread and 26 s with 2. GPU work is unaffected.
+    synchronisation dominate (``benchmarks/bench_vision.py`` compares 1 and 2 threads). GPU work is
+    unaffected.
 
     Example:
         >>> before = torch.get_num_threads()
