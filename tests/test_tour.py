@@ -185,3 +185,25 @@ def test_quick_tour_cli_lines_are_real_commands(run):
             for tok in rest:
                 if tok.startswith("--"):
                     assert tok.split("=")[0] in known, f"{s['id']}: {tok} is not an option of {line!r}"
+
+
+def test_tour_cli_failing_section_exits_nonzero_after_writing_report(tmp_path, monkeypatch, capsys):
+    import convlens.tour.sections  # noqa: F401  (the real registry is filled before we swap it)
+    from convlens.cli import main
+
+    monkeypatch.setattr(core, "SECTIONS", _registry())
+    rc = main(["tour", "--quick", "--out", str(tmp_path), "--only", "1,2,5"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "q2" in err and "FAILED: ValueError: boom" in err and "failed sections: q2" in err
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert [s["id"] for s in data["sections"]] == ["q1", "q2", "q5"] and data["failed"] == ["q2"]
+    assert "This section failed: ValueError: boom" in (tmp_path / "index.html").read_text()
+
+
+def test_tour_cli_bad_selection_is_one_line_exit_2(tmp_path, capsys):
+    from convlens.cli import main
+
+    assert main(["tour", "--out", str(tmp_path), "--only", "q99"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "q99" in err[0]

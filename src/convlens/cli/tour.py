@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
 
         sel = None
         if only:
-            sel = parse_int_list(only.lower().replace("q", ""), name="--only")
+            sel = [f"q{n}" for n in parse_int_list(only.lower().replace("q", ""), name="--only")]
         out_dir = ensure_out_dir(out)
         ctx = TourContext(quick=quick, seed=seed, device=device)
         try:
