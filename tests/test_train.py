@@ -287,6 +287,7 @@ def test_cli_train_json_and_compare(folder, tmp_path, capsys):
     cap = capsys.readouterr()
     assert "finetune: 3 epochs" in cap.out and "val accuracy" in cap.out
     assert "epoch 3/3 [finetune]" in cap.err and "stage 'finetune'" in cap.err
+    assert "2 classes, 32 train / 8 val images at 32 px" in cap.err
     assert main(args + ["--strategy", "nope", "--out", str(out)]) == 2
     assert "strategy must be one of" in capsys.readouterr().err
     assert main(args + ["--compare", "scratch,scratch", "--out", str(out)]) == 2

@@ -40,6 +40,12 @@ class _Progress:
         kind = ev["event"]
         if kind == "run":
             self.bar.console.print(f"[bold]strategy {ev['strategy']}[/bold] -> {ev['out']}")
+        elif kind == "data":
+            line = f"data '{ev['name']}': {len(ev['classes'])} classes, {ev['train']} train / {ev['val']} val images at {ev['image_size']} px"
+            if ev["skipped"]:
+                line += f"; skipped {ev['skipped']} unreadable file(s): " + ", ".join(s["path"] for s in ev["skipped_files"][:3])
+                line += " ..." if ev["skipped"] > 3 else ""
+            self.bar.console.print(line)
         elif kind == "stage":
             self.bar.console.print(f"stage '{ev['stage']}': {ev['epochs']} epochs, trains {ev['trains']} "
                                    f"({ev['trainable_params']:,} trainable parameters, {ev['frozen_modules']} modules kept in eval)")

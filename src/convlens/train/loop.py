@@ -404,6 +404,7 @@ class _Loop:
             ckpt.set_rng_state(state["rng"])
         elif self.run_dir is not None and self.rank == 0:
             (self.run_dir / ckpt.STATE_FILE).unlink(missing_ok=True)  # a fresh run never resumes an old one
+        self._emit(dict(self.data.summary(), event="data"))
         t_start = time.perf_counter()
         n_train = len(self.data.train)
         local_bs = cfg.batch_size // self.world
@@ -516,7 +517,7 @@ def fit(
     Args:
         run_dir: where checkpoints (and the ``features`` cache) go; ``None`` trains in memory only.
         resume: continue from the checkpoint in ``run_dir`` (a DataError when there is none).
-        progress: called (rank 0 only) with event dicts: ``stage``, ``features``, ``step``, ``epoch``.
+        progress: called (rank 0 only) with event dicts: ``data``, ``stage``, ``features``, ``step``, ``epoch``.
         data: an already loaded dataset (else ``load_dataset(config.data, ...)``).
 
     Example:
