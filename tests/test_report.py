@@ -157,3 +157,15 @@ def test_image_report_bad_arguments(tmp_path, tiny_model):
         image_report([tmp_path], tmp_path / "o", model=tiny_model, methods=["gradcma"])
     with pytest.raises(ConvlensError):
         image_report([tmp_path / "empty"], tmp_path / "o", model=tiny_model, methods=["gradcam"])
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["convlens.tour", "convlens.tour.core", "convlens.tour.sections", "convlens.report", "convlens.report.html", "convlens.plot.tour"],
+)
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert res.failed == 0 and res.attempted > 0
