@@ -207,3 +207,21 @@ def test_tour_cli_bad_selection_is_one_line_exit_2(tmp_path, capsys):
     assert main(["tour", "--out", str(tmp_path), "--only", "q99"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "q99" in err[0]
+
+
+def test_runner_leaves_the_callers_rng_alone_and_seeds_each_section():
+    reg: dict = {}
+
+    @section(1, "draws", "does a section see a seeded RNG?", registry=reg)
+    def one(ctx):
+        return Body(results={"draw": torch.rand(2).tolist()})
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = run_tour(TourContext(seed=5), registry=reg)
+    assert torch.equal(torch.rand(3), expected)  # the caller's stream continues untouched
+    torch.rand(7)  # whatever ran before does not change the section's numbers
+    b = run_tour(TourContext(seed=5), registry=reg)
+    c = run_tour(TourContext(seed=6), registry=reg)
+    assert a.sections[0].results == b.sections[0].results != c.sections[0].results

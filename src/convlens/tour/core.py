@@ -23,7 +23,8 @@ import functools
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,15 @@ class TourResult:
         return not self.failed
 
 
+@contextmanager
+def _seeded_rng(seed: int) -> Iterator[None]:
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def _error_line(exc: BaseException, spec: SectionSpec) -> str:
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith("convlens"):
         msg = str(exc)
@@ -298,7 +308,10 @@ def run_tour(
             progress(Progress("start", i, len(specs), spec.id, spec.title))
         t0, c0 = time.perf_counter(), time.process_time()
         try:
-            sec = spec.fn(ctx)
+            # each section sees torch's CPU RNG seeded with ctx.seed (deterministic, whatever ran before)
+            # and the caller's RNG state is restored afterwards
+            with _seeded_rng(ctx.seed):
+                sec = spec.fn(ctx)
         except Exception as exc:  # one failing section must not stop the tour
             sec = Section(
                 id=spec.id,

@@ -384,7 +384,7 @@ def q7(ctx: TourContext) -> Body:
     r = output_shape((128, 128), 3, in_channels=32, out_channels=16)
     cost = conv_cost(32, 16, 3, r.output[:2])
     # live cross-check: the real PyTorch layer gives the same shape
-    with torch.no_grad():
+    with torch.random.fork_rng(), torch.no_grad():  # the layer's random init must not touch the caller's RNG
         y = torch.nn.Conv2d(32, 16, 3)(torch.zeros(1, 32, 128, 128))
     return Body(
         results={
@@ -418,7 +418,7 @@ def q8(ctx: TourContext) -> Body:
     rs = output_shape((128, 128), 3, stride=2, padding="same", convention="tf", in_channels=32, out_channels=16)
     rv = output_shape((128, 128), 3, stride=2, padding="valid", convention="tf", in_channels=32, out_channels=16)
     rp = output_shape((128, 128), 3, stride=2, padding=1, in_channels=32, out_channels=16)
-    with torch.no_grad():
+    with torch.random.fork_rng(), torch.no_grad():
         y = torch.nn.Conv2d(32, 16, 3, stride=2)(torch.zeros(1, 32, 128, 128))
     ax = rt.axes[0]
     rows = [
@@ -464,9 +464,9 @@ def q9(ctx: TourContext) -> Body:
 
     c = conv1x1_comparison((28, 28, 64), 32)
     # run the real module on a real-sized tensor: (N, C, H, W) = (1, 64, 28, 28) -> (1, 32, 28, 28)
-    torch.manual_seed(ctx.seed)
-    with torch.no_grad():
-        y = Conv1x1(64, 32)(torch.randn(1, 64, 28, 28))
+    gen = torch.Generator().manual_seed(ctx.seed)
+    with torch.random.fork_rng(), torch.no_grad():  # the layer's random init must not touch the caller's RNG
+        y = Conv1x1(64, 32)(torch.randn(1, 64, 28, 28, generator=gen))
     # how much of the embedded model's compute is 1x1 (pointwise) convolutions
     b = ctx.model()
     s = summarize(b.model, b.meta.input_size, name=b.meta.name)
@@ -796,7 +796,7 @@ def q17(ctx: TourContext) -> Body:
     from convlens.plot import bar_plot
 
     c = inception_comparison((28, 28, 192))
-    with torch.no_grad():
+    with torch.random.fork_rng(), torch.no_grad():
         y = Inception(192)(torch.zeros(1, 192, 28, 28))
     rows = []
     for kind, blk in (("naive", c.naive), ("with 1x1 reductions", c.reduced)):
