@@ -104,3 +104,16 @@ def test_cli_predict_json_and_errors(tmp_path, chelsea):
     assert data[0]["top"][0]["label"] == "Egyptian cat" and set(data[0]["top"][0]) == {"class", "label", "prob"}
     r = run("predict", str(tmp_path / "none.png"))
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_sidecar_labels_and_image_size(tmp_path):
+    import json
+
+    torch.manual_seed(2)
+    src = load_model("resnet18", num_classes=2)
+    save_file({k: v.contiguous() for k, v in src.model.state_dict().items()}, tmp_path / "model.safetensors")
+    (tmp_path / "model.json").write_text(json.dumps({"labels": ["face", "other"], "image_size": 64}))
+    b = load_model("resnet18", weights=tmp_path / "model.safetensors")
+    assert b.labels == ["face", "other"] and b.label(1) == "other"
+    assert b.preprocess.size == 64 and b.preprocess.resize == "squash" and b.meta.input_size == (3, 64, 64)
+    assert b.preprocess(np.zeros((10, 30, 3), np.uint8)).shape == (1, 3, 64, 64)

@@ -9,7 +9,8 @@ Resolution order of a name:
 
 Models from 2-4 start from random init unless ``weights=PATH`` names a local weights file
 (:func:`convlens.models.weights.read_state_dict`: safetensors, or a pickle loaded with
-``weights_only=True``). Nothing is ever downloaded.
+``weights_only=True``). A ``PATH.json`` beside it (written by ``convlens train``) supplies the class
+labels and the image size the model was trained at. Nothing is ever downloaded.
 
 Example:
     >>> b = load_model("resnet18")
@@ -195,18 +196,29 @@ def load_weights_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str
     model.load_state_dict(sd, strict=True)
 
 
-def _sidecar_labels(path: Path) -> list[str] | None:
-    """Labels stored beside a weights file as ``<stem>.json`` (``{"labels": [...]}``), as training writes."""
+def _sidecar(path: Path) -> dict[str, Any]:
+    """Metadata stored beside a weights file as ``<stem>.json`` (or ``labels.json``), as training writes it:
+    ``{"labels": [...], "image_size": S}``. Only well-formed fields are returned."""
     for cand in (path.with_suffix(".json"), path.parent / "labels.json"):
-        if cand.is_file():
-            try:
-                data = json.loads(cand.read_text())
-            except (OSError, ValueError):
-                continue
-            labels = data.get("labels") if isinstance(data, dict) else data
-            if isinstance(labels, list) and all(isinstance(x, str) for x in labels):
-                return labels
-    return None
+        if not cand.is_file():
+            continue
+        try:
+            data = json.loads(cand.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, list):
+            data = {"labels": data}
+        if not isinstance(data, dict):
+            continue
+        out: dict[str, Any] = {}
+        labels = data.get("labels")
+        if isinstance(labels, list) and all(isinstance(x, str) for x in labels):
+            out["labels"] = labels
+        size = data.get("image_size")
+        if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
+            out["image_size"] = size
+        return out
+    return {}
 
 
 def bundle_from_module(
@@ -316,7 +328,7 @@ def load_model(
     wpath = str(weights) if weights is not None else None
     if num_classes is None and sd is not None:
         num_classes = _classifier_out(sd)
-    labels_side = _sidecar_labels(Path(weights)) if weights is not None else None
+    side = _sidecar(Path(weights)) if weights is not None else {}
 
     if name in _REGISTRY:
         bundle = _REGISTRY[name](weights=sd, num_classes=num_classes, device=torch_device)
@@ -336,8 +348,12 @@ def load_model(
         )
     else:
         bundle = _load_zoo(name, sd, wpath, num_classes, torch_device)
-    if labels_side is not None:
-        bundle.labels = labels_side
+    if "labels" in side:
+        bundle.labels = side["labels"]
+    if "image_size" in side:
+        # a model trained by `convlens train` saw squash-resized images of this size: predict the same way
+        bundle.preprocess = replace(bundle.preprocess, size=side["image_size"], resize="squash")
+        bundle.meta = replace(bundle.meta, input_size=(3, side["image_size"], side["image_size"]))
     return bundle
 
 
