@@ -232,7 +232,14 @@ class Graph:
 
 
 # ------------------------------------------------------------------------------------- op tables
-def _collect(*names: str) -> set[Any]:
+def torch_functions(*names: str) -> set[Any]:
+    """Every hashable callable named ``names`` in torch, torch.nn.functional, torch._C._nn and Tensor
+    methods: what a ``TorchFunctionMode`` sees for those ops.
+
+    Example:
+        >>> F.conv2d in torch_functions("conv2d")
+        True
+    """
     out: set[Any] = set()
     for n in names:
         for ns in (torch, F, torch._C._nn, torch.Tensor):
@@ -246,18 +253,18 @@ def _collect(*names: str) -> set[Any]:
     return out
 
 
-_CONV = _collect("conv2d")
-_MAXPOOL = _collect("max_pool2d", "max_pool2d_with_indices")
-_AVGPOOL = _collect("avg_pool2d")
-_LPPOOL = _collect("lp_pool2d")
-_PAD = _collect("pad", "constant_pad_nd")
-_ADAPTIVE = _collect("adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices")
-_RESIZE = _collect("interpolate", "upsample", "upsample_nearest", "upsample_bilinear")
-_LINEAR = _collect("linear")
-_MATMUL = _collect("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "baddbmm", "addmm")
-_SDPA = _collect("scaled_dot_product_attention")
-_CONV_T = _collect("conv_transpose2d")
-_ADDMM = _collect("baddbmm", "addmm")
+_CONV = torch_functions("conv2d")
+_MAXPOOL = torch_functions("max_pool2d", "max_pool2d_with_indices")
+_AVGPOOL = torch_functions("avg_pool2d")
+_LPPOOL = torch_functions("lp_pool2d")
+_PAD = torch_functions("pad", "constant_pad_nd")
+_ADAPTIVE = torch_functions("adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices")
+_RESIZE = torch_functions("interpolate", "upsample", "upsample_nearest", "upsample_bilinear")
+_LINEAR = torch_functions("linear")
+_MATMUL = torch_functions("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "baddbmm", "addmm")
+_SDPA = torch_functions("scaled_dot_product_attention")
+_CONV_T = torch_functions("conv_transpose2d")
+_ADDMM = torch_functions("baddbmm", "addmm")
 
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -426,9 +433,9 @@ def _slice_geometry(g: Geometry, in_shape: tuple[int, ...], key: Any) -> Geometr
     return Geometry(axes[g.dims[0]], axes[g.dims[1]], g.exact, (new_pos[g.dims[0]], new_pos[g.dims[1]]))
 
 
-_GETITEM = _collect("__getitem__")
-_PERMUTE = _collect("permute")
-_TRANSPOSE = _collect("transpose", "swapaxes", "swapdims")
+_GETITEM = torch_functions("__getitem__")
+_PERMUTE = torch_functions("permute")
+_TRANSPOSE = torch_functions("transpose", "swapaxes", "swapdims")
 
 
 class _Recorder(TorchFunctionMode):

@@ -42,7 +42,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from convlens.errors import InputError, LayerError
-from convlens.graph import Geometry, trace
+from convlens.graph import Geometry, torch_functions, trace
 from convlens.hooks import capture, device_of, preserve_state
 from convlens.layers import resolve
 
@@ -94,23 +94,9 @@ _IDENTITY_NAMES = (
 )
 
 
-def _funcs(names: Sequence[str]) -> set[Any]:
-    out = set()
-    for n in names:
-        for ns in (torch, F, torch._C._nn, torch.Tensor):
-            f = getattr(ns, n, None)
-            if f is not None:
-                try:
-                    hash(f)
-                except TypeError:
-                    continue
-                out.add(f)
-    return out
-
-
-_IDENTITY = _funcs(_IDENTITY_NAMES)
-_MAXPOOL = _funcs(("max_pool2d", "max_pool2d_with_indices"))
-_ADAPTIVE_MAX = _funcs(("adaptive_max_pool2d", "adaptive_max_pool2d_with_indices"))
+_IDENTITY = torch_functions(*_IDENTITY_NAMES)
+_MAXPOOL = torch_functions("max_pool2d", "max_pool2d_with_indices")
+_ADAPTIVE_MAX = torch_functions("adaptive_max_pool2d", "adaptive_max_pool2d_with_indices")
 _MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 
 
