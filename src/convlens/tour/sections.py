@@ -15,16 +15,6 @@ from convlens.tour.core import Body, Table, TourContext, TourFigure, section
 __all__: list[str] = []
 
 
-def _awaits(module: str, issue: int) -> None:
-    """Import ``module``; a ModuleNotFoundError names the issue that delivers it."""
-    import importlib
-
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        raise ModuleNotFoundError(f"this section needs {module} (issue {issue}), which is not available yet", name=module) from e
-
-
 def _depth_profile(ctx: TourContext):
     """The embedded model's depth profile on chelsea, computed once and shared by q6 and q10."""
     if "depth_profile" not in ctx.cache:
@@ -226,7 +216,6 @@ def q4(ctx: TourContext) -> Body:
     import numpy as np
     import skimage.color
 
-    _awaits("convlens.match", 8)
     from convlens.match import find_template
     from convlens.plot.tour import image_panels
 
@@ -281,8 +270,6 @@ def q5(ctx: TourContext) -> Body:
     import skimage.color
     from PIL import Image
 
-    _awaits("convlens.pyramid", 8)
-    _awaits("convlens.match", 8)
     from convlens.match import find_template_multiscale
     from convlens.plot import image_grid
     from convlens.pyramid import gaussian_pyramid, laplacian_pyramid, reconstruct
@@ -336,7 +323,6 @@ def q5(ctx: TourContext) -> Body:
 
 @section(6, "Depth vs resolution", "Why do channels grow while the spatial resolution shrinks in a real network?", needs=("convlens.inspect",))
 def q6(ctx: TourContext) -> Body:
-    _awaits("convlens.inspect.depth", 4)
     from convlens.plot.inspect import depth_profile_figure
 
     p = _depth_profile(ctx)
@@ -458,7 +444,6 @@ def q8(ctx: TourContext) -> Body:
 def q9(ctx: TourContext) -> Body:
     import torch
 
-    _awaits("convlens.blocks", 8)
     from convlens.blocks import Conv1x1, conv1x1_comparison
     from convlens.inspect import summarize
 
@@ -504,7 +489,6 @@ def q9(ctx: TourContext) -> Body:
 
 @section(10, "Early vs deep layers", "What do early layers detect compared with deep ones?", needs=("convlens.inspect",))
 def q10(ctx: TourContext) -> Body:
-    _awaits("convlens.inspect.depth", 4)
     from convlens.plot.inspect import activation_grid, kernel_tiles
 
     p = _depth_profile(ctx)
@@ -587,7 +571,6 @@ def q11(ctx: TourContext) -> Body:
 
 @section(12, "Pooling experiment", "What does pooling buy: smaller maps, fewer coefficients, tolerance to shifts?", needs=("convlens.experiments",))
 def q12(ctx: TourContext) -> Body:
-    _awaits("convlens.experiments", 8)
     from convlens.experiments import pooling
     from convlens.plot.vision import pooling_figure
 
@@ -621,7 +604,6 @@ def q13(ctx: TourContext) -> Body:
     import torch
     from PIL import Image
 
-    _awaits("convlens.data", 7)
     from convlens.data import Augment, sample_seed
     from convlens.plot import image_grid
 
@@ -664,7 +646,6 @@ def q13(ctx: TourContext) -> Body:
 
 @section(14, "Transfer learning", "On a small dataset, do pretrained features beat training from scratch?", needs=("convlens.train",))
 def q14(ctx: TourContext) -> Body:
-    _awaits("convlens.train", 7)
     from convlens.plot.train import comparison_plot
 
     runs = _lfw_runs(ctx)
@@ -706,7 +687,6 @@ def q14(ctx: TourContext) -> Body:
 def q15(ctx: TourContext) -> Body:
     import torch
 
-    _awaits("convlens.train", 7)
     from convlens.train import base_stages
 
     runs = _lfw_runs(ctx)
@@ -754,7 +734,6 @@ def q15(ctx: TourContext) -> Body:
 
 @section(16, "Fine-tuning", "Does the five-step fine-tuning recipe improve on frozen features?", needs=("convlens.train",))
 def q16(ctx: TourContext) -> Body:
-    _awaits("convlens.train", 7)
     from convlens.plot.train import learning_curves
     from convlens.train import plan_stages
 
@@ -791,7 +770,6 @@ def q16(ctx: TourContext) -> Body:
 def q17(ctx: TourContext) -> Body:
     import torch
 
-    _awaits("convlens.blocks", 8)
     from convlens.blocks import Inception, inception_comparison
     from convlens.plot import bar_plot
 
@@ -833,7 +811,6 @@ def q17(ctx: TourContext) -> Body:
 
 @section(18, "Vanishing gradients", "Do gradients vanish in deep plain nets, and do residual shortcuts keep them?", needs=("convlens.experiments",))
 def q18(ctx: TourContext) -> Body:
-    _awaits("convlens.experiments", 8)
     from convlens.experiments import vanishing_gradient
     from convlens.plot.vision import vanishing_gradient_figures
 
@@ -865,7 +842,6 @@ def q18(ctx: TourContext) -> Body:
 
 @section(19, "Intermediate activations", "What do a real network's intermediate activations look like for one image?", needs=("convlens.inspect",))
 def q19(ctx: TourContext) -> Body:
-    _awaits("convlens.inspect.activations", 4)
     from convlens.inspect import activation_stats, get_activations, predict
     from convlens.plot.inspect import activation_grid
 
@@ -905,7 +881,6 @@ def q19(ctx: TourContext) -> Body:
 
 @section(20, "Filter visualization", "What input pattern does a filter respond to most?", needs=("convlens.featvis",))
 def q20(ctx: TourContext) -> Body:
-    _awaits("convlens.featvis", 6)
     from convlens.featvis import visualize
     from convlens.plot.featvis import featvis_grid
 
@@ -943,8 +918,6 @@ def q21(ctx: TourContext) -> Body:
     import numpy as np
     import torch
 
-    _awaits("convlens.explain", 5)
-    _awaits("convlens.explain.metrics", 5)
     from convlens.explain import explain
     from convlens.explain.metrics import confidence_change, deletion_curve, insertion_curve, randomization_check
     from convlens.plot import image_grid, line_plot, overlay
