@@ -117,3 +117,29 @@ def test_sidecar_labels_and_image_size(tmp_path):
     assert b.labels == ["face", "other"] and b.label(1) == "other"
     assert b.preprocess.size == 64 and b.preprocess.resize == "squash" and b.meta.input_size == (3, 64, 64)
     assert b.preprocess(np.zeros((10, 30, 3), np.uint8)).shape == (1, 3, 64, 64)
+
+
+def test_one_channel_user_model_gets_grayscale_input(tmp_path, chelsea):
+    f = tmp_path / "graynet.py"
+    f.write_text(
+        "import torch\n"
+        "def build():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),\n"
+        "                               torch.nn.Flatten(), torch.nn.Linear(4, 10))\n"
+    )
+    b = load_model(f"{f}:build")
+    assert b.preprocess.channels == 1 and b.meta.input_size == (1, 224, 224)
+    x = b.preprocess(chelsea)
+    assert x.shape == (1, 1, 224, 224)
+    gray = np.asarray(__import__("PIL.Image", fromlist=["Image"]).fromarray(b.preprocess.resize_image(chelsea)).convert("L"))
+    back = b.preprocess.denormalize(x)[0, 0].numpy() * 255
+    assert np.abs(back - gray).max() <= 1.0  # luma as Pillow computes it, within rounding
+    top = predict(b, [chelsea], topk=2)[0]
+    assert [t.label for t in top] == [f"class {t.cls}" for t in top]  # 10 outputs, no labels
+
+
+def test_preprocess_rejects_bad_stats():
+    from convlens.errors import InputError
+
+    with pytest.raises(InputError, match="3 values"):
+        Preprocess(mean=(0.5, 0.5), std=(0.5, 0.5))

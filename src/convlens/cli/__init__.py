@@ -5,8 +5,8 @@ only). A :class:`~convlens.errors.ConvlensError` becomes one line on stderr and 
 Commands live in one module per concern (``convlens.cli.<concern>``), each with ``register(app)``.
 
 Example:
-    >>> main(["--help"]) == 0
-    True
+    >>> main(["no-such-command"])  # a usage error: one message on stderr, exit status 2
+    2
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 ``x = (resize(img) / 255 - mean) / std`` with the resize rule of the model's weights: ``'squash'``
 (straight to size x size, aspect ignored) or ``'crop'`` (shorter side to size / crop_pct, then centre crop).
+One-value ``mean``/``std`` make a 1-channel (grayscale, ITU-R 601 luma) input for 1-channel models.
 
 Example:
     >>> import numpy as np
@@ -24,10 +25,13 @@ from PIL import Image
 from convlens.errors import InputError
 from convlens.io import as_uint8_rgb
 
-__all__ = ["Preprocess", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["Preprocess", "IMAGENET_MEAN", "IMAGENET_STD", "GRAY_MEAN", "GRAY_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: for 1-channel models: ImageNet's statistics averaged over the colour channels
+GRAY_MEAN = (0.449,)
+GRAY_STD = (0.226,)
 
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
@@ -38,15 +42,16 @@ class Preprocess:
 
     Attributes:
         size: output side length in pixels (square).
-        mean, std: per-channel normalization on the [0, 1] scale.
+        mean, std: per-channel normalization on the [0, 1] scale; 3 values (RGB input) or 1 value
+            (grayscale input, for models whose first convolution takes one channel).
         resize: ``'squash'`` or ``'crop'`` (see module docstring).
         crop_pct: with ``'crop'``, the fraction of the resized shorter side kept (0.875 = 224 of 256).
         interpolation: ``'bilinear'``, ``'bicubic'`` or ``'nearest'`` (Pillow, antialiased).
     """
 
     size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     resize: Literal["squash", "crop"] = "crop"
     crop_pct: float = 0.875
     interpolation: str = "bilinear"
@@ -60,6 +65,15 @@ class Preprocess:
             raise InputError(f"interpolation must be one of {sorted(_RESAMPLE)}, got {self.interpolation!r}.")
         if any(s <= 0 for s in self.std):
             raise InputError(f"std values must be > 0, got {self.std}.")
+        if len(self.mean) not in (1, 3) or len(self.std) != len(self.mean):
+            raise InputError(
+                f"mean and std need 3 values (RGB) or 1 value (grayscale) each, got {len(self.mean)} and {len(self.std)}."
+            )
+
+    @property
+    def channels(self) -> int:
+        """Channels of the tensor this produces: 3 (RGB) or 1 (grayscale)."""
+        return len(self.mean)
 
     def resize_image(self, image: np.ndarray | Image.Image) -> np.ndarray:
         """Only the geometric part: the ``(size, size, 3)`` uint8 image the model will see (for overlays).
@@ -84,14 +98,14 @@ class Preprocess:
         return np.asarray(im)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [0, 1] -> normalized. ``x' = (x - mean) / std``.
+        """(N, C, H, W) in [0, 1] -> normalized. ``x' = (x - mean) / std``.
 
         Example:
             >>> float(Preprocess(mean=(0.5,) * 3, std=(0.5,) * 3).normalize(torch.ones(1, 3, 1, 1)).max())
             1.0
         """
-        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
         return (images - mean) / std
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,16 +116,23 @@ class Preprocess:
             >>> bool(torch.allclose(p.denormalize(p.normalize(torch.full((1, 3, 2, 2), 0.25))), torch.tensor(0.25)))
             True
         """
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return (x * std + mean).clamp(0, 1)
 
     def __call__(self, images: np.ndarray | Image.Image | Sequence[np.ndarray | Image.Image]) -> torch.Tensor:
-        """Images -> ``(N, 3, size, size)`` float32 tensor; one image gives N = 1."""
+        """Images -> ``(N, C, size, size)`` float32 tensor (C = :attr:`channels`); one image gives N = 1.
+
+        Example:
+            >>> Preprocess(size=2, mean=(0.5,), std=(0.5,))(np.zeros((4, 4, 3), np.uint8)).shape
+            torch.Size([1, 1, 2, 2])
+        """
         if isinstance(images, (np.ndarray, Image.Image)):
             images = [images]
         if len(images) == 0:
             raise InputError("no images given to preprocess.")
         batch = np.stack([self.resize_image(im) for im in images])  # (N, H, W, 3) uint8
-        t = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, H, W)
+        if self.channels == 1:  # ITU-R 601-2 luma, as Pillow's convert("L")
+            batch = (batch.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+        t = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)  # (N, C, H, W)
         return self.normalize(t)

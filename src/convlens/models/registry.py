@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from convlens.errors import ModelError
-from convlens.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from convlens.models.preprocess import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from convlens.models.weights import read_state_dict
 
 __all__ = [
@@ -176,7 +176,7 @@ def load_weights_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str
     Example:
         >>> m = nn.Linear(2, 2)
         >>> load_weights_into(m, {k: torch.zeros_like(v) for k, v in m.state_dict().items()}, "zeros")
-        >>> float(m.weight.abs().sum())
+        >>> float(m.weight.detach().abs().sum())
         0.0
     """
     own = model.state_dict()
@@ -254,12 +254,27 @@ def bundle_from_module(
         pretrained=pretrained,
         num_classes=num_classes,
         num_params=n_params,
-        input_size=(3, pre.size, pre.size),
+        input_size=(pre.channels, pre.size, pre.size),
         default_layer=default_layer,
         weights=weights,
         extra=dict(extra or {}),
     )
     return ModelBundle(model=model, preprocess=pre, labels=labels, meta=meta)
+
+
+def _first_conv_channels(model: nn.Module) -> int | None:
+    """Input channels of the first convolution registered in ``model`` (None if it has none)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return int(m.in_channels)
+    return None
+
+
+def _default_preprocess(model: nn.Module) -> Preprocess:
+    """ImageNet-style preprocessing; grayscale (1-channel) input when the first convolution takes one channel."""
+    if _first_conv_channels(model) == 1:
+        return Preprocess(mean=GRAY_MEAN, std=GRAY_STD)
+    return Preprocess()
 
 
 def _load_user_file(spec: str) -> tuple[nn.Module, str]:
@@ -343,8 +358,8 @@ def load_model(
         n_out = _classifier_out(module.state_dict())
         labels = imagenet_labels() if n_out == 1000 else None
         bundle = bundle_from_module(
-            module, stem, "file", labels=labels, pretrained=sd is not None, weights=wpath, device=torch_device,
-            num_classes=n_out,
+            module, stem, "file", preprocess=_default_preprocess(module), labels=labels, pretrained=sd is not None,
+            weights=wpath, device=torch_device, num_classes=n_out,
         )
     else:
         bundle = _load_zoo(name, sd, wpath, num_classes, torch_device)
@@ -353,7 +368,7 @@ def load_model(
     if "image_size" in side:
         # a model trained by `convlens train` saw squash-resized images of this size: predict the same way
         bundle.preprocess = replace(bundle.preprocess, size=side["image_size"], resize="squash")
-        bundle.meta = replace(bundle.meta, input_size=(3, side["image_size"], side["image_size"]))
+        bundle.meta = replace(bundle.meta, input_size=(bundle.preprocess.channels, side["image_size"], side["image_size"]))
     return bundle
 
 
