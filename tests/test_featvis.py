@@ -289,3 +289,13 @@ def test_cli_filters(tmp_path, capsys):
     code = main(["filters", "--model", "resnet18", "--layer", "nope", "--out", str(out), "--steps", "1"])
     assert code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_grayscale_model_gets_luma_input():
+    """A 1-channel model (one-value mean/std) is fed the luma of the optimized image and shown in gray."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3))
+    res = visualize(net, "2", [0, 1], steps=6, size=16, recipe="keras", mean=(0.5,), std=(0.25,), return_result=True)
+    assert res.images.shape == (2, 3, 16, 16)
+    assert torch.equal(res.images[:, 0], res.images[:, 1]) and torch.equal(res.images[:, 1], res.images[:, 2])
+    assert bool((res.values > res.start_values).all())

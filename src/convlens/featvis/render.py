@@ -142,9 +142,15 @@ def _mean_std(model: Any, mean: Sequence[float] | None, std: Sequence[float] | N
         raise InputError(f"model must be a torch.nn.Module or a convlens ModelBundle, got {type(model).__name__}.")
     m = tuple(float(v) for v in (mean if mean is not None else m))
     s = tuple(float(v) for v in (std if std is not None else s))
-    if len(m) != 3 or len(s) != 3 or any(not v > 0 for v in s):
-        raise InputError(f"mean and std need 3 values each (std > 0), got mean={m}, std={s}.")
+    if len(m) not in (1, 3) or len(s) != len(m) or any(not v > 0 for v in s):
+        raise InputError(
+            f"mean and std need 3 values (RGB model) or 1 value (grayscale model) each, std > 0; got mean={m}, std={s}."
+        )
     return model, m, s
+
+
+#: ITU-R 601 luma weights: a 1-channel model sees ``gray = 0.299 R + 0.587 G + 0.114 B``
+_LUMA = (0.299, 0.587, 0.114)
 
 
 def _layer_order(model: nn.Module, names: list[str], probe: torch.Tensor) -> str:
@@ -242,12 +248,16 @@ def render(
     plan = rec.transforms().plan(n, size, max(steps, 1), gens, device=dev)
 
     penalties: list[tuple[float, Objective]] = [(w, f) for w, f in ((rec.l2, L2()), (rec.tv, TotalVariation()), (rec.blur, Blur())) if w > 0]
-    mean_v = torch.tensor(mean_t, device=dev).view(1, 3, 1, 1)
-    std_v = torch.tensor(std_t, device=dev).view(1, 3, 1, 1)
+    mean_v = torch.tensor(mean_t, device=dev).view(1, -1, 1, 1)
+    std_v = torch.tensor(std_t, device=dev).view(1, -1, 1, 1)
+    gray = len(mean_t) == 1  # a 1-channel model: optimize an RGB image, show and feed its luma
+    luma = torch.tensor(_LUMA, device=dev).view(1, 3, 1, 1)
 
     def to_model(x: torch.Tensor) -> torch.Tensor:
         if rec.input_size is not None and x.shape[-1] != rec.input_size:
             x = F.interpolate(x, size=(rec.input_size, rec.input_size), mode="bilinear", align_corners=True)
+        if gray:
+            x = (x * luma).sum(1, keepdim=True)  # (N, 1, S, S)
         return (x - mean_v) / std_v
 
     if rec.optimizer == "adam":
@@ -314,6 +324,8 @@ def render(
                 img = param()
                 values = objective(evaluate(img, img)).detach().clone()
                 images = _display(img, rec)
+                if gray:  # show what the model sees: the luma, as a gray RGB image
+                    images = (images * luma).sum(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
     for p in param.params:
         p.grad = None
     hist = torch.stack(history) if history else torch.zeros(0, n, device=dev)
