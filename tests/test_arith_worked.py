@@ -228,3 +228,40 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def _never_read_oracle(size: int, out: int, k: int, s: int, d: int, before: int) -> tuple[int, int]:
+    """Brute force: enumerate every tap of every window."""
+    seen = {i * s + j * d - before for i in range(out) for j in range(k)} & set(range(size))
+    return size - len(seen), (size - 1 - max(seen)) if seen else size
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    size=st.integers(1, 70), k=st.integers(1, 6), s=st.integers(1, 7), d=st.integers(1, 4),
+    before=st.integers(0, 3), after=st.integers(0, 3), ceil=st.booleans(), dense=st.booleans(),
+)
+def test_never_read_counts_match_brute_force(size, k, s, d, before, after, ceil, dense):
+    """Regression: uncovered counts used to allocate an array of the input's length (a 1e9 input hung);
+    the periodic count (forced with _DENSE_MAX = 0) must agree with enumerating every tap."""
+    import convlens.arith.shapes as shapes
+
+    k_eff = d * (k - 1) + 1
+    span = size + before + after
+    if span < k_eff:
+        return
+    out = (-(-(span - k_eff) // s) if ceil else (span - k_eff) // s) + 1
+    from unittest import mock
+
+    with mock.patch.object(shapes, "_DENSE_MAX", 4_000_000 if dense else 0):
+        assert shapes._covered(size, out, k, s, d, before) == _never_read_oracle(size, out, k, s, d, before)
+
+
+@pytest.mark.timeout(10)
+def test_huge_input_sizes_are_instant():
+    r = output_shape((10**9, 3 * 10**9), (3, 5), stride=(2, 3), dilation=(3, 1), in_channels=3, out_channels=8)
+    assert r.output == ((10**9 - 7) // 2 + 1, (3 * 10**9 - 5) // 3 + 1, 8)
+    # H: taps at even i*2 + {0, 3, 6}: row 1, row 10**9 - 3 and the last row are never read
+    assert (r.axes[0].uncovered, r.axes[0].uncovered_tail) == (3, 1)
+    # W: (3e9 - 5) / 3 = 999999998.33 windows -> the last column is never read
+    assert (r.axes[1].uncovered, r.axes[1].uncovered_tail) == (1, 1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+import math
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -127,14 +128,83 @@ def _parse_padding(padding: PaddingSpec) -> str | tuple[int, int, int, int]:
     return (ph, ph, pw, pw)
 
 
+def _mark(lo: int, hi: int, k: int, s: int, d: int, out: int) -> np.ndarray:
+    """Boolean mask over padded positions ``lo..hi``: True where some tap of some window lands."""
+    mask = np.zeros(max(hi - lo + 1, 0), dtype=bool)
+    for j in range(k):  # tap j of every window: j*d + i*s, i = 0..out-1 (one strided slice each)
+        q0 = j * d
+        i0 = max(0, -(-(lo - q0) // s))
+        i1 = min(out - 1, (hi - q0) // s)
+        if i0 <= i1:
+            mask[q0 + i0 * s - lo : q0 + i1 * s - lo + 1 : s] = True
+    return mask
+
+
+def _dense(lo: int, hi: int, k: int, s: int, d: int, out: int) -> tuple[int, int | None]:
+    """(covered count, largest covered) over a short padded range by marking it."""
+    idx = np.flatnonzero(_mark(lo, hi, k, s, d, out))
+    return int(idx.size), (lo + int(idx[-1]) if idx.size else None)
+
+
+_DENSE_MAX = 4_000_000  # longer ranges are counted from the stride's period instead of marked
+
+
+def _count_max(lo: int, hi: int, k: int, s: int, d: int, out: int) -> tuple[int, int | None]:
+    """(covered positions in padded ``lo..hi``, the largest covered one or None), without
+    materializing the range: O(1) for d = 1, periodic in the stride for d > 1 (edges marked)."""
+    if hi < lo:
+        return 0, None
+    k_eff = d * (k - 1) + 1
+    last = (out - 1) * s + k_eff - 1
+    if d == 1:  # windows are intervals [i*s, i*s + k - 1]
+
+        def upto(x: int) -> int:  # covered positions in 0..x
+            x = min(x, last)
+            if x < 0:
+                return 0
+            if s <= k:
+                return x + 1
+            m = x // s
+            return m * k + min(x - m * s + 1, k)
+
+        x = min(hi, last)
+        if s <= k or x - (x // s) * s < k:
+            top = x
+        else:
+            top = (x // s) * s + k - 1
+        return upto(hi) - upto(lo - 1), (top if top >= lo else None)
+    if hi - lo < _DENSE_MAX:
+        return _dense(lo, hi, k, s, d, out)
+    # huge range: below a = k_eff-1 and above b = (out-1)*s some taps fall outside 0..out-1 windows;
+    # between, position q is covered iff q mod s is one of the residues j*d mod s
+    a, b = k_eff - 1, (out - 1) * s
+    parts: list[tuple[int, int | None]] = []
+    if lo < a:
+        parts.append(_dense(lo, min(hi, a - 1), k, s, d, out))
+    if max(lo, a) <= min(hi, b):
+        ia, ib = max(lo, a), min(hi, b)
+        g = math.gcd(d, s)
+        if k >= s // g:  # every multiple of g
+            n = ib // g - (ia - 1) // g
+            top = ib - ib % g
+        else:
+            r = (np.arange(k, dtype=np.int64) * d) % s
+            n = int(((ib - r) // s - (ia - 1 - r) // s).sum())
+            top = ib - int(((ib - r) % s).min())
+        parts.append((int(n), top if n else None))
+    if hi > b:
+        ua = max(lo, a, b + 1)
+        parts.append(_dense(ua, min(hi, last), k, s, d, out))
+    tops = [t for _, t in parts if t is not None]
+    return sum(n for n, _ in parts), (max(tops) if tops else None)
+
+
 def _covered(size: int, out: int, k: int, s: int, d: int, before: int) -> tuple[int, int]:
-    """(never-read input positions, never-read positions after the last window)."""
-    taps = (np.arange(out, dtype=np.int64)[:, None] * s + np.arange(k, dtype=np.int64)[None, :] * d - before).ravel()
-    taps = taps[(taps >= 0) & (taps < size)]
-    seen = np.zeros(size, dtype=bool)
-    seen[taps] = True
-    tail = size - 1 - int(taps.max()) if taps.size else size
-    return int(size - seen.sum()), tail
+    """(never-read input positions, never-read positions after the last window); exact and cheap
+    even for huge sizes (no array of the input's length)."""
+    n, top = _count_max(before, before + size - 1, k, s, d, out)
+    tail = size if top is None else before + size - 1 - top
+    return int(size - n), int(tail)
 
 
 def _axis(
