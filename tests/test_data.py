@@ -216,3 +216,24 @@ def test_parse_augment_options():
                      ("horizontal_flip=maybe", "true or false")]:
         with pytest.raises(InputError, match=msg):
             parse_augment_options(bad)
+
+
+def test_train_folder_with_test_or_valid_sibling_is_not_two_classes(tmp_path):
+    # train/ + valid/ (Roboflow naming) is a train/val layout; train/ + test/ splits train/ (test/ is never read):
+    # neither may silently become a 2-class 'train' vs 'test' problem
+    make_folder(tmp_path / "a" / "train", n_per_class=5, size=12)
+    make_folder(tmp_path / "a" / "valid", n_per_class=2, size=12, seed=1)
+    ds = load_dataset(tmp_path / "a", image_size=12)
+    assert ds.classes == ["left", "right"] and (len(ds.train), len(ds.val)) == (10, 4)
+    make_folder(tmp_path / "b" / "train", n_per_class=5, size=12)
+    make_folder(tmp_path / "b" / "test", n_per_class=2, size=12, seed=1)
+    ds = load_dataset(tmp_path / "b", image_size=12)
+    assert ds.classes == ["left", "right"] and len(ds.train) + len(ds.val) == 10
+
+
+def test_too_few_images_error_names_the_class(tmp_path):
+    make_folder(tmp_path / "d", n_per_class=3, size=8, classes=("cats and dogs", "lonely one"))
+    for f in sorted((tmp_path / "d" / "lonely one").iterdir())[1:]:
+        f.unlink()
+    with pytest.raises(DataError, match="class 'lonely one' has 1 valid image"):
+        load_dataset(tmp_path / "d", image_size=8)

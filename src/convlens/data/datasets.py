@@ -164,8 +164,12 @@ def to_tensor_images(arrays: list[np.ndarray] | np.ndarray, image_size: int) -> 
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def stratified_split(targets: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    targets: np.ndarray, val_fraction: float, seed: int, classes: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified split: per class, ``round(val_fraction * n)`` (at least 1) samples go to validation.
+
+    ``classes`` (optional) names the classes in error messages.
 
     Example:
         >>> tr, va = stratified_split(np.array([0] * 10 + [1] * 10), 0.2, seed=0)
@@ -180,7 +184,9 @@ def stratified_split(targets: np.ndarray, val_fraction: float, seed: int) -> tup
     for c in np.unique(targets):
         idx = np.flatnonzero(targets == c)
         if len(idx) < 2:
-            raise DataError(f"class {c} has {len(idx)} image(s); a train/val split needs at least 2 per class.")
+            cname = repr(classes[int(c)]) if classes is not None and 0 <= int(c) < len(classes) else str(c)
+            raise DataError(f"class {cname} has {len(idx)} valid image(s); a train/val split needs at least 2 per class "
+                            "(add images, or give train/ and val/ folders).")
         idx = idx[rng.permutation(len(idx))]
         n_val = min(len(idx) - 1, max(1, int(round(val_fraction * len(idx)))))
         val_idx += idx[:n_val].tolist()
@@ -211,6 +217,21 @@ def _scan_classes(root: Path) -> list[tuple[str, list[Path]]]:
         files = sorted(q for q in c.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
         out.append((c.name, files))
     return out
+
+
+VAL_FOLDER_NAMES = ("val", "valid", "validation")
+
+
+def _split_dirs(root: Path) -> tuple[Path | None, Path | None]:
+    """``(root/train, root/val|valid|validation)`` when ``root/train`` holds class subfolders, else ``(None, None)``;
+    the validation folder is None when there is none."""
+    train = root / "train"
+    if not train.is_dir() or not any(p.is_dir() and not p.name.startswith(".") for p in train.iterdir()):
+        return None, None
+    for name in VAL_FOLDER_NAMES:
+        if (root / name).is_dir():
+            return train, root / name
+    return train, None
 
 
 def _read_folder(
@@ -255,7 +276,8 @@ def load_dataset(
 ) -> DatasetSplit:
     """Load ``'lfw'``, ``'digits'`` or an ImageFolder path into a seeded, stratified train/val split.
 
-    A folder with ``train/`` and ``val/`` subfolders uses them as given; otherwise ``val_fraction``
+    A folder with ``train/`` and ``val/`` (or ``valid/``, ``validation/``) subfolders uses them as given;
+    ``train/`` alone (e.g. next to ``test/``, which is never read) is split; otherwise ``val_fraction``
     of each class (seeded by ``seed``) becomes validation. Unreadable files are skipped and listed
     in ``.skipped`` (and on each split); an empty folder, a single class, or a class without a
     valid image is a :class:`~convlens.errors.DataError`.
@@ -271,22 +293,25 @@ def load_dataset(
     if name in BUILTIN_DATASETS:
         arrays, targets, classes = _builtin(name)
         images = to_tensor_images(arrays, image_size)
-        tr, va = stratified_split(targets, val_fraction, seed)
+        tr, va = stratified_split(targets, val_fraction, seed, classes)
         train = ImageDataset(images[tr], targets[tr], classes, seed=seed)
         val = ImageDataset(images[va], targets[va], classes, seed=seed)
         return DatasetSplit(name, classes, train, val, image_size)
     root = Path(name)
     if not root.exists():
         raise DataError(f"dataset '{name}' is neither a built-in ({', '.join(BUILTIN_DATASETS)}) nor an existing folder.")
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        x_tr, y_tr, classes, sk_tr = _read_folder(root / "train", image_size, max_pixels)
-        x_va, y_va, _, sk_va = _read_folder(root / "val", image_size, max_pixels, classes=classes)
+    train_dir, val_dir = _split_dirs(root)
+    if train_dir is not None and val_dir is not None:
+        x_tr, y_tr, classes, sk_tr = _read_folder(train_dir, image_size, max_pixels)
+        x_va, y_va, _, sk_va = _read_folder(val_dir, image_size, max_pixels, classes=classes)
         skipped = sk_tr + sk_va
         train = ImageDataset(x_tr, y_tr, classes, seed=seed, skipped=sk_tr)
         val = ImageDataset(x_va, y_va, classes, seed=seed, skipped=sk_va)
     else:
-        images, targets, classes, skipped = _read_folder(root, image_size, max_pixels)
-        tr, va = stratified_split(targets, val_fraction, seed)
+        # root/train/<class>/ without a validation folder (e.g. train/ + test/): split train/, never
+        # take 'train' and 'test' themselves for the classes
+        images, targets, classes, skipped = _read_folder(train_dir or root, image_size, max_pixels)
+        tr, va = stratified_split(targets, val_fraction, seed, classes)
         train = ImageDataset(images[tr], targets[tr], classes, seed=seed, skipped=skipped)
         val = ImageDataset(images[va], targets[va], classes, seed=seed, skipped=skipped)
     return DatasetSplit(root.name or name, classes, train, val, image_size, skipped)
