@@ -85,3 +85,26 @@ def test_cam_missing_file_exit_2(tmp_path, capsys):
 
 def test_all_means_every_registered_method():
     assert list(CLI_METHODS) == list(METHODS)
+
+
+def test_cam_folder_with_corrupt_files_skips_and_warns(img_dir, tmp_path, capsys):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    (d / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"garbage" * 20)  # truncated JPEG
+    (d / "empty.png").write_bytes(b"")
+    Image.fromarray(np.asarray(Image.open(img_dir / "chelsea.png"))[:40, :300]).save(d / "wide.png")  # another size
+    Image.open(img_dir / "chelsea.png").convert("L").save(d / "gray.png")
+    out = tmp_path / "out"
+    assert main(["cam", str(d), "--method", "eigencam", "--batch-size", "2", "--out", str(out), "--json"]) == 0
+    cap = capsys.readouterr()
+    rows = json.loads(cap.out)
+    assert sorted(r["image"].rsplit("/", 1)[-1] for r in rows) == ["gray.png", "wide.png"]
+    assert "bad.jpg" in cap.err and "empty.png" in cap.err and cap.err.count("warning: skipped") == 2
+    assert (out / "gray_eigencam.npy").is_file() and (out / "wide_eigencam.npy").is_file()
+
+
+def test_cam_only_unreadable_files_exit_2(tmp_path, capsys):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert main(["cam", str(tmp_path / "bad.png"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: none of the 1 image file(s) could be read") and "bad.png" in err

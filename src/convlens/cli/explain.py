@@ -102,6 +102,7 @@ def run_cam(
     from PIL import Image
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from convlens.errors import InputError
     from convlens.explain import explain
     from convlens.explain.metrics import confidence_change, deletion_curve, insertion_curve, road
     from convlens.io import list_images, load_image
@@ -111,6 +112,7 @@ def run_cam(
     files = [f for p in images for f in list_images(p)]
     if not files:
         raise_input("no image files found in the given paths.")
+    skipped: list[str] = []
     bundle = load_model(model, weights=weights, device=device)
     if target is not None and target >= bundle.meta.num_classes:
         raise_input(f"--target must be < {bundle.meta.num_classes} (the model's classes), got {target}.")
@@ -122,7 +124,6 @@ def run_cam(
     out_dir = ensure_out_dir(out)
     stems = _unique_stems(files)
     records: list[CamRecord] = []
-    notes: list[str] = []
     prog = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -136,8 +137,20 @@ def run_cam(
         warnings.simplefilter("always", RuntimeWarning)
         task = prog.add_task("cam", total=len(files))
         for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            raw_imgs = [load_image(f) for f in chunk]
+            chunk_all = files[start : start + batch_size]
+            # a corrupt or unreadable file is skipped and reported, never the end of a folder's run
+            chunk, chunk_stems, raw_imgs = [], [], []
+            for k, f in enumerate(chunk_all):
+                try:
+                    raw_imgs.append(load_image(f))
+                except InputError as e:
+                    skipped.append(str(e))
+                    continue
+                chunk.append(f)
+                chunk_stems.append(stems[start + k])
+            if not chunk:
+                prog.advance(task, len(chunk_all))
+                continue
             seen = [bundle.preprocess.resize_image(im) for im in raw_imgs]  # the frame the maps live in
             x = bundle.preprocess(raw_imgs).to(bundle.device)
             per_image_maps: list[dict[str, Any]] = [{} for _ in chunk]
@@ -164,8 +177,8 @@ def run_cam(
                 safe = method.replace("+", "p")
                 for i, f in enumerate(chunk):
                     m = maps[i].numpy().astype(np.float32)
-                    map_file = out_dir / f"{stems[start + i]}_{safe}.npy"
-                    png_file = out_dir / f"{stems[start + i]}_{safe}.png"
+                    map_file = out_dir / f"{chunk_stems[i]}_{safe}.npy"
+                    png_file = out_dir / f"{chunk_stems[i]}_{safe}.png"
                     np.save(map_file, m)
                     Image.fromarray(cam_overlay(seen[i], m, alpha=alpha, cmap=cmap)).save(png_file)
                     per_image_maps[i][method] = m
@@ -188,8 +201,11 @@ def run_cam(
             if len(methods) > 1:
                 for i, _ in enumerate(chunk):
                     fig = methods_grid(seen[i], per_image_maps[i], cmap=cmap, alpha=alpha, title=Path(chunk[i]).name)
-                    fig.savefig(out_dir / f"{stems[start + i]}_methods.png")
-            prog.advance(task, len(chunk))
+                    fig.savefig(out_dir / f"{chunk_stems[i]}_methods.png")
+            prog.advance(task, len(chunk_all))
+    if len(skipped) == len(files):
+        raise_input(f"none of the {len(files)} image file(s) could be read; first: {skipped[0]}")
+    notes: list[str] = [f"skipped unreadable file: {t}" for t in skipped]
     for w in caught:
         text = str(w.message)
         if text not in notes:
@@ -250,7 +266,7 @@ def register(app: typer.Typer) -> None:
         con = console()
         for r in records:
             line = f"{r.image}  {r.method:15s} {r.label} (class {r.target}, p={r.score:.3f})  layer {r.layer}  -> {r.overlay_file}"
-            con.print(line, markup=False)
+            con.print(line, markup=False, soft_wrap=True)  # one record per line, also in pipes
             if r.metrics:
                 con.print(
                     "    "
