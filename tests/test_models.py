@@ -143,3 +143,11 @@ def test_preprocess_rejects_bad_stats():
 
     with pytest.raises(InputError, match="3 values"):
         Preprocess(mean=(0.5, 0.5), std=(0.5, 0.5))
+
+
+def test_normalize_reduces_rgb_batches_for_gray_models():
+    p = Preprocess(mean=(0.5,), std=(0.5,))
+    rgb = torch.zeros(2, 3, 4, 4)
+    rgb[:, 1] = 1.0  # pure green: luma 0.587
+    out = p.normalize(rgb)
+    assert out.shape == (2, 1, 4, 4) and torch.allclose(out, torch.full_like(out, (0.587 - 0.5) / 0.5))

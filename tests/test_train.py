@@ -323,3 +323,18 @@ def test_finetune_torchvision_backbone_last_linear_head(folder, tiny_data):
     moved = {k.split(".")[0] for k in after if not k.startswith("fc") and not torch.equal(before[k], after[k])}
     assert moved == {"layer4"}  # only the top stage was unfrozen; its BN running stats kept (bn_train=False)
     assert all(torch.equal(before[k], after[k]) for k in after if "running" in k)
+
+
+def test_grayscale_user_model_trains(tmp_path):
+    """A user model whose first conv takes one channel trains on the (RGB) built-in data via luma input."""
+    from convlens.train import TrainConfig, fit
+
+    f = tmp_path / "graynet.py"
+    f.write_text(
+        "import torch\n"
+        "def build():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),\n"
+        "                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))\n"
+    )
+    run = fit(TrainConfig(data="digits", strategy="scratch", model=f"{f}:build", epochs=1, image_size=8))
+    assert run.history and 0.0 <= run.history[-1]["val_accuracy"] <= 1.0

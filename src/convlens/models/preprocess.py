@@ -100,10 +100,16 @@ class Preprocess:
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) in [0, 1] -> normalized. ``x' = (x - mean) / std``.
 
+        RGB input to a 1-channel preprocess is first reduced to its luma ``0.299 R + 0.587 G + 0.114 B``
+        (ITU-R 601, as Pillow's ``convert("L")``), so RGB batches feed grayscale models unchanged.
+
         Example:
             >>> float(Preprocess(mean=(0.5,) * 3, std=(0.5,) * 3).normalize(torch.ones(1, 3, 1, 1)).max())
             1.0
         """
+        if self.channels == 1 and images.ndim == 4 and images.shape[1] == 3:
+            luma = torch.tensor((0.299, 0.587, 0.114), dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+            images = (images * luma).sum(1, keepdim=True)  # (N, 1, H, W)
         mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
         return (images - mean) / std
@@ -132,7 +138,5 @@ class Preprocess:
         if len(images) == 0:
             raise InputError("no images given to preprocess.")
         batch = np.stack([self.resize_image(im) for im in images])  # (N, H, W, 3) uint8
-        if self.channels == 1:  # ITU-R 601-2 luma, as Pillow's convert("L")
-            batch = (batch.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-        t = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)  # (N, C, H, W)
-        return self.normalize(t)
+        t = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, H, W)
+        return self.normalize(t)  # (N, C, H, W): 1-channel preprocessing takes the luma
