@@ -162,3 +162,17 @@ def test_summary_leaves_a_training_model_untouched() -> None:
     assert net.training and all(m.training for m in net.modules())
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # BN statistics not updated
     assert s.layer("2").receptive_field == (3, 3)  # in-place ReLU: same tensor, same field
+
+
+def test_channels_last_maps_are_shown_hwc() -> None:
+    """Regression: Swin/ConvNeXt-style (N, H, W, C) outputs were shown as 'W x C x H' (56x96x56)."""
+    from torchvision.ops import Permute
+
+    net = nn.Sequential(nn.Conv2d(3, 12, 4, stride=4), Permute([0, 2, 3, 1]), nn.LayerNorm(12), nn.Linear(12, 20))
+    s = summarize(net, (3, 32, 24))
+    assert s.layer("0").output_shape == (8, 6, 12)
+    assert s.layer("1").output_shape == (8, 6, 12)
+    assert s.layer("3").output_shape == (8, 6, 20)
+    assert s.layer("3").torch_shape == (1, 8, 6, 20)
+    cf = {d["name"]: d["output_shape"] for d in s.to_dict(channels_first=True)["layers"]}
+    assert cf["0"] == (12, 8, 6) and cf["3"] == (20, 8, 6)

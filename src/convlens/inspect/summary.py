@@ -40,15 +40,22 @@ MAC_CONVENTION = (
 )
 
 
-def hwc(shape: Sequence[int]) -> tuple[int, ...]:
+def hwc(shape: Sequence[int], dims: Sequence[int] | None = None) -> tuple[int, ...]:
     """Torch shape without the batch, in the course's order: (N, C, H, W) -> (H, W, C); others unchanged.
 
+    ``dims`` are the positions of H and W in ``shape`` when known (``(1, 2)`` for a channels-last
+    (N, H, W, C) map such as Swin's or ConvNeXt's blocks); default ``(2, 3)``.
+
     Example:
-        >>> hwc((1, 64, 56, 56)), hwc((1, 1000))
-        ((56, 56, 64), (1000,))
+        >>> hwc((1, 64, 56, 56)), hwc((1, 1000)), hwc((1, 56, 56, 96), dims=(1, 2))
+        ((56, 56, 64), (1000,), (56, 56, 96))
     """
-    s = tuple(int(v) for v in shape[1:])
-    return (s[1], s[2], s[0]) if len(s) == 3 else s
+    s = tuple(int(v) for v in shape)
+    if len(s) != 4:
+        return s[1:]
+    hd, wd = (2, 3) if dims is None else (int(dims[0]), int(dims[1]))
+    cd = next(i for i in (1, 2, 3) if i not in (hd, wd))
+    return (s[hd], s[wd], s[cd])
 
 
 @dataclass(frozen=True)
@@ -111,8 +118,9 @@ class Summary:
         layers = []
         for r in self.at_depth(depth):
             d = {k: getattr(r, k) for k in LayerRecord.__dataclass_fields__}
-            if channels_first and r.torch_shape is not None:
-                d["output_shape"] = tuple(r.torch_shape[1:])
+            if channels_first and r.output_shape is not None:
+                o = r.output_shape
+                d["output_shape"] = (o[2], o[0], o[1]) if len(o) == 3 and r.torch_shape is not None and len(r.torch_shape) == 4 else o
             layers.append(d)
         h, w, c = self.input_shape
         return {
@@ -168,7 +176,7 @@ def summarize(
                 call=c.call,
                 depth=c.depth,
                 leaf=c.leaf,
-                output_shape=hwc(c.shape) if c.shape else None,
+                output_shape=hwc(c.shape, geo.dims if geo is not None and len(c.shape) == 4 and geo.dims is not None and 0 not in geo.dims else None) if c.shape else None,
                 torch_shape=c.shape,
                 params=tr + fr,
                 params_trainable=tr,
