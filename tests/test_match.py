@@ -180,3 +180,20 @@ def test_cli_match_errors(tmp_path, capsys, chelsea):
     assert "--method" in capsys.readouterr().err
     (tmp_path / "bad.png").write_bytes(b"not a png")
     assert main(["match", str(tmp_path / "bad.png"), small, "--out", str(tmp_path / "o")]) == 2
+
+
+def test_constant_template_is_an_error_not_a_match_at_origin(tmp_path, capsys, chelsea):
+    # zero-mean/ZNCC of a constant template is 0 everywhere: the argmax (0, 0) would be reported as a match
+    img = np.random.default_rng(0).random((20, 30))
+    for method in ("zncc", "zero_mean"):
+        with pytest.raises(InputError, match="constant"):
+            find_template(img, np.full((4, 4), 0.5), method)
+        with pytest.raises(InputError, match="constant"):
+            find_template_multiscale(img, np.full((4, 4), 0.5), method)
+    assert find_template(img, np.full((4, 4), 0.5), "raw").score > 0  # raw stays a plain conv
+    from convlens.cli import main
+
+    flat = _save_png(tmp_path / "flat.png", np.full((12, 12, 3), 128, np.uint8))
+    big = _save_png(tmp_path / "b.png", chelsea[:60, :60])
+    assert main(["match", big, flat, "--out", str(tmp_path / "o")]) == 2
+    assert "constant colour" in capsys.readouterr().err

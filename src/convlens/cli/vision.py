@@ -44,6 +44,9 @@ def _match(image: str, template: str, method: str, pyramid: bool, levels: int, o
         raise InputError(
             f"template {tpl.shape[1]}x{tpl.shape[2]} is larger than the image {img.shape[1]}x{img.shape[2]}; crop a smaller template."
         )
+    if float(tpl.max() - tpl.min()) == 0.0:  # raw and ZNCC are always compared; ZNCC of a flat template is 0 everywhere
+        raise InputError(f"template '{template}' is one constant colour, so no position matches it better than another; "
+                         "crop a template with some texture.")
     out_dir = ensure_out_dir(out)
     hits: dict[str, dict[str, Any]] = {}
     comparison: dict[str, Any] = {}

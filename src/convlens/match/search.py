@@ -109,6 +109,16 @@ def _single_image(x: Any, name: str) -> torch.Tensor:
     return t.to(torch.float64) if not t.is_floating_point() else t
 
 
+def _check_contrast(tpl: torch.Tensor, method: str) -> None:
+    """A constant template has no pattern: its zero-mean version is 0, so zero-mean and ZNCC
+    responses are 0 everywhere and the 'best' position would be an arbitrary (0, 0)."""
+    if method in ("zero_mean", "zncc", "ncc") and tpl.numel() and float(tpl.max() - tpl.min()) == 0.0:
+        raise InputError(
+            f"the template is constant (every value {float(tpl.reshape(-1)[0]):.4g}), so its {method} response is 0 "
+            "everywhere and no position matches; use a template with some texture (or method 'raw')."
+        )
+
+
 def _argmax2d(resp: torch.Tensor) -> tuple[int, int, float]:
     flat = int(torch.argmax(resp).item())  # first maximum in row-major order, like np.argmax
     y, x = divmod(flat, resp.shape[-1])
@@ -130,6 +140,7 @@ def find_template(image: Any, template: Any, method: str = "zncc") -> MatchResul
     """
     img = _single_image(image, "image")
     tpl = _single_image(template, "template")
+    _check_contrast(tpl, method)
     resp = correlate(img, tpl[0], method).squeeze(0)  # (H', W')
     y, x, s = _argmax2d(resp)
     name = "zncc" if method == "ncc" else method
@@ -168,6 +179,7 @@ def find_template_multiscale(
         raise InputError(f"template_levels must be an integer >= 1, got {template_levels!r}.")
     img = _single_image(image, "image")
     tpl = _single_image(template, "template").to(device=img.device)
+    _check_contrast(tpl, method)
     th, tw = int(tpl.shape[2]), int(tpl.shape[3])
     if th > img.shape[2] or tw > img.shape[3]:
         raise InputError(f"template {th}x{tw} is larger than the image {img.shape[2]}x{img.shape[3]}; crop a smaller template.")
