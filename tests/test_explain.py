@@ -413,3 +413,39 @@ def test_finalize_maps_is_in_unit_range_and_never_nan(raw, size):
         assert torch.equal(maps, torch.zeros_like(maps))
     else:
         assert float(maps.max()) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------- transformers
+
+
+@pytest.fixture(scope="module")
+def vit():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)  # timm's init draws from the global RNG; test-only seeding
+    return timm.create_model("vit_tiny_patch16_224", img_size=64).eval()
+
+
+def test_vit_auto_layer_is_last_block_tokens_and_matches_oracle_reshape(vit):
+    """'auto' on a ViT used to pick an attention internal (N, heads, T, d) and return meaningless maps."""
+    from convlens.explain import resolve_layers
+
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    assert resolve_layers(vit, "auto", (3, 64, 64))[0][0] == "blocks.11.norm1"
+    res = explain(vit, x, "gradcam", "auto", [1, 2])
+    assert res.raw["blocks.11.norm1"].shape == (2, 4, 4)
+
+    def reshape(t):  # pytorch-grad-cam's documented ViT recipe: drop the class token, tokens -> grid
+        return t[:, 1:, :].reshape(t.shape[0], 4, 4, t.shape[2]).permute(0, 3, 1, 2)
+
+    m = copy.deepcopy(vit)
+    with pgc.GradCAM(m, [m.blocks[-1].norm1], reshape_transform=reshape) as c:
+        ref = c(x, [ClassifierOutputTarget(1), ClassifierOutputTarget(2)])
+    assert np.abs(res.maps.numpy() - ref).max() < 1e-4
+
+
+def test_token_grid_and_non_map_layer_error(vit):
+    from convlens.explain.base import token_grid
+
+    assert token_grid(1 + 14 * 28, (224, 448)) == (1, 14, 28) and token_grid(2 + 49, (224, 224)) == (2, 7, 7)
+    with pytest.raises(LayerError, match="feature map"):
+        explain(vit, torch.randn(1, 3, 64, 64), "gradcam", "fc_norm")  # (N, D) after pooling: no map

@@ -54,6 +54,8 @@ __all__ = [
     "normalize_maps",
     "target_scores",
     "resolve_layers",
+    "as_spatial",
+    "token_grid",
 ]
 
 #: ``None`` (each image's top-1), one class for all, one class per image, or ``fn(output) -> (N,) scores``.
@@ -192,12 +194,105 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, input_shape: Sequence[int]
         cached = _AUTO_CACHE.get(model, {}).get(key)
         if cached is not None and cached in named:
             return [(cached, named[cached])]
-        refs = resolve(model, "auto", input_shape=key)
-        _AUTO_CACHE.setdefault(model, {})[key] = refs[0].name
+        name = _auto_layer(model, key)
+        _AUTO_CACHE.setdefault(model, {})[key] = name
+        return [(name, named[name])]
     else:
         refs = resolve(model, spec, input_shape=tuple(input_shape))
     return [(r.name, r.module) for r in refs]
 
+
+def token_grid(n_tokens: int, image_hw: tuple[int, int]) -> tuple[int, int, int] | None:
+    """``(prefix, gh, gw)`` when ``n_tokens = prefix + gh * gw`` patch tokens on a grid of the image's aspect.
+
+    Transformers (ViT, DeiT) output (N, T, D) tokens: ``prefix`` class/register tokens (at most 8)
+    followed by a row-major ``gh x gw`` grid of patches with ``gh / gw = H / W``. ``None`` when no
+    such split exists (not a token layer).
+
+    Example:
+        >>> token_grid(197, (224, 224)), token_grid(50, (224, 224)), token_grid(7, (224, 224))
+        ((1, 14, 14), (1, 7, 7), None)
+    """
+    h, w = image_hw
+    for prefix in range(0, 9):
+        t = n_tokens - prefix
+        if t < 4:
+            break
+        gw = round((t * w / h) ** 0.5)
+        for cand in (gw - 1, gw, gw + 1):
+            if cand >= 2 and t % cand == 0 and t // cand >= 2:
+                gh = t // cand
+                # the grid must have the image's aspect (within one patch)
+                if abs(gh * w / h - cand) <= 1.0 or abs(cand * h / w - gh) <= 1.0:
+                    return prefix, gh, cand
+    return None
+
+
+def as_spatial(t: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor | None:
+    """A layer output as a (N, C, h, w) map: spatial maps unchanged, (N, T, D) tokens reshaped to their grid.
+
+    Token outputs drop their prefix (class/register) tokens: ``(N, p + gh*gw, D) -> (N, D, gh, gw)``.
+    Returns ``None`` for anything else (a layer CAM cannot use).
+
+    Example:
+        >>> tuple(as_spatial(torch.zeros(2, 1 + 4 * 4, 8), (64, 64)).shape)
+        (2, 8, 4, 4)
+    """
+    if t.ndim == 4:
+        return t
+    if t.ndim == 3:
+        grid = token_grid(t.shape[1], image_hw)
+        if grid is not None:
+            p, gh, gw = grid
+            return t[:, p:, :].reshape(t.shape[0], gh, gw, t.shape[2]).permute(0, 3, 1, 2)
+    return None
+
+
+def _auto_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
+    """CAM's ``'auto'`` layer (one probe forward).
+
+    CNNs: the last module with a spatial (N, C, h, w) output of at least 2x2 on the image's grid
+    (``h / w`` follows ``H / W``; attention internals such as (N, heads, T, d) are not maps), before
+    global pooling -- :func:`convlens.layers.resolve`'s ``'auto'`` rule. Transformers (token layers
+    (N, T, D) on a patch grid after the last spatial layer, e.g. ViT after its patch embedding): the
+    first token layer of the last block (``blocks.11.norm1``), because later token layers (the final
+    norm) reach a class-token head only through the class token, so their patch tokens get no gradient.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1))
+        >>> _auto_layer(net, (3, 8, 8))
+        '0'
+    """
+    from convlens.layers import _POOL_TYPES, probe_shapes
+
+    shapes = probe_shapes(model, input_shape)
+    hw = (int(input_shape[-2]), int(input_shape[-1]))
+
+    def on_grid(shape: tuple[int, ...]) -> bool:
+        h, w = shape[2], shape[3]
+        return h >= 2 and w >= 2 and abs(h * hw[1] / hw[0] - w) <= max(1.0, 0.25 * w)
+
+    maps = [i for i, s in enumerate(shapes) if len(s.shape) == 4 and s.type not in _POOL_TYPES and on_grid(s.shape)]
+    last_map = maps[-1] if maps else -1
+    tokens = [
+        (i, s.name) for i, s in enumerate(shapes) if i > last_map and len(s.shape) == 3 and token_grid(s.shape[1], hw) is not None
+    ]
+
+    def block_of(name: str) -> str | None:
+        parts = name.split(".")
+        for i, seg in enumerate(parts[:-1]):
+            if seg.isdigit() or seg.rsplit("_", 1)[-1].isdigit():
+                return ".".join(parts[: i + 1])
+        return None
+
+    blocks = [b for b in (block_of(n) for _, n in tokens) if b is not None]
+    if blocks:
+        return next(n for _, n in tokens if n.startswith(blocks[-1] + "."))
+    if maps:
+        return shapes[last_map].name
+    if tokens:
+        return tokens[-1][1]
+    raise LayerError("the model has no layer with a spatial (N, C, H, W) output of at least 2x2 or (N, tokens, D) patch tokens; name a layer.")
 
 # ----------------------------------------------------------------------------------------------------
 # normalization (batched, NaN-free)
@@ -365,11 +460,16 @@ class BaseCAM:
             )
             raws: dict[str, torch.Tensor] = {}
             with torch.no_grad():
+                hw = (x.shape[2], x.shape[3])
                 for n, a, g in zip(names, acts, grads, strict=True):
-                    if a.ndim != 4:
-                        raise LayerError(f"layer '{n}' output has shape {tuple(a.shape)}; CAM needs a (N, C, h, w) layer.")
-                    a32 = a.detach().float()
-                    g32 = None if g is None else g.detach().float()
+                    a4 = as_spatial(a.detach(), hw)
+                    if a4 is None:
+                        raise LayerError(
+                            f"layer '{n}' output has shape {tuple(a.shape)}; CAM needs a (N, C, h, w) feature map "
+                            "or (N, tokens, D) patch tokens on the image's grid."
+                        )
+                    a32 = a4.float()
+                    g32 = None if g is None else as_spatial(g.detach(), hw).float()
                     raws[n] = self.combine(a32, g32, ctx).float()
                 maps, flat = finalize_maps(list(raws.values()), (x.shape[2], x.shape[3]))
         if bool(flat.any()):
