@@ -143,3 +143,17 @@ def test_cli_pyramid(tmp_path, capsys, chelsea):
     assert main(["pyramid", str(p), "--kind", "steerable", "--out", str(tmp_path / "o")]) == 2
     assert main(["pyramid", str(p), "--levels", "40", "--out", str(tmp_path / "o")]) == 2
     assert "too many" in capsys.readouterr().err
+
+
+def test_cli_pyramid_default_levels_fit_tiny_images(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from convlens.cli import main
+
+    for (h, w), shapes in {(8, 8): [[8, 8], [4, 4], [2, 2], [1, 1]], (1, 1): [[1, 1]], (64, 64): [[64, 64], [32, 32], [16, 16], [8, 8], [4, 4]]}.items():
+        p = tmp_path / f"img{h}.png"
+        Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(p)
+        assert main(["pyramid", str(p), "--out", str(tmp_path / "o"), "--json"]) == 0  # no --levels: default 5 or fewer
+        assert [lv["shape"] for lv in json.loads(capsys.readouterr().out)["levels"]] == shapes

@@ -172,7 +172,9 @@ def register(app: typer.Typer) -> None:
     @app.command("pyramid")
     def pyramid_cmd(
         image: str = typer.Argument(..., help="Image file."),
-        levels: int = typer.Option(5, "--levels", help="Number of levels, including the image itself."),
+        levels: Optional[int] = typer.Option(
+            None, "--levels", help="Number of levels, including the image itself [default: 5, fewer for images under 16 px]."
+        ),
         kind: str = typer.Option("gaussian", "--kind", help="gaussian | laplacian"),
         out: str = typer.Option(..., "--out", help="Output folder for the level images and the overview PNG."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
@@ -185,9 +187,11 @@ def register(app: typer.Typer) -> None:
         from convlens.io import load_image
         from convlens.match import image_to_chw
         from convlens.plot.vision import pyramid_figure
-        from convlens.pyramid import gaussian_pyramid, laplacian_pyramid, reconstruct
+        from convlens.pyramid import gaussian_pyramid, laplacian_pyramid, max_levels, reconstruct
 
         img = image_to_chw(load_image(image))
+        if levels is None:  # the default never exceeds what the image allows (an 8x8 image has 4 levels)
+            levels = min(5, max_levels(img.shape[1], img.shape[2]))
         lv = (gaussian_pyramid if kind == "gaussian" else laplacian_pyramid)(img, levels)
         out_dir = ensure_out_dir(out)
         hwc = [np.transpose(a, (1, 2, 0)) for a in lv]
