@@ -114,6 +114,16 @@ def test_stats_and_top_channels() -> None:
     assert st.sparsity == pytest.approx((36 - 9 - 1) / 36)
 
 
+def test_top_channels_of_token_sequences_are_features() -> None:
+    """Regression: a ViT block's (N, 197, 192) output listed token indices as 'channels'."""
+    t = torch.zeros(1, 5, 3)  # 5 tokens, 3 features
+    t[0, :, 2] = 1.0
+    t[0, 4, :] = 7.0  # one loud token must not become a "channel"
+    top = top_channels(t, 3)
+    assert [c.channel for c in top][0] == 2 and max(c.channel for c in top) < 3
+    assert top[0].mean == pytest.approx((4 * 1 + 7) / 5) and top[0].max == 7.0
+
+
 @pytest.mark.slow
 def test_cli_activations(tmp_path: Path, chelsea: np.ndarray, capsys: pytest.CaptureFixture[str], resnet18_bundle) -> None:
     from safetensors.torch import save_file

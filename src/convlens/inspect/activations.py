@@ -87,7 +87,10 @@ def get_activations(
 
 
 def top_channels(act: torch.Tensor, k: int = 8) -> list[ChannelScore]:
-    """The ``k`` channels with the largest spatial-mean activation (first image; (N, C, ...) tensor).
+    """The ``k`` channels with the largest spatial-mean activation (first image).
+
+    Maps are (N, C, H, W) (or (N, C)); a 3-D tensor is a token sequence (N, L, D) as transformers
+    (ViT, timm) produce, whose channels are the D features, averaged over the L tokens.
 
     Example:
         >>> a = torch.zeros(1, 3, 2, 2); a[0, 2] = 5
@@ -97,6 +100,8 @@ def top_channels(act: torch.Tensor, k: int = 8) -> list[ChannelScore]:
     if act.ndim < 2:
         raise InputError(f"an activation needs a channel axis, got shape {tuple(act.shape)}.")
     a = act[0].float()
+    if act.ndim == 3:  # (L, D) tokens: channels are the last axis
+        a = a.transpose(0, 1)
     flat = a.reshape(a.shape[0], -1)
     means, maxs = flat.mean(1), flat.amax(1)
     idx = torch.argsort(means, descending=True, stable=True)[: max(0, k)]
