@@ -210,8 +210,8 @@ def token_grid(n_tokens: int, image_hw: tuple[int, int]) -> tuple[int, int, int]
     such split exists (not a token layer).
 
     Example:
-        >>> token_grid(197, (224, 224)), token_grid(50, (224, 224)), token_grid(7, (224, 224))
-        ((1, 14, 14), (1, 7, 7), None)
+        >>> token_grid(197, (224, 224)), token_grid(1 + 14 * 28, (224, 448)), token_grid(3, (224, 224))
+        ((1, 14, 14), (1, 14, 28), None)
     """
     h, w = image_hw
     for prefix in range(0, 9):
@@ -223,7 +223,7 @@ def token_grid(n_tokens: int, image_hw: tuple[int, int]) -> tuple[int, int, int]
             if cand >= 2 and t % cand == 0 and t // cand >= 2:
                 gh = t // cand
                 # the grid must have the image's aspect (within one patch)
-                if abs(gh * w / h - cand) <= 1.0 or abs(cand * h / w - gh) <= 1.0:
+                if abs(gh * w / h - cand) < 1.0 or abs(cand * h / w - gh) < 1.0:
                     return prefix, gh, cand
     return None
 
