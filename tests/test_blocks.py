@@ -171,3 +171,14 @@ def test_cli_blocks(capsys):
     assert main(["blocks", "inception", "--widths", "1,2,3"]) == 2
     assert main(["blocks", "inception"]) == 0
     assert "2.37x fewer" in capsys.readouterr().out
+
+
+def test_cli_inception_on_few_channels_says_more_not_fewer(capsys):
+    # on a 3-channel input the 1x1 "reductions" (96, 16 wide) widen it: the saving factor is < 1
+    from convlens.cli import main
+
+    assert main(["blocks", "inception", "--input", "7x7x3"]) == 0
+    out = capsys.readouterr().out
+    assert "x fewer" not in out and "x more" in out and "widen" in out
+    assert main(["blocks", "inception", "--input", "28x28x192"]) == 0
+    assert "2.37x fewer" in capsys.readouterr().out

@@ -100,6 +100,13 @@ def _match(image: str, template: str, method: str, pyramid: bool, levels: int, o
     return result
 
 
+def _times(saving: float) -> str:
+    """'2.37x fewer' for a saving factor > 1, '20.5x more' for one below 1 (never '0.05x fewer')."""
+    if saving >= 1:
+        return f"{saving:.2f}x fewer"
+    return f"{1 / saving:.3g}x more" if saving > 0 else "no saving"
+
+
 def _blocks_table(title: str, cost: Any) -> Any:
     from rich.table import Table
 
@@ -250,9 +257,12 @@ def register(app: typer.Typer) -> None:
         con.print(_blocks_table(f"inception with 1x1 reductions on {input_}", c.reduced))
         con.print(_blocks_table(f"naive inception on {input_}", c.naive))
         con.print(
-            f"1x1 reductions: {c.naive.macs:,} -> {c.reduced.macs:,} MACs ({c.mac_saving:.2f}x fewer), "
-            f"{c.naive.params:,} -> {c.reduced.params:,} params ({c.param_saving:.2f}x fewer)."
+            f"1x1 reductions: {c.naive.macs:,} -> {c.reduced.macs:,} MACs ({_times(c.mac_saving)}), "
+            f"{c.naive.params:,} -> {c.reduced.params:,} params ({_times(c.param_saving)})."
         )
+        if c.mac_saving < 1:
+            con.print(f"the 1x1 'reductions' widen the input here: {hwc[2]} input channels are fewer than the "
+                      "3x3/5x5 reduction widths, so they add cost; they pay off on wide inputs (e.g. 192 channels).")
         con.print(c.convention)
 
     @blocks_app.command("conv1x1")
