@@ -39,3 +39,12 @@ def test_to_jsonable_handles_numpy_torch_nan():
 def test_main_usage_error_exit_code(capsys):
     assert main(["no-such-command"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_ensure_out_dir_unwritable_is_a_clear_input_error(tmp_path):
+    from convlens.cli.common import ensure_out_dir
+    from convlens.errors import InputError
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match="cannot create the --out folder"):
+        ensure_out_dir(tmp_path / "f" / "sub")  # a file as a parent: mkdir raises NotADirectoryError

@@ -108,7 +108,10 @@ def ensure_out_dir(path: str | Path) -> Path:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise InputError(f"--out '{p}' exists and is not a folder.")
-    p.mkdir(parents=True, exist_ok=True)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # read-only place, a file as a parent, no permission: one sentence, not a traceback
+        raise InputError(f"cannot create the --out folder '{p}' ({e.strerror or e}); choose a writable folder.") from None
     return p
 
 
