@@ -243,6 +243,27 @@ def test_bad_inputs() -> None:
         receptive_field_empirical(net, "1", 16, unit=(99, 0))
 
 
+class _FixedSize(nn.Module):
+    """Like timm's PatchEmbed: asserts the input size with torch._assert."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 4, 4, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch._assert(x.shape[-1] == 16, f"Input width ({x.shape[-1]}) doesn't match model (16).")
+        return self.proj(x)
+
+
+def test_model_assertion_on_input_size_is_a_clear_error() -> None:
+    """Regression: vit_tiny at --input 64x64x3 crashed with an AssertionError traceback."""
+    net = _FixedSize()
+    with pytest.raises(InputError, match=r"failed on a 1x3x8x8 \(NxCxHxW\) input \(Input width \(8\) doesn't match"):
+        trace(net, (3, 8, 8))
+    assert hook_count(net) == 0
+    assert trace(net, (3, 16, 16)).call("proj").shape == (1, 4, 4, 4)
+
+
 def test_fx_graph_attached_where_it_traces(resnet18_bundle, lite0) -> None:
     g = trace(resnet18_bundle.model, (3, 32, 32), fx=True)
     assert g.backend == "record+fx" and g.fx is not None

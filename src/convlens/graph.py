@@ -714,10 +714,10 @@ def trace(
             rec.cap = cap
             with rec:
                 cap.run(x)
-    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+    except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as e:  # timm asserts fixed input sizes
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(
-            f"the model failed on a {'x'.join(str(v) for v in x.shape)} input ({msg}); try a larger or differently shaped --input."
+            f"the model failed on a {'x'.join(str(v) for v in x.shape)} (NxCxHxW) input ({msg}); try a larger or differently shaped --input."
         ) from e
     nodes = rec.nodes
     for c in rec.calls:
