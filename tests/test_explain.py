@@ -193,22 +193,48 @@ def test_targets_none_int_tensor_and_callable(r18, x112):
     assert torch.allclose(by_int.maps, by_tensor.maps) and torch.allclose(by_int.maps, by_fn.maps, atol=1e-6)
 
 
-def test_dict_output_needs_callable_target():
-    class DictNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, padding=1)
-            self.head = nn.Linear(4, 2)
+class _MultiOut(nn.Module):
+    """A model returning its logits inside a tuple / dict (next to a feature map), or only features."""
 
-        def forward(self, x):
-            return {"logits": self.head(self.conv(x).mean((2, 3)))}
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        f = self.conv(x)
+        y = self.head(f.mean((2, 3)))
+        return {"plain": y, "tuple": (y, f), "dict": {"feat": f, "logits": y}, "features": {"feat": f}}[self.kind]
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict"])
+@pytest.mark.parametrize("name", ["gradcam", "scorecam"])
+def test_tuple_and_dict_outputs_use_their_logits_for_class_targets(kind, name):
+    """Class targets used to fail on (logits, features) tuples and {'logits': ...} dicts (the CLI had no way out)."""
+    from convlens.explain.metrics import deletion_curve
 
     torch.manual_seed(0)
-    net = DictNet()
+    net = _MultiOut(kind).eval()
+    x = torch.randn(2, 3, 8, 8)
+    plain = _MultiOut("plain").eval()
+    plain.load_state_dict(net.state_dict())
+    res = explain(net, x, name, "conv", [1, 2])
+    ref = explain(plain, x, name, "conv", [1, 2])
+    assert res.targets.tolist() == [1, 2] and res.probs is not None
+    assert torch.allclose(res.maps, ref.maps, atol=1e-6) and torch.allclose(res.probs, ref.probs)
+    assert explain(net, x, name, "conv").targets.tolist() == plain(x).argmax(1).tolist()
+    d = deletion_curve(net, x, res.maps, res.targets, steps=4)
+    assert d.auc.shape == (2,) and bool(torch.isfinite(d.auc).all()) and hook_count(net) == 0
+
+
+def test_output_without_logits_needs_callable_target():
+    torch.manual_seed(0)
+    net = _MultiOut("features")
     x = torch.randn(2, 3, 8, 8)
     with pytest.raises(InputError, match="callable"):
         cam(net, x, "gradcam", "conv")
-    m = cam(net, x, "gradcam", "conv", lambda out: out["logits"][:, 1])
+    m = cam(net, x, "gradcam", "conv", lambda out: out["feat"][:, 1].mean((1, 2)))
     assert m.shape == (2, 8, 8) and hook_count(net) == 0
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "finalize_maps",
     "normalize_maps",
     "target_scores",
+    "class_logits",
     "resolve_layers",
     "as_spatial",
     "token_grid",
@@ -122,6 +123,30 @@ def _check_input(x: Any) -> torch.Tensor:
     return x
 
 
+def class_logits(output: Any) -> torch.Tensor | None:
+    """The (N, classes) logits in a model output: the tensor itself, a tuple/list's first 2-D tensor
+    (``(logits, features)``, auxiliary heads), or a dict's ``'logits'`` entry (else its only 2-D
+    tensor). ``None`` when there is no such tensor.
+
+    Example:
+        >>> class_logits((torch.zeros(2, 5), torch.zeros(2, 8, 3, 3))).shape
+        torch.Size([2, 5])
+        >>> class_logits({"feat": torch.zeros(2, 8, 3, 3), "logits": torch.zeros(2, 5)}).shape
+        torch.Size([2, 5])
+    """
+    if isinstance(output, torch.Tensor):
+        return output if output.ndim == 2 else None
+    if isinstance(output, (tuple, list)):
+        return next((o for o in output if isinstance(o, torch.Tensor) and o.ndim == 2), None)
+    if isinstance(output, dict):
+        cand = output.get("logits")
+        if isinstance(cand, torch.Tensor) and cand.ndim == 2:
+            return cand
+        two_d = [o for o in output.values() if isinstance(o, torch.Tensor) and o.ndim == 2]
+        return two_d[0] if len(two_d) == 1 else None
+    return None
+
+
 def target_scores(output: Any, targets: Targets, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Pick each image's explained score from the model output.
 
@@ -139,11 +164,14 @@ def target_scores(output: Any, targets: Targets, n: int) -> tuple[torch.Tensor, 
             raise InputError(f"a target callable must return one score per image, shape ({n},), got {got}.")
         dev = s.device
         return s, torch.full((n,), -1, dtype=torch.long, device=dev), None
-    if not isinstance(output, torch.Tensor) or output.ndim != 2:
+    logits = class_logits(output)
+    if logits is None or logits.shape[0] != n:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise InputError(
-            f"class targets need a (N, classes) model output, got {shape}; pass a callable targets=fn(output) returning (N,) scores."
+            f"class targets need (N, classes) logits in the model output (a tensor, a tuple's first 2-D tensor or a "
+            f"dict's 'logits'), got {shape}; pass a callable targets=fn(output) returning (N,) scores."
         )
+    output = logits
     k = output.shape[1]
     if targets is None:
         cls = output.detach().argmax(1)
@@ -501,7 +529,9 @@ class BaseCAM:
 
             return score_callable
 
-        def score_class(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-            return out.gather(1, cls[idx][:, None])[:, 0]
+        def score_class(out: Any, idx: torch.Tensor) -> torch.Tensor:
+            logits = class_logits(out)
+            assert logits is not None  # the first forward found them
+            return logits.gather(1, cls[idx][:, None])[:, 0]
 
         return score_class

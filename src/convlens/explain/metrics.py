@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import InputError
-from convlens.explain.base import LayerSpec, Targets, _check_input, resolve_layers, target_scores
+from convlens.explain.base import LayerSpec, Targets, _check_input, class_logits, resolve_layers, target_scores
 from convlens.hooks import device_of, preserve_state
 
 __all__ = [
@@ -190,7 +190,9 @@ class _Scorer:
         if self.fn is not None:
             return self.fn(out).float()
         assert self.cls is not None
-        return out.float().softmax(1).gather(1, self.cls[img][:, None])[:, 0]
+        logits = class_logits(out)
+        assert logits is not None  # target_scores found them on the first forward
+        return logits.float().softmax(1).gather(1, self.cls[img][:, None])[:, 0]
 
     def run(self, make: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], n_img: int, n_per: int) -> torch.Tensor:
         """Score ``make(img_idx, step_idx)`` for all (image, step) pairs, in chunks; -> (n_img, n_per)."""
