@@ -157,6 +157,16 @@ def test_image_report_bad_arguments(tmp_path, tiny_model):
         image_report([tmp_path], tmp_path / "o", model=tiny_model, methods=["gradcma"])
     with pytest.raises(ConvlensError):
         image_report([tmp_path / "empty"], tmp_path / "o", model=tiny_model, methods=["gradcam"])
+    # an unknown layer is the same mistake for every image: one error up front, not a report of N failed sections
+    import numpy as np
+    from PIL import Image
+
+    from convlens.errors import LayerError
+
+    Image.fromarray(np.full((16, 16, 3), 100, np.uint8)).save(tmp_path / "g.png")
+    with pytest.raises(LayerError, match="nosuch"):
+        image_report([tmp_path / "g.png"], tmp_path / "o2", model=tiny_model, methods=["gradcam"], layer="nosuch")
+    assert not (tmp_path / "o2").exists()
 
 
 @pytest.mark.parametrize(

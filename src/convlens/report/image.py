@@ -148,7 +148,7 @@ def image_report(
     """Write the per-image report for ``images`` (files or folders) to ``out_dir``; returns ``index.html``.
 
     An image whose analysis fails gets its error in the report; the others go on. Bad arguments
-    (no images, unknown model or CAM method) raise before any work.
+    (no images, unknown model, CAM method or layer) raise before any work.
     """
     from convlens.explain import get_method
     from convlens.io import list_images, load_image
@@ -160,6 +160,9 @@ def image_report(
     if not files:
         raise InputError(f"no images found in {', '.join(str(p) for p in images)}.")
     bundle = load_model(model, weights=weights, device=device)
+    from convlens.layers import resolve
+
+    resolve(bundle.model, layer, input_shape=bundle.meta.input_size)  # a bad --layer fails now, not once per image
     sections: list[Section] = []
     t_all = time.perf_counter()
     for i, f in enumerate(files, 1):
