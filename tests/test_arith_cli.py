@@ -139,3 +139,11 @@ def test_console_script_subprocess():
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stdout == "" and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("groups", ["0", "-2", "3"])
+def test_conv_bad_groups_names_groups(capsys, groups):
+    """Regression: --groups 0 was reported as a filter-depth mismatch instead of a bad --groups."""
+    code, out, err = run(capsys, "conv", "--input", "[[[1,2],[3,4]],[[1,2],[3,4]]]", "--kernel", "[[[1]]]", "--groups", groups)
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: --groups must be >= 1 and divide the input's 2 channel(s), got {groups}.")

@@ -226,6 +226,8 @@ def register(app: typer.Typer) -> None:
             b = load_array(bias, "--bias").reshape(-1)
             if b.size == 1 and k.shape[0] > 1:
                 b = b.repeat(k.shape[0])
+        if groups < 1 or x.shape[0] % groups:
+            raise InputError(f"--groups must be >= 1 and divide the input's {x.shape[0]} channel(s), got {groups}.")
         if k.shape[1] * groups != x.shape[0]:
             raise InputError(
                 f"--kernel has {k.shape[1]} channel(s) per filter but --input has {x.shape[0]} channel(s)"
