@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from convlens.cli import main
 from convlens.errors import InputError
@@ -81,3 +82,33 @@ def test_cli_depth_profile_lite0(tmp_path: Path, chelsea: np.ndarray, capsys: py
         assert Path(f).is_file()
     assert main(["depth-profile", str(tmp_path / "missing.png"), "--out", str(tmp_path / "dp")]) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+class _Tokens(nn.Module):
+    """(N, C, H, W) -> (N, H*W, C) tokens, as ViT's patch embedding does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).transpose(1, 2)
+
+
+def test_channels_last_and_token_stages() -> None:
+    """Regression: (N, H, W, C) stages (Swin, ConvNeXt blocks) reported W as channels and took the FFT
+    over (W, C); (N, L, D) token stages reported the token count L as channels."""
+    from torchvision.ops import Permute
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, stride=2), Permute([0, 2, 3, 1]), nn.LayerNorm(6), nn.Linear(6, 10),
+        Permute([0, 3, 1, 2]), _Tokens(), nn.Linear(10, 5),
+    )
+    x = torch.rand(1, 3, 17, 25)
+    p = depth_profile(net, x, ["0", "3", "6"])
+    by = {s.name: s for s in p.stages}
+    assert (by["0"].spatial, by["0"].channels) == ((8, 12), 6)
+    assert (by["3"].spatial, by["3"].channels) == ((8, 12), 10)
+    assert by["3"].activations == 8 * 12 * 10
+    with torch.no_grad():
+        nchw = net[:5](x)[0]  # the same map in (C, H, W)
+    assert p.maps["3"].shape == (10, 8, 12) and torch.allclose(p.maps["3"], nchw)
+    assert by["3"].mean_frequency == pytest.approx(spatial_frequency(nchw)[0])
+    assert by["6"].channels == 5

@@ -166,22 +166,30 @@ def depth_profile(
             seen.add(id(p))
             weights[bounds[0][1]] = weights.get(bounds[0][1], 0) + p.numel()
     stages = []
+    maps: dict[str, torch.Tensor] = {}
     prev = 0
     for b, n in bounds:
         t = acts[n]
         geo = graph.nodes[b].geometry if b >= 0 else None
         macs = sum(nd.macs for nd in graph.nodes[prev + 1 : b + 1])
         prev = max(prev, b)
+        dims = geo.dims if geo is not None else None
+        if t.ndim == 4 and dims is not None and tuple(dims) != (2, 3) and 0 not in dims:
+            # channels-last map (Swin, ConvNeXt blocks): bring it to (N, C, H, W) as traced
+            t = t.permute(0, next(i for i in (1, 2, 3) if i not in dims), dims[0], dims[1])
+        maps[n] = t[0]
         if t.ndim == 4:
             sp = (int(t.shape[2]), int(t.shape[3]))
             mf, hf = spatial_frequency(t[0])
         else:
             sp, (mf, hf) = (1, 1), (None, None)
+        # a 3-D output is a token sequence (N, L, D): its channels are the D features
+        channels = int(t.shape[-1]) if t.ndim == 3 else int(t.shape[1])
         jump = geo.jump if geo is not None else None
         mfi = mf / max(jump) if mf is not None and jump else None
         stages.append(
             StageProfile(
-                n, sp, int(t.shape[1]), geo.receptive_field if geo else None, jump, int(t[0].numel()),
+                n, sp, channels, geo.receptive_field if geo else None, jump, int(t[0].numel()),
                 weights.get(n, 0), int(macs), mf, hf, mfi,
             )
         )
@@ -189,5 +197,5 @@ def depth_profile(
     c_in, h, w = x.shape[1:]
     return DepthProfile(
         name or type(model).__name__, (int(h), int(w), int(c_in)), stages, weights.get(None, 0),
-        fc[0] if fc else None, {n: acts[n][0] for _, n in bounds}, fc[1] if fc else None,
+        fc[0] if fc else None, maps, fc[1] if fc else None,
     )
