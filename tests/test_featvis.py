@@ -299,3 +299,16 @@ def test_grayscale_model_gets_luma_input():
     assert res.images.shape == (2, 3, 16, 16)
     assert torch.equal(res.images[:, 0], res.images[:, 1]) and torch.equal(res.images[:, 1], res.images[:, 2])
     assert bool((res.values > res.start_values).all())
+
+
+def test_cli_class_objective_reports_output_and_clear_range_error(tmp_path, capsys):
+    """The class objective ignores --layer: the report used to name that layer, and the range error said 'classs'."""
+    from convlens.cli import main
+
+    out = tmp_path / "c.png"
+    args = ["filters", "--model", "resnet18", "--layer", "layer4", "--objective", "class", "--steps", "1", "--size", "16", "--out", str(out)]
+    assert main([*args, "--channels", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["layer"] == "output"
+    assert main([*args, "--channels", "0,1000"]) == 2
+    err = capsys.readouterr().err
+    assert "class 1000 is out of range for the model output with 1000 classes (valid: 0-999)" in err

@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         refs = resolve(bundle.model, layer) if objective != "class" else []
         if len(refs) > 1:
             raise InputError(f"--layer '{layer}' matches {len(refs)} layers; name exactly one.")
-        layer_name = refs[0].name if refs else layer
+        layer_name = refs[0].name if refs else "output"  # a class objective reads the logits; --layer is ignored
 
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 

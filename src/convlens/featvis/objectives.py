@@ -183,7 +183,9 @@ class _Indexed(Objective):
         idx = [self.index] if isinstance(self.index, int) else self.index
         bad = [i for i in idx if i >= c]
         if bad:
-            raise InputError(f"{self.what} {bad[0]} is out of range for layer '{self.layer}' with {c} {self.what}s (valid: 0-{c - 1}).")
+            where = "the model output" if self.layer == OUTPUT else f"layer '{self.layer}'"
+            plural = "classes" if self.what == "class" else f"{self.what}s"
+            raise InputError(f"{self.what} {bad[0]} is out of range for {where} with {c} {plural} (valid: 0-{c - 1}).")
 
     def _picked(self, acts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         a = self._act(acts)
