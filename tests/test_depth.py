@@ -112,3 +112,27 @@ def test_channels_last_and_token_stages() -> None:
     assert p.maps["3"].shape == (10, 8, 12) and torch.allclose(p.maps["3"], nchw)
     assert by["3"].mean_frequency == pytest.approx(spatial_frequency(nchw)[0])
     assert by["6"].channels == 5
+
+
+def test_cli_table_columns_stay_aligned_with_long_stage_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: DenseNet's 'features.denseblock1' pushed its row's columns out of line."""
+    (tmp_path / "net.py").write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.a_rather_long_stage_name = torch.nn.Conv2d(3, 4, 3, stride=2)\n"
+        "        self.s2 = torch.nn.Conv2d(4, 8, 3, stride=2)\n"
+        "    def forward(self, x):\n"
+        "        return self.s2(self.a_rather_long_stage_name(x)).mean((2, 3))\n"
+        "def make():\n"
+        "    return Net()\n"
+    )
+    img = tmp_path / "x.png"
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(img)
+    assert main(["depth-profile", str(img), "--model", f"{tmp_path / 'net.py'}:make", "--out", str(tmp_path / "dp")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header, rows = lines[0], lines[1:3]
+    assert [r.split()[0] for r in rows] == ["a_rather_long_stage_name", "s2"]
+    c_col = header.index(" C ") + 1  # channels are right-aligned under 'C'
+    assert [r[c_col - 1 : c_col + 2] for r in rows] == [" 4 ", " 8 "]

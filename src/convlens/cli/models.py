@@ -194,13 +194,14 @@ def register(app: typer.Typer) -> None:
             print_json(result)
             return
         con = console()
-        con.print(f"{'stage':<16}{'HxW':>9}{'C':>6}{'RF':>7}{'jump':>6}{'H*W*C':>11}{'weights':>11}{'MACs':>14}{'f(cyc/px)':>11}{'high-f':>8}")
+        nw = max([16] + [len(s.name) + 2 for s in prof.stages])  # long names (features.denseblock1) keep the columns aligned
+        con.print(f"{'stage':<{nw}}{'HxW':>9}{'C':>6}{'RF':>7}{'jump':>6}{'H*W*C':>11}{'weights':>11}{'MACs':>14}{'f(cyc/px)':>11}{'high-f':>8}")
         for s in prof.stages:
             rf = s.receptive_field[0] if s.receptive_field else "-"
             jp = s.jump[0] if s.jump else "-"
             mf = f"{s.mean_frequency:.3f}" if s.mean_frequency is not None else "-"
             hf = f"{s.high_frequency:.0%}" if s.high_frequency is not None else "-"
-            con.print(f"{s.name:<16}{s.spatial[0]:>4}x{s.spatial[1]:<4}{s.channels:>6}{rf:>7}{jp:>6}{s.activations:>11,}{s.weights:>11,}{s.macs:>14,}{mf:>11}{hf:>8}")
+            con.print(f"{s.name:<{nw}}{s.spatial[0]:>4}x{s.spatial[1]:<4}{s.channels:>6}{rf:>7}{jp:>6}{s.activations:>11,}{s.weights:>11,}{s.macs:>14,}{mf:>11}{hf:>8}")
         con.print(f"head weights {prof.head_weights:,}; first conv: {prof.first_conv}")
         for k, v in figures.items():
             con.print(f"{k}: {v}")
