@@ -338,3 +338,30 @@ def test_grayscale_user_model_trains(tmp_path):
     )
     run = fit(TrainConfig(data="digits", strategy="scratch", model=f"{f}:build", epochs=1, image_size=8))
     assert run.history and 0.0 <= run.history[-1]["val_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        # no global pool: the Linear is sized for 16 px inputs, training runs at 32 px
+        ("torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 16 * 16, 10)", "cannot run on 32x32"),
+        # the forward returns (logits, features)
+        ("_Pair(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10)))",
+         "got tuple"),
+    ],
+)
+def test_model_that_cannot_train_at_this_size_or_returns_no_logits_fails_in_one_sentence(folder, tiny_data, tmp_path, body, match):
+    from convlens.errors import ModelError
+
+    f = tmp_path / "net.py"
+    f.write_text(
+        "import torch\n"
+        "class _Pair(torch.nn.Module):\n"
+        "    def __init__(self, net):\n"
+        "        super().__init__(); self.net = net\n"
+        "    def forward(self, x):\n"
+        "        return self.net(x), x.mean()\n"
+        f"def build():\n    return torch.nn.Sequential({body})\n"
+    )
+    with pytest.raises(ModelError, match=match):
+        fit(cfg(folder, model=f"{f}:build", strategy="scratch", epochs=1), data=tiny_data)

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.data import Augment, DatasetSplit, ImageDataset, load_dataset, parse_augment_options
-from convlens.errors import ConvlensError, DataError, InputError
+from convlens.errors import ConvlensError, DataError, InputError, ModelError
 from convlens.train import checkpoint as ckpt
 from convlens.train.surgery import (
     apply_train_mode,
@@ -234,6 +234,28 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def _check_forward(
+    model: nn.Module, name: str, size: int, num_classes: int, device: torch.device, normalize: Callable[[torch.Tensor], torch.Tensor]
+) -> None:
+    """One eval forward of 2 blank ``size`` x ``size`` images before any work: a model that cannot take that
+    resolution (a ViT built for 224 px) or does not return ``(N, num_classes)`` logits fails here in one sentence."""
+    from convlens.hooks import preserve_state
+
+    with preserve_state(model, train=False), torch.no_grad():
+        try:
+            out = model(normalize(torch.zeros(2, 3, size, size, device=device)))  # RGB in, as in training (1-channel: luma)
+        except ConvlensError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure of the user's model is reported in one sentence
+            msg = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else type(e).__name__
+            raise ModelError(f"model '{name}' cannot run on {size}x{size} images ({msg}); use a --image-size it accepts "
+                             "(e.g. the model's own input size) or a convolutional backbone.") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(f"after its head was replaced, model '{name}' must return (N, {num_classes}) logits for the "
+                         f"{num_classes} classes, got {got}; give a model whose forward returns one logits tensor.")
+
+
 class _Loop:
     def __init__(self, cfg: TrainConfig, data: DatasetSplit, run_dir: Path | None, progress: ProgressFn | None) -> None:
         from convlens.models import load_model
@@ -249,6 +271,7 @@ class _Loop:
         self.head_name, _ = replace_head(self.model, data.num_classes, seed=cfg.seed)
         if cfg.strategy.startswith("scratch"):
             reinitialize(self.model, seed=cfg.seed)
+        _check_forward(self.model, cfg.model, cfg.image_size, data.num_classes, self.device, self.normalize)
         self.stages = plan_stages(cfg)
         self.total_epochs = sum(s.epochs for s in self.stages)
         self.aug = cfg.augment_options()
