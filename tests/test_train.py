@@ -365,3 +365,13 @@ def test_model_that_cannot_train_at_this_size_or_returns_no_logits_fails_in_one_
     )
     with pytest.raises(ModelError, match=match):
         fit(cfg(folder, model=f"{f}:build", strategy="scratch", epochs=1), data=tiny_data)
+
+
+def test_cli_train_data_error_prints_one_line(tmp_path, capsys):
+    # the progress display starts at the first event: an error before it is exactly one 'error:' line
+    from convlens.cli import main
+
+    make_folder(tmp_path / "d", n_per_class=3, size=8, classes=("only",))
+    assert main(["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1, repr(err)

@@ -22,21 +22,25 @@ class _Progress:
         self.con = console(stderr=True)
 
     def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                TextColumn("{task.fields[info]}"), console=self.con, transient=False)
-            self.bar.__enter__()
         return self
+
+    def _start(self) -> None:
+        """Start the live bar at the first event (an error before that, e.g. a bad data folder, prints alone)."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[info]}"), console=self.con, transient=True)
+        self.bar.__enter__()
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
 
     def __call__(self, ev: dict[str, Any]) -> None:
-        if self.bar is None:
+        if not self.enabled:
             return
+        if self.bar is None:
+            self._start()
         kind = ev["event"]
         if kind == "run":
             self.bar.console.print(f"[bold]strategy {ev['strategy']}[/bold] -> {ev['out']}")
