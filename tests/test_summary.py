@@ -176,3 +176,31 @@ def test_channels_last_maps_are_shown_hwc() -> None:
     assert s.layer("3").torch_shape == (1, 8, 6, 20)
     cf = {d["name"]: d["output_shape"] for d in s.to_dict(channels_first=True)["layers"]}
     assert cf["0"] == (12, 8, 6) and cf["3"] == (20, 8, 6)
+
+
+class _TokenBlock(nn.Module):
+    """Swin-style: (N, H, W, C) -> tokens (N, H*W, C) -> Linear -> back to (N, H, W, C)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.mlp = nn.Linear(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, h, w, c = x.shape
+        return self.mlp(x.reshape(n, h * w, c)).reshape(n, h, w, c)
+
+
+class _Gate(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+
+def test_channels_last_layout_survives_token_reshapes() -> None:
+    """Regression: after a reshape to tokens and back (Swin blocks) the map was shown as 'W x C x H'."""
+    from torchvision.ops import Permute
+
+    net = nn.Sequential(nn.Conv2d(3, 12, 4, stride=4), Permute([0, 2, 3, 1]), _TokenBlock(12), _TokenBlock(12))
+    s = summarize(net, (3, 32, 24))
+    assert s.layer("2").output_shape == (8, 6, 12) and s.layer("3").output_shape == (8, 6, 12)
+    gated = summarize(nn.Sequential(nn.Conv2d(3, 5, 3), _Gate()), (3, 9, 7))
+    assert gated.layer("1").output_shape == (1, 1, 5)  # an NCHW gate stays 1x1xC

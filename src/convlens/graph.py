@@ -219,6 +219,33 @@ class Graph:
             raise LayerError(f"layer '{name}' has no output that depends on the input image.")
         return g
 
+    def spatial_dims(self, index: int) -> tuple[int, int] | None:
+        """Positions of H and W in node ``index``'s tensor, for laying it out as HxWxC.
+
+        The node's own ``geometry.dims`` when known; otherwise (its field went global through a
+        flatten/reshape, as in Swin's blocks that reshape (N, H, W, C) to tokens and back) the layout of
+        the nearest 4-D ancestor whose layout is known; None when there is none.
+        """
+        node = self.nodes[index]
+        if node.geometry is not None and node.geometry.dims is not None:
+            return node.geometry.dims
+        if len(node.shape) != 4:
+            return None
+        seen, todo = {index}, [index]
+        while todo:  # breadth-first: the nearest ancestor wins
+            nxt = []
+            for i in todo:
+                for j in self.nodes[i].inputs:
+                    if j in seen:
+                        continue
+                    seen.add(j)
+                    nj = self.nodes[j]
+                    if len(nj.shape) == 4 and nj.geometry is not None and nj.geometry.dims is not None:
+                        return nj.geometry.dims
+                    nxt.append(j)
+            todo = nxt
+        return None
+
     def window(self, call: ModuleCall) -> Window | None:
         """The effective window of a call made of one conv/pool op (pads inside the call folded into padding)."""
         wins = [self.nodes[i] for i in call.ops if self.nodes[i].kind in ("conv", "pool")]

@@ -173,7 +173,7 @@ def depth_profile(
         geo = graph.nodes[b].geometry if b >= 0 else None
         macs = sum(nd.macs for nd in graph.nodes[prev + 1 : b + 1])
         prev = max(prev, b)
-        dims = geo.dims if geo is not None else None
+        dims = graph.spatial_dims(b) if b >= 0 else None
         if t.ndim == 4 and dims is not None and tuple(dims) != (2, 3) and 0 not in dims:
             # channels-last map (Swin, ConvNeXt blocks): bring it to (N, C, H, W) as traced
             t = t.permute(0, next(i for i in (1, 2, 3) if i not in dims), dims[0], dims[1])

@@ -58,6 +58,14 @@ def hwc(shape: Sequence[int], dims: Sequence[int] | None = None) -> tuple[int, .
     return (s[hd], s[wd], s[cd])
 
 
+def _dims(graph: Graph, index: int | None) -> tuple[int, int] | None:
+    """H/W positions of a call's 4-D output (None: assume N, C, H, W)."""
+    if index is None or len(graph.nodes[index].shape) != 4:
+        return None
+    d = graph.spatial_dims(index)
+    return d if d is not None and 0 not in d else None
+
+
 @dataclass(frozen=True)
 class LayerRecord:
     """One module call. ``output_shape`` is HxWxC (course notation) for maps; ``torch_shape`` is (N, C, H, W)."""
@@ -176,7 +184,7 @@ def summarize(
                 call=c.call,
                 depth=c.depth,
                 leaf=c.leaf,
-                output_shape=hwc(c.shape, geo.dims if geo is not None and len(c.shape) == 4 and geo.dims is not None and 0 not in geo.dims else None) if c.shape else None,
+                output_shape=hwc(c.shape, _dims(graph, c.output)) if c.shape else None,
                 torch_shape=c.shape,
                 params=tr + fr,
                 params_trainable=tr,
