@@ -375,3 +375,14 @@ def test_cli_train_data_error_prints_one_line(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1, repr(err)
+
+
+def test_cli_augment_unknown_output_format_is_an_error(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from convlens.cli import main
+
+    Image.fromarray(np.full((12, 12, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    assert main(["augment", str(tmp_path / "a.png"), "--n", "1", "--out", str(tmp_path / "grid.xyz")]) == 2
+    assert "image format" in capsys.readouterr().err and not (tmp_path / "grid.xyz").exists()

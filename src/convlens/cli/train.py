@@ -155,6 +155,14 @@ def register(app: typer.Typer) -> None:
         from convlens.io import load_image
         from convlens.plot import image_grid
 
+        from matplotlib.figure import Figure
+
+        from convlens.errors import InputError
+
+        kinds = Figure().canvas.get_supported_filetypes()  # the formats savefig can write
+        if out.suffix and out.suffix.lower().lstrip(".") not in kinds:
+            raise InputError(f"--out '{out}' must end in an image format matplotlib writes ({', '.join('.' + k for k in sorted(kinds))}), "
+                             f"got '{out.suffix}'; e.g. --out grid.png.")
         aug = parse_augment_options(options)
         img = load_image(image)
         h, w = img.shape[:2]
