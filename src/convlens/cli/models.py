@@ -48,7 +48,10 @@ def register(app: typer.Typer) -> None:
         """Classify images: top-k classes with probabilities."""
         from convlens.inspect.predict import predict_files
 
-        results = predict_files(images, model=model, weights=weights, topk=topk, device=device)
+        skipped: list[tuple[str, str]] = []
+        results = predict_files(images, model=model, weights=weights, topk=topk, device=device, skipped=skipped)
+        for path, why in skipped:  # stderr, so --json stays parseable
+            typer.echo(f"warning: skipped {path}: {why}", err=True)
         if json_out:
             print_json(results)
             return
@@ -56,7 +59,7 @@ def register(app: typer.Typer) -> None:
         for r in results:
             con.print(f"[bold]{r.image}[/bold]")
             for t in r.top:
-                con.print(f"  {t.prob:7.2%}  {t.label}  (class {t.cls})")
+                con.print(f"  {t.prob:7.2%}  {t.label}" + (f"  (class {t.cls})" if t.label != f"class {t.cls}" else ""))
 
     # ---- inspection (convlens.inspect): summary, activations, depth-profile
     @app.command("summary")

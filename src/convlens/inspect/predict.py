@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -57,8 +58,11 @@ def predict(bundle: ModelBundle, images: Sequence[np.ndarray], *, topk: int = 5,
         for i in range(0, len(images), batch_size):
             x = bundle.preprocess(list(images[i : i + batch_size])).to(dev)
             logits = bundle.model(x)
+            if isinstance(logits, (tuple, list)) and logits and isinstance(logits[0], torch.Tensor):
+                logits = logits[0]  # (logits, aux...) outputs: the first tensor is the prediction
             if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-                raise InputError("the model's output is not a (N, classes) tensor of logits; predict needs a classifier.")
+                got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
+                raise InputError(f"the model's output is not a (N, classes) tensor of logits (got {got}); predict needs a classifier.")
             probs = logits.float().softmax(-1)
             k = min(topk, probs.shape[1])
             vals, idx = probs.topk(k, dim=1)
@@ -74,11 +78,37 @@ def predict_files(
     weights: str | os.PathLike[str] | None = None,
     topk: int = 5,
     device: str = "cpu",
+    batch_size: int = 32,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> list[Prediction]:
-    """Load a model and predict every image file (folders expanded)."""
-    files = [f for p in paths for f in list_images(p)]
+    """Load a model and predict every image file (folders expanded), ``batch_size`` images in memory at a time.
+
+    A file named explicitly must be readable (InputError otherwise); unreadable files found inside a
+    folder are skipped and, when ``skipped`` is a list, appended to it as ``(path, reason)``.
+    """
+    files: list[tuple[Path, bool]] = []  # (file, came from a folder)
+    for p in paths:
+        found = list_images(p)
+        files += [(f, Path(p).is_dir()) for f in found]
     if not files:
         raise InputError("no image files found in the given paths.")
     bundle = load_model(model, weights=weights, device=device)
-    tops = predict(bundle, [load_image(f) for f in files], topk=topk)
-    return [Prediction(str(f), t) for f, t in zip(files, tops, strict=True)]
+    results: list[Prediction] = []
+    for i in range(0, len(files), batch_size):
+        names, imgs = [], []
+        for f, in_folder in files[i : i + batch_size]:
+            try:
+                imgs.append(load_image(f))
+            except InputError as e:
+                if not in_folder:
+                    raise
+                if skipped is not None:
+                    skipped.append((str(f), str(e)))
+                continue
+            names.append(str(f))
+        if imgs:
+            tops = predict(bundle, imgs, topk=topk, batch_size=batch_size)
+            results += [Prediction(n, t) for n, t in zip(names, tops, strict=True)]
+    if not results:
+        raise InputError(f"none of the {len(files)} image file(s) found could be read (corrupt or not images).")
+    return results
