@@ -312,3 +312,30 @@ def test_cli_class_objective_reports_output_and_clear_range_error(tmp_path, caps
     assert main([*args, "--channels", "0,1000"]) == 2
     err = capsys.readouterr().err
     assert "class 1000 is out of range for the model output with 1000 classes (valid: 0-999)" in err
+
+
+class _FixedSize(torch.nn.Module):
+    """A model that, like a ViT, asserts its input size."""
+
+    def __init__(self, side):
+        super().__init__()
+        self.side = side
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        assert x.shape[-1] == self.side, f"Input width ({x.shape[-1]}) doesn't match model ({self.side})."
+        return self.conv(x)
+
+
+def test_fixed_input_size_model_resized_to_its_size_or_clear_error():
+    """A ViT-like model used to crash with a raw AssertionError traceback on the recipe's padded size."""
+    from convlens.models import ModelBundle, ModelMeta, Preprocess
+
+    torch.manual_seed(0)
+    net = _FixedSize(20)
+    bundle = ModelBundle(net, Preprocess(size=20), None, ModelMeta("fixed", "file", False, 4, 112, input_size=(3, 20, 20)))
+    for recipe in ("lucid", "keras"):
+        res = visualize(bundle, "conv", [0, 1], recipe=recipe, steps=2, size=12, return_result=True)
+        assert res.images.shape == (2, 3, 12, 12) and bool(torch.isfinite(res.values).all())
+    with pytest.raises(InputError, match=r"the model failed on a 36x36 input .*doesn't match model \(20\)"):
+        visualize(net, "conv", [0], recipe="lucid", steps=1, size=12)  # a bare module: no known size

@@ -164,6 +164,30 @@ def _layer_order(model: nn.Module, names: list[str], probe: torch.Tensor) -> str
     return done[-1]
 
 
+def _fixed_size(model: Any) -> int | None:
+    """The square input side a ModelBundle was made for (``meta.input_size``), else ``None``."""
+    from convlens.models import ModelBundle
+
+    if isinstance(model, ModelBundle):
+        h, w = model.meta.input_size[-2:]
+        return int(h) if h == w else None
+    return None
+
+
+def _forward_error(run: Callable[[torch.Tensor], Any], x: torch.Tensor) -> str | None:
+    """``run(x)`` once (no grad; the truncated forward); the exception's first line if the model rejects the input, else ``None``."""
+    from convlens.errors import ConvlensError
+
+    try:
+        with torch.no_grad():
+            run(x)
+    except ConvlensError:
+        raise
+    except Exception as e:  # shape asserts (ViT), size mismatches in Linear heads, ...
+        return (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return None
+
+
 def _display(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     if recipe.display == "standardize":  # Keras book deprocess_image: mean 0.5, std 64/255, clip
         flat = x.flatten(1)
@@ -208,6 +232,7 @@ def render(
         >>> bool((r.values > r.start_values).all())
         True
     """
+    fixed_size = _fixed_size(model)
     model, mean_t, std_t = _mean_std(model, mean, std)
     if not isinstance(objective, Objective):
         raise InputError(f"objective must be a convlens Objective, got {type(objective).__name__}.")
@@ -253,9 +278,11 @@ def render(
     gray = len(mean_t) == 1  # a 1-channel model: optimize an RGB image, show and feed its luma
     luma = torch.tensor(_LUMA, device=dev).view(1, 3, 1, 1)
 
+    in_size = [rec.input_size]  # may become the model's fixed input size (below)
+
     def to_model(x: torch.Tensor) -> torch.Tensor:
-        if rec.input_size is not None and x.shape[-1] != rec.input_size:
-            x = F.interpolate(x, size=(rec.input_size, rec.input_size), mode="bilinear", align_corners=True)
+        if in_size[0] is not None and x.shape[-1] != in_size[0]:
+            x = F.interpolate(x, size=(in_size[0], in_size[0]), mode="bilinear", align_corners=True)
         if gray:
             x = (x * luma).sum(1, keepdim=True)  # (N, 1, S, S)
         return (x - mean_v) / std_v
@@ -272,6 +299,19 @@ def render(
             stop = layer_names[0] if len(layer_names) == 1 else _layer_order(model, layer_names, to_model(param().detach()[:1]))
 
         with capture(model, layer_names, detach=False, clone=len(layer_names) > 1, stop_after=stop) as cap:
+            # a model with a fixed input size (ViT) rejects the recipe's padded/jittered size: resize to its size
+            with torch.no_grad():
+                x_probe = (plan(param().detach(), 0) if steps > 0 else param().detach())[:1]
+            err = _forward_error(cap.run, to_model(x_probe))
+            if err is not None:
+                resized = None if fixed_size is None else to_model(F.interpolate(x_probe, size=(fixed_size, fixed_size)))
+                if in_size[0] is None and resized is not None and _forward_error(cap.run, resized) is None:
+                    in_size[0] = fixed_size
+                else:
+                    raise InputError(
+                        f"the model failed on a {x_probe.shape[-2]}x{x_probe.shape[-1]} input (the image after the recipe's "
+                        f"transforms): {err}; give a model that accepts it or a recipe with input_size set to the model's size."
+                    )
 
             def evaluate(img: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
                 out = cap.run(to_model(x))
