@@ -153,3 +153,22 @@ def test_cli_activations(tmp_path: Path, chelsea: np.ndarray, capsys: pytest.Cap
     assert main(["activations", str(bad), "--model", "resnet18", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "bad.jpg" in err and err.count("\n") == 1
+
+
+def test_channels_last_maps_become_nchw() -> None:
+    """Regression: a (N, H, W, C) map (ConvNeXt/Swin blocks) was drawn and ranked as if H were channels."""
+    from torchvision.ops import Permute
+
+    from convlens.inspect.activations import to_nchw
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2), Permute([0, 2, 3, 1]), nn.LayerNorm(6), Permute([0, 3, 1, 2]), nn.ReLU())
+    x = torch.rand(2, 3, 15, 11)
+    acts = get_activations(net, x, ["0", "2", "4"])
+    fixed = to_nchw(net, x, acts)
+    assert acts["2"].shape == (2, 7, 5, 6) and fixed["2"].shape == (2, 6, 7, 5)
+    assert torch.equal(fixed["2"], acts["2"].permute(0, 3, 1, 2))
+    assert fixed["0"] is acts["0"] and fixed["4"] is acts["4"]  # NCHW maps untouched
+    st = activation_stats(fixed)
+    assert st[1].output_shape == (7, 5, 6) and len(st[1].top_channels) == 6
+    assert hook_count(net) == 0

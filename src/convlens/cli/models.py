@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Feature maps of chosen layers for one image: PNG grid per layer, top-k channels, statistics."""
         from convlens.cli.common import ensure_out_dir
-        from convlens.inspect.activations import activation_stats, get_activations, top_channels
+        from convlens.inspect.activations import activation_stats, get_activations, to_nchw, top_channels
         from convlens.io import load_image
         from convlens.models import load_model
         from convlens.plot.inspect import activation_grid
@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
         specs = [p.strip() for item in layers for p in item.split(",") if p.strip()]
         bundle = load_model(model, weights=weights, device=device)
         x = bundle.preprocess([img]).to(bundle.device)
-        acts = get_activations(bundle.model, x, specs if specs != ["auto"] else "auto")
+        acts = to_nchw(bundle.model, x, get_activations(bundle.model, x, specs if specs != ["auto"] else "auto"))
         stats = activation_stats(acts, topk=topk)
         folder = ensure_out_dir(out)
         rows = []

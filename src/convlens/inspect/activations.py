@@ -29,7 +29,7 @@ from convlens.hooks import capture, preserve_state
 from convlens.inspect.summary import hwc
 from convlens.layers import resolve
 
-__all__ = ["ChannelScore", "LayerActivationStats", "get_activations", "activation_stats", "top_channels"]
+__all__ = ["ChannelScore", "LayerActivationStats", "get_activations", "activation_stats", "top_channels", "to_nchw"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,33 @@ def get_activations(
         if missing:
             raise LayerError(f"layer '{missing[0]}' did not run (or returned no tensor) in the forward pass.")
         return {n: cap.activations[n] for n in names}
+
+
+def to_nchw(model: nn.Module, x: torch.Tensor, acts: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``acts`` with channels-last (N, H, W, C) maps (Swin, ConvNeXt blocks, ``Permute`` layers)
+    permuted to (N, C, H, W), as one traced forward pass of ``model`` on ``x`` locates H and W
+    (:meth:`convlens.graph.Graph.spatial_dims`); other tensors are returned unchanged.
+
+    Example:
+        >>> from torchvision.ops import Permute
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), Permute([0, 2, 3, 1]))
+        >>> x = torch.zeros(1, 3, 9, 7)
+        >>> tuple(to_nchw(net, x, get_activations(net, x, "1"))["1"].shape)
+        (1, 4, 7, 5)
+    """
+    if not any(t.ndim == 4 for t in acts.values()):
+        return dict(acts)
+    from convlens.graph import trace  # the tracer is only needed for 4-D maps
+
+    graph = trace(model, x=x[:1])
+    out = {}
+    for name, t in acts.items():
+        c = graph.call(name) if t.ndim == 4 else None
+        dims = graph.spatial_dims(c.output) if c is not None and c.output is not None else None
+        if dims is not None and tuple(dims) != (2, 3) and 0 not in dims and graph.nodes[c.output].shape[1:] == tuple(t.shape[1:]):
+            t = t.permute(0, next(i for i in (1, 2, 3) if i not in dims), dims[0], dims[1])
+        out[name] = t
+    return out
 
 
 def top_channels(act: torch.Tensor, k: int = 8) -> list[ChannelScore]:
