@@ -475,3 +475,14 @@ def test_token_grid_and_non_map_layer_error(vit):
     assert token_grid(1 + 14 * 28, (224, 448)) == (1, 14, 28) and token_grid(2 + 49, (224, 224)) == (2, 7, 7)
     with pytest.raises(LayerError, match="feature map"):
         explain(vit, torch.randn(1, 3, 64, 64), "gradcam", "fc_norm")  # (N, D) after pooling: no map
+
+
+def test_layer_called_twice_warns_which_call_is_used(r18, x112):
+    """torchvision's BasicBlock reuses one ReLU module; its map silently used only the last call."""
+    with pytest.warns(RuntimeWarning, match="'layer4.1.relu' is called several times"):
+        res = explain(r18, x112[:1], "gradcam", "layer4.1.relu", [0])
+    ref = explain(r18, x112[:1], "gradcam", "layer4", [0])  # the block's output is that last ReLU call
+    assert torch.allclose(res.maps, ref.maps, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explain(r18, x112[:1], "gradcam", "layer4.1.conv2", [0])

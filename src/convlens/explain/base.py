@@ -462,6 +462,7 @@ class BaseCAM:
                     raise LayerError(f"layer '{missing[0]}' was not called in the forward pass; pick a layer the model uses.")
                 scores, cls, probs = target_scores(out, targets, n_img)
                 acts = [cap.activations[n] for n in names]
+                reused = [n for n in names if len(cap.calls.get(n, ())) > 1]
             grads: list[torch.Tensor | None] = [None] * len(acts)
             if self.uses_gradients:
                 # ONE backward for the batch, only as deep as the target layer(s); parameters untouched
@@ -500,6 +501,13 @@ class BaseCAM:
                     g32 = None if g is None else as_spatial(g.detach(), hw).float()
                     raws[n] = self.combine(a32, g32, ctx).float()
                 maps, flat = finalize_maps(list(raws.values()), (x.shape[2], x.shape[3]))
+        for n in reused:  # e.g. torchvision's BasicBlock applies one ReLU module twice
+            warnings.warn(
+                f"layer '{n}' is called several times in one forward pass; the map uses its last call "
+                "(name a module that runs once, e.g. its parent block, for a single well-defined map).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if bool(flat.any()):
             k = int(flat.sum())
             warnings.warn(
