@@ -147,3 +147,16 @@ def test_conv_bad_groups_names_groups(capsys, groups):
     code, out, err = run(capsys, "conv", "--input", "[[[1,2],[3,4]],[[1,2],[3,4]]]", "--kernel", "[[[1]]]", "--groups", groups)
     assert code == 2 and out == ""
     assert err.startswith(f"error: --groups must be >= 1 and divide the input's 2 channel(s), got {groups}.")
+
+
+def test_wide_maps_print_whole_numbers_and_missing_files_are_named(capsys, tmp_path):
+    """Regression: a 16-column table of 6-digit values was squeezed to '6.3…' cells; a missing .npy
+    path was reported as invalid JSON."""
+    x = np.random.default_rng(0).uniform(1, 9, (1, 20, 20)) + 1e-7
+    np.save(tmp_path / "x.npy", x)
+    code, out, err = run(capsys, "conv", "--input", str(tmp_path / "x.npy"), "--kernel", "[[1]]")
+    assert code == 0 and "…" not in out
+    assert max(len(line) for line in out.splitlines()) <= 120
+    assert "top-left 16x" in out and f"{x[0, 0, 0]:.6g}" in out
+    code, out, err = run(capsys, "conv", "--input", str(tmp_path / "missing.npy"), "--kernel", "[[1]]")
+    assert code == 2 and "missing.npy' does not exist" in err

@@ -47,6 +47,8 @@ def load_array(text: str, name: str):  # -> np.ndarray
 
     path = Path(text)
     is_file = len(text) < 4096 and path.is_file()
+    if not is_file and len(text) < 4096 and path.suffix.lower() in (".npy", ".json", ".txt"):
+        raise InputError(f"{name} file '{text}' does not exist; give a .npy or JSON file, or inline JSON like [[1,2],[3,4]].")
     if is_file and path.suffix.lower() == ".npy":
         try:
             data = np.load(path, allow_pickle=False)
@@ -80,6 +82,11 @@ def _print_map(con, title: str, m) -> None:
 
     h, w = m.shape
     shown = m[:_MAX_SHOW, :_MAX_SHOW]
+    # as many columns as fit the console without cutting numbers ("6.3…"): a cell is its widest value
+    # plus 3 characters of borders and padding; the row-index column comes first
+    cell = max(len(_fmt(v)) for v in shown.ravel()) + 3
+    fit = max(1, (con.width - (len(str(shown.shape[0] - 1)) + 4) - 1) // cell)
+    shown = shown[:, :fit]
     cut = f" (top-left {shown.shape[0]}x{shown.shape[1]} of {h}x{w}; --json has all)" if shown.shape != m.shape else ""
     con.print(f"[bold]{title}[/bold]{cut}")
     table = Table(show_header=True, header_style="bold")
