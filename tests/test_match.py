@@ -197,3 +197,12 @@ def test_constant_template_is_an_error_not_a_match_at_origin(tmp_path, capsys, c
     big = _save_png(tmp_path / "b.png", chelsea[:60, :60])
     assert main(["match", big, flat, "--out", str(tmp_path / "o")]) == 2
     assert "constant colour" in capsys.readouterr().err
+
+
+def test_zncc_never_leaves_minus_one_to_one(chelsea):
+    # a perfect match scored 1.0000000000000002 from float rounding; the documented range is [-1, 1]
+    img = chelsea[:20, :30].transpose(2, 0, 1) / 255.0
+    r = correlate(img, img, "zncc")
+    assert float(r.max()) == 1.0
+    r = correlate(img, -img, "zncc")
+    assert float(r.min()) == -1.0

@@ -166,7 +166,9 @@ def _zncc(img: torch.Tensor, tpl: torch.Tensor) -> torch.Tensor:
     tpl_var = (t0 * t0).sum(dim=(1, 2, 3)).view(1, -1, 1, 1)  # ||t0||^2                (1, K, 1, 1)
     denominator = torch.sqrt(window_var * tpl_var)
     flat = denominator <= _FLAT_EPS
-    return torch.where(flat, torch.zeros_like(numerator), numerator / torch.where(flat, 1.0, denominator))
+    r = numerator / torch.where(flat, 1.0, denominator)
+    # Cauchy-Schwarz bounds r to [-1, 1]; float rounding of the sums can overshoot (1.0000000000000002 for a perfect match)
+    return torch.where(flat, torch.zeros_like(numerator), r.clamp(-1.0, 1.0))
 
 
 def correlate(image: Any, template: Any, method: str = "zncc", *, dtype: torch.dtype = torch.float64) -> Any:
