@@ -206,3 +206,18 @@ def test_zncc_never_leaves_minus_one_to_one(chelsea):
     assert float(r.max()) == 1.0
     r = correlate(img, -img, "zncc")
     assert float(r.min()) == -1.0
+
+
+def test_cli_match_gray_template_on_colour_image_matches_on_luma(tmp_path, capsys, chelsea):
+    import json
+
+    # a grayscale crop of a colour photo is a perfect match in brightness; across RGB channels ZNCC gave only 0.85
+    from PIL import Image
+
+    from convlens.cli import main
+
+    img = _save_png(tmp_path / "c.png", chelsea[:150, :250])
+    Image.fromarray(chelsea[80:140, 150:230]).convert("L").save(tmp_path / "g.png")
+    assert main(["match", img, str(tmp_path / "g.png"), "--out", str(tmp_path / "o"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["peak"] == [80, 150] and res["score"] > 0.999 and res["grayscale"] is True

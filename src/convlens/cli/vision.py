@@ -31,6 +31,16 @@ def _window_mean(chw: Any, peak: tuple[int, int], size: tuple[int, int]) -> floa
     return float(chw[:, y : y + h, x : x + w].mean())
 
 
+def _is_gray(chw: Any) -> bool:
+    """True when the 3 channels are equal (a grayscale file read as RGB)."""
+    return bool((chw[0] == chw[1]).all() and (chw[1] == chw[2]).all())
+
+
+def _luma(chw: Any) -> Any:
+    """(3, H, W) -> (1, H, W) ITU-R 601 luma 0.299 R + 0.587 G + 0.114 B (what Pillow's 'L' mode stores)."""
+    return (0.299 * chw[0] + 0.587 * chw[1] + 0.114 * chw[2])[None]
+
+
 def _match(image: str, template: str, method: str, pyramid: bool, levels: int, out: str) -> dict[str, Any]:
     import numpy as np
 
@@ -40,6 +50,9 @@ def _match(image: str, template: str, method: str, pyramid: bool, levels: int, o
 
     img_u8, tpl_u8 = load_image(image), load_image(template)
     img, tpl = image_to_chw(img_u8), image_to_chw(tpl_u8)
+    gray = _is_gray(img) or _is_gray(tpl)
+    if gray:  # a gray template on a colour photo (or the reverse): compare brightness only, not colour
+        img, tpl = _luma(img), _luma(tpl)
     if tpl.shape[1] > img.shape[1] or tpl.shape[2] > img.shape[2]:
         raise InputError(
             f"template {tpl.shape[1]}x{tpl.shape[2]} is larger than the image {img.shape[1]}x{img.shape[2]}; crop a smaller template."
@@ -91,6 +104,7 @@ def _match(image: str, template: str, method: str, pyramid: bool, levels: int, o
         "method": method,
         "size": chosen["size"],
         "pyramid": pyramid,
+        "grayscale": gray,
         "comparison": comparison,
         "explanation": explanation,
         "files": [png],
