@@ -204,3 +204,34 @@ def test_channels_last_layout_survives_token_reshapes() -> None:
     assert s.layer("2").output_shape == (8, 6, 12) and s.layer("3").output_shape == (8, 6, 12)
     gated = summarize(nn.Sequential(nn.Conv2d(3, 5, 3), _Gate()), (3, 9, 7))
     assert gated.layer("1").output_shape == (1, 1, 5)  # an NCHW gate stays 1x1xC
+
+
+class _NdConvs(nn.Module):
+    """ECA-style Conv1d gate, a Conv3d over (C, H, W) and 1-D/3-D transposed convs, with groups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.eca = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+        self.c3 = nn.Conv3d(2, 4, 3, padding=1, groups=2)
+        self.t1 = nn.ConvTranspose1d(8, 4, 3, stride=2, groups=2)
+        self.t3 = nn.ConvTranspose3d(4, 2, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        g = torch.sigmoid(self.eca(y.mean((2, 3))[:, None]))[:, 0, :, None, None]
+        v = self.c3((y * g).reshape(1, 2, 4, *y.shape[-2:]))
+        a = self.t1(y.flatten(2))
+        return self.t3(v).mean() + a.mean()
+
+
+def test_1d_and_3d_convolutions_count_their_macs() -> None:
+    """Regression: Conv1d/Conv3d (ECA gates, volume layers) and their transposes counted 0 MACs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = _NdConvs().eval()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        net(torch.zeros(1, 3, 6, 5))
+    s = summarize(net, (3, 6, 5))
+    assert s.total_macs == fc.get_total_flops() // 2
+    assert s.layer("c3").macs == 4 * 4 * 6 * 5 * (2 // 2) * 27 and s.layer("eca").macs == 8 * 3

@@ -43,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import math
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -291,6 +292,9 @@ _LINEAR = torch_functions("linear")
 _MATMUL = torch_functions("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "baddbmm", "addmm")
 _SDPA = torch_functions("scaled_dot_product_attention")
 _CONV_T = torch_functions("conv_transpose2d")
+# 1-D/3-D convolutions (ECA gates, video/volume layers): counted in MACs; their field is not tracked
+_CONV_ND = torch_functions("conv1d", "conv3d")
+_CONV_T_ND = torch_functions("conv_transpose1d", "conv_transpose3d")
 _ADDMM = torch_functions("baddbmm", "addmm")
 
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
@@ -638,6 +642,12 @@ class _Recorder(TorchFunctionMode):
             w = args[1] if len(args) > 1 else kwargs["weight"]
             inp = args[0]
             macs = int(inp.numel() * w.shape[1] * w.shape[-2] * w.shape[-1]) // self.batch
+        elif func in _CONV_ND or func in _CONV_T_ND:
+            # out positions x C_out x (C_in/groups) x taps; transposed: in positions x C_in x (C_out/groups) x taps
+            kind = "unknown"
+            w = args[1] if len(args) > 1 else kwargs["weight"]
+            n = (args[0] if func in _CONV_T_ND else out).numel()
+            macs = int(n * w.shape[1] * math.prod(w.shape[2:])) // self.batch
         if geo is None and items:
             # inputs whose spatial layout the output keeps: same rank, same H and W at the same positions
             # (or, for view/reshape, H and W still the last two axes); a linear/matmul keeps the layout
