@@ -339,3 +339,29 @@ def test_fixed_input_size_model_resized_to_its_size_or_clear_error():
         assert res.images.shape == (2, 3, 12, 12) and bool(torch.isfinite(res.values).all())
     with pytest.raises(InputError, match=r"the model failed on a 36x36 input .*doesn't match model \(20\)"):
         visualize(net, "conv", [0], recipe="lucid", steps=1, size=12)  # a bare module: no known size
+
+
+class _TinyTokens(torch.nn.Module):
+    """Patch embedding -> (N, T, D) tokens -> Linear, as in a ViT / Mixer."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Conv2d(3, 6, 4, stride=4)
+        self.mlp = torch.nn.Linear(6, 10)
+
+    def forward(self, x):
+        return self.mlp(self.embed(x).flatten(2).transpose(1, 2))  # (N, T, 10)
+
+
+def test_token_layer_channels_are_features_not_tokens():
+    """A ViT layer's 'channel' c used to be token c (a 16x16 image has 16 tokens here, not 10 features)."""
+    torch.manual_seed(0)
+    net = _TinyTokens()
+    res = visualize(net, "mlp", [9, 2], recipe="keras", steps=3, size=16, return_result=True)
+    assert bool((res.values > res.start_values).all())
+    with torch.no_grad():
+        x = (res.raw - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        feats = net(x).mean(1)  # mean over tokens
+    assert torch.allclose(res.values, feats[[0, 1], [9, 2]], atol=1e-4)
+    with pytest.raises(InputError, match="channel 10 is out of range for layer 'mlp' with 10 channels"):
+        visualize(net, "mlp", [10], steps=1, size=16)

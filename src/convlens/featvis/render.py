@@ -12,6 +12,10 @@ One run optimizes N images at once. Each step:
    from ``f_i``, so the batch is N independent ascents;
 5. ascent step: ``p += lr * g / ||g||`` per image (Keras) or Adam (Lucid).
 
+Token layers: a 3-D output (N, T, D) of a transformer layer (anything but a 1-d conv/norm/pool, whose
+(N, C, L) is channels-first) is read as tokens, so channel ``c`` is feature ``c`` averaged over the
+tokens (not token ``c``).
+
 Randomness: image i has its own ``torch.Generator`` seeded from ``(seed, key_i)`` (key = the channel
 index for channel objectives), used for its init noise and all its transform parameters, so an image
 is the same whether rendered alone or in a batch, and on any device.
@@ -164,6 +168,12 @@ def _layer_order(model: nn.Module, names: list[str], probe: torch.Tensor) -> str
     return done[-1]
 
 
+#: modules whose 3-D output is (N, C, L) channels-first; any other 3-D output is read as (N, tokens, D) (ViT, Mixer)
+_CHANNELS_FIRST_1D = (
+    nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceNorm1d, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d,
+)
+
+
 def _fixed_size(model: Any) -> int | None:
     """The square input side a ModelBundle was made for (``meta.input_size``), else ``None``."""
     from convlens.models import ModelBundle
@@ -298,6 +308,7 @@ def render(
         if not need_output and layer_names:
             stop = layer_names[0] if len(layer_names) == 1 else _layer_order(model, layer_names, to_model(param().detach()[:1]))
 
+        tokens_last = [name for name in layer_names if not isinstance(named[name], _CHANNELS_FIRST_1D)]
         with capture(model, layer_names, detach=False, clone=len(layer_names) > 1, stop_after=stop) as cap:
             # a model with a fixed input size (ViT) rejects the recipe's padded/jittered size: resize to its size
             with torch.no_grad():
@@ -316,6 +327,9 @@ def render(
             def evaluate(img: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
                 out = cap.run(to_model(x))
                 acts: dict[str, torch.Tensor] = dict(cap.activations)
+                for name in tokens_last:  # (N, T, D) tokens -> (N, D, T): channel c is feature c, not token c
+                    if name in acts and acts[name].dim() == 3:
+                        acts[name] = acts[name].transpose(1, 2)
                 acts[INPUT] = img
                 if need_output:
                     if out is None or not isinstance(out, torch.Tensor):
