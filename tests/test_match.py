@@ -221,3 +221,13 @@ def test_cli_match_gray_template_on_colour_image_matches_on_luma(tmp_path, capsy
     assert main(["match", img, str(tmp_path / "g.png"), "--out", str(tmp_path / "o"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["peak"] == [80, 150] and res["score"] > 0.999 and res["grayscale"] is True
+
+
+def test_hwc_inputs_are_refused_and_numpy_int_levels_accepted(chelsea):
+    with pytest.raises(InputError, match=r"\(H, W, C\)"):
+        correlate(chelsea[:40, :50], chelsea[5:15, 5:15])
+    with pytest.raises(InputError, match=r"\(H, W, C\)"):
+        find_template(chelsea[:40, :50], chelsea[5:15, 5:15])
+    img = chelsea[:40, :50].transpose(2, 0, 1) / 255.0
+    m = find_template_multiscale(img, img[:, 5:17, 6:20], levels=np.int64(2), template_levels=np.int64(1))
+    assert m.peak == (5, 6)

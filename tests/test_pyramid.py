@@ -157,3 +157,14 @@ def test_cli_pyramid_default_levels_fit_tiny_images(tmp_path, capsys):
         Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(p)
         assert main(["pyramid", str(p), "--out", str(tmp_path / "o"), "--json"]) == 0  # no --levels: default 5 or fewer
         assert [lv["shape"] for lv in json.loads(capsys.readouterr().out)["levels"]] == shapes
+
+
+def test_hwc_image_is_refused_not_read_as_channels(chelsea):
+    # load_image gives (H, W, 3): taking its 300 rows for channels built a meaningless 'pyramid' of 451x3 images
+    with pytest.raises(InputError, match=r"\(H, W, C\)"):
+        gaussian_pyramid(chelsea[:40, :30], 2)
+    with pytest.raises(InputError, match=r"\(H, W, C\)"):
+        laplacian_pyramid(torch.from_numpy(chelsea[:40, :30]), 2)
+    levels = gaussian_pyramid(chelsea[:40, :30].transpose(2, 0, 1), 2)  # channels-first works
+    assert levels[1].shape == (3, 20, 15)
+    assert gaussian_pyramid(np.zeros((1, 8, 9, 3)), 2)[1].shape == (1, 8, 5, 2)  # a narrow (C, H, W) as a batch is allowed

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from convlens.errors import InputError
+from convlens.pyramid.pyramids import _check_not_hwc
 
 __all__ = ["METHODS", "correlate", "raw_correlation", "zero_mean_correlation", "ncc", "box_sum"]
 
@@ -72,6 +73,8 @@ def _prepare(image: Any, template: Any, dtype: torch.dtype) -> tuple[torch.Tenso
         raise InputError(f"image must be (H, W), (C, H, W) or (N, C, H, W); got shape {tuple(img.shape)}.")
     if tpl.ndim not in (2, 3, 4):
         raise InputError(f"template must be (h, w), (C, h, w) or (K, C, h, w); got shape {tuple(tpl.shape)}.")
+    _check_not_hwc(tuple(img.shape), "image")
+    _check_not_hwc(tuple(tpl.shape), "template")
     how = {"numpy": img_np, "drop_n": img.ndim < 4, "drop_k": tpl.ndim < 4}
     img4 = img.reshape((1,) * (4 - img.ndim) + tuple(img.shape))
     tpl4 = tpl.reshape((1,) * (4 - tpl.ndim) + tuple(tpl.shape))

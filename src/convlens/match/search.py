@@ -173,9 +173,9 @@ def find_template_multiscale(
         >>> m.peak, m.scale
         ((8, 16), 1.0)
     """
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
         raise InputError(f"levels must be an integer >= 1, got {levels!r}.")
-    if isinstance(template_levels, bool) or not isinstance(template_levels, int) or template_levels < 1:
+    if isinstance(template_levels, bool) or not isinstance(template_levels, (int, np.integer)) or template_levels < 1:
         raise InputError(f"template_levels must be an integer >= 1, got {template_levels!r}.")
     img = _single_image(image, "image")
     tpl = _single_image(template, "template").to(device=img.device)
@@ -184,6 +184,7 @@ def find_template_multiscale(
     if th > img.shape[2] or tw > img.shape[3]:
         raise InputError(f"template {th}x{tw} is larger than the image {img.shape[2]}x{img.shape[3]}; crop a smaller template.")
     name = "zncc" if method == "ncc" else method
+    levels, template_levels = int(levels), int(template_levels)
 
     candidates: list[ScaleCandidate] = []
     responses: list[torch.Tensor] = []

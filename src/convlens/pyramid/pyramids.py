@@ -50,6 +50,17 @@ BINOMIAL_5 = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
 # input handling: one (N, C, H, W) float tensor inside, the caller's kind and rank outside
 
 
+def _check_not_hwc(shape: tuple[int, ...], name: str) -> None:
+    """A 3-D input whose last axis is 3 or 4 wide and whose first is longer than 4 is almost surely an
+    (H, W, C) image (what image readers return), not (C, H, W): refuse it instead of treating rows as channels."""
+    if len(shape) == 3 and shape[2] in (3, 4) and shape[0] > 4:
+        raise InputError(
+            f"{name} has shape {tuple(shape)}, which looks like an (H, W, C) image; inputs are channels-first: pass "
+            "image.transpose(2, 0, 1) (or convlens.match.image_to_chw(image)); a real (C, H, W) array this narrow can go "
+            "as a (1, C, H, W) batch."
+        )
+
+
 def _to_nchw(x: Any, name: str = "x") -> tuple[torch.Tensor, dict]:
     """Convert an array/tensor of rank 2..4 into a floating (N, C, H, W) tensor + how to undo it."""
     is_numpy = not isinstance(x, torch.Tensor)
@@ -67,6 +78,7 @@ def _to_nchw(x: Any, name: str = "x") -> tuple[torch.Tensor, dict]:
         raise InputError(f"{name} must be (H, W), (C, H, W) or (N, C, H, W); got shape {tuple(t.shape)}.")
     if 0 in t.shape:
         raise InputError(f"{name} must not be empty; got shape {tuple(t.shape)}.")
+    _check_not_hwc(tuple(t.shape), name)
     if not t.is_floating_point():
         t = t.to(torch.float64)
     if not torch.isfinite(t).all():
