@@ -365,3 +365,12 @@ def test_token_layer_channels_are_features_not_tokens():
     assert torch.allclose(res.values, feats[[0, 1], [9, 2]], atol=1e-4)
     with pytest.raises(InputError, match="channel 10 is out of range for layer 'mlp' with 10 channels"):
         visualize(net, "mlp", [10], steps=1, size=16)
+
+
+def test_cli_filters_error_is_one_line_without_progress_residue(tmp_path, capsys):
+    from convlens.cli import main
+
+    args = ["filters", "--model", "resnet18", "--layer", "layer1", "--channels", "0,64", "--steps", "1", "--size", "16", "--out", str(tmp_path / "g.png")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: channel 64 is out of range for layer 'layer1'") and err.count("\n") == 1

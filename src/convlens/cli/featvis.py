@@ -59,6 +59,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     ) -> None:
         """Visualize what filters respond to: one optimized image per channel, in one batch, forward truncated at the layer."""
+        import sys
         import time
 
         from convlens.cli.common import check_choice, console, parse_int_list, print_json
@@ -103,6 +104,7 @@ def register(app: typer.Typer) -> None:
             TimeRemainingColumn(),
             console=console(stderr=True),
             transient=True,
+            disable=not sys.stderr.isatty(),  # no bar (nor the blank line it leaves) in pipes and logs
         ) as progress:
             task = progress.add_task(f"{layer_name} x{len(chans)}", total=steps)
             res = visualize(
