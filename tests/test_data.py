@@ -237,3 +237,13 @@ def test_too_few_images_error_names_the_class(tmp_path):
         f.unlink()
     with pytest.raises(DataError, match="class 'lonely one' has 1 valid image"):
         load_dataset(tmp_path / "d", image_size=8)
+
+
+def test_hidden_files_and_folders_in_a_class_are_ignored(tmp_path):
+    root = make_folder(tmp_path / "d", n_per_class=4, size=10)
+    ck = root / "left" / ".ipynb_checkpoints"
+    ck.mkdir()
+    (ck / "000-checkpoint.png").write_bytes((root / "left" / "000.png").read_bytes())  # a Jupyter copy: not a new image
+    (root / "right" / "._000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS resource fork: not an image
+    ds = load_dataset(root, image_size=10)
+    assert len(ds.train) + len(ds.val) == 8 and ds.skipped == []

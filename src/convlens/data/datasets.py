@@ -214,7 +214,9 @@ def _scan_classes(root: Path) -> list[tuple[str, list[Path]]]:
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     out = []
     for c in classes:
-        files = sorted(q for q in c.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+        # hidden entries are never data: .ipynb_checkpoints/ copies would duplicate images, macOS '._x.jpg' are not images
+        files = sorted(q for q in c.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
+                       and not any(part.startswith(".") for part in q.relative_to(c).parts))
         out.append((c.name, files))
     return out
 
