@@ -58,7 +58,7 @@ from torch.overrides import TorchFunctionMode
 from convlens.errors import InputError, LayerError
 from convlens.hooks import capture, device_of, first_tensor, preserve_state
 
-__all__ = ["Axis", "Geometry", "Window", "Node", "ModuleCall", "Graph", "trace", "tensors_in"]
+__all__ = ["Axis", "Geometry", "Window", "Node", "ModuleCall", "Graph", "trace", "tensors_in", "einsum_macs"]
 
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -294,6 +294,7 @@ _SDPA = torch_functions("scaled_dot_product_attention")
 _CONV_T = torch_functions("conv_transpose2d")
 # 1-D/3-D convolutions (ECA gates, video/volume layers): counted in MACs; their field is not tracked
 _CONV_ND = torch_functions("conv1d", "conv3d")
+_EINSUM = torch_functions("einsum")
 _CONV_T_ND = torch_functions("conv_transpose1d", "conv_transpose3d")
 _ADDMM = torch_functions("baddbmm", "addmm")
 
@@ -328,6 +329,36 @@ def tensors_in(obj: Any) -> list[torch.Tensor]:
     out: list[torch.Tensor] = []
     _collect_tensors(obj, out)
     return out
+
+
+def einsum_macs(equation: Any, operands: Sequence[torch.Tensor]) -> int:
+    """Multiply-accumulates of ``torch.einsum(equation, *operands)`` for two or more operands: the
+    product of the sizes of every index letter (output and contracted ones); 0 for one operand (a sum
+    or a permutation multiplies nothing) or the sublist form.
+
+    Example (a batched matmul b,i,j x b,j,k: 2*3*4*5 MACs):
+        >>> einsum_macs("bij,bjk->bik", [torch.zeros(2, 3, 4), torch.zeros(2, 4, 5)])
+        120
+    """
+    if not isinstance(equation, str) or len(operands) < 2:
+        return 0
+    subs = equation.replace(" ", "").split("->")[0].split(",")
+    if len(subs) != len(operands):
+        return 0
+    n_ell = max((t.ndim - (len(sub) - 3) for sub, t in zip(subs, operands, strict=True) if "..." in sub), default=0)
+    sizes: dict[str, int] = {}
+    for sub, t in zip(subs, operands, strict=True):
+        if "..." in sub:
+            pre, post = sub.split("...")
+            k = t.ndim - len(pre) - len(post)  # broadcast dims align from the right
+            labels = list(pre) + [f"...{n_ell - k + i}" for i in range(k)] + list(post)
+        else:
+            labels = list(sub)
+        if len(labels) != t.ndim:
+            return 0
+        for lab, n in zip(labels, t.shape, strict=True):
+            sizes[lab] = max(sizes.get(lab, 1), int(n))
+    return math.prod(sizes.values())
 
 
 def _collect_tensors(obj: Any, out: list[torch.Tensor]) -> None:
@@ -637,6 +668,9 @@ class _Recorder(TorchFunctionMode):
                 a_t = ts[-2] if func in _ADDMM else ts[0]
                 inner = int(a_t.shape[-1])
                 macs = int(out.numel() * inner) // self.batch
+        elif func in _EINSUM:
+            kind = "matmul"
+            macs = einsum_macs(args[0] if args else None, tensors_in(args[1:])) // self.batch
         elif func in _CONV_T:
             kind = "unknown"
             w = args[1] if len(args) > 1 else kwargs["weight"]
