@@ -255,3 +255,27 @@ def test_einsum_products_count_their_macs() -> None:
         net(torch.zeros(1, 6, 4, 5))
     s = summarize(net, (6, 4, 5))
     assert s.total_macs == fc.get_total_flops() // 2 == 2 * (2 * 20 * 20 * 3)
+
+
+class _IteratedList(nn.Module):
+    """CaiT-style: an nn.ModuleList iterated in forward is never called itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3)
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()) for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+
+def test_depth_filter_keeps_children_of_uncalled_containers() -> None:
+    """Regression: at --depth 1 CaiT's blocks_token_only.* rows vanished (params and MACs not covered)."""
+    s = summarize(_IteratedList(), (3, 8, 8))
+    rows = s.at_depth(1)
+    assert [r.name for r in rows] == ["stem", "blocks.0", "blocks.1"]
+    assert sum(r.params for r in rows) == s.total_params and sum(r.macs for r in rows) == s.total_macs
+    assert [r.name for r in s.at_depth(3)] == ["stem", "blocks.0", "blocks.0.0", "blocks.0.1", "blocks.1", "blocks.1.0", "blocks.1.1"]

@@ -116,10 +116,23 @@ class Summary:
         return hits[call]
 
     def at_depth(self, depth: int | None) -> list[LayerRecord]:
-        """Records of modules nested at most ``depth`` levels deep (``None``: all)."""
+        """Records of modules nested at most ``depth`` levels deep (``None``: all).
+
+        A deeper module is listed too when none of its ancestors was called (the children of a
+        ``ModuleList``/``ModuleDict`` that the model iterates, like CaiT's ``blocks_token_only``), so
+        the rows always cover the whole forward pass.
+        """
         if depth is not None and depth < 1:
             raise InputError(f"depth must be >= 1, got {depth}.")
-        return [r for r in self.layers if depth is None or r.depth <= depth]
+        if depth is None:
+            return list(self.layers)
+        called = {r.name for r in self.layers}
+
+        def uncovered(name: str) -> bool:
+            parts = name.split(".")
+            return not any(".".join(parts[:k]) in called for k in range(1, len(parts)))
+
+        return [r for r in self.layers if r.depth <= depth or uncovered(r.name)]
 
     def to_dict(self, depth: int | None = None, *, channels_first: bool = False) -> dict:
         """The JSON form: ``{"layers": [...], "total_params", "total_macs", ...}`` (graph left out)."""
