@@ -386,3 +386,13 @@ def test_cli_augment_unknown_output_format_is_an_error(tmp_path, capsys):
     Image.fromarray(np.full((12, 12, 3), 90, np.uint8)).save(tmp_path / "a.png")
     assert main(["augment", str(tmp_path / "a.png"), "--n", "1", "--out", str(tmp_path / "grid.xyz")]) == 2
     assert "image format" in capsys.readouterr().err and not (tmp_path / "grid.xyz").exists()
+
+
+def test_unusable_device_is_an_input_error_before_any_work(folder):
+    from convlens.errors import InputError
+
+    with pytest.raises(InputError, match="device must look like"):
+        fit(cfg(folder, strategy="scratch", device="gpu"))
+    bad = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU (cuda:0 on a CPU-only machine)
+    with pytest.raises(InputError, match="requested but this machine has"):
+        fit(cfg(folder, strategy="scratch", device=bad))

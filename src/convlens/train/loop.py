@@ -552,9 +552,15 @@ def fit(
     rd = Path(run_dir) if run_dir is not None else None
     if resume and (rd is None or not ckpt.has_checkpoint(rd)):
         raise DataError(f"--resume needs a run folder with a checkpoint; '{rd}' has none (start without --resume).")
+    try:
+        dev = torch.device(cfg.device)
+    except (RuntimeError, ValueError):
+        raise InputError(f"device must look like cpu, cuda, cuda:1 or mps; got '{cfg.device}'.") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
+        raise InputError(f"device '{cfg.device}' requested but this machine has {have}; use --device cpu.")
     if data is None:
         data = load_dataset(cfg.data, image_size=cfg.image_size, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    dev = torch.device(cfg.device)
     devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(cfg.seed)  # local to this run: fork_rng restores the caller's RNG afterwards
