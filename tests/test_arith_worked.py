@@ -265,3 +265,13 @@ def test_huge_input_sizes_are_instant():
     assert (r.axes[0].uncovered, r.axes[0].uncovered_tail) == (3, 1)
     # W: (3e9 - 5) / 3 = 999999998.33 windows -> the last column is never read
     assert (r.axes[1].uncovered, r.axes[1].uncovered_tail) == (1, 1)
+
+
+def test_sizes_beyond_int64_count_exactly():
+    """Regression: a dilated kernel on a 1e20 input overflowed int64 in the never-read count."""
+    def never_read(n: int) -> int:
+        return output_shape((n, 7), 2, stride=5, dilation=2).axes[0].uncovered
+
+    # taps at 5i and 5i+2: 3 of every 5 rows are never read
+    assert never_read(10**20) == 6 * 10**19
+    assert never_read(10**20 + 5) - never_read(10**20) == 3 == never_read(10**6 + 5) - never_read(10**6)

@@ -188,9 +188,9 @@ def _count_max(lo: int, hi: int, k: int, s: int, d: int, out: int) -> tuple[int,
             n = ib // g - (ia - 1) // g
             top = ib - ib % g
         else:
-            r = (np.arange(k, dtype=np.int64) * d) % s
-            n = int(((ib - r) // s - (ia - 1 - r) // s).sum())
-            top = ib - int(((ib - r) % s).min())
+            rs = {(j * d) % s for j in range(k)}  # Python ints: sizes may exceed int64
+            n = sum((ib - r) // s - (ia - 1 - r) // s for r in rs)
+            top = ib - min((ib - r) % s for r in rs)
         parts.append((int(n), top if n else None))
     if hi > b:
         ua = max(lo, a, b + 1)
