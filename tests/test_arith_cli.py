@@ -160,3 +160,17 @@ def test_wide_maps_print_whole_numbers_and_missing_files_are_named(capsys, tmp_p
     assert "top-left 16x" in out and f"{x[0, 0, 0]:.6g}" in out
     code, out, err = run(capsys, "conv", "--input", str(tmp_path / "missing.npy"), "--kernel", "[[1]]")
     assert code == 2 and "missing.npy' does not exist" in err
+
+
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--filters", "2", "--ceil-mode"], "--ceil-mode is a pooling option"),
+        (["--op", "maxpool", "--filters", "5"], "--filters and --groups describe convolutions"),
+        (["--op", "avgpool", "--groups", "3"], "--filters and --groups describe convolutions"),
+    ],
+)
+def test_shape_flags_that_do_not_apply_are_errors(capsys, args, msg):
+    """Regression: --ceil-mode on a conv and --filters/--groups on a pool were silently ignored."""
+    code, out, err = run(capsys, "shape", "--input", "7x7x3", "--kernel", "3", "--stride", "2", *args)
+    assert code == 2 and out == "" and msg in err

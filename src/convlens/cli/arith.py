@@ -177,6 +177,10 @@ def register(app: typer.Typer) -> None:
         h, w, c = parse_size(input, channels_first=channels_first)
         check_choice(op, ("conv", "maxpool", "avgpool"), name="--op")
         check_choice(convention, ("torch", "tf"), name="--convention")
+        if op == "conv" and ceil_mode:
+            raise InputError("--ceil-mode is a pooling option (--op maxpool/avgpool); PyTorch convolutions always round down.")
+        if op != "conv" and (filters is not None or groups != 1):
+            raise InputError(f"--filters and --groups describe convolutions; --op {op} keeps the {c} input channel(s).")
         if op == "conv" and filters is None:
             raise InputError("--filters is required for --op conv (the number of output channels F).")
         if filters is not None and filters < 1:
