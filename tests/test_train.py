@@ -233,6 +233,10 @@ def test_checkpoint_files_and_errors(folder, tiny_data, tmp_path):
         fit(cfg(folder, strategy="frozen+aug", epochs=3), data=tiny_data, run_dir=tmp_path, resume=True)
     with pytest.raises(DataError, match="has none"):
         fit(c, data=tiny_data, run_dir=tmp_path / "nothing", resume=True)
+    # images added or changed under the same --data path: resuming would mix two datasets in one run
+    other = load_dataset(make_folder(tmp_path / "grown", n_per_class=21, size=24), image_size=32, seed=0)
+    with pytest.raises(DataError, match="changed since the checkpoint"):
+        fit(c, data=other, run_dir=tmp_path, resume=True)
     (tmp_path / "checkpoint-0002.safetensors").write_bytes(b"broken")
     with pytest.raises(DataError, match="damaged"):
         fit(c, data=tiny_data, run_dir=tmp_path, resume=True)

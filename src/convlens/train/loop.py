@@ -420,6 +420,14 @@ class _Loop:
                     f"the checkpoint in '{self.run_dir}' was made with {k}={saved.get(k)!r}, not {getattr(cfg, k)!r}; "
                     "resume with the same options or use a new --out."
                 )
+            then = state.get("data")  # absent in checkpoints written before it was recorded
+            if then is not None and then != self._data_id():
+                now = self._data_id()
+                raise DataError(
+                    f"the data in '{cfg.data}' changed since the checkpoint in '{self.run_dir}' ({then['train']} train / "
+                    f"{then['val']} val images then, {now['train']} / {now['val']} now, or the images differ); "
+                    "restore it, or train into a new --out without --resume."
+                )
             self.model.load_state_dict(model_sd)
             start_epoch = int(state["epoch"])
             self.history = list(state.get("history", []))
@@ -513,12 +521,20 @@ class _Loop:
         return TrainRun(result, self.history, conf.tolist(), self.data.classes, self.model, self.head_name, cfg,
                         self.data.summary(), time.perf_counter() - t_start)
 
+    def _data_id(self) -> dict[str, Any]:
+        """Sizes and content hashes of the train/val images (computed once): a resumed run must see the same data."""
+        if getattr(self, "_data_id_cache", None) is None:
+            tr, va = self.data.train, self.data.val
+            self._data_id_cache = {"train": len(tr), "val": len(va), "train_hash": tr.fingerprint(), "val_hash": va.fingerprint()}
+        return self._data_id_cache
+
     def _save(self, epoch: int, stage: int, opt: torch.optim.Optimizer, sched: Any) -> None:
         tensors, rest = ckpt.split_optimizer_state(opt.state_dict())
         state = {
             "format": 1, "epoch": epoch, "stage": stage, "stage_name": self.stages[stage].name,
             "total_epochs": self.total_epochs, "config": self.cfg.to_dict(), "optimizer": rest,
             "scheduler": sched.state_dict(), "rng": ckpt.rng_state(), "history": self.history,
+            "data": self._data_id(),
         }
         ckpt.save_checkpoint(self.run_dir, self.model.state_dict(), tensors, state)
 
