@@ -486,3 +486,32 @@ def test_layer_called_twice_warns_which_call_is_used(r18, x112):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         explain(r18, x112[:1], "gradcam", "layer4.1.conv2", [0])
+
+
+class _ChannelsLast(nn.Module):
+    """Swin / timm-NHWC style: the late feature maps are (N, h, w, C)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 4, stride=4)
+        self.norm = nn.LayerNorm(6)
+        self.head = nn.Linear(6, 5)
+
+    def forward(self, x):
+        return self.head(self.norm(self.conv(x).permute(0, 2, 3, 1)).mean((1, 2)))
+
+
+def test_channels_last_maps_auto_and_oracle():
+    """An (N, h, w, C) layer was read as C=h, h=w, w=C (Swin's auto choice was an attention projection)."""
+    from convlens.explain import resolve_layers
+
+    torch.manual_seed(0)
+    net = _ChannelsLast().eval()
+    x = torch.randn(2, 3, 32, 48)
+    assert resolve_layers(net, "auto", (3, 32, 48))[0][0] == "norm"
+    res = explain(net, x, "gradcam", "auto", [1, 4])
+    assert res.raw["norm"].shape == (2, 8, 12)
+    m = copy.deepcopy(net)
+    with pgc.GradCAM(m, [m.norm], reshape_transform=lambda t: t.permute(0, 3, 1, 2)) as c:
+        ref = c(x, [ClassifierOutputTarget(1), ClassifierOutputTarget(4)])
+    assert np.abs(res.maps.numpy() - ref).max() < 1e-4

@@ -256,8 +256,14 @@ def token_grid(n_tokens: int, image_hw: tuple[int, int]) -> tuple[int, int, int]
     return None
 
 
+def _on_grid(h: int, w: int, image_hw: tuple[int, int]) -> bool:
+    """``(h, w)`` is a feature grid of an ``image_hw`` image: at least 2x2, aspect ``h / w = H / W`` (within 25%)."""
+    return h >= 2 and w >= 2 and abs(h * image_hw[1] / image_hw[0] - w) <= max(1.0, 0.25 * w)
+
+
 def as_spatial(t: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor | None:
-    """A layer output as a (N, C, h, w) map: spatial maps unchanged, (N, T, D) tokens reshaped to their grid.
+    """A layer output as a (N, C, h, w) map: spatial maps unchanged, channels-last (N, h, w, C) maps
+    permuted, (N, T, D) tokens reshaped to their grid.
 
     Token outputs drop their prefix (class/register) tokens: ``(N, p + gh*gw, D) -> (N, D, gh, gw)``.
     Returns ``None`` for anything else (a layer CAM cannot use).
@@ -267,6 +273,8 @@ def as_spatial(t: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor | Non
         (2, 8, 4, 4)
     """
     if t.ndim == 4:
+        if not _on_grid(t.shape[2], t.shape[3], image_hw) and _on_grid(t.shape[1], t.shape[2], image_hw):
+            return t.permute(0, 3, 1, 2)  # channels-last (N, h, w, C) maps (Swin, timm NHWC stages)
         return t
     if t.ndim == 3:
         grid = token_grid(t.shape[1], image_hw)
@@ -296,9 +304,8 @@ def _auto_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
     shapes = probe_shapes(model, input_shape)
     hw = (int(input_shape[-2]), int(input_shape[-1]))
 
-    def on_grid(shape: tuple[int, ...]) -> bool:
-        h, w = shape[2], shape[3]
-        return h >= 2 and w >= 2 and abs(h * hw[1] / hw[0] - w) <= max(1.0, 0.25 * w)
+    def on_grid(shape: tuple[int, ...]) -> bool:  # (N, C, h, w) or channels-last (N, h, w, C)
+        return _on_grid(shape[2], shape[3], hw) or _on_grid(shape[1], shape[2], hw)
 
     maps = [i for i, s in enumerate(shapes) if len(s.shape) == 4 and s.type not in _POOL_TYPES and on_grid(s.shape)]
     last_map = maps[-1] if maps else -1
