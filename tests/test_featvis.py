@@ -374,3 +374,26 @@ def test_cli_filters_error_is_one_line_without_progress_residue(tmp_path, capsys
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: channel 64 is out of range for layer 'layer1'") and err.count("\n") == 1
+
+
+class _NHWC(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 6, 4, stride=4)
+        self.norm = torch.nn.LayerNorm(6)
+
+    def forward(self, x):
+        return self.norm(self.conv(x).permute(0, 2, 3, 1))  # (N, h, w, C) as in Swin
+
+
+def test_channels_last_layer_channels_are_the_last_dim():
+    """A Swin-style (N, h, w, C) layer's 'channel' c used to be row c of the map."""
+    torch.manual_seed(0)
+    net = _NHWC()
+    res = visualize(net, "norm", [5, 0], objective="neuron", recipe="keras", steps=3, size=32, return_result=True)
+    with torch.no_grad():
+        x = (res.raw - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        a = net(x)  # (2, 8, 8, 6)
+    assert torch.allclose(res.values, torch.stack([a[0, 4, 4, 5], a[1, 4, 4, 0]]), atol=1e-4)
+    with pytest.raises(InputError, match="channel 6 is out of range for layer 'norm' with 6 channels"):
+        visualize(net, "norm", [6], steps=1, size=32)

@@ -14,7 +14,7 @@ One run optimizes N images at once. Each step:
 
 Token layers: a 3-D output (N, T, D) of a transformer layer (anything but a 1-d conv/norm/pool, whose
 (N, C, L) is channels-first) is read as tokens, so channel ``c`` is feature ``c`` averaged over the
-tokens (not token ``c``).
+tokens (not token ``c``); a channels-last (N, h, w, C) map (Swin) is read as (N, C, h, w).
 
 Randomness: image i has its own ``torch.Generator`` seeded from ``(seed, key_i)`` (key = the channel
 index for channel objectives), used for its init noise and all its transform parameters, so an image
@@ -174,6 +174,11 @@ _CHANNELS_FIRST_1D = (
 )
 
 
+def _square_grid(h: int, w: int) -> bool:
+    """``(h, w)`` can be the feature grid of a square image (>= 2x2, equal sides within 25%)."""
+    return h >= 2 and w >= 2 and abs(h - w) <= max(1.0, 0.25 * w)
+
+
 def _fixed_size(model: Any) -> int | None:
     """The square input side a ModelBundle was made for (``meta.input_size``), else ``None``."""
     from convlens.models import ModelBundle
@@ -327,9 +332,14 @@ def render(
             def evaluate(img: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
                 out = cap.run(to_model(x))
                 acts: dict[str, torch.Tensor] = dict(cap.activations)
-                for name in tokens_last:  # (N, T, D) tokens -> (N, D, T): channel c is feature c, not token c
-                    if name in acts and acts[name].dim() == 3:
-                        acts[name] = acts[name].transpose(1, 2)
+                for name in layer_names:
+                    a = acts.get(name)
+                    if a is None:
+                        continue
+                    if a.dim() == 3 and name in tokens_last:  # (N, T, D) tokens -> (N, D, T): channel c is feature c
+                        acts[name] = a.transpose(1, 2)
+                    elif a.dim() == 4 and not _square_grid(a.shape[2], a.shape[3]) and _square_grid(a.shape[1], a.shape[2]):
+                        acts[name] = a.permute(0, 3, 1, 2)  # channels-last (N, h, w, C) maps (Swin) -> (N, C, h, w)
                 acts[INPUT] = img
                 if need_output:
                     if out is None or not isinstance(out, torch.Tensor):
