@@ -172,3 +172,14 @@ def test_channels_last_maps_become_nchw() -> None:
     st = activation_stats(fixed)
     assert st[1].output_shape == (7, 5, 6) and len(st[1].top_channels) == 6
     assert hook_count(net) == 0
+
+
+def test_auto_inside_a_list_is_one_per_stage_too() -> None:
+    """Regression: `--layers auto,layer1` gave only the last stage + layer1, while `--layers auto`
+    gives one layer per stage."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 2, 1))
+    x = torch.rand(1, 3, 20, 20)
+    alone = list(get_activations(net, x, "auto"))
+    assert len(alone) > 1
+    mixed = list(get_activations(net, x, ["auto", "3"]))
+    assert set(alone) <= set(mixed) and "3" in mixed

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,7 +76,13 @@ def get_activations(
         raise InputError(f"x must be an (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}.")
     if not torch.isfinite(x).all():
         raise InputError("x contains NaN or infinite values; check the image and preprocessing.")
-    spec = "stages" if isinstance(layers, str) and layers == "auto" else layers
+    # 'auto' means one layer per stage here, alone or inside a list ('auto,layer1')
+    if isinstance(layers, str):
+        spec: Any = "stages" if layers == "auto" else layers
+    elif isinstance(layers, (list, tuple)):
+        spec = ["stages" if isinstance(s, str) and s == "auto" else s for s in layers]
+    else:
+        spec = layers
     refs = resolve(model, spec, input_shape=tuple(x.shape[1:]))
     names = [r.name for r in refs]
     with preserve_state(model, train=False), torch.no_grad(), capture(model, names, detach=True, clone=True) as cap:
