@@ -400,3 +400,13 @@ def test_unusable_device_is_an_input_error_before_any_work(folder):
     bad = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU (cuda:0 on a CPU-only machine)
     with pytest.raises(InputError, match="requested but this machine has"):
         fit(cfg(folder, strategy="scratch", device=bad))
+
+
+def test_learning_curves_tick_whole_epochs():
+    from convlens.plot.train import comparison_plot, learning_curves
+
+    hist = [{"epoch": 1, "stage": "train", "train_loss": 0.7, "val_loss": 0.69, "train_accuracy": 0.7, "val_accuracy": 0.5}]
+    for fig in (learning_curves(hist), comparison_plot({"scratch": hist})):
+        for ax in fig.axes:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from convlens.errors import InputError
 
@@ -39,6 +40,7 @@ def learning_curves(history: Sequence[Mapping[str, Any]], *, title: str = "") ->
                 ax.axvline(a["epoch"] + 0.5, color="gray", ls="--", lw=1)
                 ax.text(a["epoch"] + 0.55, ax.get_ylim()[1], str(b.get("stage")), fontsize=7, va="top", color="gray")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole numbers (1 epoch gave 0.96 ... 1.04)
         ax.set_ylabel(ylabel)
         if metric == "accuracy":
             ax.set_ylim(-0.02, 1.02)
@@ -96,6 +98,7 @@ def comparison_plot(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, tit
         for name, hist in histories.items():
             ax.plot([h["epoch"] for h in hist], [h[metric] for h in hist], marker="o", ms=3, label=name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole numbers (1 epoch gave 0.96 ... 1.04)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
