@@ -397,3 +397,17 @@ def test_channels_last_layer_channels_are_the_last_dim():
     assert torch.allclose(res.values, torch.stack([a[0, 4, 4, 5], a[1, 4, 4, 0]]), atol=1e-4)
     with pytest.raises(InputError, match="channel 6 is out of range for layer 'norm' with 6 channels"):
         visualize(net, "norm", [6], steps=1, size=32)
+
+
+def test_grayscale_first_conv_kernels_are_gray_tiles():
+    """A 1-channel (grayscale) model had 'no Conv2d with 3 input channels' for --kernels."""
+    from convlens.featvis import first_conv
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3))
+    assert first_conv(net)[0] == "0"
+    tiles = first_layer_kernels(net)
+    assert tiles.shape == (4, 3, 5, 5) and torch.equal(tiles[:, 0], tiles[:, 2])
+    w = net[0].weight.detach()[:, 0]
+    assert torch.allclose(tiles[:, 1], 0.5 + w / (2 * w.abs().flatten(1).max(1).values.view(-1, 1, 1)))
+    with pytest.raises(LayerError, match="layer '2' is a Conv2d with 4 input channels"):
+        first_layer_kernels(net, "2")

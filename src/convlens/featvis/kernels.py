@@ -23,20 +23,21 @@ __all__ = ["first_layer_kernels", "first_conv"]
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
-    """The first ``nn.Conv2d`` (in module order) that takes 3 input channels.
+    """The first ``nn.Conv2d`` (in module order) that takes the image: 3 input channels (RGB) or 1 (grayscale models).
 
     Example:
         >>> first_conv(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1)))[0]
         '0'
     """
     for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d) and m.in_channels == 3 and m.groups == 1:
+        if isinstance(m, nn.Conv2d) and m.in_channels in (1, 3) and m.groups == 1:
             return name, m
-    raise LayerError("the model has no Conv2d with 3 input channels; name the layer whose kernels to show.")
+    raise LayerError("the model has no Conv2d with 3 (or 1) input channels; name the layer whose kernels to show.")
 
 
 def first_layer_kernels(model: nn.Module, layer: str | None = None, *, shared: bool = False) -> torch.Tensor:
-    """RGB tiles (C_out, 3, kh, kw) in [0, 1] of a conv layer with 3 input channels (default: the first).
+    """RGB tiles (C_out, 3, kh, kw) in [0, 1] of a conv layer on the image (default: the first); a
+    1-input-channel conv (grayscale model) gives gray tiles (its kernel in all three channels).
 
     Example:
         >>> conv = torch.nn.Conv2d(3, 1, 1)
@@ -52,11 +53,15 @@ def first_layer_kernels(model: nn.Module, layer: str | None = None, *, shared: b
 
         ref = resolve(model, layer)[0]
         name, conv = ref.name, ref.module  # type: ignore[assignment]
-        if not isinstance(conv, nn.Conv2d) or conv.in_channels != 3 or conv.groups != 1:
-            raise LayerError(f"layer '{name}' is not a Conv2d with 3 input channels; only such kernels are RGB images.")
-    w = conv.weight.detach().float()  # (C_out, 3, kh, kw)
+        if not isinstance(conv, nn.Conv2d) or conv.in_channels not in (1, 3) or conv.groups != 1:
+            got = f"a Conv2d with {conv.in_channels} input channels" if isinstance(conv, nn.Conv2d) else f"a {type(conv).__name__}"
+            raise LayerError(
+                f"layer '{name}' is {got}; only kernels of a conv on the image (3 input channels, or 1 for grayscale) are images."
+            )
+    w = conv.weight.detach().float()  # (C_out, 3 or 1, kh, kw)
     if shared:
         scale = w.abs().max().clamp_min(1e-12)
     else:
         scale = w.abs().flatten(1).max(1).values.clamp_min(1e-12).view(-1, 1, 1, 1)
-    return (0.5 + w / (2 * scale)).clamp(0, 1).cpu()
+    tiles = (0.5 + w / (2 * scale)).clamp(0, 1).cpu()
+    return tiles.expand(-1, 3, -1, -1).contiguous() if tiles.shape[1] == 1 else tiles  # grayscale kernels: gray tiles
