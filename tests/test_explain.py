@@ -515,3 +515,20 @@ def test_channels_last_maps_auto_and_oracle():
     with pgc.GradCAM(m, [m.norm], reshape_transform=lambda t: t.permute(0, 3, 1, 2)) as c:
         ref = c(x, [ClassifierOutputTarget(1), ClassifierOutputTarget(4)])
     assert np.abs(res.maps.numpy() - ref).max() < 1e-4
+
+
+def test_batch_bound_target_callable_gets_a_clear_error_in_scorecam_and_metrics():
+    """A callable assuming the original batch crashed deep in Score-CAM with a raw shape-mismatch RuntimeError."""
+    from convlens.explain.metrics import deletion_curve
+
+    torch.manual_seed(0)
+    net = _MultiOut("plain").eval()
+    x = torch.randn(2, 3, 8, 8)
+    bound = lambda out: out.gather(1, torch.tensor([[1], [2]]))[:, 0]  # noqa: E731 - only valid for N = 2
+    with pytest.raises(InputError, match="must score each row on its own"):
+        explain(net, x, "scorecam", "conv", bound, batch_size=3)
+    maps = cam(net, x, "gradcam", "conv", bound)  # one batch: fine
+    with pytest.raises(InputError, match="must score each row on its own"):
+        deletion_curve(net, x, maps, bound, steps=4, batch_size=3)
+    rowwise = explain(net, x, "scorecam", "conv", lambda out: out[:, 1], batch_size=3)
+    assert torch.allclose(rowwise.maps, explain(net, x, "scorecam", "conv", 1, batch_size=3).maps, atol=1e-6)

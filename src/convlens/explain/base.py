@@ -54,6 +54,7 @@ __all__ = [
     "normalize_maps",
     "target_scores",
     "class_logits",
+    "call_target",
     "resolve_layers",
     "as_spatial",
     "token_grid",
@@ -121,6 +122,30 @@ def _check_input(x: Any) -> torch.Tensor:
     if not bool(torch.isfinite(x).all()):
         raise InputError("x contains NaN or infinite values; check the preprocessing.")
     return x
+
+
+def call_target(fn: Callable[[Any], torch.Tensor], out: Any, b: int) -> torch.Tensor:
+    """``fn(out)`` on a batch of ``b`` perturbed copies (Score-CAM masks, metric curves), checked to be (b,).
+
+    Such batches mix copies of several images, so a target callable must score rows independently
+    (``lambda out: out[:, 3]``), not assume the original batch.
+
+    Example:
+        >>> call_target(lambda o: o[:, 1], torch.zeros(4, 3), 4).shape
+        torch.Size([4])
+    """
+    hint = (
+        f"the target callable is also applied to batches of {b} perturbed copies (Score-CAM masks, metric curves), "
+        "so it must score each row on its own (e.g. lambda out: out[:, 3]), not assume the original batch"
+    )
+    try:
+        s = fn(out)
+    except (RuntimeError, IndexError, ValueError) as e:
+        raise InputError(f"{hint}; it failed with: {str(e).splitlines()[0] if str(e) else type(e).__name__}.") from None
+    if not isinstance(s, torch.Tensor) or s.shape != (b,):
+        got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
+        raise InputError(f"{hint}; it returned {got} instead of ({b},).")
+    return s
 
 
 def class_logits(output: Any) -> torch.Tensor | None:
@@ -540,7 +565,7 @@ class BaseCAM:
             fn = targets
 
             def score_callable(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-                return fn(out)
+                return call_target(fn, out, idx.shape[0])
 
             return score_callable
 

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import InputError
-from convlens.explain.base import LayerSpec, Targets, _check_input, class_logits, resolve_layers, target_scores
+from convlens.explain.base import LayerSpec, Targets, _check_input, call_target, class_logits, resolve_layers, target_scores
 from convlens.hooks import device_of, preserve_state
 
 __all__ = [
@@ -188,7 +188,7 @@ class _Scorer:
 
     def score(self, out: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
         if self.fn is not None:
-            return self.fn(out).float()
+            return call_target(self.fn, out, img.shape[0]).float()
         assert self.cls is not None
         logits = class_logits(out)
         assert logits is not None  # target_scores found them on the first forward
