@@ -164,6 +164,8 @@ def test_image_report_bad_arguments(tmp_path, tiny_model):
     from convlens.errors import LayerError
 
     Image.fromarray(np.full((16, 16, 3), 100, np.uint8)).save(tmp_path / "g.png")
+    with pytest.raises(ConvlensError, match="at least one CAM method"):  # --methods "": once, not per image
+        image_report([tmp_path / "g.png"], tmp_path / "o2", model=tiny_model, methods=[])
     with pytest.raises(LayerError, match="nosuch"):
         image_report([tmp_path / "g.png"], tmp_path / "o2", model=tiny_model, methods=["gradcam"], layer="nosuch")
     assert not (tmp_path / "o2").exists()

@@ -154,6 +154,8 @@ def image_report(
     from convlens.io import list_images, load_image
     from convlens.models import load_model
 
+    if not methods:
+        raise InputError("give at least one CAM method (e.g. --methods gradcam).")
     for m in methods:
         get_method(m)  # unknown names fail now, with suggestions
     files = [f for p in images for f in list_images(p)]
