@@ -411,3 +411,13 @@ def test_grayscale_first_conv_kernels_are_gray_tiles():
     assert torch.allclose(tiles[:, 1], 0.5 + w / (2 * w.abs().flatten(1).max(1).values.view(-1, 1, 1)))
     with pytest.raises(LayerError, match="layer '2' is a Conv2d with 4 input channels"):
         first_layer_kernels(net, "2")
+
+
+def test_grids_of_many_tiles_are_square_ish():
+    """512 channels used to make an 8 x 64 grid (1440 x 11560 px)."""
+    from convlens.plot.featvis import featvis_grid, kernel_grid
+
+    fig = featvis_grid(np.zeros((100, 3, 2, 2), np.float32), list(range(100)))
+    w, h = fig.get_size_inches()
+    assert 0.7 < w / h < 1.5 and len(fig.axes) == 100
+    assert kernel_grid(torch.rand(3, 3, 2, 2)).get_size_inches()[0] == pytest.approx(3.0)

@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,6 +36,11 @@ def to_hwc(images: torch.Tensor | np.ndarray) -> list[np.ndarray]:
     return [np.clip(x.transpose(1, 2, 0), 0.0, 1.0) for x in a]
 
 
+def _default_cols(n: int) -> int:
+    """8 columns, or a square-ish grid for many tiles (512 channels: 23 x 23, not 8 x 64)."""
+    return max(min(n, 8), math.ceil(math.sqrt(n)))
+
+
 def featvis_grid(
     images: torch.Tensor | np.ndarray,
     channels: Sequence[int],
@@ -56,7 +63,7 @@ def featvis_grid(
         raise InputError(f"got {len(values)} values for {len(tiles)} images.")
     titles = [f"ch {c}" if values is None else f"ch {c}  ({float(v):.3g})" for c, v in zip(channels, values or [None] * len(tiles), strict=True)]
     sup = title if title is not None else (f"{layer}" if layer else None)
-    return image_grid(tiles, titles=titles, ncols=ncols, suptitle=sup, tile_inches=1.8)
+    return image_grid(tiles, titles=titles, ncols=ncols or _default_cols(len(tiles)), suptitle=sup, tile_inches=1.8)
 
 
 def kernel_grid(tiles: torch.Tensor | np.ndarray, *, layer: str = "", ncols: int | None = None) -> Figure:
@@ -69,4 +76,4 @@ def kernel_grid(tiles: torch.Tensor | np.ndarray, *, layer: str = "", ncols: int
     arr = to_hwc(tiles)
     titles = [str(i) for i in range(len(arr))]
     n = len(arr)
-    return image_grid(arr, titles=titles, ncols=ncols or min(n, 8), suptitle=f"{layer} kernels (0.5 = zero weight)" if layer else None, tile_inches=1.0)
+    return image_grid(arr, titles=titles, ncols=ncols or _default_cols(n), suptitle=f"{layer} kernels (0.5 = zero weight)" if layer else None, tile_inches=1.0)
