@@ -183,3 +183,32 @@ def test_auto_inside_a_list_is_one_per_stage_too() -> None:
     assert len(alone) > 1
     mixed = list(get_activations(net, x, ["auto", "3"]))
     assert set(alone) <= set(mixed) and "3" in mixed
+
+
+class _Reused(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.shared = nn.Conv2d(4, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shared(self.pool(self.shared(self.stem(x))))
+
+
+def test_name_hash_k_picks_one_call_of_a_reused_module() -> None:
+    """Regression: only the last call of a module used twice could be inspected (summary lists 'shared #0')."""
+    torch.manual_seed(0)
+    net = _Reused()
+    x = torch.rand(1, 3, 8, 8)
+    acts = get_activations(net, x, ["shared", "shared#0", "shared #1"])
+    assert list(acts) == ["shared", "shared#0", "shared#1"]
+    assert acts["shared#0"].shape == (1, 4, 8, 8) and acts["shared#1"].shape == (1, 4, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(acts["shared#0"], net.shared(net.stem(x)))
+    assert torch.equal(acts["shared"], acts["shared#1"])
+    with pytest.raises(LayerError, match="ran 2 time"):
+        get_activations(net, x, "shared#2")
+    with pytest.raises(LayerError, match="did you mean"):
+        get_activations(net, x, "sharred#0")
+    assert hook_count(net) == 0

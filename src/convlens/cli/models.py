@@ -124,7 +124,7 @@ def register(app: typer.Typer) -> None:
         image: Path = typer.Argument(..., help="image file"),
         model: str = MODEL_OPT,
         weights: Optional[Path] = WEIGHTS_OPT,
-        layers: list[str] = typer.Option(["auto"], "--layers", help="names, globs (features.*), 'auto' (one per stage); repeat or comma-separate"),
+        layers: list[str] = typer.Option(["auto"], "--layers", help="names, globs (features.*), 'auto' (one per stage), name#k (call k of a reused module); repeat or comma-separate"),
         max_channels: int = typer.Option(64, "--max-channels", min=1, help="channels drawn per layer (most active first)"),
         topk: int = typer.Option(8, "--topk", min=1, help="most active channels listed per layer"),
         out: Path = typer.Option(..., "--out", help="folder for the PNG grids"),

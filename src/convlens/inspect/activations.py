@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,8 @@ from convlens.errors import InputError, LayerError
 from convlens.hooks import capture, preserve_state
 from convlens.inspect.summary import hwc
 from convlens.layers import resolve
+
+_CALL = re.compile(r"^(.+?)\s*#(\d+)$")  # 'relu#1' / 'relu #1': call 1 of layer relu
 
 __all__ = ["ChannelScore", "LayerActivationStats", "get_activations", "activation_stats", "top_channels", "to_nchw"]
 
@@ -64,8 +67,10 @@ def get_activations(
     """Run ``model`` on ``x`` (eval mode, no grad; modes restored) and return ``{layer name: output}``.
 
     ``layers``: a name, glob (``features.*``), module, list of these, ``'stages'``, or ``'auto'``
-    (= one layer per stage, as :func:`convlens.layers.resolve` with ``'stages'``). Tensors are detached
-    clones on the model's device, in the order the layers were resolved.
+    (= one layer per stage, as :func:`convlens.layers.resolve` with ``'stages'``). A module called
+    several times records its last call; ``'name#k'`` picks call ``k`` (from 0, as ``relu #1`` in
+    ``convlens summary``). Tensors are detached clones on the model's device, in the order the layers
+    were resolved (``name#k`` picks last).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(2))
@@ -76,21 +81,31 @@ def get_activations(
         raise InputError(f"x must be an (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}.")
     if not torch.isfinite(x).all():
         raise InputError("x contains NaN or infinite values; check the image and preprocessing.")
-    # 'auto' means one layer per stage here, alone or inside a list ('auto,layer1')
-    if isinstance(layers, str):
-        spec: Any = "stages" if layers == "auto" else layers
-    elif isinstance(layers, (list, tuple)):
-        spec = ["stages" if isinstance(s, str) and s == "auto" else s for s in layers]
-    else:
-        spec = layers
-    refs = resolve(model, spec, input_shape=tuple(x.shape[1:]))
-    names = [r.name for r in refs]
-    with preserve_state(model, train=False), torch.no_grad(), capture(model, names, detach=True, clone=True) as cap:
+    items = list(layers) if isinstance(layers, (list, tuple)) else [layers]
+    plain: list[Any] = []
+    picks: list[tuple[str, int]] = []  # ('relu', 1) for 'relu#1'
+    for item in items:
+        m = _CALL.match(item) if isinstance(item, str) else None
+        if m:
+            picks.append((m.group(1), int(m.group(2))))
+        else:  # 'auto' means one layer per stage here, alone or inside a list ('auto,layer1')
+            plain.append("stages" if isinstance(item, str) and item == "auto" else item)
+    shape = tuple(x.shape[1:])
+    names = [r.name for r in resolve(model, plain if len(plain) != 1 else plain[0], input_shape=shape)] if plain else []
+    bases = [resolve(model, base, input_shape=shape)[0].name for base, _ in picks]
+    hooked = list(dict.fromkeys(names + bases))
+    with preserve_state(model, train=False), torch.no_grad(), capture(model, hooked, detach=True, clone=True) as cap:
         cap.run(x)
-        missing = [n for n in names if n not in cap.activations]
+        missing = [n for n in hooked if n not in cap.activations]
         if missing:
             raise LayerError(f"layer '{missing[0]}' did not run (or returned no tensor) in the forward pass.")
-        return {n: cap.activations[n] for n in names}
+        out = {n: cap.activations[n] for n in names}
+        for base, (_, k) in zip(bases, picks, strict=True):
+            calls = cap.calls[base]
+            if k >= len(calls):
+                raise LayerError(f"layer '{base}' ran {len(calls)} time(s) in the forward pass; '{base}#{k}' does not exist (calls count from 0).")
+            out[f"{base}#{k}"] = calls[k]
+        return out
 
 
 def to_nchw(model: nn.Module, x: torch.Tensor, acts: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -112,7 +127,8 @@ def to_nchw(model: nn.Module, x: torch.Tensor, acts: Mapping[str, torch.Tensor])
     graph = trace(model, x=x[:1])
     out = {}
     for name, t in acts.items():
-        c = graph.call(name) if t.ndim == 4 else None
+        m = _CALL.match(name)
+        c = (graph.call(m.group(1), int(m.group(2))) if m else graph.call(name)) if t.ndim == 4 else None
         dims = graph.spatial_dims(c.output) if c is not None and c.output is not None else None
         if dims is not None and tuple(dims) != (2, 3) and 0 not in dims and graph.nodes[c.output].shape[1:] == tuple(t.shape[1:]):
             t = t.permute(0, next(i for i in (1, 2, 3) if i not in dims), dims[0], dims[1])
