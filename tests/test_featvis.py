@@ -321,10 +321,11 @@ class _FixedSize(torch.nn.Module):
         super().__init__()
         self.side = side
         self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.relu = torch.nn.ReLU()
 
     def forward(self, x):
         assert x.shape[-1] == self.side, f"Input width ({x.shape[-1]}) doesn't match model ({self.side})."
-        return self.conv(x)
+        return self.relu(self.conv(x))
 
 
 def test_fixed_input_size_model_resized_to_its_size_or_clear_error():
@@ -337,6 +338,10 @@ def test_fixed_input_size_model_resized_to_its_size_or_clear_error():
     for recipe in ("lucid", "keras"):
         res = visualize(bundle, "conv", [0, 1], recipe=recipe, steps=2, size=12, return_result=True)
         assert res.images.shape == (2, 3, 12, 12) and bool(torch.isfinite(res.values).all())
+    from convlens.featvis.objectives import Channel
+
+    two = visualize(bundle, None, [0, 1], objective=Channel("conv", [0, 1]) + Channel("relu", [2, 3]), steps=1, size=12, return_result=True)
+    assert two.truncated_after == "relu"
     with pytest.raises(InputError, match=r"the model failed on a 36x36 input .*doesn't match model \(20\)"):
         visualize(net, "conv", [0], recipe="lucid", steps=1, size=12)  # a bare module: no known size
 

@@ -311,7 +311,10 @@ def render(
     with preserve_state(model, train=False, requires_grad=False):
         stop: str | None = None
         if not need_output and layer_names:
-            stop = layer_names[0] if len(layer_names) == 1 else _layer_order(model, layer_names, to_model(param().detach()[:1]))
+            img1 = param().detach()[:1]
+            if fixed_size is not None and in_size[0] is None:  # a fixed-size model (ViT) accepts only its own size
+                img1 = F.interpolate(img1, size=(fixed_size, fixed_size), mode="bilinear", align_corners=True)
+            stop = layer_names[0] if len(layer_names) == 1 else _layer_order(model, layer_names, to_model(img1))
 
         tokens_last = [name for name in layer_names if not isinstance(named[name], _CHANNELS_FIRST_1D)]
         with capture(model, layer_names, detach=False, clone=len(layer_names) > 1, stop_after=stop) as cap:
