@@ -108,3 +108,36 @@ def test_cam_only_unreadable_files_exit_2(tmp_path, capsys):
     assert main(["cam", str(tmp_path / "bad.png"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: none of the 1 image file(s) could be read") and "bad.png" in err
+
+
+_DICT_MODEL = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 6)
+
+    def forward(self, x):
+        f = torch.relu(self.conv(x))
+        return {"features": f, "logits": self.head(f.mean((2, 3)))}
+
+
+def build(num_classes=None):
+    torch.manual_seed(0)
+    return Net()
+'''
+
+
+def test_cam_dict_output_model_file_with_target(img_dir, tmp_path, capsys):
+    """A {'logits': ...} model could not be explained from the CLI, and --target said 'must be < 0'."""
+    f = tmp_path / "dictnet.py"
+    f.write_text(_DICT_MODEL)
+    args = ["cam", str(img_dir / "chelsea.png"), "--model", f"{f}:build", "--method", "gradcam,scorecam", "--out", str(tmp_path / "o")]
+    rows = _json(capsys, [*args, "--target", "5", "--json"])
+    assert [(r["method"], r["target"], r["layer"]) for r in rows] == [("gradcam", 5, "conv"), ("scorecam", 5, "conv")]
+    assert main([*args, "--target", "6"]) == 2
+    assert "got 6" in capsys.readouterr().err

@@ -114,7 +114,8 @@ def run_cam(
         raise_input("no image files found in the given paths.")
     skipped: list[str] = []
     bundle = load_model(model, weights=weights, device=device)
-    if target is not None and target >= bundle.meta.num_classes:
+    # num_classes is 0 when the registry could not read it (tuple/dict outputs): the explain call checks then
+    if target is not None and bundle.meta.num_classes > 0 and target >= bundle.meta.num_classes:
         raise_input(f"--target must be < {bundle.meta.num_classes} (the model's classes), got {target}.")
     layer_spec: Any = layer
     if layer == "auto" and bundle.meta.default_layer:
