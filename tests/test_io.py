@@ -92,3 +92,11 @@ def test_as_uint8_rgb_validates():
         as_uint8_rgb(np.full((2, 2), np.nan))
     with pytest.raises(InputError, match="shape"):
         as_uint8_rgb(np.zeros((2, 2, 2)))
+
+
+def test_list_images_skips_hidden(tmp_path):
+    _save(tmp_path, np.zeros((2, 2, 3), np.uint8), "a.png")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    _save(tmp_path / ".ipynb_checkpoints", np.zeros((2, 2, 3), np.uint8), "a-checkpoint.png")
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07")  # macOS resource fork
+    assert [p.name for p in list_images(tmp_path)] == ["a.png"]

@@ -151,3 +151,20 @@ def test_normalize_reduces_rgb_batches_for_gray_models():
     rgb[:, 1] = 1.0  # pure green: luma 0.587
     out = p.normalize(rgb)
     assert out.shape == (2, 1, 4, 4) and torch.allclose(out, torch.full_like(out, (0.587 - 0.5) / 0.5))
+
+
+def test_run_folder_and_wrong_model_hint(tmp_path):
+    import json
+
+    torch.manual_seed(3)
+    src = load_model("resnet18", num_classes=2)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_file({k: v.contiguous() for k, v in src.model.state_dict().items()}, run / "model.safetensors")
+    (run / "model.json").write_text(json.dumps({"labels": ["a", "b"], "model": "resnet18"}))
+    b = load_model("resnet18", weights=run)  # the run folder itself
+    assert b.labels == ["a", "b"] and b.meta.weights.endswith("model.safetensors")
+    with pytest.raises(ModelError, match="pass --model resnet18"):
+        load_model("efficientnet_lite0", weights=run / "model.safetensors")
+    with pytest.raises(ModelError, match="folder without model.safetensors"):
+        load_model("resnet18", weights=tmp_path)

@@ -116,6 +116,8 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
 def list_images(path: str | os.PathLike[str]) -> list[Path]:
     """Expand a file or folder into a sorted list of image files (folders: by extension, recursive).
 
+    Hidden files and folders (``.ipynb_checkpoints/``, macOS ``._x.jpg``) inside a folder are skipped.
+
     Example:
         >>> import tempfile
         >>> list_images(tempfile.mkdtemp())
@@ -123,7 +125,13 @@ def list_images(path: str | os.PathLike[str]) -> list[Path]:
     """
     p = Path(path)
     if p.is_dir():
-        return sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+        return sorted(
+            q
+            for q in p.rglob("*")
+            if q.is_file()
+            and q.suffix.lower() in IMAGE_EXTENSIONS
+            and not any(part.startswith(".") for part in q.relative_to(p).parts)
+        )
     if not p.exists():
         raise InputError(f"image path '{p}' does not exist.")
     return [p]

@@ -86,7 +86,7 @@ def efficientnet_lite0(
     if n_cls != 1000:
         model.reset_classifier(n_cls)
     if weights is not None:
-        load_weights_into(model, weights, "weights file")
+        load_weights_into(model, weights, "the weights file")
     pre = Preprocess(size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="squash", interpolation="bilinear")
     labels = imagenet_labels() if n_cls == 1000 else None
     return bundle_from_module(

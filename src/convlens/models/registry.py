@@ -192,13 +192,13 @@ def load_weights_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str
         if bad:
             k = bad[0]
             parts.append(f"{len(bad)} with wrong shape (e.g. '{k}': file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})")
-        raise ModelError(f"weights from '{source}' do not fit {type(model).__name__}: " + ", ".join(parts) + ".")
+        raise ModelError(f"weights from {source} do not fit {type(model).__name__}: " + ", ".join(parts) + ".")
     model.load_state_dict(sd, strict=True)
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
     """Metadata stored beside a weights file as ``<stem>.json`` (or ``labels.json``), as training writes it:
-    ``{"labels": [...], "image_size": S}``. Only well-formed fields are returned."""
+    ``{"labels": [...], "image_size": S, "model": name}``. Only well-formed fields are returned."""
     for cand in (path.with_suffix(".json"), path.parent / "labels.json"):
         if not cand.is_file():
             continue
@@ -217,6 +217,8 @@ def _sidecar(path: Path) -> dict[str, Any]:
         size = data.get("image_size")
         if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
             out["image_size"] = size
+        if isinstance(data.get("model"), str) and data["model"]:
+            out["model"] = data["model"]  # the architecture the weights were trained for (hint on mismatch)
         return out
     return {}
 
@@ -339,12 +341,37 @@ def load_model(
         raise ModelError(f"device '{device}' is not a valid torch device ({e}).") from None
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device '{device}' requested but CUDA is not available on this machine.")
+    if weights is not None and Path(weights).is_dir():
+        # a `convlens train` run folder: its final weights are model.safetensors
+        inside = Path(weights) / "model.safetensors"
+        if not inside.is_file():
+            raise ModelError(f"weights path '{weights}' is a folder without model.safetensors; give a weights file.")
+        weights = inside
     sd = read_state_dict(weights) if weights is not None else None
     wpath = str(weights) if weights is not None else None
     if num_classes is None and sd is not None:
         num_classes = _classifier_out(sd)
     side = _sidecar(Path(weights)) if weights is not None else {}
+    try:
+        bundle = _build(name, sd, wpath, num_classes, torch_device)
+    except ModelError as e:
+        trained_for = side.get("model")
+        if sd is not None and trained_for and trained_for != name:
+            raise ModelError(f"{e} These weights were trained for model '{trained_for}': pass --model {trained_for}.") from None
+        raise
+    if "labels" in side:
+        bundle.labels = side["labels"]
+    if "image_size" in side:
+        # a model trained by `convlens train` saw squash-resized images of this size: predict the same way
+        bundle.preprocess = replace(bundle.preprocess, size=side["image_size"], resize="squash")
+        bundle.meta = replace(bundle.meta, input_size=(bundle.preprocess.channels, side["image_size"], side["image_size"]))
+    return bundle
 
+
+def _build(
+    name: str, sd: dict[str, torch.Tensor] | None, wpath: str | None, num_classes: int | None, torch_device: torch.device
+) -> ModelBundle:
+    """Build ``name`` from the registry, a user file, or the torchvision/timm zoo, with ``sd`` loaded if given."""
     if name in _REGISTRY:
         bundle = _REGISTRY[name](weights=sd, num_classes=num_classes, device=torch_device)
         if sd is not None:
@@ -354,7 +381,7 @@ def load_model(
             raise ModelError(f"'{name}' needs a factory: use 'path/to/file.py:factory'.")
         module, stem = _load_user_file(name)
         if sd is not None:
-            load_weights_into(module, sd, wpath or "")
+            load_weights_into(module, sd, f"'{wpath}'")
         n_out = _classifier_out(module.state_dict())
         labels = imagenet_labels() if n_out == 1000 else None
         bundle = bundle_from_module(
@@ -363,12 +390,6 @@ def load_model(
         )
     else:
         bundle = _load_zoo(name, sd, wpath, num_classes, torch_device)
-    if "labels" in side:
-        bundle.labels = side["labels"]
-    if "image_size" in side:
-        # a model trained by `convlens train` saw squash-resized images of this size: predict the same way
-        bundle.preprocess = replace(bundle.preprocess, size=side["image_size"], resize="squash")
-        bundle.meta = replace(bundle.meta, input_size=(bundle.preprocess.channels, side["image_size"], side["image_size"]))
     return bundle
 
 
@@ -412,7 +433,7 @@ def _load_zoo(
         hint = ("did you mean " + ", ".join(f"'{c}'" for c in close) + "?") if close else "run `convlens models` to list them."
         raise ModelError(f"unknown model '{name}'; {hint}")
     if sd is not None:
-        load_weights_into(module, sd, wpath or "")
+        load_weights_into(module, sd, f"'{wpath}'")
     labels = imagenet_labels() if n_cls == 1000 else None
     return bundle_from_module(
         module, name, source, preprocess=pre, labels=labels, pretrained=sd is not None, num_classes=n_cls,
