@@ -279,3 +279,22 @@ def test_depth_filter_keeps_children_of_uncalled_containers() -> None:
     assert [r.name for r in rows] == ["stem", "blocks.0", "blocks.1"]
     assert sum(r.params for r in rows) == s.total_params and sum(r.macs for r in rows) == s.total_macs
     assert [r.name for r in s.at_depth(3)] == ["stem", "blocks.0", "blocks.0.0", "blocks.0.1", "blocks.1", "blocks.1.0", "blocks.1.1"]
+
+
+def test_cli_deep_layer_names_are_not_cut(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: at --depth 5 the table cut names to 'features.1.…' (ambiguous rows)."""
+    (tmp_path / "deep.py").write_text(
+        "import torch\n"
+        "def make():\n"
+        "    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())\n"
+        "    for _ in range(3):\n"
+        "        outer = torch.nn.Sequential()\n"
+        "        outer.add_module('encoder_stage_with_a_long_descriptive_name', m)\n"
+        "        m = outer\n"
+        "    return m\n"
+    )
+    assert main(["summary", "--model", f"{tmp_path / 'deep.py'}:make", "--input", "8x8x3", "--depth", "9"]) == 0
+    out = capsys.readouterr().out
+    first_col = "".join(line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│"))
+    stem = ".".join(["encoder_stage_with_a_long_descriptive_name"] * 3)
+    assert f"{stem}.0" in first_col and f"{stem}.1" in first_col and "…" not in first_col

@@ -91,8 +91,6 @@ def register(app: typer.Typer) -> None:
 
         order = "CxHxW" if channels_first else "HxWxC"
         table = Table(title=f"{s.model} on {'x'.join(map(str, data['input_shape']))} ({order})", show_lines=False)
-        for col in ("layer", "type", f"output {order}", "params", "MACs", "k/s/p/d", "RF", "jump"):
-            table.add_column(col, justify="left" if col in ("layer", "type") else "right")
 
         def pair(v: object) -> str:
             if v is None:
@@ -100,10 +98,11 @@ def register(app: typer.Typer) -> None:
             a, b = v  # type: ignore[misc]
             return f"{a}" if a == b else f"{a}x{b}"
 
+        rows = []
         for r in data["layers"]:
             win = "-" if r["kernel"] is None else "/".join(pair(r[k]) for k in ("kernel", "stride", "padding", "dilation"))
             rf = pair(r["receptive_field"]) + ("" if r["rf_exact"] else "~")
-            table.add_row(
+            rows.append((
                 "  " * (r["depth"] - 1) + r["name"] + (f" #{r['call']}" if r["call"] else ""),
                 r["type"],
                 "x".join(map(str, r["output_shape"] or ())),
@@ -112,7 +111,14 @@ def register(app: typer.Typer) -> None:
                 win,
                 rf,
                 pair(r["jump"]) if r["jump"] is not None else "global",
-            )
+            ))
+        # long names wrap onto a second line instead of being cut ('features.1.…' on a 120-column console)
+        for col in ("layer", "type", f"output {order}", "params", "MACs", "k/s/p/d", "RF", "jump"):
+            table.add_column(col, justify="left" if col in ("layer", "type") else "right",
+                             overflow="fold" if col == "layer" else "ellipsis", no_wrap=col != "layer",
+                             max_width=20 if col == "type" else None)
+        for row in rows:
+            table.add_row(*row)
         con = console()
         con.print(table)
         con.print(f"total params {s.total_params:,} (trainable {s.trainable_params:,}, frozen {s.frozen_params:,})")
