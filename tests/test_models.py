@@ -168,3 +168,12 @@ def test_run_folder_and_wrong_model_hint(tmp_path):
         load_model("efficientnet_lite0", weights=run / "model.safetensors")
     with pytest.raises(ModelError, match="folder without model.safetensors"):
         load_model("resnet18", weights=tmp_path)
+
+
+def test_random_init_is_seeded_and_leaves_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a, b = load_model("resnet18", num_classes=3), load_model("resnet18", num_classes=3)
+    c = load_model("resnet18", num_classes=3, seed=1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(a.model.conv1.weight, b.model.conv1.weight)
+    assert not torch.equal(a.model.conv1.weight, c.model.conv1.weight)

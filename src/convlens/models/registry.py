@@ -314,6 +314,7 @@ def load_model(
     device: str | torch.device = "cpu",
     *,
     num_classes: int | None = None,
+    seed: int = 0,
 ) -> ModelBundle:
     """Build a model by name, load local weights if given, return it in eval mode with its preprocessing and labels.
 
@@ -323,6 +324,8 @@ def load_model(
             that is not given (so fine-tuned checkpoints load as they were saved).
         device: where the model lives (``'cpu'``, ``'cuda'``, ``'cuda:1'``...).
         num_classes: size of a fresh head (random init).
+        seed: seed of the random initialization (untrained weights, fresh heads), so the same call
+            gives the same model every run; the caller's global RNG state is left untouched.
 
     Raises:
         ModelError: unknown name (with close matches), unloadable weights, or a factory that fails.
@@ -353,7 +356,9 @@ def load_model(
         num_classes = _classifier_out(sd)
     side = _sidecar(Path(weights)) if weights is not None else {}
     try:
-        bundle = _build(name, sd, wpath, num_classes, torch_device)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+            torch.manual_seed(seed)
+            bundle = _build(name, sd, wpath, num_classes, torch_device)
     except ModelError as e:
         trained_for = side.get("model")
         if sd is not None and trained_for and trained_for != name:
