@@ -177,3 +177,33 @@ def test_random_init_is_seeded_and_leaves_global_rng_alone():
     assert torch.equal(torch.random.get_rng_state(), state)
     assert torch.equal(a.model.conv1.weight, b.model.conv1.weight)
     assert not torch.equal(a.model.conv1.weight, c.model.conv1.weight)
+
+
+def test_lazy_layers_are_materialized(tmp_path):
+    f = tmp_path / "lazynet.py"
+    f.write_text(
+        "import torch\n"
+        "def build():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.ReLU(), torch.nn.Flatten(),\n"
+        "                               torch.nn.LazyLinear(5))\n"
+    )
+    b = load_model(f"{f}:build")
+    assert b.meta.num_params == sum(p.numel() for p in b.model.parameters()) and b.meta.num_classes == 5
+
+
+def test_user_model_with_dict_output_reports_its_classes(tmp_path):
+    f = tmp_path / "dictnet.py"
+    f.write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = torch.nn.Conv2d(3, 4, 3)\n"
+        "        self.head = torch.nn.Linear(4, 7)\n"
+        "    def forward(self, x):\n"
+        "        f = self.conv(x).mean((2, 3))\n"
+        "        return {'features': f, 'logits': self.head(f)}\n"
+        "def build():\n"
+        "    return Net()\n"
+    )
+    assert load_model(f"{f}:build").meta.num_classes == 7

@@ -246,8 +246,8 @@ def bundle_from_module(
     if not isinstance(model, nn.Module):
         raise ModelError(f"model '{name}' is a {type(model).__name__}, not a torch.nn.Module.")
     model = model.to(device).eval()
-    n_params = sum(p.numel() for p in model.parameters())
     pre = preprocess or Preprocess()
+    n_params = sum(p.numel() for p in model.parameters())
     if num_classes is None:
         num_classes = int(getattr(model, "num_classes", 0) or 0) or (len(labels) if labels else 0)
     meta = ModelMeta(
@@ -277,6 +277,28 @@ def _default_preprocess(model: nn.Module) -> Preprocess:
     if _first_conv_channels(model) == 1:
         return Preprocess(mean=GRAY_MEAN, std=GRAY_STD)
     return Preprocess()
+
+
+def _probe_outputs(model: nn.Module, pre: Preprocess, name: str) -> int | None:
+    """One zero-input forward of a user's model (eval, no grad): materializes lazy layers and returns the
+    number of classes of its (N, K) logits -- a tensor, the first tensor of a tuple, or a dict's
+    ``'logits'`` -- or None when the output is not a logits tensor."""
+    from convlens.hooks import first_tensor, preserve_state
+
+    try:
+        with preserve_state(model, train=False), torch.no_grad():
+            out = model(torch.zeros(1, pre.channels, pre.size, pre.size))
+    except Exception as e:
+        if any(nn.parameter.is_lazy(p) for p in model.parameters()):
+            raise ModelError(
+                f"model '{name}' has lazy layers and a {pre.channels}x{pre.size}x{pre.size} probe input failed "
+                f"({type(e).__name__}: {e})."
+            ) from None
+        return None  # the model may want another input size; its head stays unknown
+    if isinstance(out, dict) and isinstance(out.get("logits"), torch.Tensor):
+        out = out["logits"]
+    t = first_tensor(out)
+    return int(t.shape[1]) if t is not None and t.ndim == 2 else None
 
 
 def _load_user_file(spec: str) -> tuple[nn.Module, str]:
@@ -387,10 +409,11 @@ def _build(
         module, stem = _load_user_file(name)
         if sd is not None:
             load_weights_into(module, sd, f"'{wpath}'")
-        n_out = _classifier_out(module.state_dict())
+        pre = _default_preprocess(module)
+        n_out = _probe_outputs(module, pre, stem) or _classifier_out(module.state_dict())
         labels = imagenet_labels() if n_out == 1000 else None
         bundle = bundle_from_module(
-            module, stem, "file", preprocess=_default_preprocess(module), labels=labels, pretrained=sd is not None,
+            module, stem, "file", preprocess=pre, labels=labels, pretrained=sd is not None,
             weights=wpath, device=torch_device, num_classes=n_out,
         )
     else:
