@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
         "images_per_s": ips,
         "ratios": ratios,
         "torch": torch.__version__,
-        "note": "interleaved rounds in one process; the machine was shared with other jobs while measuring",
+        "note": "interleaved rounds in one process; the machine may be shared: compare ratios, and read the load average",
+        "load_average_1min": __import__("os").getloadavg()[0],
         "cpu_count": os.cpu_count(),
     }
     for k in contenders:

@@ -64,7 +64,8 @@ def main() -> None:
             "rows": [len(s.layers), len([li for li in ref.summary_list if li.depth >= 1])],
         },
         "convlens_extra": "receptive field/jump/start per call (max over paths), op-level graph, trainable/frozen split",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, SHARED with other jobs while measured",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "load_average_1min": os.getloadavg()[0],  # > ~0.5 means other jobs shared the cores
     }
     out = Path(__file__).parent / "results" / "summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)
