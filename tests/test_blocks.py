@@ -182,3 +182,11 @@ def test_cli_inception_on_few_channels_says_more_not_fewer(capsys):
     assert "x fewer" not in out and "x more" in out and "widen" in out
     assert main(["blocks", "inception", "--input", "28x28x192"]) == 0
     assert "2.37x fewer" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cls", ["ResidualBlock", "PlainBlock"])
+def test_both_blocks_validate_mid_channels(cls):
+    import convlens.blocks as blocks
+
+    with pytest.raises(InputError, match="mid_channels"):
+        getattr(blocks, cls)(16, 16, kind="bottleneck", mid_channels=0)

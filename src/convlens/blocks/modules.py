@@ -152,7 +152,15 @@ class Inception(nn.Module):
 def _residual_function(
     in_channels: int, out_channels: int, stride: int, kind: str, mid_channels: int | None, norm: bool
 ) -> list[nn.Module]:
-    """The layers of F; the last conv has no ReLU (it comes after the addition)."""
+    """The layers of F; the last conv has no ReLU (it comes after the addition).
+
+    Validates the arguments shared by :class:`ResidualBlock` and :class:`PlainBlock`.
+    """
+    _check_pos(in_channels=in_channels, out_channels=out_channels, stride=stride)
+    if mid_channels is not None:
+        _check_pos(mid_channels=mid_channels)
+    if kind not in BLOCK_KINDS:
+        raise InputError(f"kind must be one of {', '.join(BLOCK_KINDS)}; got '{kind}'.")
     if kind == "basic":
         return _conv(in_channels, out_channels, 3, stride, norm=norm, relu=True) + _conv(
             out_channels, out_channels, 3, norm=norm, relu=False
@@ -193,11 +201,7 @@ class ResidualBlock(nn.Module):
     ) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
-        _check_pos(in_channels=in_channels, out_channels=out_channels, stride=stride)
-        if mid_channels is not None:
-            _check_pos(mid_channels=mid_channels)
-        if kind not in BLOCK_KINDS:
-            raise InputError(f"kind must be one of {', '.join(BLOCK_KINDS)}; got '{kind}'.")
+        residual = _residual_function(in_channels, out_channels, stride, kind, mid_channels, norm)  # validates
         self.in_channels, self.out_channels, self.stride, self.kind = in_channels, out_channels, stride, kind
         shortcut: list[nn.Module] = []
         if stride != 1 or in_channels != out_channels:
@@ -206,7 +210,7 @@ class ResidualBlock(nn.Module):
                 shortcut.append(nn.BatchNorm2d(out_channels))
         self.branches = nn.ModuleDict(
             {
-                "residual": nn.Sequential(*_residual_function(in_channels, out_channels, stride, kind, mid_channels, norm)),
+                "residual": nn.Sequential(*residual),
                 "shortcut": nn.Sequential(*shortcut),  # empty Sequential = identity
             }
         )
@@ -240,13 +244,9 @@ class PlainBlock(nn.Module):
     ) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
-        _check_pos(in_channels=in_channels, out_channels=out_channels, stride=stride)
-        if kind not in BLOCK_KINDS:
-            raise InputError(f"kind must be one of {', '.join(BLOCK_KINDS)}; got '{kind}'.")
+        main = _residual_function(in_channels, out_channels, stride, kind, mid_channels, norm)  # validates
         self.in_channels, self.out_channels, self.stride, self.kind = in_channels, out_channels, stride, kind
-        self.branches = nn.ModuleDict(
-            {"main": nn.Sequential(*_residual_function(in_channels, out_channels, stride, kind, mid_channels, norm))}
-        )
+        self.branches = nn.ModuleDict({"main": nn.Sequential(*main)})
         self.relu = nn.ReLU(inplace=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
