@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 HASH   := $(shell sha1sum pyproject.toml | cut -c1-12)
 OUT    ?= out
 
-.PHONY: demo test install install-test browser clean
+.PHONY: demo test install install-test browser lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,13 @@ demo: install
 	$(VENV)/bin/convlens tour --quick --out $(OUT)/report; rc=$$?; \
 	echo "report: file://$(abspath $(OUT))/report/index.html (summary: $(OUT)/report/summary.json)"; exit $$rc
 
-test: install-test browser
+test: install-test browser lint
 	$(PY) -m pytest -q
+
+# Habits checked on every run: lint and format (configured in pyproject.toml).
+lint: install-test
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 # The browser test needs Debian's chromium (no browser download); CI runs as root with apt access.
 browser:

@@ -74,7 +74,12 @@ def main(argv: list[str] | None = None) -> dict:
     def run_captum() -> None:
         cap.attribute(x, target=top1)  # raw low-res map only; top-1 given for free
 
-    contenders = {"forward_no_grad": run_forward, "convlens": run_ours, "pytorch_grad_cam": run_pgc, "captum": run_captum}
+    contenders = {
+        "forward_no_grad": run_forward,
+        "convlens": run_ours,
+        "pytorch_grad_cam": run_pgc,
+        "captum": run_captum,
+    }
     if args.amp:
         model_cl = model.to(memory_format=torch.channels_last)
         ours_amp = GradCAM(model_cl, "layer4", amp=True)
@@ -107,7 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
         "batch": batch,
         "size": args.size,
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else platform.processor() or platform.machine(),
         "threads": args.threads,
         "rounds": args.rounds,
         "median_s": med,
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_count": os.cpu_count(),
     }
     for k in contenders:
-        print(f"{k:28s} {med[k]*1000:9.1f} ms/batch  {ips[k]:8.1f} img/s")
+        print(f"{k:28s} {med[k] * 1000:9.1f} ms/batch  {ips[k]:8.1f} img/s")
     for k, v in ratios.items():
         print(f"{k:34s} {v:6.2f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

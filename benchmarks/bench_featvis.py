@@ -65,8 +65,14 @@ def lucent_batched(model, layer, chans, steps, size, device):
 
     name = layer.replace(".", "_")
     obj = functools.reduce(lambda a, b: a + b, [objectives.channel(name, c, batch=i) for i, c in enumerate(chans)])
-    render.render_vis(model, obj, param_f=lambda: param.image(size, batch=len(chans)), thresholds=(steps,),
-                      show_image=False, progress=False)
+    render.render_vis(
+        model,
+        obj,
+        param_f=lambda: param.image(size, batch=len(chans)),
+        thresholds=(steps,),
+        show_image=False,
+        progress=False,
+    )
     _clean_lucent(model)
 
 
@@ -75,8 +81,14 @@ def lucent_single(model, layer, chans, steps, size, device):
 
     name = layer.replace(".", "_")
     for c in chans:
-        render.render_vis(model, objectives.channel(name, c), param_f=lambda: param.image(size), thresholds=(steps,),
-                          show_image=False, progress=False)
+        render.render_vis(
+            model,
+            objectives.channel(name, c),
+            param_f=lambda: param.image(size),
+            thresholds=(steps,),
+            show_image=False,
+            progress=False,
+        )
         _clean_lucent(model)
 
 
@@ -144,7 +156,7 @@ def main() -> int:
         fn(model, args.layer, chans[:1], 1, size, device)
     times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
     for r in range(args.rounds):
-        order = cases[r % len(cases):] + cases[: r % len(cases)]  # rotate so no method always runs first
+        order = cases[r % len(cases) :] + cases[: r % len(cases)]  # rotate so no method always runs first
         for name, fn, size in order:
             _sync(device)
             t0 = time.perf_counter()
@@ -169,21 +181,32 @@ def main() -> int:
         s = args.small_size
         a, b = per_ch.get(f"convlens_lucid_batched@{s}"), per_ch.get(f"lucent_batched@{s}(upsampled_to_224)")
         if a and b:
-            ratios[f"SMALL_SIZE_NOT_EQUAL_WORK_lucent_batched@{s}(model sees 224)_over_convlens_lucid@{s}(model sees {s + 24})"] = b / a
+            ratios[
+                f"SMALL_SIZE_NOT_EQUAL_WORK_lucent_batched@{s}(model sees 224)_over_convlens_lucid@{s}(model sees {s + 24})"
+            ] = b / a
 
     result = {
         "benchmark": "featvis seconds per channel",
         "note": args.note,
         "machine": {
             "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            "device_name": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
-        "config": {"model": "torchvision resnet50 (random init)", "layer": args.layer, "channels": len(chans),
-                   "steps": args.steps, "size": args.size, "small_size": args.small_size, "rounds": args.rounds},
+        "config": {
+            "model": "torchvision resnet50 (random init)",
+            "layer": args.layer,
+            "channels": len(chans),
+            "steps": args.steps,
+            "size": args.size,
+            "small_size": args.small_size,
+            "rounds": args.rounds,
+        },
         "seconds_per_channel_median": per_ch,
         "ratios_higher_means_convlens_faster": ratios,
         "raw_seconds_per_round": times,

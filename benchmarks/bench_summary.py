@@ -70,7 +70,9 @@ def main() -> None:
     out = Path(__file__).parent / "results" / "summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"torchinfo median {a:.3f} s | convlens median {o:.3f} s | ratio convlens/torchinfo {o / a:.2f} (lower is better)")
+    print(
+        f"torchinfo median {a:.3f} s | convlens median {o:.3f} s | ratio convlens/torchinfo {o / a:.2f} (lower is better)"
+    )
     print(f"wrote {out}")
 
 

@@ -81,6 +81,7 @@ def main() -> None:
     base = dict(data="lfw", model=a.model, image_size=a.image_size, batch_size=a.batch_size, seed=0, lr=1e-3)
     plain, ours, feat_epoch, feat_first, frozen_epoch = [], [], [], [], []
     for r in range(a.rounds):
+
         def _ours() -> None:
             run = fit(TrainConfig(strategy="scratch", epochs=2, **{**base, "seed": r}), data=data)
             ours.append(run.history[-1]["images_per_s"])  # the warm (last) epoch, as for the plain loop
@@ -97,9 +98,12 @@ def main() -> None:
         feat_epoch += [h["seconds"] for h in run.history[1:]]
         run = fit(TrainConfig(strategy="frozen+aug", epochs=1, **base), data=data)
         frozen_epoch.append(run.history[0]["seconds"])
-        print(f"round {r + 1}: plain {plain[-1]:.1f} img/s, convlens {ours[-1]:.1f} img/s; "
-              f"features epoch {statistics.median(feat_epoch[-2:]):.4f} s (first incl. base pass {feat_first[-1]:.2f} s), "
-              f"frozen+aug epoch {frozen_epoch[-1]:.2f} s", flush=True)
+        print(
+            f"round {r + 1}: plain {plain[-1]:.1f} img/s, convlens {ours[-1]:.1f} img/s; "
+            f"features epoch {statistics.median(feat_epoch[-2:]):.4f} s (first incl. base pass {feat_first[-1]:.2f} s), "
+            f"frozen+aug epoch {frozen_epoch[-1]:.2f} s",
+            flush=True,
+        )
     med = statistics.median
     loop_ratio = med(ours) / med(plain)
     head_speedup = med(frozen_epoch) / med(feat_epoch)
@@ -107,19 +111,37 @@ def main() -> None:
     result = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, torch threads {a.threads}; SHARED with other jobs (contended)",
         "torch": torch.__version__,
-        "model": a.model, "image_size": a.image_size, "batch_size": a.batch_size, "train_images": len(data.train),
+        "model": a.model,
+        "image_size": a.image_size,
+        "batch_size": a.batch_size,
+        "train_images": len(data.train),
         "rounds": a.rounds,
-        "loop": {"plain_images_per_s": plain, "convlens_images_per_s": ours, "median_plain": med(plain),
-                 "median_convlens": med(ours), "ratio": loop_ratio, "goal": ">= 0.95"},
-        "head": {"features_epoch_s": feat_epoch, "features_first_epoch_s_incl_base_pass": feat_first,
-                 "frozen_aug_epoch_s": frozen_epoch, "speedup_per_epoch": head_speedup,
-                 "speedup_10_epochs_incl_base_pass": amortized, "goal": ">= 10x per epoch"},
+        "loop": {
+            "plain_images_per_s": plain,
+            "convlens_images_per_s": ours,
+            "median_plain": med(plain),
+            "median_convlens": med(ours),
+            "ratio": loop_ratio,
+            "goal": ">= 0.95",
+        },
+        "head": {
+            "features_epoch_s": feat_epoch,
+            "features_first_epoch_s_incl_base_pass": feat_first,
+            "frozen_aug_epoch_s": frozen_epoch,
+            "speedup_per_epoch": head_speedup,
+            "speedup_10_epochs_incl_base_pass": amortized,
+            "goal": ">= 10x per epoch",
+        },
     }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"training loop: convlens / plain = {loop_ratio:.3f} (median {med(ours):.1f} vs {med(plain):.1f} img/s; goal >= 0.95)")
-    print(f"head on cached features vs frozen+aug: {head_speedup:.0f}x faster per epoch "
-          f"({med(feat_epoch) * 1000:.1f} ms vs {med(frozen_epoch):.2f} s; goal >= 10x); over 10 epochs incl. the base pass: {amortized:.1f}x")
+    print(
+        f"training loop: convlens / plain = {loop_ratio:.3f} (median {med(ours):.1f} vs {med(plain):.1f} img/s; goal >= 0.95)"
+    )
+    print(
+        f"head on cached features vs frozen+aug: {head_speedup:.0f}x faster per epoch "
+        f"({med(feat_epoch) * 1000:.1f} ms vs {med(frozen_epoch):.2f} s; goal >= 10x); over 10 epochs incl. the base pass: {amortized:.1f}x"
+    )
     print(f"wrote {a.out}")
 
 

@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> dict:
             "speedup_vs_skimage": round(ms / mo, 2),
             "max_abs_diff": diff,
         }
-        print(f"zncc {name}: convlens {mo * 1e3:.1f} ms, skimage {ms * 1e3:.1f} ms, ratio {ms / mo:.2f}x, max |diff| {diff:.1e}")
+        print(
+            f"zncc {name}: convlens {mo * 1e3:.1f} ms, skimage {ms * 1e3:.1f} ms, ratio {ms / mo:.2f}x, max |diff| {diff:.1e}"
+        )
 
     t1, t2 = [], []
     for _ in range(args.exp_rounds):

@@ -125,7 +125,9 @@ def test_top_channels_of_token_sequences_are_features() -> None:
 
 
 @pytest.mark.slow
-def test_cli_activations(tmp_path: Path, chelsea: np.ndarray, capsys: pytest.CaptureFixture[str], resnet18_bundle) -> None:
+def test_cli_activations(
+    tmp_path: Path, chelsea: np.ndarray, capsys: pytest.CaptureFixture[str], resnet18_bundle
+) -> None:
     from safetensors.torch import save_file
 
     img = tmp_path / "cat.png"
@@ -133,7 +135,21 @@ def test_cli_activations(tmp_path: Path, chelsea: np.ndarray, capsys: pytest.Cap
     weights = tmp_path / "r18.safetensors"
     save_file({k: v.contiguous() for k, v in resnet18_bundle.model.state_dict().items()}, str(weights))
     out = tmp_path / "out"
-    args = ["activations", str(img), "--model", "resnet18", "--weights", str(weights), "--layers", "layer1,layer3", "--max-channels", "8", "--out", str(out), "--json"]
+    args = [
+        "activations",
+        str(img),
+        "--model",
+        "resnet18",
+        "--weights",
+        str(weights),
+        "--layers",
+        "layer1,layer3",
+        "--max-channels",
+        "8",
+        "--out",
+        str(out),
+        "--json",
+    ]
     assert main(args) == 0
     res = json.loads(capsys.readouterr().out)
     assert [r["layer"] for r in res["layers"]] == ["layer1", "layer3"]
@@ -162,7 +178,9 @@ def test_channels_last_maps_become_nchw() -> None:
     from convlens.inspect.activations import to_nchw
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2), Permute([0, 2, 3, 1]), nn.LayerNorm(6), Permute([0, 3, 1, 2]), nn.ReLU())
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, stride=2), Permute([0, 2, 3, 1]), nn.LayerNorm(6), Permute([0, 3, 1, 2]), nn.ReLU()
+    )
     x = torch.rand(2, 3, 15, 11)
     acts = get_activations(net, x, ["0", "2", "4"])
     fixed = to_nchw(net, x, acts)
@@ -177,7 +195,15 @@ def test_channels_last_maps_become_nchw() -> None:
 def test_auto_inside_a_list_is_one_per_stage_too() -> None:
     """Regression: `--layers auto,layer1` gave only the last stage + layer1, while `--layers auto`
     gives one layer per stage."""
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 2, 1))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 2, 1),
+    )
     x = torch.rand(1, 3, 20, 20)
     alone = list(get_activations(net, x, "auto"))
     assert len(alone) > 1

@@ -24,7 +24,9 @@ def run(capsys, *args):
 
 
 def test_shape_json_contract(capsys):
-    code, out, err = run(capsys, "shape", "--input", "128x128x32", "--filters", "16", "--kernel", "3", "--stride", "2", "--json")
+    code, out, err = run(
+        capsys, "shape", "--input", "128x128x32", "--filters", "16", "--kernel", "3", "--stride", "2", "--json"
+    )
     assert code == 0 and err == ""
     d = json.loads(out)
     assert d["output"] == [63, 63, 16]
@@ -36,8 +38,24 @@ def test_shape_json_contract(capsys):
 
 
 def test_shape_tf_same_and_channels_first(capsys):
-    code, out, _ = run(capsys, "shape", "--input", "32x128x128", "--channels-first", "--filters", "16", "--kernel", "3",
-                       "--stride", "2", "--padding", "same", "--convention", "tf", "--json")
+    code, out, _ = run(
+        capsys,
+        "shape",
+        "--input",
+        "32x128x128",
+        "--channels-first",
+        "--filters",
+        "16",
+        "--kernel",
+        "3",
+        "--stride",
+        "2",
+        "--padding",
+        "same",
+        "--convention",
+        "tf",
+        "--json",
+    )
     d = json.loads(out)
     assert code == 0 and d["output"] == [64, 64, 16] and d["padding"] == [0, 1, 0, 1]
 
@@ -45,7 +63,14 @@ def test_shape_tf_same_and_channels_first(capsys):
 def test_shape_human_shows_derivation_and_why_not_64(capsys):
     code, out, _ = run(capsys, "shape", "--input", "128x128x32", "--filters", "16", "--kernel", "3", "--stride", "2")
     assert code == 0
-    for needle in ("(128 + 0 + 0 - 3) / 2 + 1 = 63.5 -> floor -> 63", "not 64", "SAME", "63x63x16", "MACs", "not counted"):
+    for needle in (
+        "(128 + 0 + 0 - 3) / 2 + 1 = 63.5 -> floor -> 63",
+        "not 64",
+        "SAME",
+        "63x63x16",
+        "MACs",
+        "not counted",
+    ):
         assert needle in out
 
 
@@ -56,7 +81,9 @@ def test_shape_pool_ops(capsys, op, want):
 
 
 def test_conv_trace_json_contract(capsys):
-    code, out, err = run(capsys, "conv", "--input", json.dumps(X3), "--kernel", json.dumps(K3), "--trace", "0,0", "--json")
+    code, out, err = run(
+        capsys, "conv", "--input", json.dumps(X3), "--kernel", json.dumps(K3), "--trace", "0,0", "--json"
+    )
     assert code == 0 and err == ""
     d = json.loads(out)
     assert d["output"] == [[45.0]]
@@ -71,24 +98,70 @@ def test_conv_files_bias_and_human_trace(capsys, tmp_path):
     k = np.random.default_rng(2).standard_normal((3, 2, 3, 3))
     np.save(tmp_path / "x.npy", x)
     (tmp_path / "k.json").write_text(json.dumps(k.tolist()))
-    code, out, _ = run(capsys, "conv", "--input", str(tmp_path / "x.npy"), "--kernel", str(tmp_path / "k.json"),
-                       "--bias", "[0.5, -1, 2]", "--padding", "1", "--stride", "2", "--json")
+    code, out, _ = run(
+        capsys,
+        "conv",
+        "--input",
+        str(tmp_path / "x.npy"),
+        "--kernel",
+        str(tmp_path / "k.json"),
+        "--bias",
+        "[0.5, -1, 2]",
+        "--padding",
+        "1",
+        "--stride",
+        "2",
+        "--json",
+    )
     assert code == 0
-    want = F.conv2d(torch.from_numpy(x)[None], torch.from_numpy(k), torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64),
-                    stride=2, padding=1)[0].numpy()
+    want = F.conv2d(
+        torch.from_numpy(x)[None],
+        torch.from_numpy(k),
+        torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64),
+        stride=2,
+        padding=1,
+    )[0].numpy()
     np.testing.assert_allclose(np.array(json.loads(out)["output"]), want, atol=1e-12)
-    code, out, _ = run(capsys, "conv", "--input", str(tmp_path / "x.npy"), "--kernel", str(tmp_path / "k.json"),
-                       "--padding", "1", "--trace", "0,0", "--filter", "2")
+    code, out, _ = run(
+        capsys,
+        "conv",
+        "--input",
+        str(tmp_path / "x.npy"),
+        "--kernel",
+        str(tmp_path / "k.json"),
+        "--padding",
+        "1",
+        "--trace",
+        "0,0",
+        "--filter",
+        "2",
+    )
     assert code == 0
     assert "channel" in out and "total" in out and "*" in out  # padded cells are marked
 
 
 def test_pool_json(capsys):
     x = [[1, 3, 2, 4], [5, 6, 7, 8], [1, 0, 2, 2], [9, 1, 1, 3]]
-    code, out, _ = run(capsys, "pool", "--input", json.dumps(x), "--kind", "max", "--kernel", "2", "--stride", "2", "--json")
+    code, out, _ = run(
+        capsys, "pool", "--input", json.dumps(x), "--kind", "max", "--kernel", "2", "--stride", "2", "--json"
+    )
     assert code == 0 and json.loads(out)["output"] == [[6.0, 8.0], [9.0, 3.0]]
-    code, out, _ = run(capsys, "pool", "--input", json.dumps([x]), "--kind", "avg", "--kernel", "3", "--stride", "2",
-                       "--padding", "1", "--ceil-mode", "--json")
+    code, out, _ = run(
+        capsys,
+        "pool",
+        "--input",
+        json.dumps([x]),
+        "--kind",
+        "avg",
+        "--kernel",
+        "3",
+        "--stride",
+        "2",
+        "--padding",
+        "1",
+        "--ceil-mode",
+        "--json",
+    )
     want = F.avg_pool2d(torch.tensor([x], dtype=torch.float64), 3, 2, 1, ceil_mode=True).numpy()
     assert code == 0 and np.allclose(json.loads(out)["output"], want, atol=1e-12)
 
@@ -132,11 +205,31 @@ def test_corrupt_npy_file_exit_2(capsys, tmp_path):
 @pytest.mark.slow
 def test_console_script_subprocess():
     """The installed entry point: JSON on stdout only, and a user error is one stderr line + exit 2."""
-    ok = subprocess.run([sys.executable, "-m", "convlens", "shape", "--input", "28x28x64", "--filters", "32", "--kernel", "1", "--json"],
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "convlens",
+            "shape",
+            "--input",
+            "28x28x64",
+            "--filters",
+            "32",
+            "--kernel",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0 and json.loads(ok.stdout)["output"] == [28, 28, 32]
-    bad = subprocess.run([sys.executable, "-m", "convlens", "shape", "--input", "128x128", "--filters", "3", "--kernel", "3"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "convlens", "shape", "--input", "128x128", "--filters", "3", "--kernel", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stdout == "" and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 
@@ -144,7 +237,9 @@ def test_console_script_subprocess():
 @pytest.mark.parametrize("groups", ["0", "-2", "3"])
 def test_conv_bad_groups_names_groups(capsys, groups):
     """Regression: --groups 0 was reported as a filter-depth mismatch instead of a bad --groups."""
-    code, out, err = run(capsys, "conv", "--input", "[[[1,2],[3,4]],[[1,2],[3,4]]]", "--kernel", "[[[1]]]", "--groups", groups)
+    code, out, err = run(
+        capsys, "conv", "--input", "[[[1,2],[3,4]],[[1,2],[3,4]]]", "--kernel", "[[[1]]]", "--groups", groups
+    )
     assert code == 2 and out == ""
     assert err.startswith(f"error: --groups must be >= 1 and divide the input's 2 channel(s), got {groups}.")
 

@@ -35,8 +35,16 @@ def _torch_conv(x, w, b, stride, padding, dilation, groups, mode):
     if mode == "zeros":
         return F.conv2d(xt, wt, bt, stride=stride, padding=padding, dilation=dilation, groups=groups)
     m = torch.nn.Conv2d(
-        x.shape[1], w.shape[0], w.shape[2:], stride=stride, padding=padding, dilation=dilation,
-        groups=groups, bias=b is not None, padding_mode=mode, dtype=torch.float64,
+        x.shape[1],
+        w.shape[0],
+        w.shape[2:],
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=b is not None,
+        padding_mode=mode,
+        dtype=torch.float64,
     )
     with torch.no_grad():
         m.weight.copy_(wt)
@@ -92,7 +100,20 @@ def test_conv2d_matches_torch(n, cg, fg, groups, h, w, k, s, d, padding, mode, b
     assert shape.output == (want.shape[2], want.shape[3], f)
     # the trace of one element tells the same story as the map
     i, j, ff = seed % got.shape[2], (seed // 7) % got.shape[3], seed % f
-    t = trace(x, wt, i, j, filter=ff, batch=n - 1, bias=b, stride=s, padding=padding, dilation=d, groups=groups, padding_mode=mode)
+    t = trace(
+        x,
+        wt,
+        i,
+        j,
+        filter=ff,
+        batch=n - 1,
+        bias=b,
+        stride=s,
+        padding=padding,
+        dilation=d,
+        groups=groups,
+        padding_mode=mode,
+    )
     assert abs(t.total - got[n - 1, ff, i, j]) < TOL
     assert len(t.channels) == cg
 
@@ -231,8 +252,15 @@ def test_uncovered_rows_match_autograd(h, k, s, d, pads, pool, ceil_mode):
         return
     y.sum().backward()
     never = int((x.grad[0, 0, :, 0] == 0).sum())
-    r = output_shape((h, 1), (k, 1), op="avgpool" if pool else "conv", stride=(s, 1), dilation=(d, 1),
-                     padding=(pads[0], pads[1], 0, 0) if not pool else (pads[0], 0), ceil_mode=ceil_mode and pool)
+    r = output_shape(
+        (h, 1),
+        (k, 1),
+        op="avgpool" if pool else "conv",
+        stride=(s, 1),
+        dilation=(d, 1),
+        padding=(pads[0], pads[1], 0, 0) if not pool else (pads[0], 0),
+        ceil_mode=ceil_mode and pool,
+    )
     assert r.output[0] == y.shape[2]
     assert r.axes[0].uncovered == never
     read = np.nonzero(x.grad[0, 0, :, 0].numpy())[0]

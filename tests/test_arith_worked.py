@@ -151,7 +151,12 @@ def test_pool_ceil_mode_drops_window_starting_in_right_padding():
 
 def test_pad2d_modes_match_torch():
     x = rng.standard_normal((2, 3, 4))
-    for mode, tmode in (("zeros", "constant"), ("reflect", "reflect"), ("replicate", "replicate"), ("circular", "circular")):
+    for mode, tmode in (
+        ("zeros", "constant"),
+        ("reflect", "reflect"),
+        ("replicate", "replicate"),
+        ("circular", "circular"),
+    ):
         got = pad2d(x, (1, 2, 3, 0), mode)
         want = F.pad(torch.from_numpy(x)[None], (3, 0, 1, 2), mode=tmode)[0].numpy()
         np.testing.assert_array_equal(got, want)
@@ -161,8 +166,13 @@ def test_pad2d_modes_match_torch():
 @pytest.mark.slow
 @settings(max_examples=40)
 @given(
-    cg=st.integers(1, 4), fg=st.integers(1, 4), groups=st.integers(1, 3), k=st.integers(1, 5),
-    s=st.integers(1, 3), size=st.integers(5, 12), bias=st.booleans(),
+    cg=st.integers(1, 4),
+    fg=st.integers(1, 4),
+    groups=st.integers(1, 3),
+    k=st.integers(1, 5),
+    s=st.integers(1, 3),
+    size=st.integers(5, 12),
+    bias=st.booleans(),
 )
 def test_conv_cost_matches_torch_param_count_and_flop_counter(cg, fg, groups, k, s, size, bias):
     from torch.utils.flop_counter import FlopCounterMode
@@ -220,8 +230,17 @@ def test_bad_input_raises_one_sentence(call):
     assert msg and "\n" not in msg and msg.endswith(".")
 
 
-@pytest.mark.parametrize("module", ["convlens.arith", "convlens.arith.shapes", "convlens.arith.conv", "convlens.arith.pool",
-                                    "convlens.arith.cost", "convlens.arith._check"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "convlens.arith",
+        "convlens.arith.shapes",
+        "convlens.arith.conv",
+        "convlens.arith.pool",
+        "convlens.arith.cost",
+        "convlens.arith._check",
+    ],
+)
 def test_docstring_examples_run(module):
     import doctest
     import importlib
@@ -238,8 +257,14 @@ def _never_read_oracle(size: int, out: int, k: int, s: int, d: int, before: int)
 
 @settings(max_examples=150, deadline=None)
 @given(
-    size=st.integers(1, 70), k=st.integers(1, 6), s=st.integers(1, 7), d=st.integers(1, 4),
-    before=st.integers(0, 3), after=st.integers(0, 3), ceil=st.booleans(), dense=st.booleans(),
+    size=st.integers(1, 70),
+    k=st.integers(1, 6),
+    s=st.integers(1, 7),
+    d=st.integers(1, 4),
+    before=st.integers(0, 3),
+    after=st.integers(0, 3),
+    ceil=st.booleans(),
+    dense=st.booleans(),
 )
 def test_never_read_counts_match_brute_force(size, k, s, d, before, after, ceil, dense):
     """Regression: uncovered counts used to allocate an array of the input's length (a 1e9 input hung);
@@ -269,6 +294,7 @@ def test_huge_input_sizes_are_instant():
 
 def test_sizes_beyond_int64_count_exactly():
     """Regression: a dilated kernel on a 1e20 input overflowed int64 in the never-read count."""
+
     def never_read(n: int) -> int:
         return output_shape((n, 7), 2, stride=5, dilation=2).axes[0].uncovered
 

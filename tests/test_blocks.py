@@ -78,7 +78,10 @@ def test_inception_cost_matches_module(reduce):
 )
 def test_residual_and_plain_cost_match_module(cin, cout, stride, kind, norm, size):
     hwc = (size, size + 1, cin)
-    for blk in (ResidualBlock(cin, cout, stride, kind=kind, norm=norm), PlainBlock(cin, cout, stride, kind=kind, norm=norm)):
+    for blk in (
+        ResidualBlock(cin, cout, stride, kind=kind, norm=norm),
+        PlainBlock(cin, cout, stride, kind=kind, norm=norm),
+    ):
         cost = block_cost(blk, hwc)
         assert (cost.output, cost.params, cost.macs) == _measured(blk, hwc)
 

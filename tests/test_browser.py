@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from _tour_run import OUT, quick_tour
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,12 +37,17 @@ def _open(page_path: Path, shot: Path | None):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on(
+                "console",
+                lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None,
+            )
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
             page.on(
                 "request",
-                lambda r: problems.append(f"non-local request: {r.url}") if not r.url.startswith(("file:", "data:")) else None,
+                lambda r: (
+                    problems.append(f"non-local request: {r.url}") if not r.url.startswith(("file:", "data:")) else None
+                ),
             )
             page.goto(page_path.resolve().as_uri(), wait_until="load")
             facts = page.evaluate(

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 from torchvision.transforms import v2
+from train_helpers import make_folder
 
 from convlens.data import (
     Augment,
@@ -22,7 +23,6 @@ from convlens.data import (
     to_tensor_images,
 )
 from convlens.errors import DataError, InputError
-from train_helpers import make_folder
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -190,18 +190,36 @@ def test_fill_modes_never_leave_empty_corners(mode):
 
 
 def test_keras_augment_is_a_v2_transform():
-    t = v2.Compose([Augment(rotation=20, zoom=0.1).as_transform(torch.Generator().manual_seed(0)), v2.ToDtype(torch.float32, scale=True)])
+    t = v2.Compose(
+        [
+            Augment(rotation=20, zoom=0.1).as_transform(torch.Generator().manual_seed(0)),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
     out = t(torch.zeros(3, 10, 10, dtype=torch.uint8))
     assert out.dtype == torch.float32 and out.shape == (3, 10, 10)
 
 
 @given(
-    rotation=st.floats(0, 180), shift=st.floats(0, 1), shear=st.floats(0, 80), zoom=st.floats(0, 0.9),
-    mode=st.sampled_from(["constant", "nearest", "reflect", "wrap"]), h=st.integers(4, 24), w=st.integers(4, 24),
+    rotation=st.floats(0, 180),
+    shift=st.floats(0, 1),
+    shear=st.floats(0, 80),
+    zoom=st.floats(0, 0.9),
+    mode=st.sampled_from(["constant", "nearest", "reflect", "wrap"]),
+    h=st.integers(4, 24),
+    w=st.integers(4, 24),
     seed=st.integers(0, 2**31),
 )
 def test_augment_any_options_keep_shape_and_dtype(rotation, shift, shear, zoom, mode, h, w, seed):
-    aug = Augment(rotation=rotation, width_shift=shift, height_shift=shift, shear=shear, zoom=zoom, horizontal_flip=True, fill_mode=mode)
+    aug = Augment(
+        rotation=rotation,
+        width_shift=shift,
+        height_shift=shift,
+        shear=shear,
+        zoom=zoom,
+        horizontal_flip=True,
+        fill_mode=mode,
+    )
     img = torch.randint(0, 255, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
     out = aug(img, torch.Generator().manual_seed(seed))
     assert out.shape == img.shape and out.dtype == img.dtype
@@ -209,11 +227,24 @@ def test_augment_any_options_keep_shape_and_dtype(rotation, shift, shear, zoom, 
 
 def test_parse_augment_options():
     a = parse_augment_options("rotation_range=30, zoom=0.2, shift=0.1, horizontal_flip=true, fill_mode=reflect")
-    assert (a.rotation, a.zoom, a.width_shift, a.height_shift, a.horizontal_flip, a.fill_mode) == (30, 0.2, 0.1, 0.1, True, "reflect")
+    assert (a.rotation, a.zoom, a.width_shift, a.height_shift, a.horizontal_flip, a.fill_mode) == (
+        30,
+        0.2,
+        0.1,
+        0.1,
+        True,
+        "reflect",
+    )
     assert parse_augment_options(None).is_identity
-    for bad, msg in [("spin=3", "unknown augmentation option"), ("rotation", "name=value"), ("zoom=abc", "needs a number"),
-                     ("fill_mode=mirror", "fill_mode"), ("rotation=-5", ">= 0"), ("zoom=1.5", "zoom < 1"),
-                     ("horizontal_flip=maybe", "true or false")]:
+    for bad, msg in [
+        ("spin=3", "unknown augmentation option"),
+        ("rotation", "name=value"),
+        ("zoom=abc", "needs a number"),
+        ("fill_mode=mirror", "fill_mode"),
+        ("rotation=-5", ">= 0"),
+        ("zoom=1.5", "zoom < 1"),
+        ("horizontal_flip=maybe", "true or false"),
+    ]:
         with pytest.raises(InputError, match=msg):
             parse_augment_options(bad)
 

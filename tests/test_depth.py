@@ -98,8 +98,13 @@ def test_channels_last_and_token_stages() -> None:
 
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(3, 6, 3, stride=2), Permute([0, 2, 3, 1]), nn.LayerNorm(6), nn.Linear(6, 10),
-        Permute([0, 3, 1, 2]), _Tokens(), nn.Linear(10, 5),
+        nn.Conv2d(3, 6, 3, stride=2),
+        Permute([0, 2, 3, 1]),
+        nn.LayerNorm(6),
+        nn.Linear(6, 10),
+        Permute([0, 3, 1, 2]),
+        _Tokens(),
+        nn.Linear(10, 5),
     )
     x = torch.rand(1, 3, 17, 25)
     p = depth_profile(net, x, ["0", "3", "6"])
@@ -114,7 +119,9 @@ def test_channels_last_and_token_stages() -> None:
     assert by["6"].channels == 5
 
 
-def test_cli_table_columns_stay_aligned_with_long_stage_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_table_columns_stay_aligned_with_long_stage_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Regression: DenseNet's 'features.denseblock1' pushed its row's columns out of line."""
     (tmp_path / "net.py").write_text(
         "import torch\n"
@@ -130,7 +137,9 @@ def test_cli_table_columns_stay_aligned_with_long_stage_names(tmp_path: Path, ca
     )
     img = tmp_path / "x.png"
     Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(img)
-    assert main(["depth-profile", str(img), "--model", f"{tmp_path / 'net.py'}:make", "--out", str(tmp_path / "dp")]) == 0
+    assert (
+        main(["depth-profile", str(img), "--model", f"{tmp_path / 'net.py'}:make", "--out", str(tmp_path / "dp")]) == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     header, rows = lines[0], lines[1:3]
     assert [r.split()[0] for r in rows] == ["a_rather_long_stage_name", "s2"]

@@ -123,7 +123,9 @@ def test_guided_backprop_and_guided_gradcam_agree_with_pytorch_grad_cam(r18, x11
     res = explain(r18, x112, "guided-gradcam", "layer4", [4, 8])
     gcam = explain(r18, x112, "gradcam", "layer4", [4, 8]).maps
     for i, t in enumerate((4, 8)):
-        ref_gb = GuidedBackpropReLUModel(copy.deepcopy(r18), device="cpu")(x112[i : i + 1], target_category=t)  # (H, W, 3)
+        ref_gb = GuidedBackpropReLUModel(copy.deepcopy(r18), device="cpu")(
+            x112[i : i + 1], target_category=t
+        )  # (H, W, 3)
         ours_gb = res.extra["guided_backprop"][i].permute(1, 2, 0).numpy()
         scale = np.abs(ref_gb).max()
         assert np.abs(ours_gb - ref_gb).max() < 1e-4 * scale
@@ -270,8 +272,14 @@ def test_tuple_output_layer_is_a_clear_error():
 def _small_net(inplace=True):
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=inplace), nn.Conv2d(6, 8, 3, padding=1),
-        nn.ReLU(inplace=inplace), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(inplace=inplace),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(inplace=inplace),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 5),
     )
 
 
@@ -413,7 +421,9 @@ def test_no_memory_growth_over_repeated_calls():
     gc.collect()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        leaked = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.requires_grad and o.grad_fn is not None]
+        leaked = [
+            o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.requires_grad and o.grad_fn is not None
+        ]
     assert len(leaked) < 5
 
 

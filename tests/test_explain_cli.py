@@ -40,9 +40,15 @@ def test_cam_single_image_json_and_files(img_dir, tmp_path, capsys):
 
 
 def test_cam_folder_several_methods_grid_and_target(img_dir, tmp_path, capsys):
-    rows = _json(capsys, ["cam", str(img_dir), "--method", "gradcam,eigencam", "--target", "285", "--out", str(tmp_path), "--json"])
+    rows = _json(
+        capsys,
+        ["cam", str(img_dir), "--method", "gradcam,eigencam", "--target", "285", "--out", str(tmp_path), "--json"],
+    )
     assert [(p["image"].rsplit("/", 1)[-1], p["method"]) for p in rows] == [
-        ("chelsea.png", "gradcam"), ("chelsea.png", "eigencam"), ("coffee.jpg", "gradcam"), ("coffee.jpg", "eigencam"),
+        ("chelsea.png", "gradcam"),
+        ("chelsea.png", "eigencam"),
+        ("coffee.jpg", "gradcam"),
+        ("coffee.jpg", "eigencam"),
     ]
     assert all(p["target"] == 285 for p in rows)
     assert (tmp_path / "chelsea_methods.png").is_file() and (tmp_path / "coffee_eigencam.npy").is_file()
@@ -110,7 +116,7 @@ def test_cam_only_unreadable_files_exit_2(tmp_path, capsys):
     assert err.startswith("error: none of the 1 image file(s) could be read") and "bad.png" in err
 
 
-_DICT_MODEL = '''
+_DICT_MODEL = """
 import torch
 from torch import nn
 
@@ -129,14 +135,23 @@ class Net(nn.Module):
 def build(num_classes=None):
     torch.manual_seed(0)
     return Net()
-'''
+"""
 
 
 def test_cam_dict_output_model_file_with_target(img_dir, tmp_path, capsys):
     """A {'logits': ...} model could not be explained from the CLI, and --target said 'must be < 0'."""
     f = tmp_path / "dictnet.py"
     f.write_text(_DICT_MODEL)
-    args = ["cam", str(img_dir / "chelsea.png"), "--model", f"{f}:build", "--method", "gradcam,scorecam", "--out", str(tmp_path / "o")]
+    args = [
+        "cam",
+        str(img_dir / "chelsea.png"),
+        "--model",
+        f"{f}:build",
+        "--method",
+        "gradcam,scorecam",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     rows = _json(capsys, [*args, "--target", "5", "--json"])
     assert [(r["method"], r["target"], r["layer"]) for r in rows] == [("gradcam", 5, "conv"), ("scorecam", 5, "conv")]
     assert main([*args, "--target", "6"]) == 2

@@ -276,14 +276,34 @@ def test_cli_filters(tmp_path, capsys):
     from convlens.cli import main
 
     out = tmp_path / "grid.png"
-    code = main(["filters", "--model", "resnet18", "--layer", "layer1.0.conv1", "--channels", "0-2", "--steps", "2",
-                 "--size", "32", "--recipe", "keras", "--out", str(out), "--json"])
+    code = main(
+        [
+            "filters",
+            "--model",
+            "resnet18",
+            "--layer",
+            "layer1.0.conv1",
+            "--channels",
+            "0-2",
+            "--steps",
+            "2",
+            "--size",
+            "32",
+            "--recipe",
+            "keras",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert [c["channel"] for c in data["channels"]] == [0, 1, 2]
     assert all(isinstance(c["value"], float) for c in data["channels"])
     assert out.exists() and out.stat().st_size > 1000
-    code = main(["filters", "--model", "resnet18", "--layer", "auto", "--kernels", "--out", str(tmp_path / "k.png"), "--json"])
+    code = main(
+        ["filters", "--model", "resnet18", "--layer", "auto", "--kernels", "--out", str(tmp_path / "k.png"), "--json"]
+    )
     assert code == 0
     assert json.loads(capsys.readouterr().out)["layer"] == "conv1"
     code = main(["filters", "--model", "resnet18", "--layer", "nope", "--out", str(out), "--steps", "1"])
@@ -306,7 +326,21 @@ def test_cli_class_objective_reports_output_and_clear_range_error(tmp_path, caps
     from convlens.cli import main
 
     out = tmp_path / "c.png"
-    args = ["filters", "--model", "resnet18", "--layer", "layer4", "--objective", "class", "--steps", "1", "--size", "16", "--out", str(out)]
+    args = [
+        "filters",
+        "--model",
+        "resnet18",
+        "--layer",
+        "layer4",
+        "--objective",
+        "class",
+        "--steps",
+        "1",
+        "--size",
+        "16",
+        "--out",
+        str(out),
+    ]
     assert main([*args, "--channels", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["layer"] == "output"
     assert main([*args, "--channels", "0,1000"]) == 2
@@ -334,13 +368,23 @@ def test_fixed_input_size_model_resized_to_its_size_or_clear_error():
 
     torch.manual_seed(0)
     net = _FixedSize(20)
-    bundle = ModelBundle(net, Preprocess(size=20), None, ModelMeta("fixed", "file", False, 4, 112, input_size=(3, 20, 20)))
+    bundle = ModelBundle(
+        net, Preprocess(size=20), None, ModelMeta("fixed", "file", False, 4, 112, input_size=(3, 20, 20))
+    )
     for recipe in ("lucid", "keras"):
         res = visualize(bundle, "conv", [0, 1], recipe=recipe, steps=2, size=12, return_result=True)
         assert res.images.shape == (2, 3, 12, 12) and bool(torch.isfinite(res.values).all())
     from convlens.featvis.objectives import Channel
 
-    two = visualize(bundle, None, [0, 1], objective=Channel("conv", [0, 1]) + Channel("relu", [2, 3]), steps=1, size=12, return_result=True)
+    two = visualize(
+        bundle,
+        None,
+        [0, 1],
+        objective=Channel("conv", [0, 1]) + Channel("relu", [2, 3]),
+        steps=1,
+        size=12,
+        return_result=True,
+    )
     assert two.truncated_after == "relu"
     with pytest.raises(InputError, match=r"the model failed on a 36x36 input .*doesn't match model \(20\)"):
         visualize(net, "conv", [0], recipe="lucid", steps=1, size=12)  # a bare module: no known size
@@ -365,7 +409,9 @@ def test_token_layer_channels_are_features_not_tokens():
     res = visualize(net, "mlp", [9, 2], recipe="keras", steps=3, size=16, return_result=True)
     assert bool((res.values > res.start_values).all())
     with torch.no_grad():
-        x = (res.raw - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        x = (res.raw - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+            1, 3, 1, 1
+        )
         feats = net(x).mean(1)  # mean over tokens
     assert torch.allclose(res.values, feats[[0, 1], [9, 2]], atol=1e-4)
     with pytest.raises(InputError, match="channel 10 is out of range for layer 'mlp' with 10 channels"):
@@ -375,7 +421,21 @@ def test_token_layer_channels_are_features_not_tokens():
 def test_cli_filters_error_is_one_line_without_progress_residue(tmp_path, capsys):
     from convlens.cli import main
 
-    args = ["filters", "--model", "resnet18", "--layer", "layer1", "--channels", "0,64", "--steps", "1", "--size", "16", "--out", str(tmp_path / "g.png")]
+    args = [
+        "filters",
+        "--model",
+        "resnet18",
+        "--layer",
+        "layer1",
+        "--channels",
+        "0,64",
+        "--steps",
+        "1",
+        "--size",
+        "16",
+        "--out",
+        str(tmp_path / "g.png"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: channel 64 is out of range for layer 'layer1'") and err.count("\n") == 1
@@ -397,7 +457,9 @@ def test_channels_last_layer_channels_are_the_last_dim():
     net = _NHWC()
     res = visualize(net, "norm", [5, 0], objective="neuron", recipe="keras", steps=3, size=32, return_result=True)
     with torch.no_grad():
-        x = (res.raw - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        x = (res.raw - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+            1, 3, 1, 1
+        )
         a = net(x)  # (2, 8, 8, 6)
     assert torch.allclose(res.values, torch.stack([a[0, 4, 4, 5], a[1, 4, 4, 0]]), atol=1e-4)
     with pytest.raises(InputError, match="channel 6 is out of range for layer 'norm' with 6 channels"):

@@ -6,14 +6,15 @@ from convlens.hooks import capture, hook_count, preserve_state
 
 
 def _net():
-    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(2 * 3 * 3, 2))
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(2 * 3 * 3, 2)
+    )
 
 
 def test_capture_removes_hooks_even_on_error():
     net = _net()
-    with pytest.raises(RuntimeError):
-        with capture(net, ["0", "2"]) as cap:
-            cap.run(torch.zeros(1, 3, 5, 5))  # wrong channel count
+    with pytest.raises(RuntimeError), capture(net, ["0", "2"]) as cap:
+        cap.run(torch.zeros(1, 3, 5, 5))  # wrong channel count
     assert hook_count(net) == 0
 
 
@@ -41,10 +42,9 @@ def test_clone_protects_from_inplace_and_keeps_graph():
 def test_preserve_state_restores_on_exception():
     net = _net().train()
     net[0].weight.requires_grad_(False)
-    with pytest.raises(ValueError):
-        with preserve_state(net, train=False, requires_grad=True):
-            assert not net.training and net[0].weight.requires_grad
-            raise ValueError
+    with pytest.raises(ValueError), preserve_state(net, train=False, requires_grad=True):
+        assert not net.training and net[0].weight.requires_grad
+        raise ValueError
     assert net.training and net[1].training
     assert not net[0].weight.requires_grad and net[4].weight.requires_grad
 

@@ -1,5 +1,3 @@
-import io as _io
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,9 +13,7 @@ def _save(tmp_path, arr_or_img, name, **kw):
     return p
 
 
-@pytest.mark.parametrize(
-    "mode", ["L", "LA", "P", "RGBA", "I;16", "I", "F", "CMYK", "1", "RGB"]
-)
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "I;16", "I", "F", "CMYK", "1", "RGB"])
 def test_every_mode_becomes_rgb(tmp_path, mode):
     img = Image.new(mode, (7, 5))
     ext = "tiff" if mode in ("I;16", "I", "F", "CMYK") else "png"

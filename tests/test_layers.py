@@ -1,5 +1,4 @@
 import pytest
-import torch
 from torch import nn
 
 from convlens.errors import LayerError
@@ -11,11 +10,23 @@ def test_auto_skips_global_pool_and_head(resnet18_bundle):
 
 
 def test_stages_resnet18(resnet18_bundle):
-    assert [r.name for r in resolve(resnet18_bundle.model, "stages")] == ["relu", "layer1", "layer2", "layer3", "layer4"]
+    assert [r.name for r in resolve(resnet18_bundle.model, "stages")] == [
+        "relu",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+    ]
 
 
 def test_stages_timm_feature_info(lite0):
-    assert [r.name for r in resolve(lite0.model, "stages")] == ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"]
+    assert [r.name for r in resolve(lite0.model, "stages")] == [
+        "blocks.0",
+        "blocks.1",
+        "blocks.2",
+        "blocks.4",
+        "blocks.6",
+    ]
     assert [r.name for r in resolve(lite0.model, "auto")] == ["bn2"]
 
 

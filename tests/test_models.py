@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import save_file
 
 from convlens.errors import ModelError
+from convlens.inspect.predict import predict
 from convlens.models import list_models, load_model
 from convlens.models.preprocess import Preprocess
-from convlens.inspect.predict import predict
 
 
 @pytest.mark.slow
@@ -131,7 +131,9 @@ def test_one_channel_user_model_gets_grayscale_input(tmp_path, chelsea):
     assert b.preprocess.channels == 1 and b.meta.input_size == (1, 224, 224)
     x = b.preprocess(chelsea)
     assert x.shape == (1, 1, 224, 224)
-    gray = np.asarray(__import__("PIL.Image", fromlist=["Image"]).fromarray(b.preprocess.resize_image(chelsea)).convert("L"))
+    gray = np.asarray(
+        __import__("PIL.Image", fromlist=["Image"]).fromarray(b.preprocess.resize_image(chelsea)).convert("L")
+    )
     back = b.preprocess.denormalize(x)[0, 0].numpy() * 255
     assert np.abs(back - gray).max() <= 1.0  # luma as Pillow computes it, within rounding
     top = predict(b, [chelsea], topk=2)[0]

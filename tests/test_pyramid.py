@@ -135,7 +135,9 @@ def test_cli_pyramid(tmp_path, capsys, chelsea):
 
     p = tmp_path / "cat.png"
     Image.fromarray(chelsea[:101, :77]).save(p)  # odd sizes
-    assert main(["pyramid", str(p), "--levels", "4", "--kind", "laplacian", "--out", str(tmp_path / "o"), "--json"]) == 0
+    assert (
+        main(["pyramid", str(p), "--levels", "4", "--kind", "laplacian", "--out", str(tmp_path / "o"), "--json"]) == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert [lv["shape"] for lv in res["levels"]] == [[101, 77], [51, 39], [26, 20], [13, 10]]
     assert res["reconstruction_max_abs_error"] < 1e-9
@@ -152,7 +154,11 @@ def test_cli_pyramid_default_levels_fit_tiny_images(tmp_path, capsys):
 
     from convlens.cli import main
 
-    for (h, w), shapes in {(8, 8): [[8, 8], [4, 4], [2, 2], [1, 1]], (1, 1): [[1, 1]], (64, 64): [[64, 64], [32, 32], [16, 16], [8, 8], [4, 4]]}.items():
+    for (h, w), shapes in {
+        (8, 8): [[8, 8], [4, 4], [2, 2], [1, 1]],
+        (1, 1): [[1, 1]],
+        (64, 64): [[64, 64], [32, 32], [16, 16], [8, 8], [4, 4]],
+    }.items():
         p = tmp_path / f"img{h}.png"
         Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(p)
         assert main(["pyramid", str(p), "--out", str(tmp_path / "o"), "--json"]) == 0  # no --levels: default 5 or fewer
@@ -167,4 +173,9 @@ def test_hwc_image_is_refused_not_read_as_channels(chelsea):
         laplacian_pyramid(torch.from_numpy(chelsea[:40, :30]), 2)
     levels = gaussian_pyramid(chelsea[:40, :30].transpose(2, 0, 1), 2)  # channels-first works
     assert levels[1].shape == (3, 20, 15)
-    assert gaussian_pyramid(np.zeros((1, 8, 9, 3)), 2)[1].shape == (1, 8, 5, 2)  # a narrow (C, H, W) as a batch is allowed
+    assert gaussian_pyramid(np.zeros((1, 8, 9, 3)), 2)[1].shape == (
+        1,
+        8,
+        5,
+        2,
+    )  # a narrow (C, H, W) as a batch is allowed

@@ -22,13 +22,20 @@ def _fig() -> Figure:
 
 def _sections():
     ok = Section(
-        "q1", 1, "A <b>bold</b> title", "Is <script> escaped?",
+        "q1",
+        1,
+        "A <b>bold</b> title",
+        "Is <script> escaped?",
         results={"nan": float("nan"), "arr": np.arange(3), "x": 0.5},
         tables=[Table(["name", "value"], [["a&b", 1.23456789]], caption="cap")],
         figures=[TourFigure("first", _fig()), TourFigure("second", _fig())],
-        explanation="One.\n\nTwo <i>.", api="f(x)", cli="convlens f",
+        explanation="One.\n\nTwo <i>.",
+        api="f(x)",
+        cli="convlens f",
     )
-    bad = Section("q2", 2, "Broken", "Why?", status="error", error="ValueError: boom", traceback="Traceback ...\nValueError: boom")
+    bad = Section(
+        "q2", 2, "Broken", "Why?", status="error", error="ValueError: boom", traceback="Traceback ...\nValueError: boom"
+    )
     return [ok, bad]
 
 
@@ -79,7 +86,7 @@ def test_format_value():
 
 # ---------------------------------------------------------------- the per-image report (convlens report)
 
-_TINY = '''
+_TINY = """
 import torch.nn as nn
 
 def tiny():
@@ -89,7 +96,7 @@ def tiny():
         nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
     )
-'''
+"""
 
 
 @pytest.fixture()
@@ -113,15 +120,32 @@ def test_image_report_cli(tmp_path, tiny_model, chelsea, coffee):
     Image.fromarray(chelsea).save(imgs / "chelsea.png")
     Image.fromarray(coffee).save(imgs / "coffee.jpg")
     out = tmp_path / "rep"
-    rc = main(["report", str(imgs), "--model", tiny_model, "--out", str(out), "--methods", "gradcam,eigencam",
-               "--filter-steps", "2", "--topk", "3"])
+    rc = main(
+        [
+            "report",
+            str(imgs),
+            "--model",
+            tiny_model,
+            "--out",
+            str(out),
+            "--methods",
+            "gradcam,eigencam",
+            "--filter-steps",
+            "2",
+            "--topk",
+            "3",
+        ]
+    )
     assert rc == 0
     data = json.loads((out / "summary.json").read_text())
     assert [s["id"] for s in data["sections"]] == ["img1", "img2"] and data["ok"] is True
     for s in data["sections"]:
         assert s["status"] == "ok", s["error"]
         assert len(s["tables"][0]["rows"]) == 3  # top-3 prediction
-        assert s["tables"][-1]["columns"][0] == "method" and [r[0] for r in s["tables"][-1]["rows"]] == ["gradcam", "eigencam"]
+        assert s["tables"][-1]["columns"][0] == "method" and [r[0] for r in s["tables"][-1]["rows"]] == [
+            "gradcam",
+            "eigencam",
+        ]
         for r in s["tables"][-1]["rows"]:
             assert 0.0 <= r[1] <= 1.0 and 0.0 <= r[2] <= 1.0  # AUCs of probabilities
         assert len(s["figures"]) >= 4
@@ -141,7 +165,9 @@ def test_image_report_bad_image_is_reported_and_others_go_on(tmp_path, tiny_mode
     imgs.mkdir()
     Image.fromarray(chelsea).save(imgs / "a.png")
     (imgs / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
-    page = image_report([imgs], tmp_path / "rep", model=tiny_model, methods=["gradcam"], metrics=False, filter_steps=1, n_filters=1)
+    page = image_report(
+        [imgs], tmp_path / "rep", model=tiny_model, methods=["gradcam"], metrics=False, filter_steps=1, n_filters=1
+    )
     data = json.loads((page.parent / "summary.json").read_text())
     assert [s["status"] for s in data["sections"]] == ["ok", "error"]
     assert "b.png" in data["sections"][1]["error"] and data["failed"] == ["img2"]
@@ -173,7 +199,14 @@ def test_image_report_bad_arguments(tmp_path, tiny_model):
 
 @pytest.mark.parametrize(
     "module",
-    ["convlens.tour", "convlens.tour.core", "convlens.tour.sections", "convlens.report", "convlens.report.html", "convlens.plot.tour"],
+    [
+        "convlens.tour",
+        "convlens.tour.core",
+        "convlens.tour.sections",
+        "convlens.report",
+        "convlens.report.html",
+        "convlens.plot.tour",
+    ],
 )
 def test_docstring_examples(module):
     import doctest

@@ -139,7 +139,10 @@ def test_cli_summary_json(capsys: pytest.CaptureFixture[str]) -> None:
     l4 = out["layers"][names.index("layer4")]
     assert l4["output_shape"] == [2, 2, 512] and l4["receptive_field"] == [435, 435] and l4["jump"] == [32, 32]
     assert out["total_params"] == 11689512
-    assert main(["summary", "--model", "resnet18", "--input", "3x64x64", "--channels-first", "--depth", "1", "--json"]) == 0
+    assert (
+        main(["summary", "--model", "resnet18", "--input", "3x64x64", "--channels-first", "--depth", "1", "--json"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["layers"][names.index("layer4")]["output_shape"] == [512, 2, 2]
 
@@ -278,7 +281,15 @@ def test_depth_filter_keeps_children_of_uncalled_containers() -> None:
     rows = s.at_depth(1)
     assert [r.name for r in rows] == ["stem", "blocks.0", "blocks.1"]
     assert sum(r.params for r in rows) == s.total_params and sum(r.macs for r in rows) == s.total_macs
-    assert [r.name for r in s.at_depth(3)] == ["stem", "blocks.0", "blocks.0.0", "blocks.0.1", "blocks.1", "blocks.1.0", "blocks.1.1"]
+    assert [r.name for r in s.at_depth(3)] == [
+        "stem",
+        "blocks.0",
+        "blocks.0.0",
+        "blocks.0.1",
+        "blocks.1",
+        "blocks.1.0",
+        "blocks.1.1",
+    ]
 
 
 def test_cli_deep_layer_names_are_not_cut(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,12 +9,10 @@ import re
 
 import pytest
 import torch
-
 from _tour_run import quick_tour
-from convlens.errors import InputError
-from convlens.tour import Body, Progress, Table, TourContext, run_tour, section, section_specs
-from convlens.tour import core
 
+from convlens.errors import InputError
+from convlens.tour import Body, Progress, Table, TourContext, core, run_tour, section, section_specs
 
 # ---------------------------------------------------------------- runner on a private registry
 
@@ -85,9 +83,26 @@ def test_course_sections_in_order_with_questions():
     for s in specs:
         assert s.title and s.question.endswith("?"), s
     titles = " ".join(s.title.lower() for s in specs)
-    for word in ("multi-channel", "padding", "dilation", "template", "pyramid", "depth", "stride", "1x1",
-                 "pooling", "augmentation", "transfer", "freezing", "fine-tuning", "inception", "gradient",
-                 "activations", "filter", "grad-cam"):
+    for word in (
+        "multi-channel",
+        "padding",
+        "dilation",
+        "template",
+        "pyramid",
+        "depth",
+        "stride",
+        "1x1",
+        "pooling",
+        "augmentation",
+        "transfer",
+        "freezing",
+        "fine-tuning",
+        "inception",
+        "gradient",
+        "activations",
+        "filter",
+        "grad-cam",
+    ):
         assert word in titles, word
 
 

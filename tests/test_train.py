@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from train_helpers import TINY_MODEL, make_folder
 
 from convlens.data import load_dataset
 from convlens.errors import DataError, InputError, ModelError
@@ -24,7 +25,6 @@ from convlens.train import (
 )
 from convlens.train import checkpoint as ckpt
 from convlens.train.loop import _Loop
-from train_helpers import TINY_MODEL, make_folder
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -65,7 +65,12 @@ def test_find_and_replace_head_for_any_backbone():
     assert m.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
     r = torchvision.models.resnet18()
     assert replace_head(r, 4)[0] == "fc" and r.fc.out_features == 4
-    vgg_like = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 10)))
+    vgg_like = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 10)),
+    )
     assert find_head(vgg_like)[0] == "3.2"
     replace_head(vgg_like, 2)
     assert vgg_like(torch.zeros(1, 3, 8, 8)).shape == (1, 2)
@@ -103,9 +108,14 @@ def test_frozen_modules_keep_bn_in_eval():
 def test_plan_and_config_validation(folder):
     assert [s.trains for s in plan_stages(cfg(folder, strategy="finetune", epochs=3))] == ["head", "top"]
     assert plan_stages(cfg(folder, strategy="features"))[0].features
-    for bad, msg in [(dict(strategy="magic"), "strategy"), (dict(epochs=0), "epochs"), (dict(lr=-1.0), "lr"),
-                     (dict(strategy="finetune", epochs=1), "finetune needs"), (dict(augment="zoom=7"), "zoom"),
-                     (dict(unfreeze=-1), "unfreeze")]:
+    for bad, msg in [
+        (dict(strategy="magic"), "strategy"),
+        (dict(epochs=0), "epochs"),
+        (dict(lr=-1.0), "lr"),
+        (dict(strategy="finetune", epochs=1), "finetune needs"),
+        (dict(augment="zoom=7"), "zoom"),
+        (dict(unfreeze=-1), "unfreeze"),
+    ]:
         with pytest.raises(InputError, match=msg):
             cfg(folder, **bad).validated()
 
@@ -262,7 +272,15 @@ def test_run_folder_and_reload_with_labels(folder, tmp_path):
     from convlens.train.run import run_training
 
     run = run_training(cfg(folder, strategy="features", epochs=2), tmp_path)
-    for f in ("model.safetensors", "model.json", "metrics.json", "history.json", "curves.png", "confusion.png", "data.json"):
+    for f in (
+        "model.safetensors",
+        "model.json",
+        "metrics.json",
+        "history.json",
+        "curves.png",
+        "confusion.png",
+        "data.json",
+    ):
         assert (tmp_path / f).is_file(), f
     assert list((tmp_path / "features").glob("features-*.safetensors"))
     b = load_model(TINY_MODEL, weights=tmp_path / "model.safetensors")
@@ -276,7 +294,19 @@ def test_cli_train_json_and_compare(folder, tmp_path, capsys):
     from convlens.cli import main
 
     out = tmp_path / "run"
-    args = ["train", "--data", str(folder), "--model", TINY_MODEL, "--epochs", "2", "--batch-size", "8", "--image-size", "32"]
+    args = [
+        "train",
+        "--data",
+        str(folder),
+        "--model",
+        TINY_MODEL,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "32",
+    ]
     assert main(args + ["--strategy", "features", "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed) == {"strategy", "epochs_done", "train_loss", "val_loss", "val_accuracy", "images_per_s"}
@@ -307,7 +337,24 @@ def test_cli_augment_grid(tmp_path, chelsea, capsys):
     src = tmp_path / "cat.png"
     Image.fromarray(chelsea).save(src)
     out = tmp_path / "grid.png"
-    assert main(["augment", str(src), "--n", "5", "--options", "rotation=30,zoom=0.2", "--seed", "1", "--out", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "augment",
+                str(src),
+                "--n",
+                "5",
+                "--options",
+                "rotation=30,zoom=0.2",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert out.is_file() and len(res["params"]) == 5 and len({p["angle"] for p in res["params"]}) == 5
     assert main(["augment", str(src), "--options", "spin=3", "--out", str(out)]) == 2
@@ -348,13 +395,20 @@ def test_grayscale_user_model_trains(tmp_path):
     ("body", "match"),
     [
         # no global pool: the Linear is sized for 16 px inputs, training runs at 32 px
-        ("torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 16 * 16, 10)", "cannot run on 32x32"),
+        (
+            "torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 16 * 16, 10)",
+            "cannot run on 32x32",
+        ),
         # the forward returns (logits, features)
-        ("_Pair(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10)))",
-         "got tuple"),
+        (
+            "_Pair(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10)))",
+            "got tuple",
+        ),
     ],
 )
-def test_model_that_cannot_train_at_this_size_or_returns_no_logits_fails_in_one_sentence(folder, tiny_data, tmp_path, body, match):
+def test_model_that_cannot_train_at_this_size_or_returns_no_logits_fails_in_one_sentence(
+    folder, tiny_data, tmp_path, body, match
+):
     from convlens.errors import ModelError
 
     f = tmp_path / "net.py"
@@ -405,7 +459,9 @@ def test_unusable_device_is_an_input_error_before_any_work(folder):
 def test_learning_curves_tick_whole_epochs():
     from convlens.plot.train import comparison_plot, learning_curves
 
-    hist = [{"epoch": 1, "stage": "train", "train_loss": 0.7, "val_loss": 0.69, "train_accuracy": 0.7, "val_accuracy": 0.5}]
+    hist = [
+        {"epoch": 1, "stage": "train", "train_loss": 0.7, "val_loss": 0.69, "train_accuracy": 0.7, "val_accuracy": 0.5}
+    ]
     for fig in (learning_curves(hist), comparison_plot({"scratch": hist})):
         for ax in fig.axes:
             ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]

@@ -11,9 +11,9 @@ import time
 
 import pytest
 import torch
+from train_helpers import TINY_MODEL, make_folder
 
 from convlens.train import TrainConfig, fit
-from train_helpers import TINY_MODEL, make_folder
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +26,16 @@ def folder(tmp_path_factory):
 
 
 def _args(folder, out, **kw) -> list[str]:
-    opts = {"--data": str(folder), "--model": TINY_MODEL, "--image-size": "32", "--batch-size": "8", "--seed": "0",
-            "--lr": "0.003", "--unfreeze": "1", "--out": str(out)}
+    opts = {
+        "--data": str(folder),
+        "--model": TINY_MODEL,
+        "--image-size": "32",
+        "--batch-size": "8",
+        "--seed": "0",
+        "--lr": "0.003",
+        "--unfreeze": "1",
+        "--out": str(out),
+    }
     opts.update({k: str(v) for k, v in kw.items()})
     return [x for kv in opts.items() for x in kv]
 
@@ -46,7 +54,17 @@ def _in_process(folder, **kw) -> dict:
 
 def test_sigkill_then_resume_matches_uninterrupted_run(folder, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "convlens.train", "--strategy", "finetune", "--epochs", "12", "--head-epochs", "3"] + _args(folder, out, **{"--image-size": 48})
+    cmd = [
+        sys.executable,
+        "-m",
+        "convlens.train",
+        "--strategy",
+        "finetune",
+        "--epochs",
+        "12",
+        "--head-epochs",
+        "3",
+    ] + _args(folder, out, **{"--image-size": 48})
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     state_file = out / "checkpoint.json"
     deadline = time.time() + 120
@@ -78,8 +96,20 @@ def test_sigkill_then_resume_matches_uninterrupted_run(folder, tmp_path):
 
 def test_torchrun_two_processes_match_one_process(folder, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "convlens.train",
-           "--strategy", "finetune", "--epochs", "2", "--json"] + _args(folder, out)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "convlens.train",
+        "--strategy",
+        "finetune",
+        "--epochs",
+        "2",
+        "--json",
+    ] + _args(folder, out)
     res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     ddp = json.loads((out / "metrics.json").read_text())

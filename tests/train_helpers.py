@@ -10,7 +10,9 @@ from PIL import Image
 TINY_MODEL = "test_efficientnet"  # timm's 0.1 M-parameter EfficientNet (BatchNorm, stages, reset_classifier)
 
 
-def make_folder(root: Path, n_per_class: int = 20, size: int = 24, classes: tuple[str, ...] = ("left", "right"), seed: int = 0) -> Path:
+def make_folder(
+    root: Path, n_per_class: int = 20, size: int = 24, classes: tuple[str, ...] = ("left", "right"), seed: int = 0
+) -> Path:
     rng = np.random.default_rng(seed)
     for ci, c in enumerate(classes):
         d = root / c

@@ -204,13 +204,19 @@ class Graph:
         """The ``call``-th call (default: the last) of module ``name``; LayerError with close matches otherwise."""
         if name not in self._by_name:
             close = difflib.get_close_matches(name, list(self._by_name), n=3, cutoff=0.5)
-            hint = ("did you mean " + ", ".join(f"'{c}'" for c in close) + "?") if close else "see `convlens summary` for names."
+            hint = (
+                ("did you mean " + ", ".join(f"'{c}'" for c in close) + "?")
+                if close
+                else "see `convlens summary` for names."
+            )
             raise LayerError(f"layer '{name}' was not called in the traced forward pass; {hint}")
         calls = self._by_name[name]
         try:
             return calls[call]
         except IndexError:
-            raise LayerError(f"layer '{name}' was called {len(calls)} time(s); call index {call} does not exist.") from None
+            raise LayerError(
+                f"layer '{name}' was called {len(calls)} time(s); call index {call} does not exist."
+            ) from None
 
     def geometry(self, name: str, call: int = -1) -> Geometry:
         """Receptive-field geometry of a module call's output."""
@@ -532,7 +538,9 @@ class _Recorder(TorchFunctionMode):
             return None
         return hit[1]
 
-    def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Any:
+    def __torch_function__(
+        self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         outs = tensors_in(out)
@@ -556,7 +564,9 @@ class _Recorder(TorchFunctionMode):
         geo = _merge([], items, tuple(out.shape), False) if items else None
         return Node(len(self.nodes), _op_name(func), "unknown" if items else "constant", ins, tuple(out.shape), geo)
 
-    def _make(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], ins: tuple[int, ...], out: torch.Tensor) -> Node:
+    def _make(
+        self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], ins: tuple[int, ...], out: torch.Tensor
+    ) -> Node:
         idx = len(self.nodes)
         shape = tuple(out.shape)
         name = _op_name(func)
@@ -584,7 +594,13 @@ class _Recorder(TorchFunctionMode):
                 a = _bind(names, args, kwargs)
                 k = _pair(a["kernel_size"], 1)
                 s = a.get("stride")
-                window = Window(k, k if not s else _pair(s, 1), _pair(a.get("padding", 0), 0), _pair(a.get("dilation", 1), 1), bool(a.get("ceil_mode", False)))
+                window = Window(
+                    k,
+                    k if not s else _pair(s, 1),
+                    _pair(a.get("padding", 0), 0),
+                    _pair(a.get("dilation", 1), 1),
+                    bool(a.get("ceil_mode", False)),
+                )
                 kind = "pool"
             if main is not None and main.geometry is not None and out.ndim == 4:
                 g = main.geometry
@@ -596,13 +612,21 @@ class _Recorder(TorchFunctionMode):
                     )
                 elif g.dims is None:
                     geo = g  # a window over a tensor without spatial layout (e.g. 1x1 conv on a pooled vector)
-        elif func in _PAD and main is not None and main.geometry is not None and out.ndim == 4 and main.geometry.dims == (2, 3):
+        elif (
+            func in _PAD
+            and main is not None
+            and main.geometry is not None
+            and out.ndim == 4
+            and main.geometry.dims == (2, 3)
+        ):
             a = _bind(_PAD_ARGS, args, kwargs)
             p = [int(v) for v in a["pad"]] + [0, 0, 0, 0]
             left, top = p[0], p[2]
             window = Window((1, 1), (1, 1), (top, left))
             g = main.geometry
-            shift = lambda ax, n: ax if ax.jump is None else Axis(ax.lo - n * ax.jump, ax.hi - n * ax.jump, ax.jump, ax.step)  # noqa: E731
+            shift = lambda ax, n: (
+                ax if ax.jump is None else Axis(ax.lo - n * ax.jump, ax.hi - n * ax.jump, ax.jump, ax.step)
+            )  # noqa: E731
             geo, kind = Geometry(shift(g.h, top), shift(g.w, left), g.exact), "pad"
         elif func in _ADAPTIVE and main is not None and main.geometry is not None and out.ndim == 4:
             kind = "adaptive_pool"
@@ -624,7 +648,13 @@ class _Recorder(TorchFunctionMode):
                             axes.append(Axis(ax.lo, ax.hi + (kmax - 1) * ax.jump, ax.jump * n_in / n_out, step))
                         exact = False
                 geo = Geometry(axes[0], axes[1], exact)
-        elif func in _RESIZE and main is not None and main.geometry is not None and out.ndim == 4 and main.geometry.dims == (2, 3):
+        elif (
+            func in _RESIZE
+            and main is not None
+            and main.geometry is not None
+            and out.ndim == 4
+            and main.geometry.dims == (2, 3)
+        ):
             kind = "resize"  # nearest/bilinear upsampling: jump shrinks by the scale, +-1 input unit for interpolation
             g = main.geometry
             axes = []
@@ -639,7 +669,12 @@ class _Recorder(TorchFunctionMode):
         elif func in _GETITEM and main is not None and main.geometry is not None and len(args) > 1:
             geo = _slice_geometry(main.geometry, main.shape, args[1])
             kind = "layout" if geo is not None else kind
-        elif (func in _PERMUTE or func in _TRANSPOSE) and main is not None and main.geometry is not None and main.geometry.dims:
+        elif (
+            (func in _PERMUTE or func in _TRANSPOSE)
+            and main is not None
+            and main.geometry is not None
+            and main.geometry.dims
+        ):
             g, nd = main.geometry, len(main.shape)
             if func in _PERMUTE:
                 perm = list(args[1:]) or list(kwargs.get("dims", ()))
@@ -694,7 +729,12 @@ class _Recorder(TorchFunctionMode):
                     if kind in ("linear", "matmul") and len(shape) - 1 in g.dims:
                         continue
                     keep.append(g)
-                elif kind == "elementwise" and g.dims == (len(s) - 2, len(s) - 1) and len(shape) >= 3 and shape[-2:] == s[-2:]:
+                elif (
+                    kind == "elementwise"
+                    and g.dims == (len(s) - 2, len(s) - 1)
+                    and len(shape) >= 3
+                    and shape[-2:] == s[-2:]
+                ):
                     keep.append(Geometry(g.h, g.w, g.exact, (len(shape) - 2, len(shape) - 1)))
             if keep:
                 others = [(g, s) for g, s in items if not any(g is k or (g.h is k.h and g.w is k.w) for k in keep)]
@@ -721,7 +761,16 @@ class _Recorder(TorchFunctionMode):
         self.counts[name] = k + 1
         m = self.modules[name]
         self.calls.append(
-            ModuleCall(name, type(m).__name__, k, name.count(".") + 1, next(m.children(), None) is None, out_i, ins, None if t is None else tuple(t.shape))
+            ModuleCall(
+                name,
+                type(m).__name__,
+                k,
+                name.count(".") + 1,
+                next(m.children(), None) is None,
+                out_i,
+                ins,
+                None if t is None else tuple(t.shape),
+            )
         )
 
 
@@ -780,7 +829,11 @@ def trace(
     names = [n for n, _ in model.named_modules() if n]
     rec = _Recorder(model)
     try:
-        with preserve_state(model, train=False), torch.no_grad(), capture(model, names, detach=False, on_call=rec.on_call) as cap:
+        with (
+            preserve_state(model, train=False),
+            torch.no_grad(),
+            capture(model, names, detach=False, on_call=rec.on_call) as cap,
+        ):
             rec.add_input(x)
             rec.cap = cap
             with rec:

@@ -50,7 +50,9 @@ def device_of(model: nn.Module, device: str | torch.device | None = None) -> tor
 
 
 @contextmanager
-def preserve_state(model: nn.Module, *, train: bool | None = None, requires_grad: bool | None = None) -> Iterator[nn.Module]:
+def preserve_state(
+    model: nn.Module, *, train: bool | None = None, requires_grad: bool | None = None
+) -> Iterator[nn.Module]:
     """Restore each module's ``training`` and each parameter's ``requires_grad`` on exit.
 
     Args:

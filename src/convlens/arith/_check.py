@@ -43,7 +43,9 @@ def as_float_array(x: Any, name: str, ndims: tuple[int, ...]) -> np.ndarray:
     try:
         arr = np.asarray(x)
     except ValueError:  # ragged nested lists
-        raise InputError(f"{name} must be a rectangular numeric array, got a ragged nested list (rows of different lengths).") from None
+        raise InputError(
+            f"{name} must be a rectangular numeric array, got a ragged nested list (rows of different lengths)."
+        ) from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         what = "text" if arr.dtype.kind in "US" else "ragged or non-numeric"
         raise InputError(f"{name} must be a rectangular array of numbers, got {what} values (dtype {arr.dtype}).")

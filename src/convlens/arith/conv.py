@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from convlens.arith._check import as_float_array, pair
+from convlens.arith._check import as_float_array
 from convlens.arith.shapes import PaddingSpec, ShapeResult, output_shape
 from convlens.errors import InputError
 
@@ -91,9 +91,13 @@ def pad2d(x: np.ndarray, pads: Sequence[int], mode: str = "zeros") -> np.ndarray
     h, w = x.shape[-2:]
     for p, size, side in ((top, h, "top"), (bottom, h, "bottom"), (left, w, "left"), (right, w, "right")):
         if mode == "reflect" and p >= size:
-            raise InputError(f"reflect padding must be smaller than the input size: {side} pad {p} vs size {size}; use less padding or 'replicate'.")
+            raise InputError(
+                f"reflect padding must be smaller than the input size: {side} pad {p} vs size {size}; use less padding or 'replicate'."
+            )
         if mode == "circular" and p > size:
-            raise InputError(f"circular padding may wrap at most once: {side} pad {p} vs size {size}; use less padding.")
+            raise InputError(
+                f"circular padding may wrap at most once: {side} pad {p} vs size {size}; use less padding."
+            )
     if not any((top, bottom, left, right)):
         return x
     widths = [(0, 0)] * (x.ndim - 2) + [(top, bottom), (left, right)]
@@ -126,7 +130,9 @@ def _prepare(
         ba = as_float_array(bias, "bias", (0, 1)).reshape(-1)
         if ba.size != f:
             raise InputError(f"bias must have one value per filter ({f}), got {ba.size}.")
-    shape = output_shape((h, wd), (kh, kw), stride=stride, padding=padding, dilation=dilation, in_channels=c, out_channels=f)
+    shape = output_shape(
+        (h, wd), (kh, kw), stride=stride, padding=padding, dilation=dilation, in_channels=c, out_channels=f
+    )
     return xa, wa, ba, shape, batched
 
 
@@ -238,4 +244,14 @@ def trace(
         channels.append(ChannelTrace(ch, window, padded.copy(), kern.copy(), dil, prod, float(prod.sum())))
     b = float(ba[filter]) if ba is not None else 0.0
     total = float(sum(ct.sum for ct in channels) + b)
-    return ConvTrace(batch, filter, row, col, tuple(int(r) for r in in_rows), tuple(int(v) for v in in_cols), tuple(channels), b, total)
+    return ConvTrace(
+        batch,
+        filter,
+        row,
+        col,
+        tuple(int(r) for r in in_rows),
+        tuple(int(v) for v in in_cols),
+        tuple(channels),
+        b,
+        total,
+    )

@@ -80,8 +80,14 @@ def pool2d(
         raise InputError(f"pooling padding must be an int or a pair (ph, pw), got {padding!r}.")
     _, _, h, w = xa.shape
     shape = output_shape(
-        (h, w), kernel, op="maxpool" if kind == "max" else "avgpool", stride=stride, padding=padding,
-        dilation=dilation, ceil_mode=ceil_mode, in_channels=xa.shape[1],
+        (h, w),
+        kernel,
+        op="maxpool" if kind == "max" else "avgpool",
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        ceil_mode=ceil_mode,
+        in_channels=xa.shape[1],
     )
     (kh, kw), (sh, sw), (dh, dw) = shape.kernel, shape.stride, shape.dilation
     ho, wo = shape.output[:2]

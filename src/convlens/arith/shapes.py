@@ -24,9 +24,9 @@ Example (the course's 128x128x32 input, sixteen 3x3 filters, stride 2):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-import math
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -208,10 +208,20 @@ def _covered(size: int, out: int, k: int, s: int, d: int, before: int) -> tuple[
 
 
 def _axis(
-    axis: str, size: int, k: int, s: int, d: int, pad: str | tuple[int, int], op: str, convention: str, ceil_mode: bool,
+    axis: str,
+    size: int,
+    k: int,
+    s: int,
+    d: int,
+    pad: str | tuple[int, int],
+    op: str,
+    convention: str,
+    ceil_mode: bool,
     label: str | None = None,
 ) -> tuple[AxisShape, list[str]]:
-    one, rows = {"H": ("row", "rows"), "W": ("column", "columns")}[axis] if label is None else ("row/column", "rows/columns")
+    one, rows = (
+        {"H": ("row", "rows"), "W": ("column", "columns")}[axis] if label is None else ("row/column", "rows/columns")
+    )
     label = label or axis
     k_eff = d * (k - 1) + 1
     notes: list[str] = []
@@ -229,7 +239,9 @@ def _axis(
             )
     elif convention == "tf" and pad == "valid":
         if size < k_eff:
-            raise InputError(f"kernel {k} (effective {k_eff} with dilation {d}) is larger than the input's {size} {rows}; use a smaller kernel or 'SAME' padding.")
+            raise InputError(
+                f"kernel {k} (effective {k_eff} with dilation {d}) is larger than the input's {size} {rows}; use a smaller kernel or 'SAME' padding."
+            )
         out = -(-(size - k_eff + 1) // s)
         before = after = 0
         q = Fraction(size - k_eff + 1, s)
@@ -274,7 +286,15 @@ def _axis(
         uncovered, tail = _covered(size, out, k, s, d, before)
         if q.denominator != 1 and not use_ceil:
             nxt = out * s
-            lost = (f"; the last input {one} is never read" if tail == 1 else f"; the last {tail} input {rows} are never read") if tail else ""
+            lost = (
+                (
+                    f"; the last input {one} is never read"
+                    if tail == 1
+                    else f"; the last {tail} input {rows} are never read"
+                )
+                if tail
+                else ""
+            )
             text = (
                 f"{label}: ({size} + {before + after} - {k_eff})/{s} + 1 = {_fmt(q)} is not a whole number of windows: "
                 f"window {out + 1} would start at padded index {nxt} and need indices {nxt}..{nxt + k_eff - 1}, "
@@ -293,14 +313,20 @@ def _axis(
                 f"inside the right padding (the input ends at index {size + before - 1}), so PyTorch drops it: {out}."
             )
         elif use_ceil and q.denominator != 1:
-            notes.append(f"{label}: ceil_mode rounds {_fmt(q)} up to {out}: the last window is partial and pools only the cells it covers.")
+            notes.append(
+                f"{label}: ceil_mode rounds {_fmt(q)} up to {out}: the last window is partial and pools only the cells it covers."
+            )
         if uncovered > tail and not notes:
-            notes.append(f"{label}: {uncovered} input {rows} are never read: stride {s} jumps over them between windows.")
+            notes.append(
+                f"{label}: {uncovered} input {rows} are never read: stride {s} jumps over them between windows."
+            )
     if convention == "tf":
         uncovered, tail = _covered(size, out, k, s, d, before)
     if d > 1:
         sub = f"k_eff = {d}*({k}-1) + 1 = {k_eff}; " + sub
-    shape = AxisShape(axis, size, k, d, k_eff, s, before, after, str(q), float(q), rounding, out, sub, uncovered, tail, dropped)
+    shape = AxisShape(
+        axis, size, k, d, k_eff, s, before, after, str(q), float(q), rounding, out, sub, uncovered, tail, dropped
+    )
     return shape, notes
 
 
@@ -333,7 +359,9 @@ def resolve_padding(
         >>> resolve_padding((5, 5), 4, padding="same")
         (1, 2, 1, 2)
     """
-    return output_shape(input_hw, kernel, stride=stride, padding=padding, dilation=dilation, convention=convention).padding
+    return output_shape(
+        input_hw, kernel, stride=stride, padding=padding, dilation=dilation, convention=convention
+    ).padding
 
 
 def output_shape(

@@ -160,7 +160,9 @@ def _branch_cost(name: str, seq: nn.Module, shape: HWC) -> BranchCost:
             k, s = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size)
             d = _pair(getattr(m, "dilation", 1))
             op = "maxpool" if isinstance(m, nn.MaxPool2d) else "avgpool"
-            shp = output_shape((h, w), k, op=op, stride=s, padding=_pair(m.padding), dilation=d, ceil_mode=m.ceil_mode, in_channels=c)
+            shp = output_shape(
+                (h, w), k, op=op, stride=s, padding=_pair(m.padding), dilation=d, ceil_mode=m.ceil_mode, in_channels=c
+            )
             out = (shp.output[0], shp.output[1], c)
             label = f"{op} {k[0]}x{k[1]}/s{s[0]}"
             layers.append(LayerCost(label, shape, out, 0, 0))
@@ -173,9 +175,7 @@ def _branch_cost(name: str, seq: nn.Module, shape: HWC) -> BranchCost:
         else:
             raise InputError(f"branch '{name}' holds a {type(m).__name__}, which the cost analysis does not know.")
         shape = out
-    return BranchCost(
-        name, tuple(layers), shape, sum(lc.params for lc in layers), sum(lc.macs for lc in layers), rf
-    )
+    return BranchCost(name, tuple(layers), shape, sum(lc.params for lc in layers), sum(lc.macs for lc in layers), rf)
 
 
 def block_cost(block: nn.Module, input_hwc: Sequence[int]) -> BlockCost:
@@ -200,7 +200,9 @@ def block_cost(block: nn.Module, input_hwc: Sequence[int]) -> BlockCost:
     if merge == "concat":
         hw = {b.output[:2] for b in costs}
         if len(hw) != 1:
-            raise InputError(f"branches of {type(block).__name__} give different spatial sizes {sorted(hw)}; cannot concatenate.")
+            raise InputError(
+                f"branches of {type(block).__name__} give different spatial sizes {sorted(hw)}; cannot concatenate."
+            )
         out: HWC = (*costs[0].output[:2], sum(b.output[2] for b in costs))  # type: ignore[assignment]
     elif merge == "add":
         shapes = {b.output for b in costs}
@@ -274,7 +276,17 @@ def conv1x1_comparison(input_hwc: Sequence[int], filters: int) -> Conv1x1Compari
     three_block.branches = nn.ModuleDict({"conv3x3": nn.Sequential(nn.Conv2d(shape[2], filters, 3, padding=1))})
     three_block.merge = "single"
     three = block_cost(three_block, shape)
-    three = BlockCost("Conv3x3", *(getattr(three, f) for f in ("input", "output", "params", "macs", "receptive_field", "merge", "branches")))
+    three = BlockCost(
+        "Conv3x3",
+        *(getattr(three, f) for f in ("input", "output", "params", "macs", "receptive_field", "merge", "branches")),
+    )
     return Conv1x1Comparison(
-        shape, one.output, one.params, one.macs, one.receptive_field, three, three.macs / one.macs, three.params / one.params
+        shape,
+        one.output,
+        one.params,
+        one.macs,
+        one.receptive_field,
+        three,
+        three.macs / one.macs,
+        three.params / one.params,
     )

@@ -56,9 +56,7 @@ def _conv(cin: int, cout: int, k: int, stride: int = 1, *, norm: bool, relu: boo
 
 def _check_input(block: nn.Module, x: torch.Tensor, channels: int) -> None:
     if x.ndim != 4 or x.shape[1] != channels:
-        raise InputError(
-            f"{type(block).__name__} expects (N, {channels}, H, W) input, got shape {tuple(x.shape)}."
-        )
+        raise InputError(f"{type(block).__name__} expects (N, {channels}, H, W) input, got shape {tuple(x.shape)}.")
 
 
 class Conv1x1(nn.Module):
@@ -77,7 +75,9 @@ class Conv1x1(nn.Module):
         super().__init__()
         _check_pos(in_channels=in_channels, out_channels=out_channels, stride=stride)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.branches = nn.ModuleDict({"conv1x1": nn.Sequential(*_conv(in_channels, out_channels, 1, stride, norm=False, relu=relu))})
+        self.branches = nn.ModuleDict(
+            {"conv1x1": nn.Sequential(*_conv(in_channels, out_channels, 1, stride, norm=False, relu=relu))}
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(self, x, self.in_channels)

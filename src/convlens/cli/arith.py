@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -36,7 +36,9 @@ def _parse_padding_text(text: str) -> Any:
     if len(parts) in (1, 2, 4) and all(p.strip().isdigit() for p in parts):
         vals = [int(p) for p in parts]
         return vals[0] if len(vals) == 1 else tuple(vals)
-    raise InputError(f"--padding must be valid, same, N, 'ph,pw' or 'top,bottom,left,right' (non-negative ints), got '{text}'.")
+    raise InputError(
+        f"--padding must be valid, same, N, 'ph,pw' or 'top,bottom,left,right' (non-negative ints), got '{text}'."
+    )
 
 
 def load_array(text: str, name: str):  # -> np.ndarray
@@ -48,7 +50,9 @@ def load_array(text: str, name: str):  # -> np.ndarray
     path = Path(text)
     is_file = len(text) < 4096 and path.is_file()
     if not is_file and len(text) < 4096 and path.suffix.lower() in (".npy", ".json", ".txt"):
-        raise InputError(f"{name} file '{text}' does not exist; give a .npy or JSON file, or inline JSON like [[1,2],[3,4]].")
+        raise InputError(
+            f"{name} file '{text}' does not exist; give a .npy or JSON file, or inline JSON like [[1,2],[3,4]]."
+        )
     if is_file and path.suffix.lower() == ".npy":
         try:
             data = np.load(path, allow_pickle=False)
@@ -60,7 +64,9 @@ def load_array(text: str, name: str):  # -> np.ndarray
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             where = f"file '{text}'" if is_file else f"'{text[:60]}'"
-            raise InputError(f"{name} must be a .npy file, a JSON file or inline JSON like [[1,2],[3,4]]; {where} is neither ({e}).") from None
+            raise InputError(
+                f"{name} must be a .npy file, a JSON file or inline JSON like [[1,2],[3,4]]; {where} is neither ({e})."
+            ) from None
         if not isinstance(data, (list, int, float)):
             raise InputError(f"{name} must be a nested JSON list of numbers, got a JSON {type(data).__name__}.")
     return as_float_array(data, name, (0, 1, 2, 3, 4))
@@ -72,7 +78,10 @@ def _fmt(v: float) -> str:
 
 def _matrix(a, padded=None) -> str:
     """A small matrix as aligned text; padded cells get a '*'."""
-    cells = [[_fmt(v) + ("*" if padded is not None and padded[i, j] else "") for j, v in enumerate(row)] for i, row in enumerate(a)]
+    cells = [
+        [_fmt(v) + ("*" if padded is not None and padded[i, j] else "") for j, v in enumerate(row)]
+        for i, row in enumerate(a)
+    ]
     width = max(len(c) for row in cells for c in row)
     return "\n".join(" ".join(c.rjust(width) for c in row) for row in cells)
 
@@ -111,11 +120,30 @@ def _print_shape(con, r, cost) -> None:
     )
     con.print(f"formula: {r.formula}")
     t = Table(show_header=True, header_style="bold")
-    for col in ("axis", "in", "pad before+after", "k_eff", "stride", "exact (before rounding)", "rounding", "out", "never read"):
+    for col in (
+        "axis",
+        "in",
+        "pad before+after",
+        "k_eff",
+        "stride",
+        "exact (before rounding)",
+        "rounding",
+        "out",
+        "never read",
+    ):
         t.add_column(col, justify="right")
     for a in r.axes:
-        t.add_row(a.axis, str(a.size), f"{a.pad_before}+{a.pad_after}", str(a.effective_kernel), str(a.stride),
-                  f"{a.exact:g}" + (f" (= {a.fraction})" if "/" in a.fraction else ""), a.rounding, str(a.out), str(a.uncovered))
+        t.add_row(
+            a.axis,
+            str(a.size),
+            f"{a.pad_before}+{a.pad_after}",
+            str(a.effective_kernel),
+            str(a.stride),
+            f"{a.exact:g}" + (f" (= {a.fraction})" if "/" in a.fraction else ""),
+            a.rounding,
+            str(a.out),
+            str(a.uncovered),
+        )
     con.print(t)
     for a in r.axes:
         con.print(f"{a.axis}: {a.substituted}")
@@ -142,7 +170,9 @@ def _print_trace(con, t) -> None:
     for col in ("channel", "window", "kernel", "products", "sum"):
         table.add_column(col, justify="right")
     for ch in t.channels:
-        table.add_row(str(ch.channel), _matrix(ch.window, ch.padded), _matrix(ch.kernel), _matrix(ch.products), _fmt(ch.sum))
+        table.add_row(
+            str(ch.channel), _matrix(ch.window, ch.padded), _matrix(ch.kernel), _matrix(ch.products), _fmt(ch.sum)
+        )
     table.add_row("bias", "", "", "", _fmt(t.bias))
     sums = " + ".join(_fmt(ch.sum) for ch in t.channels) + (f" + {_fmt(t.bias)}" if t.bias else "")
     table.add_row("[bold]total[/bold]", "", "", sums, f"[bold]{_fmt(t.total)}[/bold]")
@@ -158,9 +188,11 @@ def register(app: typer.Typer) -> None:
     @app.command("shape")
     def shape_cmd(
         input: str = typer.Option(..., "--input", help="input size HxWxC, e.g. 128x128x32"),
-        filters: Optional[int] = typer.Option(None, "--filters", help="number of filters F (conv)"),
+        filters: int | None = typer.Option(None, "--filters", help="number of filters F (conv)"),
         kernel: str = typer.Option(..., "--kernel", help="kernel size: 3 or 3x5"),
-        stride: Optional[str] = typer.Option(None, "--stride", help="stride: 2 or 2x1 (default 1 for conv, the kernel for pools)"),
+        stride: str | None = typer.Option(
+            None, "--stride", help="stride: 2 or 2x1 (default 1 for conv, the kernel for pools)"
+        ),
         padding: str = typer.Option("0", "--padding", help="valid | same | N | ph,pw | top,bottom,left,right"),
         dilation: str = typer.Option("1", "--dilation", help="dilation: 2 or 2x1"),
         groups: int = typer.Option(1, "--groups", help="conv groups (for the cost)"),
@@ -178,7 +210,9 @@ def register(app: typer.Typer) -> None:
         check_choice(op, ("conv", "maxpool", "avgpool"), name="--op")
         check_choice(convention, ("torch", "tf"), name="--convention")
         if op == "conv" and ceil_mode:
-            raise InputError("--ceil-mode is a pooling option (--op maxpool/avgpool); PyTorch convolutions always round down.")
+            raise InputError(
+                "--ceil-mode is a pooling option (--op maxpool/avgpool); PyTorch convolutions always round down."
+            )
         if op != "conv" and (filters is not None or groups != 1):
             raise InputError(f"--filters and --groups describe convolutions; --op {op} keeps the {c} input channel(s).")
         if op == "conv" and filters is None:
@@ -186,13 +220,20 @@ def register(app: typer.Typer) -> None:
         if filters is not None and filters < 1:
             raise InputError(f"--filters must be >= 1, got {filters}.")
         if op == "conv" and (groups < 1 or c % groups or filters % groups):
-            raise InputError(f"--groups {groups} must be >= 1 and divide both the input channels ({c}) and --filters ({filters}).")
+            raise InputError(
+                f"--groups {groups} must be >= 1 and divide both the input channels ({c}) and --filters ({filters})."
+            )
         r = output_shape(
-            (h, w), _parse_pair_text(kernel, "--kernel"), op=op,  # type: ignore[arg-type]
+            (h, w),
+            _parse_pair_text(kernel, "--kernel"),
+            op=op,  # type: ignore[arg-type]
             stride=None if stride is None else _parse_pair_text(stride, "--stride"),
-            padding=_parse_padding_text(padding), dilation=_parse_pair_text(dilation, "--dilation"),
-            ceil_mode=ceil_mode, convention=convention,  # type: ignore[arg-type]
-            in_channels=c, out_channels=filters if op == "conv" else None,
+            padding=_parse_padding_text(padding),
+            dilation=_parse_pair_text(dilation, "--dilation"),
+            ceil_mode=ceil_mode,
+            convention=convention,  # type: ignore[arg-type]
+            in_channels=c,
+            out_channels=filters if op == "conv" else None,
         )
         cost = conv_cost(c, filters, r.kernel, r.output[:2], groups=groups, bias=bias) if op == "conv" else None
         if json_out:
@@ -206,13 +247,15 @@ def register(app: typer.Typer) -> None:
     def conv_cmd(
         input: str = typer.Option(..., "--input", help="X: [C][H][W] as a JSON file, .npy file or inline JSON"),
         kernel: str = typer.Option(..., "--kernel", help="K: [C][kh][kw] (one filter) or [F][C][kh][kw]"),
-        bias: Optional[str] = typer.Option(None, "--bias", help="B: a number or [F] list (JSON/.npy/inline)"),
+        bias: str | None = typer.Option(None, "--bias", help="B: a number or [F] list (JSON/.npy/inline)"),
         stride: str = typer.Option("1", "--stride", help="2 or 2x1"),
         padding: str = typer.Option("0", "--padding", help="valid | same | N | ph,pw | top,bottom,left,right"),
         dilation: str = typer.Option("1", "--dilation", help="2 or 2x1"),
         groups: int = typer.Option(1, "--groups"),
         padding_mode: str = typer.Option("zeros", "--padding-mode", help="zeros | reflect | replicate | circular"),
-        trace_at: Optional[str] = typer.Option(None, "--trace", help="I,J: explain output element (I, J) channel by channel"),
+        trace_at: str | None = typer.Option(
+            None, "--trace", help="I,J: explain output element (I, J) channel by channel"
+        ),
         filter_index: int = typer.Option(0, "--filter", help="which filter --trace explains"),
         json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     ) -> None:
@@ -242,12 +285,16 @@ def register(app: typer.Typer) -> None:
         if k.shape[1] * groups != x.shape[0]:
             raise InputError(
                 f"--kernel has {k.shape[1]} channel(s) per filter but --input has {x.shape[0]} channel(s)"
-                + (f" ({groups} groups)" if groups > 1 else "") + "; the filter depth must equal the input channels / groups."
+                + (f" ({groups} groups)" if groups > 1 else "")
+                + "; the filter depth must equal the input channels / groups."
             )
         check_choice(padding_mode, ("zeros", "reflect", "replicate", "circular"), name="--padding-mode")
         geo = dict(
-            stride=_parse_pair_text(stride, "--stride"), padding=_parse_padding_text(padding),
-            dilation=_parse_pair_text(dilation, "--dilation"), groups=groups, padding_mode=padding_mode,
+            stride=_parse_pair_text(stride, "--stride"),
+            padding=_parse_padding_text(padding),
+            dilation=_parse_pair_text(dilation, "--dilation"),
+            groups=groups,
+            padding_mode=padding_mode,
         )
         y = conv2d(x, k, b, **geo)  # (F, Ho, Wo)
         t = None
@@ -258,16 +305,22 @@ def register(app: typer.Typer) -> None:
             t = trace(x, k, int(parts[0]), int(parts[1]), filter=filter_index, bias=b, **geo)
         out_map = y[0] if single else y
         if json_out:
-            shape = output_shape(x.shape[1:], k.shape[2:], stride=geo["stride"], padding=geo["padding"], dilation=geo["dilation"])
+            shape = output_shape(
+                x.shape[1:], k.shape[2:], stride=geo["stride"], padding=geo["padding"], dilation=geo["dilation"]
+            )
             res: dict[str, Any] = {"output": out_map, "output_shape": list(out_map.shape), "padding": shape.padding}
             if t is not None:
                 res["trace"] = t
             print_json(res)
             return
         con = console()
-        shape = output_shape(x.shape[1:], k.shape[2:], stride=geo["stride"], padding=geo["padding"], dilation=geo["dilation"])
-        con.print(f"{x.shape[0]}x{x.shape[1]}x{x.shape[2]} (CxHxW) * {k.shape[0]} filter(s) {k.shape[1]}x{k.shape[2]}x{k.shape[3]}; "
-                  f"padding (top, bottom, left, right) {shape.padding}")
+        shape = output_shape(
+            x.shape[1:], k.shape[2:], stride=geo["stride"], padding=geo["padding"], dilation=geo["dilation"]
+        )
+        con.print(
+            f"{x.shape[0]}x{x.shape[1]}x{x.shape[2]} (CxHxW) * {k.shape[0]} filter(s) {k.shape[1]}x{k.shape[2]}x{k.shape[3]}; "
+            f"padding (top, bottom, left, right) {shape.padding}"
+        )
         for a in shape.axes:
             con.print(f"{a.axis}: {a.substituted}")
         for f in range(y.shape[0]):
@@ -277,14 +330,18 @@ def register(app: typer.Typer) -> None:
 
     @app.command("pool")
     def pool_cmd(
-        input: str = typer.Option(..., "--input", help="X: [C][H][W] (or [H][W]) as a JSON file, .npy file or inline JSON"),
+        input: str = typer.Option(
+            ..., "--input", help="X: [C][H][W] (or [H][W]) as a JSON file, .npy file or inline JSON"
+        ),
         kind: str = typer.Option("max", "--kind", help="max | avg"),
         kernel: str = typer.Option("2", "--kernel", help="2 or 2x3"),
-        stride: Optional[str] = typer.Option(None, "--stride", help="default: the kernel"),
+        stride: str | None = typer.Option(None, "--stride", help="default: the kernel"),
         padding: str = typer.Option("0", "--padding", help="N or ph,pw (at most kernel//2)"),
         dilation: str = typer.Option("1", "--dilation", help="max pooling only"),
         ceil_mode: bool = typer.Option(False, "--ceil-mode"),
-        count_include_pad: bool = typer.Option(True, "--count-include-pad/--no-count-include-pad", help="avg: divide by the padded window size"),
+        count_include_pad: bool = typer.Option(
+            True, "--count-include-pad/--no-count-include-pad", help="avg: divide by the padded window size"
+        ),
         json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     ) -> None:
         """Max or average pooling of X, exactly as PyTorch computes it (ceil_mode, padding rules)."""
@@ -301,8 +358,14 @@ def register(app: typer.Typer) -> None:
         if isinstance(pad, str) or (isinstance(pad, tuple) and len(pad) == 4):
             raise InputError(f"--padding for pooling must be N or ph,pw, got '{padding}'.")
         y = pool2d(
-            x, kind, _parse_pair_text(kernel, "--kernel"), None if stride is None else _parse_pair_text(stride, "--stride"),
-            pad, _parse_pair_text(dilation, "--dilation"), ceil_mode, count_include_pad,  # type: ignore[arg-type]
+            x,
+            kind,
+            _parse_pair_text(kernel, "--kernel"),
+            None if stride is None else _parse_pair_text(stride, "--stride"),
+            pad,
+            _parse_pair_text(dilation, "--dilation"),
+            ceil_mode,
+            count_include_pad,  # type: ignore[arg-type]
         )
         out_map = y[0] if single else y
         if json_out:

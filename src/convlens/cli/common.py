@@ -100,7 +100,13 @@ def console(stderr: bool = False):  # -> rich.console.Console
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    return Console(file=stream, highlight=False, no_color=not stream.isatty(), soft_wrap=False, width=None if stream.isatty() else 120)
+    return Console(
+        file=stream,
+        highlight=False,
+        no_color=not stream.isatty(),
+        soft_wrap=False,
+        width=None if stream.isatty() else 120,
+    )
 
 
 def ensure_out_dir(path: str | Path) -> Path:
@@ -111,7 +117,9 @@ def ensure_out_dir(path: str | Path) -> Path:
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # read-only place, a file as a parent, no permission: one sentence, not a traceback
-        raise InputError(f"cannot create the --out folder '{p}' ({e.strerror or e}); choose a writable folder.") from None
+        raise InputError(
+            f"cannot create the --out folder '{p}' ({e.strerror or e}); choose a writable folder."
+        ) from None
     return p
 
 

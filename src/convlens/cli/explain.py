@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -32,7 +32,7 @@ class CamRecord:
     layer: str
     map_file: str
     overlay_file: str
-    metrics: Optional[dict[str, Any]] = field(default=None)
+    metrics: dict[str, Any] | None = field(default=None)
 
 
 def _parse_methods(text: str) -> list[str]:
@@ -81,7 +81,7 @@ def run_cam(
     images: list[Path],
     *,
     model: str,
-    weights: Optional[Path],
+    weights: Path | None,
     methods: list[str],
     layer: str,
     target: int | None,
@@ -98,7 +98,6 @@ def run_cam(
     import warnings
 
     import numpy as np
-    import torch
     from PIL import Image
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -165,8 +164,24 @@ def run_cam(
                     dele = deletion_curve(bundle.model, x, res.maps, res.targets, batch_size=batch_size)
                     ins = insertion_curve(bundle.model, x, res.maps, res.targets, batch_size=batch_size)
                     cc = confidence_change(bundle.model, x, res.maps, res.targets, batch_size=batch_size)
-                    morf = road(bundle.model, x, res.maps, res.targets, order="morf", percentiles=(20, 50, 80), batch_size=batch_size)
-                    lerf = road(bundle.model, x, res.maps, res.targets, order="lerf", percentiles=(20, 50, 80), batch_size=batch_size)
+                    morf = road(
+                        bundle.model,
+                        x,
+                        res.maps,
+                        res.targets,
+                        order="morf",
+                        percentiles=(20, 50, 80),
+                        batch_size=batch_size,
+                    )
+                    lerf = road(
+                        bundle.model,
+                        x,
+                        res.maps,
+                        res.targets,
+                        order="lerf",
+                        percentiles=(20, 50, 80),
+                        batch_size=batch_size,
+                    )
                     met = {
                         "deletion_auc": dele.auc.cpu().tolist(),
                         "insertion_auc": ins.auc.cpu().tolist(),
@@ -221,16 +236,22 @@ def register(app: typer.Typer) -> None:
     def cam_cmd(
         images: list[Path] = typer.Argument(..., help="image files or folders"),
         model: str = MODEL_OPT,
-        weights: Optional[Path] = WEIGHTS_OPT,
+        weights: Path | None = WEIGHTS_OPT,
         method: str = typer.Option(
-            "gradcam", "--method", help="gradcam|gradcam++|xgradcam|layercam|hirescam|eigencam|scorecam|guided-gradcam|all (or a comma list)"
+            "gradcam",
+            "--method",
+            help="gradcam|gradcam++|xgradcam|layercam|hirescam|eigencam|scorecam|guided-gradcam|all (or a comma list)",
         ),
-        layer: str = typer.Option("auto", "--layer", help="'auto' (last spatial layer), a name, a glob, or a comma list (maps averaged)"),
+        layer: str = typer.Option(
+            "auto", "--layer", help="'auto' (last spatial layer), a name, a glob, or a comma list (maps averaged)"
+        ),
         target: str = typer.Option("top1", "--target", help="'top1' (each image's prediction) or a class index"),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="images per forward (and Score-CAM chunk)"),
         device: str = DEVICE_OPT,
         out: Path = typer.Option(..., "--out", help="output folder for the PNG overlays and .npy maps"),
-        metrics: bool = typer.Option(False, "--metrics", help="also compute deletion/insertion AUC, confidence drop, ROAD"),
+        metrics: bool = typer.Option(
+            False, "--metrics", help="also compute deletion/insertion AUC, confidence drop, ROAD"
+        ),
         cmap: str = typer.Option("turbo", "--cmap", help="turbo or jet"),
         alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="map opacity over the image"),
         json_out: bool = typer.Option(False, "--json", help="machine-readable records on stdout"),

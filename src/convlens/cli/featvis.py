@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -33,7 +32,7 @@ class FiltersReport:
     seed: int
     device: str
     out: str
-    truncated_after: Optional[str]
+    truncated_after: str | None
     seconds: float
     channels: list[ChannelValue] = field(default_factory=list)
     recipe_params: dict = field(default_factory=dict)
@@ -45,8 +44,10 @@ def register(app: typer.Typer) -> None:
     @app.command("filters")
     def filters_cmd(
         model: str = MODEL_OPT,
-        weights: Optional[Path] = WEIGHTS_OPT,
-        layer: str = typer.Option(..., "--layer", help="layer name (see `convlens summary`); with --kernels, 'auto' = first RGB conv"),
+        weights: Path | None = WEIGHTS_OPT,
+        layer: str = typer.Option(
+            ..., "--layer", help="layer name (see `convlens summary`); with --kernels, 'auto' = first RGB conv"
+        ),
         channels: str = typer.Option("0-15", "--channels", help="channel indices: '0-15', '1,3,7'"),
         objective: str = typer.Option("channel", "--objective", help="channel | neuron | layer | class"),
         recipe: str = typer.Option("lucid", "--recipe", help="lucid (readable) | keras (the book's pixel ascent)"),
@@ -54,7 +55,9 @@ def register(app: typer.Typer) -> None:
         size: int = typer.Option(128, "--size", min=1, help="image side in pixels"),
         seed: int = typer.Option(0, "--seed", min=0),
         device: str = DEVICE_OPT,
-        kernels: bool = typer.Option(False, "--kernels", help="show the first conv layer's weights as RGB tiles instead"),
+        kernels: bool = typer.Option(
+            False, "--kernels", help="show the first conv layer's weights as RGB tiles instead"
+        ),
         out: Path = typer.Option(..., "--out", help="grid PNG to write"),
         json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     ) -> None:
@@ -84,9 +87,19 @@ def register(app: typer.Typer) -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(out)
             if json_out:
-                print_json({"model": bundle.meta.name, "layer": kname, "kernels": int(tiles.shape[0]), "kernel_shape": list(tiles.shape[1:]), "out": str(out)})
+                print_json(
+                    {
+                        "model": bundle.meta.name,
+                        "layer": kname,
+                        "kernels": int(tiles.shape[0]),
+                        "kernel_shape": list(tiles.shape[1:]),
+                        "out": str(out),
+                    }
+                )
             else:
-                console().print(f"wrote {out}: {tiles.shape[0]} kernels of {kname}, each {tuple(tiles.shape[1:])} (C, kh, kw) shown as RGB")
+                console().print(
+                    f"wrote {out}: {tiles.shape[0]} kernels of {kname}, each {tuple(tiles.shape[1:])} (C, kh, kw) shown as RGB"
+                )
             return
         refs = resolve(bundle.model, layer) if objective != "class" else []
         if len(refs) > 1:
@@ -123,7 +136,12 @@ def register(app: typer.Typer) -> None:
         seconds = time.perf_counter() - t0
         values = res.values.cpu().tolist()
         starts = res.start_values.cpu().tolist()
-        fig = featvis_grid(res.images, chans, values=values, title=f"{bundle.meta.name} {layer_name} ({objective}, {recipe}, {steps} steps)")
+        fig = featvis_grid(
+            res.images,
+            chans,
+            values=values,
+            title=f"{bundle.meta.name} {layer_name} ({objective}, {recipe}, {steps} steps)",
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out)
         import dataclasses
@@ -147,6 +165,8 @@ def register(app: typer.Typer) -> None:
             print_json(report)
             return
         con = console()
-        con.print(f"wrote {out}: {len(chans)} channels of {layer_name} ({objective}, recipe {recipe}, {steps} steps, {size} px) in {seconds:.1f} s")
+        con.print(
+            f"wrote {out}: {len(chans)} channels of {layer_name} ({objective}, recipe {recipe}, {steps} steps, {size} px) in {seconds:.1f} s"
+        )
         for cv in report.channels:
             con.print(f"  ch {cv.channel:4d}  objective {cv.start_value:10.4g} -> {cv.value:10.4g}")

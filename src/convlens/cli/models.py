@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from convlens.cli.common import console, print_json
 
-MODEL_OPT = typer.Option("efficientnet_lite0", "--model", help="registered name, torchvision/timm name, or file.py:factory")
+MODEL_OPT = typer.Option(
+    "efficientnet_lite0", "--model", help="registered name, torchvision/timm name, or file.py:factory"
+)
 WEIGHTS_OPT = typer.Option(None, "--weights", help="local .safetensors/.pt/.pth weights (loaded safely)")
 DEVICE_OPT = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 ...")
 
@@ -21,7 +22,7 @@ def register(app: typer.Typer) -> None:
     @app.command("models")
     def models_cmd(
         pattern: str = typer.Argument("*", help="glob over model names"),
-        source: Optional[str] = typer.Option(None, "--source", help="convlens | torchvision | timm"),
+        source: str | None = typer.Option(None, "--source", help="convlens | torchvision | timm"),
         json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     ) -> None:
         """List the models convlens can load (nothing is downloaded: only embedded weights are pretrained)."""
@@ -40,7 +41,7 @@ def register(app: typer.Typer) -> None:
     def predict_cmd(
         images: list[Path] = typer.Argument(..., help="image files or folders"),
         model: str = MODEL_OPT,
-        weights: Optional[Path] = WEIGHTS_OPT,
+        weights: Path | None = WEIGHTS_OPT,
         topk: int = typer.Option(5, "--topk", min=1),
         device: str = DEVICE_OPT,
         json_out: bool = typer.Option(False, "--json"),
@@ -65,10 +66,12 @@ def register(app: typer.Typer) -> None:
     @app.command("summary")
     def summary_cmd(
         model: str = MODEL_OPT,
-        weights: Optional[Path] = WEIGHTS_OPT,
-        input_size: Optional[str] = typer.Option(None, "--input", help="HxWxC probe size (default: the model's input size)"),
+        weights: Path | None = WEIGHTS_OPT,
+        input_size: str | None = typer.Option(
+            None, "--input", help="HxWxC probe size (default: the model's input size)"
+        ),
         channels_first: bool = typer.Option(False, "--channels-first", help="--input and output shapes as CxHxW"),
-        depth: Optional[int] = typer.Option(3, "--depth", min=1, help="show modules nested at most N levels deep"),
+        depth: int | None = typer.Option(3, "--depth", min=1, help="show modules nested at most N levels deep"),
         device: str = DEVICE_OPT,
         json_out: bool = typer.Option(False, "--json"),
     ) -> None:
@@ -100,38 +103,56 @@ def register(app: typer.Typer) -> None:
 
         rows = []
         for r in data["layers"]:
-            win = "-" if r["kernel"] is None else "/".join(pair(r[k]) for k in ("kernel", "stride", "padding", "dilation"))
+            win = (
+                "-"
+                if r["kernel"] is None
+                else "/".join(pair(r[k]) for k in ("kernel", "stride", "padding", "dilation"))
+            )
             rf = pair(r["receptive_field"]) + ("" if r["rf_exact"] else "~")
-            rows.append((
-                "  " * (r["depth"] - 1) + r["name"] + (f" #{r['call']}" if r["call"] else ""),
-                r["type"],
-                "x".join(map(str, r["output_shape"] or ())),
-                f"{r['params']:,}",
-                f"{r['macs']:,}",
-                win,
-                rf,
-                pair(r["jump"]) if r["jump"] is not None else "global",
-            ))
+            rows.append(
+                (
+                    "  " * (r["depth"] - 1) + r["name"] + (f" #{r['call']}" if r["call"] else ""),
+                    r["type"],
+                    "x".join(map(str, r["output_shape"] or ())),
+                    f"{r['params']:,}",
+                    f"{r['macs']:,}",
+                    win,
+                    rf,
+                    pair(r["jump"]) if r["jump"] is not None else "global",
+                )
+            )
         # long names wrap onto a second line instead of being cut ('features.1.…' on a 120-column console)
         for col in ("layer", "type", f"output {order}", "params", "MACs", "k/s/p/d", "RF", "jump"):
-            table.add_column(col, justify="left" if col in ("layer", "type") else "right",
-                             overflow="fold" if col == "layer" else "ellipsis", no_wrap=col != "layer",
-                             max_width=20 if col == "type" else None)
+            table.add_column(
+                col,
+                justify="left" if col in ("layer", "type") else "right",
+                overflow="fold" if col == "layer" else "ellipsis",
+                no_wrap=col != "layer",
+                max_width=20 if col == "type" else None,
+            )
         for row in rows:
             table.add_row(*row)
         con = console()
         con.print(table)
         con.print(f"total params {s.total_params:,} (trainable {s.trainable_params:,}, frozen {s.frozen_params:,})")
         con.print(f"total MACs {s.total_macs:,} ({s.total_macs / 1e9:.3f} G); {s.mac_convention}")
-        con.print("RF = receptive field in input pixels (max over all paths; ~ = approximated op), jump = effective stride.")
+        con.print(
+            "RF = receptive field in input pixels (max over all paths; ~ = approximated op), jump = effective stride."
+        )
 
     @app.command("activations")
     def activations_cmd(
         image: Path = typer.Argument(..., help="image file"),
         model: str = MODEL_OPT,
-        weights: Optional[Path] = WEIGHTS_OPT,
-        layers: list[str] = typer.Option(["auto"], "--layers", help="names, globs (features.*), 'auto' (one per stage), name#k (call k of a reused module); repeat or comma-separate"),
-        max_channels: int = typer.Option(64, "--max-channels", min=1, help="channels drawn per layer (most active first)"),
+        weights: Path | None = WEIGHTS_OPT,
+        layers: list[str] = typer.Option(
+            ["auto"],
+            "--layers",
+            help="names, globs (features.*), 'auto' (one per stage), name#k (call k of a reused module); repeat or comma-separate",
+        ),
+        max_channels: int = typer.Option(
+            64, "--max-channels", min=1, help="channels drawn per layer (most active first)"
+        ),
         topk: int = typer.Option(8, "--topk", min=1, help="most active channels listed per layer"),
         out: Path = typer.Option(..., "--out", help="folder for the PNG grids"),
         device: str = DEVICE_OPT,
@@ -157,10 +178,16 @@ def register(app: typer.Typer) -> None:
             fig_path = None
             if t.ndim == 4:
                 chans = [c.channel for c in top_channels(t, min(max_channels, t.shape[1]))]
-                fig = activation_grid(t[0], chans, title=f"{st.layer}  {'x'.join(map(str, st.output_shape))}  (most active {len(chans)} channels)")
+                fig = activation_grid(
+                    t[0],
+                    chans,
+                    title=f"{st.layer}  {'x'.join(map(str, st.output_shape))}  (most active {len(chans)} channels)",
+                )
                 fig_path = folder / f"act_{st.layer}.png"
                 fig.savefig(fig_path)
-            rows.append({"figure": str(fig_path) if fig_path else None, **{k: getattr(st, k) for k in st.__dataclass_fields__}})
+            rows.append(
+                {"figure": str(fig_path) if fig_path else None, **{k: getattr(st, k) for k in st.__dataclass_fields__}}
+            )
         result = {"image": str(image), "model": bundle.meta.name, "layers": rows}
         if json_out:
             print_json(result)
@@ -168,7 +195,9 @@ def register(app: typer.Typer) -> None:
         con = console()
         for r in rows:
             top = ", ".join(f"{c.channel}:{c.mean:.2f}" for c in r["top_channels"])
-            con.print(f"{r['layer']:<28} {'x'.join(map(str, r['output_shape'])):>14}  mean {r['mean']:.3f}  sparsity {r['sparsity']:.0%}  top {top}")
+            con.print(
+                f"{r['layer']:<28} {'x'.join(map(str, r['output_shape'])):>14}  mean {r['mean']:.3f}  sparsity {r['sparsity']:.0%}  top {top}"
+            )
             if r["figure"]:
                 con.print(f"  -> {r['figure']}")
 
@@ -176,7 +205,7 @@ def register(app: typer.Typer) -> None:
     def depth_profile_cmd(
         image: Path = typer.Argument(..., help="image file"),
         model: str = MODEL_OPT,
-        weights: Optional[Path] = WEIGHTS_OPT,
+        weights: Path | None = WEIGHTS_OPT,
         out: Path = typer.Option(..., "--out", help="folder for the figures"),
         device: str = DEVICE_OPT,
         json_out: bool = typer.Option(False, "--json"),
@@ -194,23 +223,33 @@ def register(app: typer.Typer) -> None:
         prof = depth_profile(bundle.model, x, name=bundle.meta.name)
         folder = ensure_out_dir(out)
         figures = {"profile": folder / "depth_profile.png"}
-        depth_profile_figure(prof, title=f"{bundle.meta.name}: early vs deep layers ({Path(image).name})").savefig(figures["profile"])
+        depth_profile_figure(prof, title=f"{bundle.meta.name}: early vs deep layers ({Path(image).name})").savefig(
+            figures["profile"]
+        )
         if prof.kernels is not None:
             figures["first_conv_kernels"] = folder / "first_conv_kernels.png"
-            kernel_tiles(prof.kernels, title=f"{prof.first_conv}: {tuple(prof.kernels.shape)} kernels as RGB").savefig(figures["first_conv_kernels"])
+            kernel_tiles(prof.kernels, title=f"{prof.first_conv}: {tuple(prof.kernels.shape)} kernels as RGB").savefig(
+                figures["first_conv_kernels"]
+            )
         result = {**prof.to_dict(), "image": str(image), "figures": {k: str(v) for k, v in figures.items()}}
         if json_out:
             print_json(result)
             return
         con = console()
-        nw = max([16] + [len(s.name) + 2 for s in prof.stages])  # long names (features.denseblock1) keep the columns aligned
-        con.print(f"{'stage':<{nw}}{'HxW':>9}{'C':>6}{'RF':>7}{'jump':>6}{'H*W*C':>11}{'weights':>11}{'MACs':>14}{'f(cyc/px)':>11}{'high-f':>8}")
+        nw = max(
+            [16] + [len(s.name) + 2 for s in prof.stages]
+        )  # long names (features.denseblock1) keep the columns aligned
+        con.print(
+            f"{'stage':<{nw}}{'HxW':>9}{'C':>6}{'RF':>7}{'jump':>6}{'H*W*C':>11}{'weights':>11}{'MACs':>14}{'f(cyc/px)':>11}{'high-f':>8}"
+        )
         for s in prof.stages:
             rf = s.receptive_field[0] if s.receptive_field else "-"
             jp = s.jump[0] if s.jump else "-"
             mf = f"{s.mean_frequency:.3f}" if s.mean_frequency is not None else "-"
             hf = f"{s.high_frequency:.0%}" if s.high_frequency is not None else "-"
-            con.print(f"{s.name:<{nw}}{s.spatial[0]:>4}x{s.spatial[1]:<4}{s.channels:>6}{rf:>7}{jp:>6}{s.activations:>11,}{s.weights:>11,}{s.macs:>14,}{mf:>11}{hf:>8}")
+            con.print(
+                f"{s.name:<{nw}}{s.spatial[0]:>4}x{s.spatial[1]:<4}{s.channels:>6}{rf:>7}{jp:>6}{s.activations:>11,}{s.weights:>11,}{s.macs:>14,}{mf:>11}{hf:>8}"
+            )
         con.print(f"head weights {prof.head_weights:,}; first conv: {prof.first_conv}")
         for k, v in figures.items():
             con.print(f"{k}: {v}")

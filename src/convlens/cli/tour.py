@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -34,12 +33,16 @@ def register(app: typer.Typer) -> None:
     @app.command("tour")
     def tour_cmd(
         out: Path = typer.Option(Path("report"), "--out", help="folder for index.html, figures and summary.json"),
-        quick: bool = typer.Option(False, "--quick", help="small sizes (what `make demo` and the tests run): < 5 min on 2 cores"),
+        quick: bool = typer.Option(
+            False, "--quick", help="small sizes (what `make demo` and the tests run): < 5 min on 2 cores"
+        ),
         open_: bool = typer.Option(False, "--open", help="open the report in a browser when done"),
-        only: Optional[str] = typer.Option(None, "--only", help="run some sections only, e.g. 'q1,q7-q9' or '1-3'"),
+        only: str | None = typer.Option(None, "--only", help="run some sections only, e.g. 'q1,q7-q9' or '1-3'"),
         seed: int = typer.Option(0, "--seed"),
         device: str = DEVICE_OPT,
-        threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's); 1 is fastest on a busy machine"),
+        threads: int | None = typer.Option(
+            None, "--threads", min=1, help="torch CPU threads (default: torch's); 1 is fastest on a busy machine"
+        ),
     ) -> None:
         """The guided tour: every course topic computed live on the embedded pretrained model and
         bundled real data; writes OUT/index.html (sections q1..q21) and OUT/summary.json.
@@ -81,8 +84,10 @@ def register(app: typer.Typer) -> None:
         images: list[Path] = typer.Argument(..., help="image files or folders"),
         out: Path = typer.Option(..., "--out", help="folder for index.html, figures and summary.json"),
         model: str = MODEL_OPT,
-        weights: Optional[Path] = WEIGHTS_OPT,
-        methods: str = typer.Option("gradcam,gradcam++,layercam,eigencam", "--methods", help="CAM methods, comma-separated"),
+        weights: Path | None = WEIGHTS_OPT,
+        methods: str = typer.Option(
+            "gradcam,gradcam++,layercam,eigencam", "--methods", help="CAM methods, comma-separated"
+        ),
         layer: str = typer.Option("auto", "--layer", help="CAM target layer"),
         topk: int = typer.Option(5, "--topk", min=1),
         filter_steps: int = typer.Option(48, "--filter-steps", min=1, help="gradient-ascent steps for the top filters"),

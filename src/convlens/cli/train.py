@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -21,15 +21,22 @@ class _Progress:
         self.desc = ""
         self.con = console(stderr=True)
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> _Progress:
         return self
 
     def _start(self) -> None:
         """Start the live bar at the first event (an error before that, e.g. a bad data folder, prints alone)."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.fields[info]}"), console=self.con, transient=True)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=self.con,
+            transient=True,
+        )
         self.bar.__enter__()
 
     def __exit__(self, *exc: object) -> None:
@@ -47,12 +54,16 @@ class _Progress:
         elif kind == "data":
             line = f"data '{ev['name']}': {len(ev['classes'])} classes, {ev['train']} train / {ev['val']} val images at {ev['image_size']} px"
             if ev["skipped"]:
-                line += f"; skipped {ev['skipped']} unreadable file(s): " + ", ".join(s["path"] for s in ev["skipped_files"][:3])
+                line += f"; skipped {ev['skipped']} unreadable file(s): " + ", ".join(
+                    s["path"] for s in ev["skipped_files"][:3]
+                )
                 line += " ..." if ev["skipped"] > 3 else ""
             self.bar.console.print(line)
         elif kind == "stage":
-            self.bar.console.print(f"stage '{ev['stage']}': {ev['epochs']} epochs, trains {ev['trains']} "
-                                   f"({ev['trainable_params']:,} trainable parameters, {ev['frozen_modules']} modules kept in eval)")
+            self.bar.console.print(
+                f"stage '{ev['stage']}': {ev['epochs']} epochs, trains {ev['trains']} "
+                f"({ev['trainable_params']:,} trainable parameters, {ev['frozen_modules']} modules kept in eval)"
+            )
         elif kind == "features":
             self.bar.console.print(f"cached base features {tuple(ev['shape'])} in {ev['seconds']:.1f} s")
         elif kind == "step":
@@ -66,7 +77,8 @@ class _Progress:
         elif kind == "epoch":
             self.bar.console.print(
                 f"epoch {ev['epoch']}/{ev['epochs']} \\[{ev['stage']}]  train loss {ev['train_loss']:.4f} acc {ev['train_accuracy']:.3f}  "
-                f"val loss {ev['val_loss']:.4f} acc {ev['val_accuracy']:.3f}  {ev['images_per_s']:.1f} img/s")
+                f"val loss {ev['val_loss']:.4f} acc {ev['val_accuracy']:.3f}  {ev['images_per_s']:.1f} img/s"
+            )
 
 
 def register(app: typer.Typer) -> None:
@@ -74,18 +86,30 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_cmd(
-        data: str = typer.Option("lfw", "--data", help="lfw | digits | ImageFolder path (root/class/*.jpg, or root/train + root/val)"),
-        strategy: str = typer.Option("finetune", "--strategy", help="scratch | scratch+aug | features | frozen+aug | finetune"),
-        compare: Optional[str] = typer.Option(None, "--compare", help="comma-separated strategies to train and compare"),
+        data: str = typer.Option(
+            "lfw", "--data", help="lfw | digits | ImageFolder path (root/class/*.jpg, or root/train + root/val)"
+        ),
+        strategy: str = typer.Option(
+            "finetune", "--strategy", help="scratch | scratch+aug | features | frozen+aug | finetune"
+        ),
+        compare: str | None = typer.Option(None, "--compare", help="comma-separated strategies to train and compare"),
         model: str = MODEL_OPT,
-        weights: Optional[Path] = WEIGHTS_OPT,
+        weights: Path | None = WEIGHTS_OPT,
         epochs: int = typer.Option(6, "--epochs", min=1, help="total epochs (finetune: half head-only, half joint)"),
-        head_epochs: Optional[int] = typer.Option(None, "--head-epochs", min=1, help="finetune: epochs of the head-only stage"),
+        head_epochs: int | None = typer.Option(
+            None, "--head-epochs", min=1, help="finetune: epochs of the head-only stage"
+        ),
         batch_size: int = typer.Option(32, "--batch-size", min=1),
-        lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate (finetune joint stage: x0.1, deeper stages x0.5 each)"),
+        lr: float = typer.Option(
+            1e-3, "--lr", help="AdamW learning rate (finetune joint stage: x0.1, deeper stages x0.5 each)"
+        ),
         unfreeze: int = typer.Option(2, "--unfreeze", min=0, help="finetune: top stages of the base to unfreeze"),
-        image_size: int = typer.Option(64, "--image-size", min=8, help="training resolution (images resized, gray -> RGB)"),
-        augment: Optional[str] = typer.Option(None, "--augment", help="augmentation options (rotation=30,zoom=0.2,...) or 'none'"),
+        image_size: int = typer.Option(
+            64, "--image-size", min=8, help="training resolution (images resized, gray -> RGB)"
+        ),
+        augment: str | None = typer.Option(
+            None, "--augment", help="augmentation options (rotation=30,zoom=0.2,...) or 'none'"
+        ),
         seed: int = typer.Option(0, "--seed"),
         device: str = DEVICE_OPT,
         out: Path = typer.Option(..., "--out", help="run folder (checkpoints, model, metrics, figures)"),
@@ -102,9 +126,19 @@ def register(app: typer.Typer) -> None:
 
         check_choice(strategy, STRATEGIES, name="--strategy")
         cfg = TrainConfig(
-            data=data, strategy=strategy, model=model, weights=str(weights) if weights else None, epochs=epochs,
-            batch_size=batch_size, lr=lr, unfreeze=unfreeze, seed=seed, device=device, image_size=image_size,
-            augment=augment, head_epochs=head_epochs,
+            data=data,
+            strategy=strategy,
+            model=model,
+            weights=str(weights) if weights else None,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            unfreeze=unfreeze,
+            seed=seed,
+            device=device,
+            image_size=image_size,
+            augment=augment,
+            head_epochs=head_epochs,
         )
         strategies = parse_strategies(compare) if compare is not None else None
         for s in strategies or [strategy]:
@@ -127,8 +161,10 @@ def register(app: typer.Typer) -> None:
         r = run.result
         con = console()
         skipped = run.data.get("skipped", 0)
-        con.print(f"{r.strategy}: {r.epochs_done} epochs, train loss {r.train_loss:.4f}, val loss {r.val_loss:.4f}, "
-                  f"val accuracy {r.val_accuracy:.3f}, {r.images_per_s:.1f} images/s")
+        con.print(
+            f"{r.strategy}: {r.epochs_done} epochs, train loss {r.train_loss:.4f}, val loss {r.val_loss:.4f}, "
+            f"val accuracy {r.val_accuracy:.3f}, {r.images_per_s:.1f} images/s"
+        )
         if skipped:
             con.print(f"skipped {skipped} unreadable file(s); see {out}/data.json")
         con.print(f"wrote {out}/model.safetensors (+ model.json labels), metrics.json, curves.png, confusion.png")
@@ -139,8 +175,10 @@ def register(app: typer.Typer) -> None:
         n: int = typer.Option(16, "--n", min=1, max=256, help="number of augmented variants"),
         options: str = typer.Option(
             "rotation=30,width_shift=0.1,height_shift=0.1,shear=15,zoom=0.2,horizontal_flip=true,fill_mode=nearest",
-            "--options", help="Keras ImageDataGenerator-style options: rotation, width_shift, height_shift, shear, zoom, "
-            "horizontal_flip, fill_mode (constant|nearest|reflect|wrap), cval"),
+            "--options",
+            help="Keras ImageDataGenerator-style options: rotation, width_shift, height_shift, shear, zoom, "
+            "horizontal_flip, fill_mode (constant|nearest|reflect|wrap), cval",
+        ),
         seed: int = typer.Option(0, "--seed"),
         size: int = typer.Option(160, "--size", min=8, help="longest side of each tile in pixels"),
         out: Path = typer.Option(..., "--out", help="PNG grid to write"),
@@ -149,26 +187,28 @@ def register(app: typer.Typer) -> None:
         """Preview augmentation: the original and N per-image random variants in a grid."""
         import numpy as np
         import torch
+        from matplotlib.figure import Figure
         from PIL import Image
 
         from convlens.data import parse_augment_options, sample_seed
+        from convlens.errors import InputError
         from convlens.io import load_image
         from convlens.plot import image_grid
 
-        from matplotlib.figure import Figure
-
-        from convlens.errors import InputError
-
         kinds = Figure().canvas.get_supported_filetypes()  # the formats savefig can write
         if out.suffix and out.suffix.lower().lstrip(".") not in kinds:
-            raise InputError(f"--out '{out}' must end in an image format matplotlib writes ({', '.join('.' + k for k in sorted(kinds))}), "
-                             f"got '{out.suffix}'; e.g. --out grid.png.")
+            raise InputError(
+                f"--out '{out}' must end in an image format matplotlib writes ({', '.join('.' + k for k in sorted(kinds))}), "
+                f"got '{out.suffix}'; e.g. --out grid.png."
+            )
         aug = parse_augment_options(options)
         img = load_image(image)
         h, w = img.shape[:2]
         scale = size / max(h, w)
         if scale < 1:
-            img = np.asarray(Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR))
+            img = np.asarray(
+                Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+            )
         t = torch.from_numpy(np.ascontiguousarray(img).copy()).permute(2, 0, 1).contiguous()
         tiles, titles, params = [img], ["original"], []
         for i in range(n):

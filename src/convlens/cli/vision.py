@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -42,7 +42,6 @@ def _luma(chw: Any) -> Any:
 
 
 def _match(image: str, template: str, method: str, pyramid: bool, levels: int, out: str) -> dict[str, Any]:
-    import numpy as np
 
     from convlens.io import load_image
     from convlens.match import find_template, find_template_multiscale, image_to_chw
@@ -58,8 +57,10 @@ def _match(image: str, template: str, method: str, pyramid: bool, levels: int, o
             f"template {tpl.shape[1]}x{tpl.shape[2]} is larger than the image {img.shape[1]}x{img.shape[2]}; crop a smaller template."
         )
     if float(tpl.max() - tpl.min()) == 0.0:  # raw and ZNCC are always compared; ZNCC of a flat template is 0 everywhere
-        raise InputError(f"template '{template}' is one constant colour, so no position matches it better than another; "
-                         "crop a template with some texture.")
+        raise InputError(
+            f"template '{template}' is one constant colour, so no position matches it better than another; "
+            "crop a template with some texture."
+        )
     out_dir = ensure_out_dir(out)
     hits: dict[str, dict[str, Any]] = {}
     comparison: dict[str, Any] = {}
@@ -72,7 +73,13 @@ def _match(image: str, template: str, method: str, pyramid: bool, levels: int, o
             best = find_template(img, tpl, m)
             candidates = None
         brightness = _window_mean(img, best.peak, best.size)
-        hits[m] = {"peak": best.peak, "size": best.size, "score": best.score, "scale": best.scale, "response": best.response}
+        hits[m] = {
+            "peak": best.peak,
+            "size": best.size,
+            "score": best.score,
+            "scale": best.scale,
+            "response": best.response,
+        }
         entry: dict[str, Any] = {
             "peak": list(best.peak),
             "score": best.score,
@@ -95,7 +102,9 @@ def _match(image: str, template: str, method: str, pyramid: bool, levels: int, o
             f"ZNCC match), while ZNCC subtracts each window's mean and divides by its contrast, so it peaks where the "
             f"pattern matches (ZNCC score {zn['score']:.3f})."
         )
-    fig = match_figure(img_u8, tpl_u8, hits, title=f"template matching ({'pyramid search' if pyramid else 'single scale'})")
+    fig = match_figure(
+        img_u8, tpl_u8, hits, title=f"template matching ({'pyramid search' if pyramid else 'single scale'})"
+    )
     png = _save(fig, out_dir / "match.png")
     result = {
         "peak": chosen["peak"],
@@ -136,7 +145,14 @@ def _blocks_table(title: str, cost: Any) -> Any:
             f"{b.macs:,}",
             str(b.receptive_field),
         )
-    t.add_row("total", cost.merge, "x".join(map(str, cost.output)), f"{cost.params:,}", f"{cost.macs:,}", str(cost.receptive_field))
+    t.add_row(
+        "total",
+        cost.merge,
+        "x".join(map(str, cost.output)),
+        f"{cost.params:,}",
+        f"{cost.macs:,}",
+        str(cost.receptive_field),
+    )
     return t
 
 
@@ -164,9 +180,15 @@ def register(app: typer.Typer) -> None:
     def match_cmd(
         image: str = typer.Argument(..., help="Image file to search in."),
         template: str = typer.Argument(..., help="Template image file (what to look for)."),
-        method: str = typer.Option("zncc", "--method", help="raw | zncc (| zero_mean): the score reported at top level."),
-        pyramid: bool = typer.Option(False, "--pyramid", help="Multi-scale search over Gaussian pyramids of image and template."),
-        levels: int = typer.Option(4, "--levels", help="Image pyramid levels searched with --pyramid (scales 1, 2, 4, ...)."),
+        method: str = typer.Option(
+            "zncc", "--method", help="raw | zncc (| zero_mean): the score reported at top level."
+        ),
+        pyramid: bool = typer.Option(
+            False, "--pyramid", help="Multi-scale search over Gaussian pyramids of image and template."
+        ),
+        levels: int = typer.Option(
+            4, "--levels", help="Image pyramid levels searched with --pyramid (scales 1, 2, 4, ...)."
+        ),
         out: str = typer.Option(..., "--out", help="Output folder for match.png and match.json."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     ) -> None:
@@ -185,7 +207,13 @@ def register(app: typer.Typer) -> None:
         for col in ("method", "peak", "score", "scale", "window mean"):
             t.add_column(col)
         for m, e in result["comparison"].items():
-            t.add_row(m + (" *" if m == method else ""), str(tuple(e["peak"])), f"{e['score']:.4g}", f"{e['scale']:g}", f"{e['window_mean']:.3f}")
+            t.add_row(
+                m + (" *" if m == method else ""),
+                str(tuple(e["peak"])),
+                f"{e['score']:.4g}",
+                f"{e['scale']:g}",
+                f"{e['window_mean']:.3f}",
+            )
         con.print(t)
         con.print(result["explanation"])
         con.print("wrote " + ", ".join(result["files"]))
@@ -193,8 +221,10 @@ def register(app: typer.Typer) -> None:
     @app.command("pyramid")
     def pyramid_cmd(
         image: str = typer.Argument(..., help="Image file."),
-        levels: Optional[int] = typer.Option(
-            None, "--levels", help="Number of levels, including the image itself [default: 5, fewer for images under 16 px]."
+        levels: int | None = typer.Option(
+            None,
+            "--levels",
+            help="Number of levels, including the image itself [default: 5, fewer for images under 16 px].",
         ),
         kind: str = typer.Option("gaussian", "--kind", help="gaussian | laplacian"),
         out: str = typer.Option(..., "--out", help="Output folder for the level images and the overview PNG."),
@@ -238,7 +268,9 @@ def register(app: typer.Typer) -> None:
         for e in result["levels"]:
             con.print(f"level {e['level']}: {e['shape'][0]}x{e['shape'][1]}")
         if kind == "laplacian":
-            con.print(f"reconstruct(levels) differs from the image by at most {result['reconstruction_max_abs_error']:.3g} (float64)")
+            con.print(
+                f"reconstruct(levels) differs from the image by at most {result['reconstruction_max_abs_error']:.3g} (float64)"
+            )
         con.print("wrote " + ", ".join(files))
 
     blocks_app = typer.Typer(
@@ -252,7 +284,9 @@ def register(app: typer.Typer) -> None:
     def inception_cmd(
         input_: str = typer.Option("28x28x192", "--input", help="Input HxWxC (default: GoogLeNet inception (3a))."),
         widths: str = typer.Option(
-            "64,96,128,16,32,32", "--widths", help="ch1x1,ch3x3red,ch3x3,ch5x5red,ch5x5,pool_proj (GoogLeNet (3a) default)."
+            "64,96,128,16,32,32",
+            "--widths",
+            help="ch1x1,ch3x3red,ch3x3,ch5x5red,ch5x5,pool_proj (GoogLeNet (3a) default).",
         ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     ) -> None:
@@ -262,7 +296,9 @@ def register(app: typer.Typer) -> None:
         hwc = parse_size(input_)
         parts = widths.replace(" ", "").split(",")
         if len(parts) != 6 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise InputError(f"--widths must be six positive integers ch1x1,ch3x3red,ch3x3,ch5x5red,ch5x5,pool_proj; got '{widths}'.")
+            raise InputError(
+                f"--widths must be six positive integers ch1x1,ch3x3red,ch3x3,ch5x5red,ch5x5,pool_proj; got '{widths}'."
+            )
         c = inception_comparison(hwc, *(int(p) for p in parts))
         if as_json:
             print_json(c)
@@ -275,8 +311,10 @@ def register(app: typer.Typer) -> None:
             f"{c.naive.params:,} -> {c.reduced.params:,} params ({_times(c.param_saving)})."
         )
         if c.mac_saving < 1:
-            con.print(f"the 1x1 'reductions' widen the input here: {hwc[2]} input channels are fewer than the "
-                      "3x3/5x5 reduction widths, so they add cost; they pay off on wide inputs (e.g. 192 channels).")
+            con.print(
+                f"the 1x1 'reductions' widen the input here: {hwc[2]} input channels are fewer than the "
+                "3x3/5x5 reduction widths, so they add cost; they pay off on wide inputs (e.g. 192 channels)."
+            )
         con.print(c.convention)
 
     @blocks_app.command("conv1x1")
@@ -299,7 +337,13 @@ def register(app: typer.Typer) -> None:
         for col in ("conv", "output HxWxC", "params", "MACs", "RF"):
             t.add_column(col)
         t.add_row("1x1", "x".join(map(str, c.output)), f"{c.params:,}", f"{c.macs:,}", str(c.receptive_field))
-        t.add_row("3x3 (pad 1)", "x".join(map(str, c.conv3x3.output)), f"{c.conv3x3.params:,}", f"{c.conv3x3.macs:,}", str(c.conv3x3.receptive_field))
+        t.add_row(
+            "3x3 (pad 1)",
+            "x".join(map(str, c.conv3x3.output)),
+            f"{c.conv3x3.params:,}",
+            f"{c.conv3x3.macs:,}",
+            str(c.conv3x3.receptive_field),
+        )
         con.print(t)
         con.print(f"the 3x3 conv costs {c.mac_ratio:.2f}x the MACs and {c.param_ratio:.2f}x the params. {c.convention}")
 

@@ -20,7 +20,17 @@ from convlens.data.datasets import (
 )
 
 __all__ = [
-    "FILL_MODES", "Augment", "AugmentParams", "KerasAugment", "parse_augment_options", "sample_seed",
-    "BUILTIN_DATASETS", "DatasetSplit", "ImageDataset", "SkippedFile", "load_dataset", "stratified_split",
+    "FILL_MODES",
+    "Augment",
+    "AugmentParams",
+    "KerasAugment",
+    "parse_augment_options",
+    "sample_seed",
+    "BUILTIN_DATASETS",
+    "DatasetSplit",
+    "ImageDataset",
+    "SkippedFile",
+    "load_dataset",
+    "stratified_split",
     "to_tensor_images",
 ]

@@ -98,7 +98,9 @@ class Augment:
             if not np.isfinite(v) or v < 0:
                 raise InputError(f"augmentation option {name} must be a finite number >= 0, got {v}.")
         if self.rotation > 180 or self.shear >= 90:
-            raise InputError(f"rotation must be <= 180 and shear < 90 degrees; got rotation={self.rotation}, shear={self.shear}.")
+            raise InputError(
+                f"rotation must be <= 180 and shear < 90 degrees; got rotation={self.rotation}, shear={self.shear}."
+            )
         if self.width_shift > 1 or self.height_shift > 1 or self.zoom >= 1:
             raise InputError("width_shift and height_shift must be <= 1 and zoom < 1 (fractions).")
         if self.fill_mode not in FILL_MODES:
@@ -109,7 +111,9 @@ class Augment:
     @property
     def is_identity(self) -> bool:
         """True when no option is active (the transform returns its input)."""
-        return not (self.rotation or self.width_shift or self.height_shift or self.shear or self.zoom or self.horizontal_flip)
+        return not (
+            self.rotation or self.width_shift or self.height_shift or self.shear or self.zoom or self.horizontal_flip
+        )
 
     def sample(self, generator: torch.Generator, size: tuple[int, int] = (1, 1)) -> AugmentParams:
         """Draw one image's parameters from ``generator`` (``size`` = (H, W) turns shift fractions into pixels).
@@ -141,9 +145,15 @@ class Augment:
         if geometric:
             _, h, w = out.shape
             if self.fill_mode == "constant":
-                out = TF.affine(out, angle=params.angle, translate=list(params.translate), scale=params.scale,
-                                shear=[params.shear, 0.0], interpolation=v2.InterpolationMode.BILINEAR,
-                                fill=[float(self.cval)] * out.shape[0])
+                out = TF.affine(
+                    out,
+                    angle=params.angle,
+                    translate=list(params.translate),
+                    scale=params.scale,
+                    shear=[params.shear, 0.0],
+                    interpolation=v2.InterpolationMode.BILINEAR,
+                    fill=[float(self.cval)] * out.shape[0],
+                )
             else:
                 ph, pw = _border(params, h, w)  # exactly the border this draw samples from, +2 px
                 if self.fill_mode in ("reflect", "wrap"):  # torch's reflect/circular pads must be < the image side
@@ -153,8 +163,15 @@ class Augment:
                     padded = torch.nn.functional.pad(f, (pw, pw, ph, ph), mode="circular")[0].to(out.dtype)
                 else:
                     padded = TF.pad(out, [pw, ph, pw, ph], padding_mode=_PAD_MODE[self.fill_mode])
-                moved = TF.affine(padded, angle=params.angle, translate=list(params.translate), scale=params.scale,
-                                  shear=[params.shear, 0.0], interpolation=v2.InterpolationMode.BILINEAR, fill=None)
+                moved = TF.affine(
+                    padded,
+                    angle=params.angle,
+                    translate=list(params.translate),
+                    scale=params.scale,
+                    shear=[params.shear, 0.0],
+                    interpolation=v2.InterpolationMode.BILINEAR,
+                    fill=None,
+                )
                 out = moved[:, ph : ph + h, pw : pw + w]
         if params.flip:
             out = TF.horizontal_flip(out)
@@ -172,7 +189,7 @@ class Augment:
             return image
         return self.apply(image, self.sample(generator, tuple(image.shape[-2:])))
 
-    def as_transform(self, generator: torch.Generator | None = None) -> "KerasAugment":
+    def as_transform(self, generator: torch.Generator | None = None) -> KerasAugment:
         """This augmentation as a torchvision ``v2.Transform`` (composable with ``v2.Compose``).
 
         Example:
@@ -225,8 +242,15 @@ class KerasAugment(v2.Transform):
 
 
 _ALIASES = {
-    "rotation_range": "rotation", "rotate": "rotation", "width_shift_range": "width_shift", "height_shift_range": "height_shift",
-    "shift": "shift", "shear_range": "shear", "zoom_range": "zoom", "flip": "horizontal_flip", "hflip": "horizontal_flip",
+    "rotation_range": "rotation",
+    "rotate": "rotation",
+    "width_shift_range": "width_shift",
+    "height_shift_range": "height_shift",
+    "shift": "shift",
+    "shear_range": "shear",
+    "zoom_range": "zoom",
+    "flip": "horizontal_flip",
+    "hflip": "horizontal_flip",
 }
 
 

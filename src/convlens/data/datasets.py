@@ -28,7 +28,15 @@ from convlens.data.augment import Augment, sample_seed
 from convlens.errors import ConvlensError, DataError
 from convlens.io import IMAGE_EXTENSIONS, as_uint8_rgb, load_image
 
-__all__ = ["ImageDataset", "DatasetSplit", "SkippedFile", "load_dataset", "BUILTIN_DATASETS", "stratified_split", "to_tensor_images"]
+__all__ = [
+    "ImageDataset",
+    "DatasetSplit",
+    "SkippedFile",
+    "load_dataset",
+    "BUILTIN_DATASETS",
+    "stratified_split",
+    "to_tensor_images",
+]
 
 BUILTIN_DATASETS = ("lfw", "digits")
 
@@ -86,9 +94,11 @@ class ImageDataset(torch.utils.data.Dataset):
         """Select the augmentation draws of ``epoch`` (each epoch sees new, reproducible variants)."""
         self.epoch = int(epoch)
 
-    def with_augment(self, augment: Augment | None) -> "ImageDataset":
+    def with_augment(self, augment: Augment | None) -> ImageDataset:
         """A view of the same images with another augmentation."""
-        return ImageDataset(self.images, self.targets, self.classes, augment=augment, seed=self.seed, skipped=self.skipped)
+        return ImageDataset(
+            self.images, self.targets, self.classes, augment=augment, seed=self.seed, skipped=self.skipped
+        )
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         img = self.images[index]
@@ -143,8 +153,13 @@ class DatasetSplit:
     def summary(self) -> dict[str, object]:
         """Counts for reports: classes, train/val sizes, skipped files."""
         return {
-            "name": self.name, "classes": self.classes, "image_size": self.image_size, "train": len(self.train),
-            "val": len(self.val), "skipped": len(self.skipped), "skipped_files": [s.__dict__ for s in self.skipped],
+            "name": self.name,
+            "classes": self.classes,
+            "image_size": self.image_size,
+            "train": len(self.train),
+            "val": len(self.val),
+            "skipped": len(self.skipped),
+            "skipped_files": [s.__dict__ for s in self.skipped],
         }
 
 
@@ -185,8 +200,10 @@ def stratified_split(
         idx = np.flatnonzero(targets == c)
         if len(idx) < 2:
             cname = repr(classes[int(c)]) if classes is not None and 0 <= int(c) < len(classes) else str(c)
-            raise DataError(f"class {cname} has {len(idx)} valid image(s); a train/val split needs at least 2 per class "
-                            "(add images, or give train/ and val/ folders).")
+            raise DataError(
+                f"class {cname} has {len(idx)} valid image(s); a train/val split needs at least 2 per class "
+                "(add images, or give train/ and val/ folders)."
+            )
         idx = idx[rng.permutation(len(idx))]
         n_val = min(len(idx) - 1, max(1, int(round(val_fraction * len(idx)))))
         val_idx += idx[:n_val].tolist()
@@ -215,8 +232,13 @@ def _scan_classes(root: Path) -> list[tuple[str, list[Path]]]:
     out = []
     for c in classes:
         # hidden entries are never data: .ipynb_checkpoints/ copies would duplicate images, macOS '._x.jpg' are not images
-        files = sorted(q for q in c.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
-                       and not any(part.startswith(".") for part in q.relative_to(c).parts))
+        files = sorted(
+            q
+            for q in c.rglob("*")
+            if q.is_file()
+            and q.suffix.lower() in IMAGE_EXTENSIONS
+            and not any(part.startswith(".") for part in q.relative_to(c).parts)
+        )
         out.append((c.name, files))
     return out
 
@@ -248,7 +270,9 @@ def _read_folder(
     if classes is not None and names != classes:
         raise DataError(f"'{root}' has classes {names} but the training folder has {classes}; they must match.")
     if classes is None and len(names) < 2:
-        raise DataError(f"dataset folder '{root}' has {len(names)} class ({', '.join(names)}); classification needs at least 2.")
+        raise DataError(
+            f"dataset folder '{root}' has {len(names)} class ({', '.join(names)}); classification needs at least 2."
+        )
     arrays: list[np.ndarray] = []
     targets: list[int] = []
     skipped: list[SkippedFile] = []
@@ -301,7 +325,9 @@ def load_dataset(
         return DatasetSplit(name, classes, train, val, image_size)
     root = Path(name)
     if not root.exists():
-        raise DataError(f"dataset '{name}' is neither a built-in ({', '.join(BUILTIN_DATASETS)}) nor an existing folder.")
+        raise DataError(
+            f"dataset '{name}' is neither a built-in ({', '.join(BUILTIN_DATASETS)}) nor an existing folder."
+        )
     train_dir, val_dir = _split_dirs(root)
     if train_dir is not None and val_dir is not None:
         x_tr, y_tr, classes, sk_tr = _read_folder(train_dir, image_size, max_pixels)

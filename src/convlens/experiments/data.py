@@ -38,7 +38,9 @@ class DigitsSplit:
     num_classes: int = 10
 
 
-def load_digits_split(size: int = 16, *, val_fraction: float = 0.25, seed: int = 0, device: str | torch.device = "cpu") -> DigitsSplit:
+def load_digits_split(
+    size: int = 16, *, val_fraction: float = 0.25, seed: int = 0, device: str | torch.device = "cpu"
+) -> DigitsSplit:
     """Load sklearn digits (bundled with scikit-learn, no download), upscale and split.
 
     Example:

@@ -127,11 +127,14 @@ def depth_vs_resolution(
                 net = build_stage_net(chans).to(device)
             curve = train_classifier(net, data, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
             res, acts, macs = _summary(chans, size)
-            nets[name] = NetSummary(chans, res, acts, sum(p.numel() for p in net.parameters()), macs, curve.val_accuracy, curve.loss)
+            nets[name] = NetSummary(
+                chans, res, acts, sum(p.numel() for p in net.parameters()), macs, curve.val_accuracy, curve.loss
+            )
         d, f, w = nets["doubling"], nets["fixed"], nets["fixed_wide"]
         findings = [
             "activations per stage (values per image): "
-            + "; ".join(f"{k} {'/'.join(str(a) for a in n.activations_per_stage)}" for k, n in nets.items()) + ".",
+            + "; ".join(f"{k} {'/'.join(str(a) for a in n.activations_per_stage)}" for k, n in nets.items())
+            + ".",
             f"params / MACs: doubling {d.params} / {d.macs:,}; fixed {f.params} / {f.macs:,}; fixed_wide {w.params} / {w.macs:,}.",
             f"val accuracy after {steps} SGD steps: doubling {d.val_accuracy:.3f}, fixed {f.val_accuracy:.3f}, fixed_wide {w.val_accuracy:.3f}.",
         ]

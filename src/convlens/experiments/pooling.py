@@ -135,7 +135,9 @@ def pooling(
     """
     with cpu_threads(num_threads):  # tiny nets: one thread is several times faster than two
         if isinstance(max_shift, bool) or not isinstance(max_shift, int) or not 0 <= max_shift <= 8:
-            raise InputError(f"max_shift must be an integer in 0..8 (the canvas has 4 px of margin each side, digits are 16 px), got {max_shift!r}.")
+            raise InputError(
+                f"max_shift must be an integer in 0..8 (the canvas has 4 px of margin each side, digits are 16 px), got {max_shift!r}."
+            )
         start = time.perf_counter()
         n = images or (64 if quick else 512)
         data = load_digits_split(16, seed=seed, device=device)

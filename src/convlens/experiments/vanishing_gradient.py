@@ -84,7 +84,9 @@ class VanishingGradientResult:
     seconds: float
 
 
-def build_net(depth: int, *, residual: bool, norm: bool, width: int = 16, in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
+def build_net(
+    depth: int, *, residual: bool, norm: bool, width: int = 16, in_channels: int = 1, num_classes: int = 10
+) -> nn.Sequential:
     """The ``depth``-layer net of this experiment (``depth`` = 2 + 2 * blocks, e.g. 8, 20, 56).
 
     Example:
@@ -136,8 +138,11 @@ def _findings(depths: list[int], v: dict[str, VariantResult]) -> list[str]:
         f"{_fmt(v['residual'].first_layer_grad_norm[-1])}.",
         f"with BatchNorm, first/last conv gradient ratio at depth {d1}: plain {ratio('plain_bn', -1):.3g}x, "
         f"residual {ratio('residual_bn', -1):.3g}x (at depth {d0}: {ratio('plain_bn', 0):.3g}x vs {ratio('residual_bn', 0):.3g}x).",
-        "val accuracy after the same brief training, depth " + ", ".join(str(d) for d in depths) + ": "
-        + "; ".join(f"{k} " + "/".join(f"{a:.2f}" for a in r.val_accuracy) for k, r in v.items()) + ".",
+        "val accuracy after the same brief training, depth "
+        + ", ".join(str(d) for d in depths)
+        + ": "
+        + "; ".join(f"{k} " + "/".join(f"{a:.2f}" for a in r.val_accuracy) for k, r in v.items())
+        + ".",
     ]
     return out
 

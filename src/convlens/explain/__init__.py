@@ -16,7 +16,15 @@ Example:
     ['gradcam', 'gradcam++', 'xgradcam', 'layercam', 'hirescam', 'eigencam', 'scorecam', 'guided-gradcam']
 """
 
-from convlens.explain.base import BaseCAM, CAMContext, CAMResult, finalize_maps, normalize_maps, resolve_layers, target_scores
+from convlens.explain.base import (
+    BaseCAM,
+    CAMContext,
+    CAMResult,
+    finalize_maps,
+    normalize_maps,
+    resolve_layers,
+    target_scores,
+)
 from convlens.explain.methods import (
     METHODS,
     EigenCAM,

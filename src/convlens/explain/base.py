@@ -61,9 +61,9 @@ __all__ = [
 ]
 
 #: ``None`` (each image's top-1), one class for all, one class per image, or ``fn(output) -> (N,) scores``.
-Targets = Union[None, int, Sequence[int], torch.Tensor, Callable[[Any], torch.Tensor]]
+Targets = Union[None, int, Sequence[int], torch.Tensor, Callable[[Any], torch.Tensor]]  # noqa: UP007
 #: ``'auto'``, a name, a glob, a module, or a list of these (maps of several layers are averaged).
-LayerSpec = Union[str, nn.Module, Sequence[Union[str, nn.Module]], None]
+LayerSpec = Union[str, nn.Module, Sequence[str | nn.Module], None]  # noqa: UP007
 
 
 @dataclass
@@ -110,7 +110,9 @@ class CAMContext:
 
 def _check_input(x: Any) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        raise InputError(f"x must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}; use bundle.preprocess(images).")
+        raise InputError(
+            f"x must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}; use bundle.preprocess(images)."
+        )
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4:
@@ -213,9 +215,13 @@ def target_scores(output: Any, targets: Targets, n: int) -> tuple[torch.Tensor, 
         elif isinstance(targets, Sequence) and not isinstance(targets, str):
             cls_list = list(targets)
         else:
-            raise InputError(f"targets must be None, an int, one int per image or a callable, got {type(targets).__name__}.")
+            raise InputError(
+                f"targets must be None, an int, one int per image or a callable, got {type(targets).__name__}."
+            )
         if len(cls_list) != n:
-            raise InputError(f"got {len(cls_list)} targets for a batch of {n} images; give one class per image or a single int.")
+            raise InputError(
+                f"got {len(cls_list)} targets for a batch of {n} images; give one class per image or a single int."
+            )
         for t in cls_list:
             if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < k:
                 raise InputError(f"target classes must be ints in [0, {k - 1}], got {t!r}.")
@@ -335,7 +341,9 @@ def _auto_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
     maps = [i for i, s in enumerate(shapes) if len(s.shape) == 4 and s.type not in _POOL_TYPES and on_grid(s.shape)]
     last_map = maps[-1] if maps else -1
     tokens = [
-        (i, s.name) for i, s in enumerate(shapes) if i > last_map and len(s.shape) == 3 and token_grid(s.shape[1], hw) is not None
+        (i, s.name)
+        for i, s in enumerate(shapes)
+        if i > last_map and len(s.shape) == 3 and token_grid(s.shape[1], hw) is not None
     ]
 
     def block_of(name: str) -> str | None:
@@ -352,7 +360,10 @@ def _auto_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
         return shapes[last_map].name
     if tokens:
         return tokens[-1][1]
-    raise LayerError("the model has no layer with a spatial (N, C, H, W) output of at least 2x2 or (N, tokens, D) patch tokens; name a layer.")
+    raise LayerError(
+        "the model has no layer with a spatial (N, C, H, W) output of at least 2x2 or (N, tokens, D) patch tokens; name a layer."
+    )
+
 
 # ----------------------------------------------------------------------------------------------------
 # normalization (batched, NaN-free)
@@ -434,7 +445,9 @@ class BaseCAM:
     #: False for methods that need no backward pass (Eigen-CAM, Score-CAM)
     uses_gradients: ClassVar[bool] = True
 
-    def __init__(self, model: nn.Module, target_layer: LayerSpec = "auto", *, amp: bool = False, batch_size: int = 32) -> None:
+    def __init__(
+        self, model: nn.Module, target_layer: LayerSpec = "auto", *, amp: bool = False, batch_size: int = 32
+    ) -> None:
         model = getattr(model, "model", model) if not isinstance(model, nn.Module) else model
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module or a ModelBundle, got {type(model).__name__}.")
@@ -491,7 +504,9 @@ class BaseCAM:
                     out = cap.run(x)
                 missing = [n for n in names if n not in cap.activations]
                 if missing:
-                    raise LayerError(f"layer '{missing[0]}' was not called in the forward pass; pick a layer the model uses.")
+                    raise LayerError(
+                        f"layer '{missing[0]}' was not called in the forward pass; pick a layer the model uses."
+                    )
                 scores, cls, probs = target_scores(out, targets, n_img)
                 acts = [cap.activations[n] for n in names]
                 reused = [n for n in names if len(cap.calls.get(n, ())) > 1]

@@ -24,7 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import InputError
-from convlens.explain.base import BaseCAM, CAMContext, CAMResult, LayerSpec, Targets, _check_input, normalize_maps, target_scores
+from convlens.explain.base import (
+    BaseCAM,
+    CAMContext,
+    CAMResult,
+    LayerSpec,
+    Targets,
+    _check_input,
+    normalize_maps,
+    target_scores,
+)
 from convlens.hooks import capture, device_of, preserve_state
 
 __all__ = [
@@ -291,7 +300,9 @@ def guided_backprop(
     with torch.inference_mode(False), torch.enable_grad(), preserve_state(model, train=False, requires_grad=False):
         xi = x.detach().to(dev).clone().requires_grad_(True)
         with capture(model, names, replace={n: _guide for n in names}) as cap:
-            ctx = torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == "cpu" else torch.float16) if amp else None
+            ctx = (
+                torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == "cpu" else torch.float16) if amp else None
+            )
             if ctx is None:
                 out = cap.run(xi)
             else:
@@ -339,8 +350,7 @@ class GuidedGradCAM(GradCAM):
 # registry
 
 METHODS: dict[str, type[BaseCAM]] = {
-    cls.name: cls
-    for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, EigenCAM, ScoreCAM, GuidedGradCAM)
+    cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, EigenCAM, ScoreCAM, GuidedGradCAM)
 }
 
 
@@ -354,9 +364,18 @@ def get_method(name: str) -> type[BaseCAM]:
     if not isinstance(name, str):
         raise InputError(f"method must be a name, got {type(name).__name__}.")
     key = name.lower().replace("_", "-")
-    key = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "gradcam-pp": "gradcam++", "grad-cam++": "gradcam++",
-           "xgrad-cam": "xgradcam", "layer-cam": "layercam", "hires-cam": "hirescam", "eigen-cam": "eigencam",
-           "score-cam": "scorecam", "guidedgradcam": "guided-gradcam"}.get(key, key)
+    key = {
+        "grad-cam": "gradcam",
+        "gradcampp": "gradcam++",
+        "gradcam-pp": "gradcam++",
+        "grad-cam++": "gradcam++",
+        "xgrad-cam": "xgradcam",
+        "layer-cam": "layercam",
+        "hires-cam": "hirescam",
+        "eigen-cam": "eigencam",
+        "score-cam": "scorecam",
+        "guidedgradcam": "guided-gradcam",
+    }.get(key, key)
     if key not in METHODS:
         close = difflib.get_close_matches(key, list(METHODS), n=2, cutoff=0.5)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""

@@ -40,7 +40,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import InputError
-from convlens.explain.base import LayerSpec, Targets, _check_input, call_target, class_logits, resolve_layers, target_scores
+from convlens.explain.base import (
+    LayerSpec,
+    Targets,
+    _check_input,
+    call_target,
+    class_logits,
+    resolve_layers,
+    target_scores,
+)
 from convlens.hooks import device_of, preserve_state
 
 __all__ = [
@@ -227,7 +235,9 @@ def _baseline(x: torch.Tensor, baseline: str | float | torch.Tensor) -> torch.Te
         try:
             return torch.broadcast_to(b, x.shape)
         except RuntimeError:
-            raise InputError(f"baseline tensor of shape {tuple(b.shape)} does not broadcast to the input {tuple(x.shape)}.") from None
+            raise InputError(
+                f"baseline tensor of shape {tuple(b.shape)} does not broadcast to the input {tuple(x.shape)}."
+            ) from None
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         return torch.full_like(x, float(baseline))
     if baseline == "zero":
@@ -334,7 +344,9 @@ def insertion_curve(
 # ROAD
 
 #: neighbour offsets and weights of the linear imputation (ROAD): 1/6 edge neighbours, 1/12 diagonals
-_ROAD_NEIGHBOURS = [((dr, dc), 1 / 6 if dr == 0 or dc == 0 else 1 / 12) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)]
+_ROAD_NEIGHBOURS = [
+    ((dr, dc), 1 / 6 if dr == 0 or dc == 0 else 1 / 12) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)
+]
 
 
 def _impute_one(img: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -403,7 +415,9 @@ def noisy_linear_impute(
         0.3333
     """
     if x.ndim != 4 or tuple(keep.shape) != (x.shape[0], x.shape[2], x.shape[3]):
-        raise InputError(f"keep must have shape (N, H, W) = {(x.shape[0], x.shape[2], x.shape[3])}, got {tuple(keep.shape)}.")
+        raise InputError(
+            f"keep must have shape (N, H, W) = {(x.shape[0], x.shape[2], x.shape[3])}, got {tuple(keep.shape)}."
+        )
     xs = x.detach().cpu().double().numpy()
     ks = keep.detach().cpu().bool().numpy()
     filled = torch.from_numpy(np.stack([_impute_one(xs[i], ks[i]) for i in range(xs.shape[0])]))
@@ -500,7 +514,12 @@ def confidence_change(
     drop = 100 * torch.clamp(y - masked, min=0) / y.clamp_min(1e-12)
     inc = masked > y
     return ConfidenceChange(
-        full=y, masked=masked, drop=drop, increase=inc, average_drop=float(drop.mean()), increase_rate=100 * float(inc.float().mean())
+        full=y,
+        masked=masked,
+        drop=drop,
+        increase=inc,
+        average_drop=float(drop.mean()),
+        increase_rate=100 * float(inc.float().mean()),
     )
 
 
@@ -521,7 +540,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     rb = torch.from_numpy(rankdata(b.detach().reshape(b.shape[0], -1).cpu().double().numpy(), axis=1))
     ra = ra - ra.mean(1, keepdim=True)
     rb = rb - rb.mean(1, keepdim=True)
-    den = (ra.norm(dim=1) * rb.norm(dim=1))
+    den = ra.norm(dim=1) * rb.norm(dim=1)
     rho = torch.where(den > 0, (ra * rb).sum(1) / den.clamp_min(1e-300), torch.zeros_like(den))
     return rho.float()
 

@@ -54,7 +54,11 @@ def first_layer_kernels(model: nn.Module, layer: str | None = None, *, shared: b
         ref = resolve(model, layer)[0]
         name, conv = ref.name, ref.module  # type: ignore[assignment]
         if not isinstance(conv, nn.Conv2d) or conv.in_channels not in (1, 3) or conv.groups != 1:
-            got = f"a Conv2d with {conv.in_channels} input channels" if isinstance(conv, nn.Conv2d) else f"a {type(conv).__name__}"
+            got = (
+                f"a Conv2d with {conv.in_channels} input channels"
+                if isinstance(conv, nn.Conv2d)
+                else f"a {type(conv).__name__}"
+            )
             raise LayerError(
                 f"layer '{name}' is {got}; only kernels of a conv on the image (3 input channels, or 1 for grayscale) are images."
             )

@@ -126,7 +126,9 @@ class Weighted(Objective):
                 flat.append((float(w), f))
         sizes = {f.batch_size for _, f in flat if f.batch_size is not None}
         if len(sizes) > 1:
-            raise InputError(f"combined objectives need per-image index lists of one length, got lengths {sorted(sizes)}.")
+            raise InputError(
+                f"combined objectives need per-image index lists of one length, got lengths {sorted(sizes)}."
+            )
         self.terms = flat
         self.batch_size = sizes.pop() if sizes else None
         names: dict[str, None] = {}
@@ -165,20 +167,26 @@ class _Indexed(Objective):
 
     def _act(self, acts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if self.layer not in acts:
-            raise LayerError(f"layer '{self.layer}' produced no activation in the forward pass; pick a layer the model calls.")
+            raise LayerError(
+                f"layer '{self.layer}' produced no activation in the forward pass; pick a layer the model calls."
+            )
         return acts[self.layer]
 
     def _indices(self, n: int, device: torch.device) -> torch.Tensor:
         if isinstance(self.index, int):
             return torch.full((n,), self.index, dtype=torch.long, device=device)
         if len(self.index) != n:
-            raise InputError(f"{type(self).__name__} has {len(self.index)} per-image indices but the batch has {n} images.")
+            raise InputError(
+                f"{type(self).__name__} has {len(self.index)} per-image indices but the batch has {n} images."
+            )
         return torch.tensor(self.index, dtype=torch.long, device=device)
 
     def check(self, acts: Mapping[str, torch.Tensor]) -> None:
         a = self._act(acts)
         if a.dim() < 2:
-            raise LayerError(f"layer '{self.layer}' gives a {a.dim()}-D output; a {self.what} objective needs (N, C, ...).")
+            raise LayerError(
+                f"layer '{self.layer}' gives a {a.dim()}-D output; a {self.what} objective needs (N, C, ...)."
+            )
         c = a.shape[1]
         idx = [self.index] if isinstance(self.index, int) else self.index
         bad = [i for i in idx if i >= c]
@@ -229,7 +237,9 @@ class Neuron(_Indexed):
         if a.dim() == 1:
             return a
         if a.dim() != 3:
-            raise LayerError(f"layer '{self.layer}' output is not (N, C, H, W); a neuron objective needs a spatial map.")
+            raise LayerError(
+                f"layer '{self.layer}' output is not (N, C, H, W); a neuron objective needs a spatial map."
+            )
         h, w = a.shape[-2:]
         y = h // 2 if self.y is None else self.y
         x = w // 2 if self.x is None else self.x
@@ -262,7 +272,7 @@ class ClassLogit(_Indexed):
 
 
 class LayerL2(Objective):
-    """"Deep dream": the mean squared activation of a whole layer, ``f_i = mean A[i]^2``.
+    """ "Deep dream": the mean squared activation of a whole layer, ``f_i = mean A[i]^2``.
 
     Example:
         >>> LayerL2("x")({"x": torch.full((2, 3, 2, 2), 2.0)})
@@ -277,7 +287,9 @@ class LayerL2(Objective):
 
     def check(self, acts: Mapping[str, torch.Tensor]) -> None:
         if self.layer not in acts:
-            raise LayerError(f"layer '{self.layer}' produced no activation in the forward pass; pick a layer the model calls.")
+            raise LayerError(
+                f"layer '{self.layer}' produced no activation in the forward pass; pick a layer the model calls."
+            )
 
     def __call__(self, acts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         a = acts[self.layer]

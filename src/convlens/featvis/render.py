@@ -44,8 +44,8 @@ from torch import nn
 from convlens.errors import InputError, LayerError
 from convlens.featvis.objectives import (
     INPUT,
-    OUTPUT,
     L2,
+    OUTPUT,
     Blur,
     Channel,
     ClassLogit,
@@ -170,7 +170,14 @@ def _layer_order(model: nn.Module, names: list[str], probe: torch.Tensor) -> str
 
 #: modules whose 3-D output is (N, C, L) channels-first; any other 3-D output is read as (N, tokens, D) (ViT, Mixer)
 _CHANNELS_FIRST_1D = (
-    nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceNorm1d, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d,
+    nn.Conv1d,
+    nn.ConvTranspose1d,
+    nn.BatchNorm1d,
+    nn.InstanceNorm1d,
+    nn.MaxPool1d,
+    nn.AvgPool1d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveMaxPool1d,
 )
 
 
@@ -268,8 +275,14 @@ def render(
 
     dev = device_of(model, device)
     model_dev = device_of(model)
-    if any(True for _ in model.parameters()) and model_dev != dev and not (dev.type == model_dev.type and dev.index is None):
-        raise InputError(f"the model is on {model_dev} but device={dev}; move it first (model.to('{dev}')) or pass device=None.")
+    if (
+        any(True for _ in model.parameters())
+        and model_dev != dev
+        and not (dev.type == model_dev.type and dev.index is None)
+    ):
+        raise InputError(
+            f"the model is on {model_dev} but device={dev}; move it first (model.to('{dev}')) or pass device=None."
+        )
 
     named = dict(model.named_modules())
     layer_names = [name for name in objective.layers if name not in (INPUT, OUTPUT)]
@@ -282,12 +295,26 @@ def render(
 
     gens = image_generators(seed, keys)
     if rec.parameterization == "fourier":
-        param: ImageParam = FourierImage(n, size, sd=rec.sd, decay_power=rec.decay_power, decorrelate=rec.decorrelate, generators=gens, device=dev)
+        param: ImageParam = FourierImage(
+            n, size, sd=rec.sd, decay_power=rec.decay_power, decorrelate=rec.decorrelate, generators=gens, device=dev
+        )
     else:
-        param = PixelImage(n, size, low=rec.init_low, high=rec.init_high, sigmoid=rec.sigmoid, decorrelate=rec.decorrelate, sd=rec.sd, generators=gens, device=dev)
+        param = PixelImage(
+            n,
+            size,
+            low=rec.init_low,
+            high=rec.init_high,
+            sigmoid=rec.sigmoid,
+            decorrelate=rec.decorrelate,
+            sd=rec.sd,
+            generators=gens,
+            device=dev,
+        )
     plan = rec.transforms().plan(n, size, max(steps, 1), gens, device=dev)
 
-    penalties: list[tuple[float, Objective]] = [(w, f) for w, f in ((rec.l2, L2()), (rec.tv, TotalVariation()), (rec.blur, Blur())) if w > 0]
+    penalties: list[tuple[float, Objective]] = [
+        (w, f) for w, f in ((rec.l2, L2()), (rec.tv, TotalVariation()), (rec.blur, Blur())) if w > 0
+    ]
     mean_v = torch.tensor(mean_t, device=dev).view(1, -1, 1, 1)
     std_v = torch.tensor(std_t, device=dev).view(1, -1, 1, 1)
     gray = len(mean_t) == 1  # a 1-channel model: optimize an RGB image, show and feed its luma
@@ -323,7 +350,9 @@ def render(
                 x_probe = (plan(param().detach(), 0) if steps > 0 else param().detach())[:1]
             err = _forward_error(cap.run, to_model(x_probe))
             if err is not None:
-                resized = None if fixed_size is None else to_model(F.interpolate(x_probe, size=(fixed_size, fixed_size)))
+                resized = (
+                    None if fixed_size is None else to_model(F.interpolate(x_probe, size=(fixed_size, fixed_size)))
+                )
                 if in_size[0] is None and resized is not None and _forward_error(cap.run, resized) is None:
                     in_size[0] = fixed_size
                 else:
@@ -341,7 +370,11 @@ def render(
                         continue
                     if a.dim() == 3 and name in tokens_last:  # (N, T, D) tokens -> (N, D, T): channel c is feature c
                         acts[name] = a.transpose(1, 2)
-                    elif a.dim() == 4 and not _square_grid(a.shape[2], a.shape[3]) and _square_grid(a.shape[1], a.shape[2]):
+                    elif (
+                        a.dim() == 4
+                        and not _square_grid(a.shape[2], a.shape[3])
+                        and _square_grid(a.shape[1], a.shape[2])
+                    ):
                         acts[name] = a.permute(0, 3, 1, 2)  # channels-last (N, h, w, C) maps (Swin) -> (N, C, h, w)
                 acts[INPUT] = img
                 if need_output:
@@ -464,6 +497,21 @@ def visualize(
     elif isinstance(objective, Objective):
         obj = objective
     else:
-        raise InputError(f"objective must be one of {', '.join(OBJECTIVES)} or an Objective, got {type(objective).__name__}.")
-    res = render(model, obj, n=len(chans), keys=chans, recipe=recipe, steps=steps, size=size, seed=seed, device=device, mean=mean, std=std, callback=callback)
+        raise InputError(
+            f"objective must be one of {', '.join(OBJECTIVES)} or an Objective, got {type(objective).__name__}."
+        )
+    res = render(
+        model,
+        obj,
+        n=len(chans),
+        keys=chans,
+        recipe=recipe,
+        steps=steps,
+        size=size,
+        seed=seed,
+        device=device,
+        mean=mean,
+        std=std,
+        callback=callback,
+    )
     return res if return_result else res.images

@@ -201,7 +201,9 @@ class Pipeline:
     def __init__(self, transforms: Sequence[Transform] = ()):
         for t in transforms:
             if not isinstance(t, Transform):
-                raise InputError(f"transforms must be convlens.featvis.transforms.Transform objects, got {type(t).__name__}.")
+                raise InputError(
+                    f"transforms must be convlens.featvis.transforms.Transform objects, got {type(t).__name__}."
+                )
         self.transforms = list(transforms)
 
     def _groups(self) -> list[Transform | list[AffineTransform]]:

@@ -7,11 +7,17 @@ Example:
     112
 """
 
-from convlens.inspect.predict import Prediction, TopClass, predict, predict_files
-from convlens.inspect.summary import LayerRecord, Summary, summarize
-from convlens.inspect.activations import ChannelScore, LayerActivationStats, activation_stats, get_activations, top_channels
+from convlens.inspect.activations import (
+    ChannelScore,
+    LayerActivationStats,
+    activation_stats,
+    get_activations,
+    top_channels,
+)
 from convlens.inspect.depth import DepthProfile, StageProfile, depth_profile
+from convlens.inspect.predict import Prediction, TopClass, predict, predict_files
 from convlens.inspect.rf import EmpiricalRF, receptive_field, receptive_field_empirical
+from convlens.inspect.summary import LayerRecord, Summary, summarize
 
 __all__ = [
     "Prediction",

@@ -103,7 +103,9 @@ def get_activations(
         for base, (_, k) in zip(bases, picks, strict=True):
             calls = cap.calls[base]
             if k >= len(calls):
-                raise LayerError(f"layer '{base}' ran {len(calls)} time(s) in the forward pass; '{base}#{k}' does not exist (calls count from 0).")
+                raise LayerError(
+                    f"layer '{base}' ran {len(calls)} time(s) in the forward pass; '{base}#{k}' does not exist (calls count from 0)."
+                )
             out[f"{base}#{k}"] = calls[k]
         return out
 
@@ -130,7 +132,12 @@ def to_nchw(model: nn.Module, x: torch.Tensor, acts: Mapping[str, torch.Tensor])
         m = _CALL.match(name)
         c = (graph.call(m.group(1), int(m.group(2))) if m else graph.call(name)) if t.ndim == 4 else None
         dims = graph.spatial_dims(c.output) if c is not None and c.output is not None else None
-        if dims is not None and tuple(dims) != (2, 3) and 0 not in dims and graph.nodes[c.output].shape[1:] == tuple(t.shape[1:]):
+        if (
+            dims is not None
+            and tuple(dims) != (2, 3)
+            and 0 not in dims
+            and graph.nodes[c.output].shape[1:] == tuple(t.shape[1:])
+        ):
             t = t.permute(0, next(i for i in (1, 2, 3) if i not in dims), dims[0], dims[1])
         out[name] = t
     return out
@@ -170,8 +177,14 @@ def activation_stats(acts: Mapping[str, torch.Tensor], *, topk: int = 8) -> list
         a = t[0].float()
         out.append(
             LayerActivationStats(
-                name, hwc(tuple(t.shape)), float(a.mean()), float(a.std(unbiased=False)), float(a.min()), float(a.max()),
-                float((a <= 0).float().mean()), top_channels(t, topk),
+                name,
+                hwc(tuple(t.shape)),
+                float(a.mean()),
+                float(a.std(unbiased=False)),
+                float(a.min()),
+                float(a.max()),
+                float((a <= 0).float().mean()),
+                top_channels(t, topk),
             )
         )
     return out

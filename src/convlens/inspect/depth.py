@@ -189,13 +189,27 @@ def depth_profile(
         mfi = mf / max(jump) if mf is not None and jump else None
         stages.append(
             StageProfile(
-                n, sp, channels, geo.receptive_field if geo else None, jump, int(t[0].numel()),
-                weights.get(n, 0), int(macs), mf, hf, mfi,
+                n,
+                sp,
+                channels,
+                geo.receptive_field if geo else None,
+                jump,
+                int(t[0].numel()),
+                weights.get(n, 0),
+                int(macs),
+                mf,
+                hf,
+                mfi,
             )
         )
     fc = first_conv(model, graph)
     c_in, h, w = x.shape[1:]
     return DepthProfile(
-        name or type(model).__name__, (int(h), int(w), int(c_in)), stages, weights.get(None, 0),
-        fc[0] if fc else None, maps, fc[1] if fc else None,
+        name or type(model).__name__,
+        (int(h), int(w), int(c_in)),
+        stages,
+        weights.get(None, 0),
+        fc[0] if fc else None,
+        maps,
+        fc[1] if fc else None,
     )

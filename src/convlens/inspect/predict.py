@@ -45,7 +45,9 @@ class Prediction:
     top: list[TopClass]
 
 
-def predict(bundle: ModelBundle, images: Sequence[np.ndarray], *, topk: int = 5, batch_size: int = 32) -> list[list[TopClass]]:
+def predict(
+    bundle: ModelBundle, images: Sequence[np.ndarray], *, topk: int = 5, batch_size: int = 32
+) -> list[list[TopClass]]:
     """Softmax top-k for each image (RGB uint8 arrays), batched, under ``no_grad``; model mode restored.
 
     ``p = softmax(model(preprocess(image)))``.
@@ -61,13 +63,19 @@ def predict(bundle: ModelBundle, images: Sequence[np.ndarray], *, topk: int = 5,
             if isinstance(logits, (tuple, list)) and logits and isinstance(logits[0], torch.Tensor):
                 logits = logits[0]  # (logits, aux...) outputs: the first tensor is the prediction
             if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-                got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
-                raise InputError(f"the model's output is not a (N, classes) tensor of logits (got {got}); predict needs a classifier.")
+                got = (
+                    f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
+                )
+                raise InputError(
+                    f"the model's output is not a (N, classes) tensor of logits (got {got}); predict needs a classifier."
+                )
             probs = logits.float().softmax(-1)
             k = min(topk, probs.shape[1])
             vals, idx = probs.topk(k, dim=1)
             for v_row, i_row in zip(vals.tolist(), idx.tolist(), strict=True):
-                out.append([TopClass(int(c), bundle.label(int(c)), float(v)) for v, c in zip(v_row, i_row, strict=True)])
+                out.append(
+                    [TopClass(int(c), bundle.label(int(c)), float(v)) for v, c in zip(v_row, i_row, strict=True)]
+                )
     return out
 
 

@@ -68,7 +68,9 @@ class EmpiricalRF:
     pixels: int  # number of pixels with non-zero gradient
 
 
-def receptive_field(model: nn.Module, layer: str, input_shape: Sequence[int] = (3, 224, 224), *, call: int = 0) -> Geometry:
+def receptive_field(
+    model: nn.Module, layer: str, input_shape: Sequence[int] = (3, 224, 224), *, call: int = 0
+) -> Geometry:
     """Theoretical receptive-field geometry of ``layer``'s output (max over all paths of the traced graph).
 
     Example:
@@ -87,10 +89,39 @@ def _identity(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
 
 
 _IDENTITY_NAMES = (
-    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_",
-    "celu", "celu_", "gelu", "silu", "sigmoid", "sigmoid_", "hardsigmoid", "hardswish", "tanh", "tanh_", "softplus",
-    "mish", "threshold", "threshold_", "rrelu", "rrelu_", "dropout", "dropout2d", "dropout1d", "alpha_dropout",
-    "feature_alpha_dropout", "dropout_",
+    "relu",
+    "relu_",
+    "relu6",
+    "hardtanh",
+    "hardtanh_",
+    "leaky_relu",
+    "leaky_relu_",
+    "elu",
+    "elu_",
+    "selu",
+    "selu_",
+    "celu",
+    "celu_",
+    "gelu",
+    "silu",
+    "sigmoid",
+    "sigmoid_",
+    "hardsigmoid",
+    "hardswish",
+    "tanh",
+    "tanh_",
+    "softplus",
+    "mish",
+    "threshold",
+    "threshold_",
+    "rrelu",
+    "rrelu_",
+    "dropout",
+    "dropout2d",
+    "dropout1d",
+    "alpha_dropout",
+    "feature_alpha_dropout",
+    "dropout_",
 )
 
 
@@ -113,7 +144,9 @@ class _Functional:
 class _Monotone(TorchFunctionMode):
     """Nonlinearities -> identity, max-pool -> average pool over the same window."""
 
-    def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Any:
+    def __torch_function__(
+        self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> Any:
         kwargs = dict(kwargs or {})
         if func in _IDENTITY:
             return args[0] if args else kwargs["input"]
@@ -122,7 +155,14 @@ class _Monotone(TorchFunctionMode):
             a.update(kwargs)
             dil = a.get("dilation", 1)
             if not a.get("return_indices") and dil in (1, (1, 1), [1, 1]):
-                return F.avg_pool2d(a["input"], a["kernel_size"], a.get("stride") or None, a.get("padding", 0), bool(a.get("ceil_mode", False)), True)
+                return F.avg_pool2d(
+                    a["input"],
+                    a["kernel_size"],
+                    a.get("stride") or None,
+                    a.get("padding", 0),
+                    bool(a.get("ceil_mode", False)),
+                    True,
+                )
         if func in _ADAPTIVE_MAX:
             a = dict(zip(("input", "output_size", "return_indices"), args))
             a.update(kwargs)
@@ -198,7 +238,9 @@ def receptive_field_empirical(
             cap.model = _Functional(model, tensors)
             cap.run(x)
         except RuntimeError as e:
-            raise InputError(f"the model failed on a {size[0]}x{size[1]} probe in float64 ({str(e).splitlines()[0]}).") from e
+            raise InputError(
+                f"the model failed on a {size[0]}x{size[1]} probe in float64 ({str(e).splitlines()[0]})."
+            ) from e
     calls = cap.calls.get(name, [])
     if not calls:
         raise LayerError(f"layer '{name}' was not called in the forward pass.")
@@ -207,7 +249,9 @@ def receptive_field_empirical(
     except IndexError:
         raise LayerError(f"layer '{name}' was called {len(calls)} time(s); call index {call} does not exist.") from None
     if y.ndim != 4:
-        raise LayerError(f"layer '{name}' outputs shape {tuple(y.shape)}; an empirical receptive field needs an (N, C, H, W) map.")
+        raise LayerError(
+            f"layer '{name}' outputs shape {tuple(y.shape)}; an empirical receptive field needs an (N, C, H, W) map."
+        )
     uh, uw = unit if unit is not None else (y.shape[2] // 2, y.shape[3] // 2)
     if not (0 <= uh < y.shape[2] and 0 <= uw < y.shape[3]):
         raise InputError(f"unit {(uh, uw)} is outside the {y.shape[2]}x{y.shape[3]} output of '{name}'.")
@@ -220,6 +264,12 @@ def receptive_field_empirical(
     top, bottom, left, right = int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
     clipped = top == 0 or left == 0 or bottom == size[0] - 1 or right == size[1] - 1
     return EmpiricalRF(
-        name, (int(uh), int(uw)), (bottom - top + 1, right - left + 1), (top, left, bottom, right),
-        ((top + bottom) / 2, (left + right) / 2), size, clipped, int(support.sum()),
+        name,
+        (int(uh), int(uw)),
+        (bottom - top + 1, right - left + 1),
+        (top, left, bottom, right),
+        ((top + bottom) / 2, (left + right) / 2),
+        size,
+        clipped,
+        int(support.sum()),
     )

@@ -112,7 +112,9 @@ class Summary:
             import difflib
 
             close = difflib.get_close_matches(name, [r.name for r in self.layers], n=3, cutoff=0.5)
-            raise LayerError(f"layer '{name}' is not in the summary" + (f"; did you mean {', '.join(close)}?" if close else "."))
+            raise LayerError(
+                f"layer '{name}' is not in the summary" + (f"; did you mean {', '.join(close)}?" if close else ".")
+            )
         return hits[call]
 
     def at_depth(self, depth: int | None) -> list[LayerRecord]:
@@ -141,7 +143,9 @@ class Summary:
             d = {k: getattr(r, k) for k in LayerRecord.__dataclass_fields__}
             if channels_first and r.output_shape is not None:
                 o = r.output_shape
-                d["output_shape"] = (o[2], o[0], o[1]) if len(o) == 3 and r.torch_shape is not None and len(r.torch_shape) == 4 else o
+                d["output_shape"] = (
+                    (o[2], o[0], o[1]) if len(o) == 3 and r.torch_shape is not None and len(r.torch_shape) == 4 else o
+                )
             layers.append(d)
         h, w, c = self.input_shape
         return {
@@ -213,6 +217,7 @@ def summarize(
                 rf_exact=geo.exact if geo else True,
             )
         )
+
     # containers complete after their children; list them first, in call order, as torchinfo does
     def first_op(i: int) -> int:
         c = graph.calls[i]

@@ -31,7 +31,14 @@ from convlens.errors import InputError
 from convlens.match.correlate import correlate
 from convlens.pyramid.pyramids import _blur, _to_nchw
 
-__all__ = ["MatchResult", "ScaleCandidate", "MultiScaleMatch", "find_template", "find_template_multiscale", "image_to_chw"]
+__all__ = [
+    "MatchResult",
+    "ScaleCandidate",
+    "MultiScaleMatch",
+    "find_template",
+    "find_template_multiscale",
+    "image_to_chw",
+]
 
 
 @dataclass(frozen=True)
@@ -103,9 +110,8 @@ def image_to_chw(image: Any) -> np.ndarray:
 
 def _single_image(x: Any, name: str) -> torch.Tensor:
     t, how = _to_nchw(x, name)
-    if how["ndim"] == 4:
-        if t.shape[0] != 1:
-            raise InputError(f"{name} must be one image (H, W) or (C, H, W), got a batch of shape {tuple(t.shape)}.")
+    if how["ndim"] == 4 and t.shape[0] != 1:
+        raise InputError(f"{name} must be one image (H, W) or (C, H, W), got a batch of shape {tuple(t.shape)}.")
     return t.to(torch.float64) if not t.is_floating_point() else t
 
 
@@ -182,7 +188,9 @@ def find_template_multiscale(
     _check_contrast(tpl, method)
     th, tw = int(tpl.shape[2]), int(tpl.shape[3])
     if th > img.shape[2] or tw > img.shape[3]:
-        raise InputError(f"template {th}x{tw} is larger than the image {img.shape[2]}x{img.shape[3]}; crop a smaller template.")
+        raise InputError(
+            f"template {th}x{tw} is larger than the image {img.shape[2]}x{img.shape[3]}; crop a smaller template."
+        )
     name = "zncc" if method == "ncc" else method
     levels, template_levels = int(levels), int(template_levels)
 

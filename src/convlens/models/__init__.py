@@ -6,6 +6,7 @@ Example:
     (3, 224, 224)
 """
 
+from convlens.models import efficientnet_lite as _efficientnet_lite  # noqa: F401  (registers the embedded model)
 from convlens.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from convlens.models.registry import (
     ModelBundle,
@@ -18,7 +19,6 @@ from convlens.models.registry import (
     register_model,
 )
 from convlens.models.weights import read_state_dict
-from convlens.models import efficientnet_lite as _efficientnet_lite  # noqa: F401  (registers the embedded model)
 
 __all__ = [
     "IMAGENET_MEAN",

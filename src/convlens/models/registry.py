@@ -191,7 +191,9 @@ def load_weights_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str
             parts.append(f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')")
         if bad:
             k = bad[0]
-            parts.append(f"{len(bad)} with wrong shape (e.g. '{k}': file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})")
+            parts.append(
+                f"{len(bad)} with wrong shape (e.g. '{k}': file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})"
+            )
         raise ModelError(f"weights from {source} do not fit {type(model).__name__}: " + ", ".join(parts) + ".")
     model.load_state_dict(sd, strict=True)
 
@@ -384,19 +386,27 @@ def load_model(
     except ModelError as e:
         trained_for = side.get("model")
         if sd is not None and trained_for and trained_for != name:
-            raise ModelError(f"{e} These weights were trained for model '{trained_for}': pass --model {trained_for}.") from None
+            raise ModelError(
+                f"{e} These weights were trained for model '{trained_for}': pass --model {trained_for}."
+            ) from None
         raise
     if "labels" in side:
         bundle.labels = side["labels"]
     if "image_size" in side:
         # a model trained by `convlens train` saw squash-resized images of this size: predict the same way
         bundle.preprocess = replace(bundle.preprocess, size=side["image_size"], resize="squash")
-        bundle.meta = replace(bundle.meta, input_size=(bundle.preprocess.channels, side["image_size"], side["image_size"]))
+        bundle.meta = replace(
+            bundle.meta, input_size=(bundle.preprocess.channels, side["image_size"], side["image_size"])
+        )
     return bundle
 
 
 def _build(
-    name: str, sd: dict[str, torch.Tensor] | None, wpath: str | None, num_classes: int | None, torch_device: torch.device
+    name: str,
+    sd: dict[str, torch.Tensor] | None,
+    wpath: str | None,
+    num_classes: int | None,
+    torch_device: torch.device,
 ) -> ModelBundle:
     """Build ``name`` from the registry, a user file, or the torchvision/timm zoo, with ``sd`` loaded if given."""
     if name in _REGISTRY:
@@ -413,8 +423,15 @@ def _build(
         n_out = _probe_outputs(module, pre, stem) or _classifier_out(module.state_dict())
         labels = imagenet_labels() if n_out == 1000 else None
         bundle = bundle_from_module(
-            module, stem, "file", preprocess=pre, labels=labels, pretrained=sd is not None,
-            weights=wpath, device=torch_device, num_classes=n_out,
+            module,
+            stem,
+            "file",
+            preprocess=pre,
+            labels=labels,
+            pretrained=sd is not None,
+            weights=wpath,
+            device=torch_device,
+            num_classes=n_out,
         )
     else:
         bundle = _load_zoo(name, sd, wpath, num_classes, torch_device)
@@ -437,7 +454,9 @@ def _load_zoo(
         except Exception as e:
             raise ModelError(f"torchvision could not build '{name}': {type(e).__name__}: {e}") from None
         size = 299 if name == "inception_v3" else 224
-        pre = Preprocess(size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="crop", crop_pct=0.875)  # torchvision: resize 256, crop 224
+        pre = Preprocess(
+            size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="crop", crop_pct=0.875
+        )  # torchvision: resize 256, crop 224
         source = "torchvision"
     elif timm.is_model(name):
         try:
@@ -452,18 +471,31 @@ def _load_zoo(
             std=tuple(cfg.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
             resize="crop",
             crop_pct=float(cfg.get("crop_pct", 0.875)),
-            interpolation=cfg.get("interpolation", "bicubic") if cfg.get("interpolation") in ("bilinear", "bicubic") else "bilinear",
+            interpolation=cfg.get("interpolation", "bicubic")
+            if cfg.get("interpolation") in ("bilinear", "bicubic")
+            else "bilinear",
         )
         source = "timm"
     else:
         candidates = list(dict.fromkeys(list(_REGISTRY) + _torchvision_names() + _timm_names()))
         close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-        hint = ("did you mean " + ", ".join(f"'{c}'" for c in close) + "?") if close else "run `convlens models` to list them."
+        hint = (
+            ("did you mean " + ", ".join(f"'{c}'" for c in close) + "?")
+            if close
+            else "run `convlens models` to list them."
+        )
         raise ModelError(f"unknown model '{name}'; {hint}")
     if sd is not None:
         load_weights_into(module, sd, f"'{wpath}'")
     labels = imagenet_labels() if n_cls == 1000 else None
     return bundle_from_module(
-        module, name, source, preprocess=pre, labels=labels, pretrained=sd is not None, num_classes=n_cls,
-        weights=wpath, device=device,
+        module,
+        name,
+        source,
+        preprocess=pre,
+        labels=labels,
+        pretrained=sd is not None,
+        num_classes=n_cls,
+        weights=wpath,
+        device=device,
     )

@@ -57,7 +57,9 @@ def cam_overlay(image: np.ndarray, cam_map: Any, *, alpha: float = 0.5, cmap: st
     """
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise InputError(f"the image must be RGB uint8 (H, W, 3), got {img.dtype} {img.shape}; use bundle.preprocess.resize_image(img).")
+        raise InputError(
+            f"the image must be RGB uint8 (H, W, 3), got {img.dtype} {img.shape}; use bundle.preprocess.resize_image(img)."
+        )
     return overlay(img, np.clip(to_numpy_map(cam_map), 0.0, 1.0), alpha=alpha, cmap=cmap)
 
 

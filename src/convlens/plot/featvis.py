@@ -10,7 +10,6 @@ Example:
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +29,11 @@ def to_hwc(images: torch.Tensor | np.ndarray) -> list[np.ndarray]:
         >>> to_hwc(torch.zeros(2, 3, 4, 5))[0].shape
         (4, 5, 3)
     """
-    a = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, dtype=np.float32)
+    a = (
+        images.detach().float().cpu().numpy()
+        if isinstance(images, torch.Tensor)
+        else np.asarray(images, dtype=np.float32)
+    )
     if a.ndim != 4 or a.shape[1] != 3:
         raise InputError(f"expected images of shape (N, 3, H, W), got {tuple(a.shape)}.")
     return [np.clip(x.transpose(1, 2, 0), 0.0, 1.0) for x in a]
@@ -61,7 +64,10 @@ def featvis_grid(
         raise InputError(f"got {len(channels)} channel labels for {len(tiles)} images.")
     if values is not None and len(values) != len(tiles):
         raise InputError(f"got {len(values)} values for {len(tiles)} images.")
-    titles = [f"ch {c}" if values is None else f"ch {c}  ({float(v):.3g})" for c, v in zip(channels, values or [None] * len(tiles), strict=True)]
+    titles = [
+        f"ch {c}" if values is None else f"ch {c}  ({float(v):.3g})"
+        for c, v in zip(channels, values or [None] * len(tiles), strict=True)
+    ]
     sup = title if title is not None else (f"{layer}" if layer else None)
     return image_grid(tiles, titles=titles, ncols=ncols or _default_cols(len(tiles)), suptitle=sup, tile_inches=1.8)
 
@@ -76,4 +82,10 @@ def kernel_grid(tiles: torch.Tensor | np.ndarray, *, layer: str = "", ncols: int
     arr = to_hwc(tiles)
     titles = [str(i) for i in range(len(arr))]
     n = len(arr)
-    return image_grid(arr, titles=titles, ncols=ncols or _default_cols(n), suptitle=f"{layer} kernels (0.5 = zero weight)" if layer else None, tile_inches=1.0)
+    return image_grid(
+        arr,
+        titles=titles,
+        ncols=ncols or _default_cols(n),
+        suptitle=f"{layer} kernels (0.5 = zero weight)" if layer else None,
+        tile_inches=1.0,
+    )

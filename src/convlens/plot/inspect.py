@@ -135,4 +135,3 @@ def depth_profile_figure(profile: Any, *, title: str | None = None) -> Figure:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
-

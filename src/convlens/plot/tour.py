@@ -56,17 +56,22 @@ def matrix_panels(
     hmax = max(a.shape[0] for a in mats)
     wmax = max(a.shape[1] for a in mats)
     fig = Figure(
-        figsize=(max(2.5, ncols * (wmax * cell_inches + 0.5)), nrows * (hmax * cell_inches + 0.7) + (0.4 if suptitle else 0)),
+        figsize=(
+            max(2.5, ncols * (wmax * cell_inches + 0.5)),
+            nrows * (hmax * cell_inches + 0.7) + (0.4 if suptitle else 0),
+        ),
         dpi=100,
     )
     for k, (p, a) in enumerate(zip(panels, mats, strict=True)):
         ax = fig.add_subplot(nrows, ncols, k + 1)
         lo, hi = float(a.min()), float(a.max())
-        ax.imshow(a, cmap=cmap, vmin=lo - 0.15 * (hi - lo + 1e-9), vmax=hi + 0.6 * (hi - lo + 1e-9), interpolation="nearest")
+        ax.imshow(
+            a, cmap=cmap, vmin=lo - 0.15 * (hi - lo + 1e-9), vmax=hi + 0.6 * (hi - lo + 1e-9), interpolation="nearest"
+        )
         mask = p[2] if len(p) > 2 else None
         if mask is not None:
             mask = np.asarray(mask, bool)
-            for (i, j) in zip(*np.nonzero(mask), strict=True):
+            for i, j in zip(*np.nonzero(mask), strict=True):
                 ax.add_patch(_rect(j - 0.5, i - 0.5))
         size = 9 if max(a.shape) <= 6 else 7
         for i in range(a.shape[0]):
@@ -119,8 +124,10 @@ def image_panels(
     for k, it in enumerate(items):
         ax = fig.add_subplot(nrows, ncols, k + 1)
         a = np.asarray(it[1])
-        im = ax.imshow(a, cmap=cmap if a.ndim == 2 else None, interpolation="nearest" if max(a.shape[:2]) < 64 else "antialiased")
-        for y, x, h, w, colour in (it[2] if len(it) > 2 else ()):
+        im = ax.imshow(
+            a, cmap=cmap if a.ndim == 2 else None, interpolation="nearest" if max(a.shape[:2]) < 64 else "antialiased"
+        )
+        for y, x, h, w, colour in it[2] if len(it) > 2 else ():
             ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor=colour, linewidth=2))
         ax.set_xticks([])
         ax.set_yticks([])

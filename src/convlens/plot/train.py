@@ -40,7 +40,9 @@ def learning_curves(history: Sequence[Mapping[str, Any]], *, title: str = "") ->
                 ax.axvline(a["epoch"] + 0.5, color="gray", ls="--", lw=1)
                 ax.text(a["epoch"] + 0.55, ax.get_ylim()[1], str(b.get("stage")), fontsize=7, va="top", color="gray")
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole numbers (1 epoch gave 0.96 ... 1.04)
+        ax.xaxis.set_major_locator(
+            MaxNLocator(integer=True, min_n_ticks=1)
+        )  # epochs are whole numbers (1 epoch gave 0.96 ... 1.04)
         ax.set_ylabel(ylabel)
         if metric == "accuracy":
             ax.set_ylim(-0.02, 1.02)
@@ -73,7 +75,9 @@ def confusion_matrix_plot(confusion: Sequence[Sequence[int]], classes: Sequence[
     hi = c.max() if c.size else 0
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(c[i, j]), ha="center", va="center", fontsize=8, color="white" if c[i, j] > hi / 2 else "black")
+            ax.text(
+                j, i, str(c[i, j]), ha="center", va="center", fontsize=8, color="white" if c[i, j] > hi / 2 else "black"
+            )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     acc = np.trace(c) / max(1, c.sum())
@@ -98,7 +102,9 @@ def comparison_plot(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, tit
         for name, hist in histories.items():
             ax.plot([h["epoch"] for h in hist], [h[metric] for h in hist], marker="o", ms=3, label=name)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole numbers (1 epoch gave 0.96 ... 1.04)
+        ax.xaxis.set_major_locator(
+            MaxNLocator(integer=True, min_n_ticks=1)
+        )  # epochs are whole numbers (1 epoch gave 0.96 ... 1.04)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -71,7 +71,11 @@ def match_figure(
         ry, rx = np.unravel_index(int(np.argmax(resp)), resp.shape)
         ax.plot([rx], [ry], marker="x", color="cyan", ms=9, mew=2)
         scale = hit.get("scale", 1.0)
-        ax.set_title(f"{name}: peak {tuple(hit['peak'])}, score {hit['score']:.3g}" + (f", scale {scale:g}" if scale != 1 else ""), fontsize=8)
+        ax.set_title(
+            f"{name}: peak {tuple(hit['peak'])}, score {hit['score']:.3g}"
+            + (f", scale {scale:g}" if scale != 1 else ""),
+            fontsize=8,
+        )
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=10)
@@ -104,8 +108,16 @@ def pyramid_figure(levels: Sequence[np.ndarray], *, kind: str = "gaussian") -> F
             m = np.abs(a).max() or 1.0
             show = np.clip(0.5 + 0.5 * a / m, 0, 1)
         else:
-            show = a / 255.0 if np.asarray(lv).dtype == np.uint8 else normalize01(a) if a.min() < 0 or a.max() > 1 else a
-        ax.imshow(show if show.ndim == 3 else show, cmap=None if show.ndim == 3 else "gray", interpolation="nearest", vmin=0, vmax=1)
+            show = (
+                a / 255.0 if np.asarray(lv).dtype == np.uint8 else normalize01(a) if a.min() < 0 or a.max() > 1 else a
+            )
+        ax.imshow(
+            show if show.ndim == 3 else show,
+            cmap=None if show.ndim == 3 else "gray",
+            interpolation="nearest",
+            vmin=0,
+            vmax=1,
+        )
         ax.set_title(f"L{i}: {lv.shape[0]}x{lv.shape[1]}", fontsize=8)
         ax.set_axis_off()
     fig.suptitle(f"{kind} pyramid, {n} levels", fontsize=10)
@@ -139,10 +151,23 @@ def vanishing_gradient_figures(result: Any) -> dict[str, Figure]:
         for j, (depth, norms) in enumerate(zip(result.depths, v.layer_grad_norms, strict=True)):
             y = np.array(norms, dtype=np.float64)
             zero = y <= 0
-            ax.plot(np.arange(1, len(y) + 1), np.where(zero, floor, y), marker="o", ms=2.5, color=_COLORS[j % len(_COLORS)], label=f"depth {depth}")
+            ax.plot(
+                np.arange(1, len(y) + 1),
+                np.where(zero, floor, y),
+                marker="o",
+                ms=2.5,
+                color=_COLORS[j % len(_COLORS)],
+                label=f"depth {depth}",
+            )
             if zero.any():
                 any_zero = True
-                ax.plot(np.arange(1, len(y) + 1)[zero], np.full(zero.sum(), floor), "v", color=_COLORS[j % len(_COLORS)], ms=4)
+                ax.plot(
+                    np.arange(1, len(y) + 1)[zero],
+                    np.full(zero.sum(), floor),
+                    "v",
+                    color=_COLORS[j % len(_COLORS)],
+                    ms=4,
+                )
         ax.set_yscale("log")
         ax.set_xlabel("conv layer index (1 = first)")
         ax.set_ylabel("||dL/dW|| at init")
@@ -151,7 +176,12 @@ def vanishing_gradient_figures(result: Any) -> dict[str, Figure]:
         ax.legend(fontsize=7)
         ax = train.add_subplot(rows, cols, i + 1)
         for j, (depth, loss) in enumerate(zip(result.depths, v.train_loss, strict=True)):
-            ax.plot(np.arange(1, len(loss) + 1), loss, color=_COLORS[j % len(_COLORS)], label=f"depth {depth} (val acc {v.val_accuracy[j]:.2f})")
+            ax.plot(
+                np.arange(1, len(loss) + 1),
+                loss,
+                color=_COLORS[j % len(_COLORS)],
+                label=f"depth {depth} (val acc {v.val_accuracy[j]:.2f})",
+            )
         ax.set_xlabel("SGD step")
         ax.set_ylabel("training loss")
         ax.set_title(name, fontsize=9)
@@ -184,10 +214,18 @@ def pooling_figure(result: Any) -> Figure:
     ax = fig.add_subplot(1, 2, 2)
     ax.set_axis_off()
     rows = [
-        [r.pooling, "x".join(map(str, r.input)), "x".join(map(str, r.output)), f"{r.values_out:,}/{r.values_in:,}", f"{100 * r.removed_fraction:.1f}%"]
+        [
+            r.pooling,
+            "x".join(map(str, r.input)),
+            "x".join(map(str, r.output)),
+            f"{r.values_out:,}/{r.values_in:,}",
+            f"{100 * r.removed_fraction:.1f}%",
+        ]
         for r in result.reduction
     ]
-    table = ax.table(cellText=rows, colLabels=["pooling", "input", "output", "values", "removed"], loc="center", cellLoc="center")
+    table = ax.table(
+        cellText=rows, colLabels=["pooling", "input", "output", "values", "removed"], loc="center", cellLoc="center"
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(7)
     table.scale(1.0, 1.3)
@@ -212,7 +250,13 @@ def depth_resolution_figure(result: Any) -> Figure:
     for j, name in enumerate(names):
         n = result.nets[name]
         xs = np.arange(stages) + (j - (len(names) - 1) / 2) * width
-        ax.bar(xs, n.activations_per_stage, width, color=_COLORS[j % len(_COLORS)], label=f"{name} {n.channels} ({n.params:,} params)")
+        ax.bar(
+            xs,
+            n.activations_per_stage,
+            width,
+            color=_COLORS[j % len(_COLORS)],
+            label=f"{name} {n.channels} ({n.params:,} params)",
+        )
     ax.set_xticks(range(stages))
     ax.set_xticklabels([f"stage {i + 1}" for i in range(stages)])
     ax.set_yscale("log")
@@ -222,7 +266,12 @@ def depth_resolution_figure(result: Any) -> Figure:
     ax = fig.add_subplot(1, 2, 2)
     for j, name in enumerate(names):
         n = result.nets[name]
-        ax.plot(np.arange(1, len(n.train_loss) + 1), n.train_loss, color=_COLORS[j % len(_COLORS)], label=f"{name}: val acc {n.val_accuracy:.3f}")
+        ax.plot(
+            np.arange(1, len(n.train_loss) + 1),
+            n.train_loss,
+            color=_COLORS[j % len(_COLORS)],
+            label=f"{name}: val acc {n.val_accuracy:.3f}",
+        )
     ax.set_xlabel("SGD step")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=8)

@@ -37,7 +37,7 @@ def write_tour_report(tour: TourResult, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     n_ok = len(tour.sections) - len(tour.failed)
     mode = "quick" if tour.quick else "full"
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     meta = f"{mode} tour, {n_ok}/{len(tour.sections)} sections ok, {tour.seconds:.0f} s on {tour.device}, {stamp}"
     page = write_page(tour.sections, out, title="convlens guided tour", intro=TOUR_INTRO, meta=meta)
     write_summary(

@@ -187,7 +187,7 @@ def render_page(sections: Sequence[Section], *, title: str, intro: str = "", met
     )
     body = "\n".join(_section_html(s) for s in sections)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<link rel="icon" href="data:,">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
@@ -197,7 +197,9 @@ def render_page(sections: Sequence[Section], *, title: str, intro: str = "", met
     )
 
 
-def write_page(sections: Sequence[Section], out_dir: str | Path, *, title: str, intro: str = "", meta: str = "", dpi: int = 90) -> Path:
+def write_page(
+    sections: Sequence[Section], out_dir: str | Path, *, title: str, intro: str = "", meta: str = "", dpi: int = 90
+) -> Path:
     """Save the figures and write ``out_dir/index.html``; returns its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -70,19 +70,44 @@ def image_section(
     # 1. prediction
     top = predict(bundle, [image], topk=topk)[0]
     results["top-1"] = f"{top[0].label} ({top[0].prob:.1%})"
-    tables.append(Table(["rank", "class", "label", "probability"], [[i + 1, t.cls, t.label, t.prob] for i, t in enumerate(top)], caption="prediction"))
+    tables.append(
+        Table(
+            ["rank", "class", "label", "probability"],
+            [[i + 1, t.cls, t.label, t.prob] for i, t in enumerate(top)],
+            caption="prediction",
+        )
+    )
 
     # 2. activations per stage
     acts = get_activations(model, x, "stages")
     stats = activation_stats(acts, topk=8)
-    tables.append(Table(["layer", "output HxWxC", "mean", "max", "share <= 0", "most active channels"],
-                        [[s.layer, "x".join(map(str, s.output_shape)), s.mean, s.max, s.sparsity, [c.channel for c in s.top_channels]] for s in stats],
-                        caption="activations per stage"))
+    tables.append(
+        Table(
+            ["layer", "output HxWxC", "mean", "max", "share <= 0", "most active channels"],
+            [
+                [
+                    s.layer,
+                    "x".join(map(str, s.output_shape)),
+                    s.mean,
+                    s.max,
+                    s.sparsity,
+                    [c.channel for c in s.top_channels],
+                ]
+                for s in stats
+            ],
+            caption="activations per stage",
+        )
+    )
     names = list(acts)
     for lname in [names[0], names[len(names) // 2], names[-1]] if len(names) > 2 else names:
         st = next(s for s in stats if s.layer == lname)
         if acts[lname].ndim == 4:
-            figures.append(TourFigure(f"{lname}: the 8 most active channels", activation_grid(acts[lname][0], [c.channel for c in st.top_channels], title=lname)))
+            figures.append(
+                TourFigure(
+                    f"{lname}: the 8 most active channels",
+                    activation_grid(acts[lname][0], [c.channel for c in st.top_channels], title=lname),
+                )
+            )
 
     # 3. CAM methods side by side (+ faithfulness metrics)
     res = {m: explain(model, x, m, layer) for m in methods}
@@ -91,7 +116,12 @@ def image_section(
     results["explained class"] = f"{target} {bundle.label(target)}"
     results["CAM layer"] = first.layers
     tiles = [shown] + [overlay(shown, r.maps[0].float().cpu().numpy(), alpha=0.5) for r in res.values()]
-    figures.append(TourFigure("CAM methods side by side (explained class: top-1)", image_grid(tiles, titles=["image", *methods], ncols=min(len(tiles), 5), tile_inches=2.4)))
+    figures.append(
+        TourFigure(
+            "CAM methods side by side (explained class: top-1)",
+            image_grid(tiles, titles=["image", *methods], ncols=min(len(tiles), 5), tile_inches=2.4),
+        )
+    )
     if metrics:
         from convlens.explain.metrics import confidence_change, deletion_curve, insertion_curve
 
@@ -101,7 +131,13 @@ def image_section(
             ins = insertion_curve(model, x, r.maps, [target], steps=metric_steps)
             cc = confidence_change(model, x, r.maps, [target])
             rows.append([m, float(d.auc[0]), float(ins.auc[0]), cc.average_drop])
-        tables.append(Table(["method", "deletion AUC (lower better)", "insertion AUC (higher better)", "average drop %"], rows, caption="faithfulness"))
+        tables.append(
+            Table(
+                ["method", "deletion AUC (lower better)", "insertion AUC (higher better)", "average drop %"],
+                rows,
+                caption="faithfulness",
+            )
+        )
 
     # 4. top filters: the channels of a middle stage that respond most to this image
     mid = names[len(names) // 2]
@@ -109,11 +145,29 @@ def image_section(
     chans = [c.channel for c in st.top_channels[:n_filters]]
     if chans and acts[mid].ndim == 4:
         a = acts[mid][0]
-        maps = [overlay(shown, (a[c] - a[c].min()).div((a[c].max() - a[c].min()).clamp_min(1e-12)).float().cpu().numpy(), alpha=0.6) for c in chans]
-        figures.append(TourFigure(f"{mid}: where the top channels fire", image_grid(maps, titles=[f"ch {c}" for c in chans], ncols=len(chans), tile_inches=2.2)))
-        vis = visualize(bundle, mid, chans, recipe="lucid", steps=filter_steps, size=filter_size, seed=seed, return_result=True)
-        figures.append(TourFigure(f"{mid}: what the top channels respond to ({filter_steps} steps of gradient ascent)",
-                                  featvis_grid(vis.images, chans, values=vis.values.tolist(), layer=mid)))
+        maps = [
+            overlay(
+                shown,
+                (a[c] - a[c].min()).div((a[c].max() - a[c].min()).clamp_min(1e-12)).float().cpu().numpy(),
+                alpha=0.6,
+            )
+            for c in chans
+        ]
+        figures.append(
+            TourFigure(
+                f"{mid}: where the top channels fire",
+                image_grid(maps, titles=[f"ch {c}" for c in chans], ncols=len(chans), tile_inches=2.2),
+            )
+        )
+        vis = visualize(
+            bundle, mid, chans, recipe="lucid", steps=filter_steps, size=filter_size, seed=seed, return_result=True
+        )
+        figures.append(
+            TourFigure(
+                f"{mid}: what the top channels respond to ({filter_steps} steps of gradient ascent)",
+                featvis_grid(vis.images, chans, values=vis.values.tolist(), layer=mid),
+            )
+        )
         results["top filters"] = {"layer": mid, "channels": chans}
     return Section(
         id=f"img{number}",
@@ -172,17 +226,48 @@ def image_report(
             progress(f"[{i}/{len(files)}] {f}")
         t0 = time.perf_counter()
         try:
-            sec = image_section(bundle, load_image(f), name=str(f), number=i, methods=methods, layer=layer, topk=topk,
-                                metrics=metrics, metric_steps=metric_steps, n_filters=n_filters, filter_steps=filter_steps, seed=seed)
+            sec = image_section(
+                bundle,
+                load_image(f),
+                name=str(f),
+                number=i,
+                methods=methods,
+                layer=layer,
+                topk=topk,
+                metrics=metrics,
+                metric_steps=metric_steps,
+                n_filters=n_filters,
+                filter_steps=filter_steps,
+                seed=seed,
+            )
         except Exception as exc:  # one bad image must not lose the others' report
-            sec = Section(f"img{i}", i, str(f), "", status="error", error=f"{type(exc).__name__}: {exc}",
-                          traceback="".join(traceback.format_exception(exc)))
+            sec = Section(
+                f"img{i}",
+                i,
+                str(f),
+                "",
+                status="error",
+                error=f"{type(exc).__name__}: {exc}",
+                traceback="".join(traceback.format_exception(exc)),
+            )
         sec.seconds = time.perf_counter() - t0
         sections.append(sec)
     out = Path(out_dir)
     meta = f"{bundle.meta.name}, {len(files)} image(s), {time.perf_counter() - t_all:.0f} s on {device}"
-    page = write_page(sections, out, title="convlens image report", meta=meta,
-                      intro="Prediction, intermediate activations, class-activation maps with faithfulness metrics, and the filters that respond most, per image.")
-    write_summary(out / "summary.json", sections, kind="image-report", model=bundle.meta.name, device=device,
-                  methods=list(methods), ok=all(s.ok for s in sections))
+    page = write_page(
+        sections,
+        out,
+        title="convlens image report",
+        meta=meta,
+        intro="Prediction, intermediate activations, class-activation maps with faithfulness metrics, and the filters that respond most, per image.",
+    )
+    write_summary(
+        out / "summary.json",
+        sections,
+        kind="image-report",
+        model=bundle.meta.name,
+        device=device,
+        methods=list(methods),
+        ok=all(s.ok for s in sections),
+    )
     return page

@@ -115,7 +115,7 @@ class SectionSpec:
     number: int
     title: str
     question: str
-    fn: Callable[["TourContext"], Section] = field(repr=False)
+    fn: Callable[[TourContext], Section] = field(repr=False)
     needs: tuple[str, ...] = ()
 
     @property
@@ -134,7 +134,7 @@ def section(
     *,
     needs: Sequence[str] = (),
     registry: dict[int, SectionSpec] | None = None,
-) -> Callable[[Callable[["TourContext"], Body]], Callable[["TourContext"], Section]]:
+) -> Callable[[Callable[[TourContext], Body]], Callable[[TourContext], Section]]:
     """Register ``fn(ctx) -> Body`` as section ``number``; the wrapped function returns a full
     :class:`Section` (id ``q{number}``, title, question, and the body's fields)."""
     reg = SECTIONS if registry is None else registry
@@ -177,7 +177,9 @@ class TourContext:
         2
     """
 
-    def __init__(self, *, quick: bool = False, seed: int = 0, device: str = "cpu", workdir: str | Path | None = None) -> None:
+    def __init__(
+        self, *, quick: bool = False, seed: int = 0, device: str = "cpu", workdir: str | Path | None = None
+    ) -> None:
         self.quick = bool(quick)
         self.seed = int(seed)
         self.device = device
@@ -269,7 +271,11 @@ def _seeded_rng(seed: int) -> Iterator[None]:
 def _error_line(exc: BaseException, spec: SectionSpec) -> str:
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith("convlens"):
         msg = str(exc)
-        return msg if msg.startswith("this section needs") else f"this section needs {exc.name}, which is not available yet"
+        return (
+            msg
+            if msg.startswith("this section needs")
+            else f"this section needs {exc.name}, which is not available yet"
+        )
     if isinstance(exc, ImportError) and "convlens" in str(exc):
         return f"this section needs an API that is not available yet: {exc}"
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -30,8 +30,13 @@ def _lfw_config(ctx: TourContext):
     from convlens.train import TrainConfig
 
     return TrainConfig(
-        data="lfw", model="efficientnet_lite0", epochs=ctx.pick(quick=3, full=6), image_size=ctx.pick(quick=32, full=64),
-        batch_size=32, seed=ctx.seed, device=ctx.device,
+        data="lfw",
+        model="efficientnet_lite0",
+        epochs=ctx.pick(quick=3, full=6),
+        image_size=ctx.pick(quick=32, full=64),
+        batch_size=32,
+        seed=ctx.seed,
+        device=ctx.device,
     )
 
 
@@ -43,7 +48,10 @@ def _lfw_runs(ctx: TourContext) -> dict:
         from convlens.train.run import run_training, strategy_dirname
 
         cfg = _lfw_config(ctx)
-        strategies = ctx.pick(quick=["scratch", "features", "finetune"], full=["scratch", "scratch+aug", "features", "frozen+aug", "finetune"])
+        strategies = ctx.pick(
+            quick=["scratch", "features", "finetune"],
+            full=["scratch", "scratch+aug", "features", "frozen+aug", "finetune"],
+        )
         runs = {}
         for s in strategies:
             runs[s] = run_training(dataclasses.replace(cfg, strategy=s), ctx.workdir / "lfw" / strategy_dirname(s))
@@ -78,8 +86,14 @@ def q1(ctx: TourContext) -> Body:
     panels = []
     for ch in t.channels:
         nm = names[ch.channel]
-        panels += [(f"{nm} window", ch.window), (f"{nm} kernel", ch.kernel), (f"{nm} products, sum {ch.sum:g}", ch.products)]
-    fig = matrix_panels(panels, ncols=3, suptitle=f"output(1,1) = {' + '.join(f'{c.sum:g}' for c in t.channels)} = {t.total:g}")
+        panels += [
+            (f"{nm} window", ch.window),
+            (f"{nm} kernel", ch.kernel),
+            (f"{nm} products, sum {ch.sum:g}", ch.products),
+        ]
+    fig = matrix_panels(
+        panels, ncols=3, suptitle=f"output(1,1) = {' + '.join(f'{c.sum:g}' for c in t.channels)} = {t.total:g}"
+    )
 
     # The same mechanism on a real photo: a colour-opponent filter (red minus green) on chelsea.
     img = ctx.image("chelsea")[100:140, 200:240].astype(np.float64) / 255.0  # (40, 40, 3)
@@ -109,7 +123,11 @@ def q1(ctx: TourContext) -> Body:
                 caption="per-channel contributions to output pixel (1, 1)",
             )
         ],
-        figures=[TourFigure("Each channel's 3x3 window times its own kernel slice; the output is the sum over channels.", fig)],
+        figures=[
+            TourFigure(
+                "Each channel's 3x3 window times its own kernel slice; the output is the sum over channels.", fig
+            )
+        ],
         explanation=(
             "A convolution filter on a C-channel input has C kernel slices, one per channel. Each slice "
             "multiplies its channel's window element by element; the products of ALL channels are summed "
@@ -127,7 +145,12 @@ def q1(ctx: TourContext) -> Body:
     )
 
 
-@section(2, "Zero padding", "How does zero padding keep a 4x4 input at 4x4 after a 3x3 convolution?", needs=("convlens.arith",))
+@section(
+    2,
+    "Zero padding",
+    "How does zero padding keep a 4x4 input at 4x4 after a 3x3 convolution?",
+    needs=("convlens.arith",),
+)
 def q2(ctx: TourContext) -> Body:
     import numpy as np
 
@@ -145,8 +168,12 @@ def q2(ctx: TourContext) -> Body:
     mask = np.ones(xp.shape[1:], bool)
     mask[1:-1, 1:-1] = False
     fig = matrix_panels(
-        [("input 4x4 padded with zeros (hatched)", xp[0], mask), ("3x3 kernel of ones", w[0, 0]),
-         ("output 4x4 (padding 1)", y[0]), ("output 2x2 (no padding)", y0[0])],
+        [
+            ("input 4x4 padded with zeros (hatched)", xp[0], mask),
+            ("3x3 kernel of ones", w[0, 0]),
+            ("output 4x4 (padding 1)", y[0]),
+            ("output 2x2 (no padding)", y0[0]),
+        ],
         ncols=4,
     )
     return Body(
@@ -159,7 +186,12 @@ def q2(ctx: TourContext) -> Body:
             "corner output (0,0)": float(y[0, 0, 0]),
             "padded cells in the corner window": int(t.channels[0].padded.sum()),
         },
-        tables=[Table(["padding", "output H x W"], [[0, "x".join(map(str, valid.output[:2]))], [1, "x".join(map(str, same.output[:2]))]])],
+        tables=[
+            Table(
+                ["padding", "output H x W"],
+                [[0, "x".join(map(str, valid.output[:2]))], [1, "x".join(map(str, same.output[:2]))]],
+            )
+        ],
         figures=[TourFigure("A ring of zeros lets the 3x3 window centre on every input pixel.", fig)],
         explanation=(
             "A 3x3 window fits only 2x2 times inside a 4x4 input, so each layer would shrink the map by 2. "
@@ -171,7 +203,12 @@ def q2(ctx: TourContext) -> Body:
     )
 
 
-@section(3, "Dilation", "What does a 3x3 kernel at dilation 2 see, and what does a 6x6 input give?", needs=("convlens.arith",))
+@section(
+    3,
+    "Dilation",
+    "What does a 3x3 kernel at dilation 2 see, and what does a 6x6 input give?",
+    needs=("convlens.arith",),
+)
 def q3(ctx: TourContext) -> Body:
     import numpy as np
 
@@ -188,7 +225,11 @@ def q3(ctx: TourContext) -> Body:
         for j in t.input_cols:
             taps[i, j] = True
     fig = matrix_panels(
-        [("6x6 input (taps of output (0,0) hatched)", x[0], taps), ("3x3 kernel dilated to 5x5", t.channels[0].dilated_kernel), ("output 2x2", y[0])],
+        [
+            ("6x6 input (taps of output (0,0) hatched)", x[0], taps),
+            ("3x3 kernel dilated to 5x5", t.channels[0].dilated_kernel),
+            ("output 2x2", y[0]),
+        ],
         ncols=3,
     )
     return Body(
@@ -200,7 +241,9 @@ def q3(ctx: TourContext) -> Body:
             "trace total": t.total,
             "input rows read by output (0,0)": list(t.input_rows),
         },
-        figures=[TourFigure("Dilation 2 spaces the 9 taps two pixels apart: the kernel covers 5x5 with 9 weights.", fig)],
+        figures=[
+            TourFigure("Dilation 2 spaces the 9 taps two pixels apart: the kernel covers 5x5 with 9 weights.", fig)
+        ],
         explanation=(
             "Dilation d inserts d-1 gaps between kernel taps, so a k x k kernel covers k_eff = d(k-1)+1 pixels per side: "
             "3x3 at dilation 2 spans 5x5 with still 9 weights. On a 6x6 input, (6 - 5)/1 + 1 = 2, a 2x2 output. "
@@ -211,7 +254,12 @@ def q3(ctx: TourContext) -> Body:
     )
 
 
-@section(4, "Template matching", "Why is convolution template matching: where does a filter respond most?", needs=("convlens.match",))
+@section(
+    4,
+    "Template matching",
+    "Why is convolution template matching: where does a filter respond most?",
+    needs=("convlens.match",),
+)
 def q4(ctx: TourContext) -> Body:
     import numpy as np
     import skimage.color
@@ -230,8 +278,11 @@ def q4(ctx: TourContext) -> Body:
     raw, zncc = res["raw"], res["zncc"]
     fig = image_panels(
         [
-            ("peaks: raw (red), ZNCC (blue); truth (green)",
-             search, [(y, x, h, w, "lime"), (*raw.peak, h, w, "red"), (*zncc.peak, h, w, "deepskyblue")]),
+            (
+                "peaks: raw (red), ZNCC (blue); truth (green)",
+                search,
+                [(y, x, h, w, "lime"), (*raw.peak, h, w, "red"), (*zncc.peak, h, w, "deepskyblue")],
+            ),
             ("raw correlation", raw.response),
             ("ZNCC", zncc.response),
         ],
@@ -250,7 +301,12 @@ def q4(ctx: TourContext) -> Body:
             "raw correlation finds it": bool(raw.peak == (y, x)),
         },
         tables=[Table(["method", "peak (y, x)", "score", "correct"], rows, caption="one template, three responses")],
-        figures=[TourFigure("Convolution with the template as kernel is a similarity map; only the normalized version is fooled by nothing.", fig)],
+        figures=[
+            TourFigure(
+                "Convolution with the template as kernel is a similarity map; only the normalized version is fooled by nothing.",
+                fig,
+            )
+        ],
         explanation=(
             "A convolution (strictly, a cross-correlation) with a filter computes, at every position, the dot product "
             "of the filter with the window under it: the response is largest where the window looks like the filter, "
@@ -264,7 +320,12 @@ def q4(ctx: TourContext) -> Body:
     )
 
 
-@section(5, "Pyramid multi-scale search", "How does an image pyramid let a fixed-size window find an object at another scale?", needs=("convlens.pyramid", "convlens.match"))
+@section(
+    5,
+    "Pyramid multi-scale search",
+    "How does an image pyramid let a fixed-size window find an object at another scale?",
+    needs=("convlens.pyramid", "convlens.match"),
+)
 def q5(ctx: TourContext) -> Body:
     import numpy as np
     import skimage.color
@@ -290,8 +351,15 @@ def q5(ctx: TourContext) -> Body:
     g = gaussian_pyramid(gray, levels)
     lap = laplacian_pyramid(gray, levels)
     err = float(np.abs(reconstruct(lap) - gray).max())
-    fig_g = image_grid([np.asarray(a) for a in g], titles=[f"level {i}: {a.shape[0]}x{a.shape[1]}" for i, a in enumerate(g)], cmap="gray", tile_inches=2.4)
-    fig_l = image_grid([np.asarray(a) for a in lap], titles=[f"Laplacian {i}" for i in range(levels)], cmap="RdBu_r", tile_inches=2.4)
+    fig_g = image_grid(
+        [np.asarray(a) for a in g],
+        titles=[f"level {i}: {a.shape[0]}x{a.shape[1]}" for i, a in enumerate(g)],
+        cmap="gray",
+        tile_inches=2.4,
+    )
+    fig_l = image_grid(
+        [np.asarray(a) for a in lap], titles=[f"Laplacian {i}" for i in range(levels)], cmap="RdBu_r", tile_inches=2.4
+    )
     return Body(
         results={
             "template size": [h, w],
@@ -299,11 +367,19 @@ def q5(ctx: TourContext) -> Body:
             "Laplacian reconstruction max |error|": err,
             "found at the right place and scale": all(r[1] == r[2] and r[3] == r[0] for r in rows),
         },
-        tables=[Table(["image rescaled by", "found top-left (y, x)", "expected", "scale found", "ZNCC"], rows,
-                      caption="one 40x60 template, the image shrunk or enlarged")],
+        tables=[
+            Table(
+                ["image rescaled by", "found top-left (y, x)", "expected", "scale found", "ZNCC"],
+                rows,
+                caption="one 40x60 template, the image shrunk or enlarged",
+            )
+        ],
         figures=[
             TourFigure("Gaussian pyramid: blur with [1 4 6 4 1]/16, keep every second pixel.", fig_g),
-            TourFigure("Laplacian pyramid: each level minus the expanded next one; summing back reconstructs the image exactly.", fig_l),
+            TourFigure(
+                "Laplacian pyramid: each level minus the expanded next one; summing back reconstructs the image exactly.",
+                fig_l,
+            ),
         ],
         explanation=(
             "A filter (or template) has a fixed size, so it only matches objects of that size. Instead of building "
@@ -321,14 +397,28 @@ def q5(ctx: TourContext) -> Body:
     )
 
 
-@section(6, "Depth vs resolution", "Why do channels grow while the spatial resolution shrinks in a real network?", needs=("convlens.inspect",))
+@section(
+    6,
+    "Depth vs resolution",
+    "Why do channels grow while the spatial resolution shrinks in a real network?",
+    needs=("convlens.inspect",),
+)
 def q6(ctx: TourContext) -> Body:
     from convlens.plot.inspect import depth_profile_figure
 
     p = _depth_profile(ctx)
     rows = [
-        [s.name, f"{s.spatial[0]}x{s.spatial[1]}", s.channels, s.spatial[0] * s.spatial[1], s.activations, s.weights, s.macs,
-         s.receptive_field[0] if s.receptive_field else None, s.jump[0] if s.jump else None]
+        [
+            s.name,
+            f"{s.spatial[0]}x{s.spatial[1]}",
+            s.channels,
+            s.spatial[0] * s.spatial[1],
+            s.activations,
+            s.weights,
+            s.macs,
+            s.receptive_field[0] if s.receptive_field else None,
+            s.jump[0] if s.jump else None,
+        ]
         for s in p.stages
     ]
     first, last = p.stages[0], p.stages[-1]
@@ -344,10 +434,19 @@ def q6(ctx: TourContext) -> Body:
             "weights, first -> last stage": f"{first.weights} -> {last.weights}",
             "head weights": p.head_weights,
         },
-        tables=[Table(["stage", "H x W", "C", "H*W", "activations H*W*C", "weights", "MACs", "receptive field", "jump"], rows,
-                      caption="one layer per resolution of EfficientNet-Lite0 on a 224x224 photo")],
-        figures=[TourFigure("Resolution falls while channels rise; activations shrink while weights grow; each unit sees more of the image.",
-                            depth_profile_figure(p, title=f"{p.model}: depth vs resolution"))],
+        tables=[
+            Table(
+                ["stage", "H x W", "C", "H*W", "activations H*W*C", "weights", "MACs", "receptive field", "jump"],
+                rows,
+                caption="one layer per resolution of EfficientNet-Lite0 on a 224x224 photo",
+            )
+        ],
+        figures=[
+            TourFigure(
+                "Resolution falls while channels rise; activations shrink while weights grow; each unit sees more of the image.",
+                depth_profile_figure(p, title=f"{p.model}: depth vs resolution"),
+            )
+        ],
         explanation=(
             "Every stride-2 stage divides the positions H*W by 4. If channels stayed fixed, each stage would carry 4x "
             "less information; networks compensate by adding channels as they go deeper (here 16 -> 320), so the "
@@ -361,7 +460,12 @@ def q6(ctx: TourContext) -> Body:
     )
 
 
-@section(7, "Output shape", "What is the output shape of 128x128x32 convolved with sixteen 3x3x32 filters?", needs=("convlens.arith",))
+@section(
+    7,
+    "Output shape",
+    "What is the output shape of 128x128x32 convolved with sixteen 3x3x32 filters?",
+    needs=("convlens.arith",),
+)
 def q7(ctx: TourContext) -> Body:
     import torch
 
@@ -424,7 +528,13 @@ def q8(ctx: TourContext) -> Body:
             "torch.nn.Conv2d(stride=2) output (N, C, H, W)": list(y.shape),
             "notes": list(rt.notes),
         },
-        tables=[Table(["convention", "output", "H axis", "pads (t, b, l, r)"], rows, caption="the same layer under each convention")],
+        tables=[
+            Table(
+                ["convention", "output", "H axis", "pads (t, b, l, r)"],
+                rows,
+                caption="the same layer under each convention",
+            )
+        ],
         explanation=(
             "(128 - 3)/2 + 1 = 63.5 is not a valid size: a window either fits or it does not, so the formula is "
             "FLOORED to 63 (the last input row is never covered). Rounding 63.5 up to 64 is a common mistake. "
@@ -440,7 +550,12 @@ def q8(ctx: TourContext) -> Body:
     )
 
 
-@section(9, "1x1 convolution", "How does a 1x1 convolution reduce 28x28x64 to 28x28x32, and what does it cost?", needs=("convlens.blocks",))
+@section(
+    9,
+    "1x1 convolution",
+    "How does a 1x1 convolution reduce 28x28x64 to 28x28x32, and what does it cost?",
+    needs=("convlens.blocks",),
+)
 def q9(ctx: TourContext) -> Body:
     import torch
 
@@ -460,7 +575,13 @@ def q9(ctx: TourContext) -> Body:
     total_conv_macs = sum(r.macs for r in convs)
     rows = [
         ["1x1 conv, 32 filters", "x".join(map(str, c.output)), c.params, c.macs, c.receptive_field],
-        ["3x3 conv, 32 filters (padding 1)", "x".join(map(str, c.conv3x3.output)), c.conv3x3.params, c.conv3x3.macs, c.conv3x3.receptive_field],
+        [
+            "3x3 conv, 32 filters (padding 1)",
+            "x".join(map(str, c.conv3x3.output)),
+            c.conv3x3.params,
+            c.conv3x3.macs,
+            c.conv3x3.receptive_field,
+        ],
     ]
     return Body(
         results={
@@ -473,7 +594,13 @@ def q9(ctx: TourContext) -> Body:
             f"{b.meta.name}: share of conv MACs in 1x1 convs": f"{sum(r.macs for r in one) / max(total_conv_macs, 1):.1%}",
             "convention": c.convention,
         },
-        tables=[Table(["layer", "output HxWxC", "params", "MACs", "receptive field"], rows, caption="same input 28x28x64, same 32 filters")],
+        tables=[
+            Table(
+                ["layer", "output HxWxC", "params", "MACs", "receptive field"],
+                rows,
+                caption="same input 28x28x64, same 32 filters",
+            )
+        ],
         explanation=(
             "A 1x1 convolution looks at one pixel at a time, but across ALL input channels: each of its 32 filters is a "
             "64-vector, so every output pixel is 32 weighted sums of the 64 channel values at that position. Height and "
@@ -487,7 +614,9 @@ def q9(ctx: TourContext) -> Body:
     )
 
 
-@section(10, "Early vs deep layers", "What do early layers detect compared with deep ones?", needs=("convlens.inspect",))
+@section(
+    10, "Early vs deep layers", "What do early layers detect compared with deep ones?", needs=("convlens.inspect",)
+)
 def q10(ctx: TourContext) -> Body:
     from convlens.plot.inspect import activation_grid, kernel_tiles
 
@@ -495,24 +624,56 @@ def q10(ctx: TourContext) -> Body:
     early, deep = p.stages[0], p.stages[-1]
     figs = []
     if p.kernels is not None:
-        figs.append(TourFigure(f"The first convolution's {p.kernels.shape[0]} kernels ({p.first_conv}) as RGB tiles: oriented edges and colour contrasts.",
-                               kernel_tiles(p.kernels, title=f"{p.first_conv} kernels")))
+        figs.append(
+            TourFigure(
+                f"The first convolution's {p.kernels.shape[0]} kernels ({p.first_conv}) as RGB tiles: oriented edges and colour contrasts.",
+                kernel_tiles(p.kernels, title=f"{p.first_conv} kernels"),
+            )
+        )
     n = ctx.pick(quick=8, full=16)
     for s in (early, deep):
         m = p.maps[s.name][0] if p.maps[s.name].ndim == 4 else p.maps[s.name]
         chans = m.float().flatten(1).mean(1).argsort(descending=True)[:n].tolist()
-        figs.append(TourFigure(f"{s.name} ({s.spatial[0]}x{s.spatial[1]}x{s.channels}, receptive field {s.receptive_field[0] if s.receptive_field else '?'} px): the {n} most active channels.",
-                               activation_grid(m, chans, title=f"{s.name} on chelsea")))
-    rows = [[s.name, f"{s.spatial[0]}x{s.spatial[1]}", s.receptive_field[0] if s.receptive_field else None, s.mean_frequency, s.high_frequency, s.mean_frequency_input] for s in p.stages]
+        figs.append(
+            TourFigure(
+                f"{s.name} ({s.spatial[0]}x{s.spatial[1]}x{s.channels}, receptive field {s.receptive_field[0] if s.receptive_field else '?'} px): the {n} most active channels.",
+                activation_grid(m, chans, title=f"{s.name} on chelsea"),
+            )
+        )
+    rows = [
+        [
+            s.name,
+            f"{s.spatial[0]}x{s.spatial[1]}",
+            s.receptive_field[0] if s.receptive_field else None,
+            s.mean_frequency,
+            s.high_frequency,
+            s.mean_frequency_input,
+        ]
+        for s in p.stages
+    ]
     return Body(
         results={
             "first conv": p.first_conv,
             "first-layer kernels": list(p.kernels.shape) if p.kernels is not None else None,
             f"receptive field {early.name} -> {deep.name} (px)": f"{early.receptive_field[0] if early.receptive_field else '?'} -> {deep.receptive_field[0] if deep.receptive_field else '?'}",
-            "mean frequency per input pixel, early -> deep": f"{early.mean_frequency_input:.4f} -> {deep.mean_frequency_input:.4f}" if early.mean_frequency_input and deep.mean_frequency_input else None,
+            "mean frequency per input pixel, early -> deep": f"{early.mean_frequency_input:.4f} -> {deep.mean_frequency_input:.4f}"
+            if early.mean_frequency_input and deep.mean_frequency_input
+            else None,
         },
-        tables=[Table(["stage", "H x W", "receptive field (px)", "mean frequency (cycles/map px)", "high-frequency share", "mean frequency (cycles/input px)"], rows,
-                      caption="spatial-frequency content of each stage's maps")],
+        tables=[
+            Table(
+                [
+                    "stage",
+                    "H x W",
+                    "receptive field (px)",
+                    "mean frequency (cycles/map px)",
+                    "high-frequency share",
+                    "mean frequency (cycles/input px)",
+                ],
+                rows,
+                caption="spatial-frequency content of each stage's maps",
+            )
+        ],
         figures=figs,
         explanation=(
             "The first layer's kernels are small oriented edge, line and colour-opponent detectors (the same kinds of "
@@ -526,7 +687,9 @@ def q10(ctx: TourContext) -> Body:
     )
 
 
-@section(11, "Max pooling, worked example", "What does 2x2 max pooling with stride 2 compute?", needs=("convlens.arith",))
+@section(
+    11, "Max pooling, worked example", "What does 2x2 max pooling with stride 2 compute?", needs=("convlens.arith",)
+)
 def q11(ctx: TourContext) -> Body:
     import numpy as np
 
@@ -545,7 +708,10 @@ def q11(ctx: TourContext) -> Body:
             win = x[0, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2]
             a, b = np.unravel_index(np.argmax(win), win.shape)
             picked[2 * i + a, 2 * j + b] = True
-    fig = matrix_panels([("4x4 input (maxima hatched)", x[0], picked), ("2x2 max pool", ymax[0]), ("2x2 average pool", yavg[0])], ncols=3)
+    fig = matrix_panels(
+        [("4x4 input (maxima hatched)", x[0], picked), ("2x2 max pool", ymax[0]), ("2x2 average pool", yavg[0])],
+        ncols=3,
+    )
     # a real feature map: pooling a 224x224 photo channel
     img = ctx.image("chelsea").astype(np.float64).transpose(2, 0, 1)[:1] / 255.0
     pooled = pool2d(img, "max", 2, 2)
@@ -569,23 +735,64 @@ def q11(ctx: TourContext) -> Body:
     )
 
 
-@section(12, "Pooling experiment", "What does pooling buy: smaller maps, fewer coefficients, tolerance to shifts?", needs=("convlens.experiments",))
+@section(
+    12,
+    "Pooling experiment",
+    "What does pooling buy: smaller maps, fewer coefficients, tolerance to shifts?",
+    needs=("convlens.experiments",),
+)
 def q12(ctx: TourContext) -> Body:
     from convlens.experiments import pooling
     from convlens.plot.vision import pooling_figure
 
     r = pooling(quick=ctx.quick, seed=ctx.seed, device=ctx.device)
     change_rows = [[name] + list(vals) for name, vals in r.feature_change.items()]
-    red_rows = [[p.pooling, "x".join(map(str, p.input)), "x".join(map(str, p.output)), p.values_in, p.values_out, p.removed_fraction,
-                 p.dense_params_in, p.dense_params_out] for p in r.reduction]
+    red_rows = [
+        [
+            p.pooling,
+            "x".join(map(str, p.input)),
+            "x".join(map(str, p.output)),
+            p.values_in,
+            p.values_out,
+            p.removed_fraction,
+            p.dense_params_in,
+            p.dense_params_out,
+        ]
+        for p in r.reduction
+    ]
     return Body(
-        results={"images": r.images, "conv channels": r.channels, "what is measured": r.measures, "findings": r.findings},
+        results={
+            "images": r.images,
+            "conv channels": r.channels,
+            "what is measured": r.measures,
+            "findings": r.findings,
+        },
         tables=[
-            Table(["features"] + [f"shift {s}px" for s in r.shifts], change_rows, caption="relative feature change when the input shifts"),
-            Table(["pooling", "input", "output", "values in", "values out", "removed", "dense params before", "dense params after"], red_rows,
-                  caption="sizes and the coefficients of a dense layer on top"),
+            Table(
+                ["features"] + [f"shift {s}px" for s in r.shifts],
+                change_rows,
+                caption="relative feature change when the input shifts",
+            ),
+            Table(
+                [
+                    "pooling",
+                    "input",
+                    "output",
+                    "values in",
+                    "values out",
+                    "removed",
+                    "dense params before",
+                    "dense params after",
+                ],
+                red_rows,
+                caption="sizes and the coefficients of a dense layer on top",
+            ),
         ],
-        figures=[TourFigure("Translation tolerance (left) and size reduction (right), measured on digits.", pooling_figure(r))],
+        figures=[
+            TourFigure(
+                "Translation tolerance (left) and size reduction (right), measured on digits.", pooling_figure(r)
+            )
+        ],
         explanation=(
             "Pooling summarizes each neighbourhood by one number. That makes the maps smaller (2x2 stride 2 keeps 25% "
             "of the values, so a dense layer on top needs 4x fewer coefficients and later layers cost less) and gives "
@@ -608,7 +815,9 @@ def q13(ctx: TourContext) -> Body:
     from convlens.plot import image_grid
 
     n = ctx.pick(quick=8, full=16)
-    aug = Augment(rotation=30, width_shift=0.15, height_shift=0.15, shear=15, zoom=0.2, horizontal_flip=True, fill_mode="reflect")
+    aug = Augment(
+        rotation=30, width_shift=0.15, height_shift=0.15, shear=15, zoom=0.2, horizontal_flip=True, fill_mode="reflect"
+    )
     img = np.array(Image.fromarray(ctx.image("chelsea")).resize((192, 128), Image.BILINEAR))
     x = torch.from_numpy(img).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
     tiles, rows = [img], []
@@ -617,8 +826,20 @@ def q13(ctx: TourContext) -> Body:
         p = aug.sample(g, tuple(x.shape[-2:]))
         out = aug.apply(x, p)
         tiles.append(out.permute(1, 2, 0).numpy())
-        rows.append([i + 1, round(p.angle, 1), round(p.translate[0], 1), round(p.translate[1], 1), round(p.shear, 1), round(p.scale, 3), p.flip])
-    fig = image_grid(tiles, titles=["original"] + [f"#{i + 1}" for i in range(n)], ncols=min(len(tiles), 5), tile_inches=1.9)
+        rows.append(
+            [
+                i + 1,
+                round(p.angle, 1),
+                round(p.translate[0], 1),
+                round(p.translate[1], 1),
+                round(p.shear, 1),
+                round(p.scale, 3),
+                p.flip,
+            ]
+        )
+    fig = image_grid(
+        tiles, titles=["original"] + [f"#{i + 1}" for i in range(n)], ncols=min(len(tiles), 5), tile_inches=1.9
+    )
     diffs = [float(np.abs(t.astype(np.float64) - img).mean()) for t in tiles[1:]]
     return Body(
         results={
@@ -627,7 +848,13 @@ def q13(ctx: TourContext) -> Body:
             "mean |variant - original| (0..255)": round(float(np.mean(diffs)), 2),
             "distinct variants": len({t.tobytes() for t in tiles[1:]}),
         },
-        tables=[Table(["#", "angle (deg)", "shift x (px)", "shift y (px)", "shear (deg)", "zoom", "flip"], rows, caption="parameters drawn per image")],
+        tables=[
+            Table(
+                ["#", "angle (deg)", "shift x (px)", "shift y (px)", "shear (deg)", "zoom", "flip"],
+                rows,
+                caption="parameters drawn per image",
+            )
+        ],
         figures=[TourFigure("One photo, several random draws of the Keras-style augmentation.", fig)],
         explanation=(
             "Augmentation draws new random parameters for every image each time it is used (rotation, shifts, "
@@ -644,14 +871,30 @@ def q13(ctx: TourContext) -> Body:
     )
 
 
-@section(14, "Transfer learning", "On a small dataset, do pretrained features beat training from scratch?", needs=("convlens.train",))
+@section(
+    14,
+    "Transfer learning",
+    "On a small dataset, do pretrained features beat training from scratch?",
+    needs=("convlens.train",),
+)
 def q14(ctx: TourContext) -> Body:
     from convlens.plot.train import comparison_plot
 
     runs = _lfw_runs(ctx)
     cfg = _lfw_config(ctx)
     first = next(iter(runs.values()))
-    rows = [[s, r.result.epochs_done, r.result.train_loss, r.result.val_loss, r.result.val_accuracy, r.result.images_per_s, r.seconds] for s, r in runs.items()]
+    rows = [
+        [
+            s,
+            r.result.epochs_done,
+            r.result.train_loss,
+            r.result.val_loss,
+            r.result.val_accuracy,
+            r.result.images_per_s,
+            r.seconds,
+        ]
+        for s, r in runs.items()
+    ]
     acc = {s: r.result.val_accuracy for s, r in runs.items()}
     best = max(acc, key=acc.get)
     return Body(
@@ -663,9 +906,19 @@ def q14(ctx: TourContext) -> Body:
             "best strategy": best,
             "pretrained features beat scratch": bool(acc.get("features", 0) > acc.get("scratch", 1)),
         },
-        tables=[Table(["strategy", "epochs", "train loss", "val loss", "val accuracy", "images/s", "seconds"], rows,
-                      caption="same data, same backbone, same seed")],
-        figures=[TourFigure("Validation curves per strategy.", comparison_plot({s: r.history for s, r in runs.items()}, title=f"{cfg.model} on lfw"))],
+        tables=[
+            Table(
+                ["strategy", "epochs", "train loss", "val loss", "val accuracy", "images/s", "seconds"],
+                rows,
+                caption="same data, same backbone, same seed",
+            )
+        ],
+        figures=[
+            TourFigure(
+                "Validation curves per strategy.",
+                comparison_plot({s: r.history for s, r in runs.items()}, title=f"{cfg.model} on lfw"),
+            )
+        ],
         explanation=(
             "lfw here is a genuinely small task: a few hundred 25x25 images of faces vs non-faces. Training a whole "
             "EfficientNet from random weights on it ('scratch') has far more parameters than examples and barely "
@@ -683,7 +936,12 @@ def q14(ctx: TourContext) -> Body:
     )
 
 
-@section(15, "Freezing", "Why freeze the pretrained base while a new head trains, and does it stay unchanged?", needs=("convlens.train",))
+@section(
+    15,
+    "Freezing",
+    "Why freeze the pretrained base while a new head trains, and does it stay unchanged?",
+    needs=("convlens.train",),
+)
 def q15(ctx: TourContext) -> Body:
     import torch
 
@@ -701,11 +959,21 @@ def q15(ctx: TourContext) -> Body:
     for k, names in enumerate(stages):
         unfrozen = k >= len(stages) - n_unfrozen
         prefixes = {n.rsplit(".", 1)[0] for n in names}
-        keys = [key for key in trained if key in pretrained and (key in names or any(key.startswith(p + ".") for p in prefixes))]
-        diffs = [float((trained[key].float() - pretrained[key].float().to(trained[key].device)).abs().max()) for key in keys if trained[key].shape == pretrained[key].shape]
+        keys = [
+            key
+            for key in trained
+            if key in pretrained and (key in names or any(key.startswith(p + ".") for p in prefixes))
+        ]
+        diffs = [
+            float((trained[key].float() - pretrained[key].float().to(trained[key].device)).abs().max())
+            for key in keys
+            if trained[key].shape == pretrained[key].shape
+        ]
         bitwise = all(torch.equal(trained[key].cpu(), pretrained[key].cpu()) for key in keys)
         span = f"{names[0].rsplit('.', 1)[0]} .. {names[-1].rsplit('.', 1)[0]}" if names else ""
-        rows.append([k, span, len(keys), "unfrozen (step 4)" if unfrozen else "frozen", bitwise, max(diffs) if diffs else 0.0])
+        rows.append(
+            [k, span, len(keys), "unfrozen (step 4)" if unfrozen else "frozen", bitwise, max(diffs) if diffs else 0.0]
+        )
         if unfrozen:
             unfrozen_moved = unfrozen_moved and not bitwise
         else:
@@ -717,8 +985,20 @@ def q15(ctx: TourContext) -> Body:
             "unfrozen stages changed": unfrozen_moved,
             "head": run.head_name,
         },
-        tables=[Table(["stage", "modules", "tensors (incl. BN buffers)", "role", "bitwise equal to pretrained", "max |change|"], rows,
-                      caption="the fine-tuned model compared tensor by tensor with the pretrained one")],
+        tables=[
+            Table(
+                [
+                    "stage",
+                    "modules",
+                    "tensors (incl. BN buffers)",
+                    "role",
+                    "bitwise equal to pretrained",
+                    "max |change|",
+                ],
+                rows,
+                caption="the fine-tuned model compared tensor by tensor with the pretrained one",
+            )
+        ],
         explanation=(
             "A new head starts from random weights, so its first gradients are large and noisy. If the pretrained base "
             "were trainable from the start, those gradients would flow back and overwrite the features that make "
@@ -732,7 +1012,9 @@ def q15(ctx: TourContext) -> Body:
     )
 
 
-@section(16, "Fine-tuning", "Does the five-step fine-tuning recipe improve on frozen features?", needs=("convlens.train",))
+@section(
+    16, "Fine-tuning", "Does the five-step fine-tuning recipe improve on frozen features?", needs=("convlens.train",)
+)
 def q16(ctx: TourContext) -> Body:
     from convlens.plot.train import learning_curves
     from convlens.train import plan_stages
@@ -741,7 +1023,10 @@ def q16(ctx: TourContext) -> Body:
     run = runs["finetune"]
     cfg = run.config
     stages = plan_stages(cfg)
-    rows = [[h["epoch"], h.get("stage"), h.get("lr"), h["train_loss"], h["val_loss"], h["val_accuracy"]] for h in run.history]
+    rows = [
+        [h["epoch"], h.get("stage"), h.get("lr"), h["train_loss"], h["val_loss"], h["val_accuracy"]]
+        for h in run.history
+    ]
     feat = runs.get("features")
     return Body(
         results={
@@ -751,9 +1036,19 @@ def q16(ctx: TourContext) -> Body:
             "val accuracy, features only": feat.result.val_accuracy if feat else None,
             "val accuracy, fine-tuned": run.result.val_accuracy,
         },
-        tables=[Table(["epoch", "stage", "lr (last group)", "train loss", "val loss", "val accuracy"], rows, caption="the fine-tuning run, epoch by epoch")],
-        figures=[TourFigure("Learning curves of the fine-tuning run; the dashed line marks the switch from head-only to joint training.",
-                            learning_curves(run.history, title="finetune on lfw"))],
+        tables=[
+            Table(
+                ["epoch", "stage", "lr (last group)", "train loss", "val loss", "val accuracy"],
+                rows,
+                caption="the fine-tuning run, epoch by epoch",
+            )
+        ],
+        figures=[
+            TourFigure(
+                "Learning curves of the fine-tuning run; the dashed line marks the switch from head-only to joint training.",
+                learning_curves(run.history, title="finetune on lfw"),
+            )
+        ],
         explanation=(
             "The recipe: (1) put a new head on the pretrained base, (2) freeze the base, (3) train the head until it "
             "is reasonable, (4) unfreeze the top stages of the base (the most task-specific features), (5) train them "
@@ -766,7 +1061,12 @@ def q16(ctx: TourContext) -> Body:
     )
 
 
-@section(17, "Inception block costs", "What does an inception block cost, and how much do 1x1 reductions save?", needs=("convlens.blocks",))
+@section(
+    17,
+    "Inception block costs",
+    "What does an inception block cost, and how much do 1x1 reductions save?",
+    needs=("convlens.blocks",),
+)
 def q17(ctx: TourContext) -> Body:
     import torch
 
@@ -779,10 +1079,27 @@ def q17(ctx: TourContext) -> Body:
     rows = []
     for kind, blk in (("naive", c.naive), ("with 1x1 reductions", c.reduced)):
         for br in blk.branches:
-            rows.append([kind, br.name, " -> ".join(l.layer for l in br.layers), "x".join(map(str, br.output)), br.params, br.macs, br.receptive_field])
-        rows.append([kind, "total", blk.merge, "x".join(map(str, blk.output)), blk.params, blk.macs, blk.receptive_field])
-    fig = bar_plot({f"naive {br.name}": br.macs for br in c.naive.branches} | {f"reduced {br.name}": br.macs for br in c.reduced.branches},
-                   ylabel="MACs", title="inception (3a) on 28x28x192: MACs per branch", logy=True)
+            rows.append(
+                [
+                    kind,
+                    br.name,
+                    " -> ".join(l.layer for l in br.layers),
+                    "x".join(map(str, br.output)),
+                    br.params,
+                    br.macs,
+                    br.receptive_field,
+                ]
+            )
+        rows.append(
+            [kind, "total", blk.merge, "x".join(map(str, blk.output)), blk.params, blk.macs, blk.receptive_field]
+        )
+    fig = bar_plot(
+        {f"naive {br.name}": br.macs for br in c.naive.branches}
+        | {f"reduced {br.name}": br.macs for br in c.reduced.branches},
+        ylabel="MACs",
+        title="inception (3a) on 28x28x192: MACs per branch",
+        logy=True,
+    )
     return Body(
         results={
             "input": list(c.input),
@@ -794,8 +1111,18 @@ def q17(ctx: TourContext) -> Body:
             "param saving": round(c.param_saving, 2),
             "convention": c.convention,
         },
-        tables=[Table(["block", "branch", "layers", "output", "params", "MACs", "receptive field"], rows, caption="GoogLeNet inception (3a): 64 | 96->128 | 16->32 | pool->32")],
-        figures=[TourFigure("The 5x5 branch dominates the naive block; a 1x1 reduction to 16 channels first makes it cheap.", fig)],
+        tables=[
+            Table(
+                ["block", "branch", "layers", "output", "params", "MACs", "receptive field"],
+                rows,
+                caption="GoogLeNet inception (3a): 64 | 96->128 | 16->32 | pool->32",
+            )
+        ],
+        figures=[
+            TourFigure(
+                "The 5x5 branch dominates the naive block; a 1x1 reduction to 16 channels first makes it cheap.", fig
+            )
+        ],
         explanation=(
             "An inception block runs several filter sizes side by side (1x1, 3x3, 5x5, and a pooling path) on the same "
             "input and concatenates their outputs along the channels: the next layer gets features of several "
@@ -809,7 +1136,12 @@ def q17(ctx: TourContext) -> Body:
     )
 
 
-@section(18, "Vanishing gradients", "Do gradients vanish in deep plain nets, and do residual shortcuts keep them?", needs=("convlens.experiments",))
+@section(
+    18,
+    "Vanishing gradients",
+    "Do gradients vanish in deep plain nets, and do residual shortcuts keep them?",
+    needs=("convlens.experiments",),
+)
 def q18(ctx: TourContext) -> Body:
     from convlens.experiments import vanishing_gradient
     from convlens.plot.vision import vanishing_gradient_figures
@@ -822,12 +1154,27 @@ def q18(ctx: TourContext) -> Body:
             rows.append([name, d, first, last, (last / first) if first else None, v.val_accuracy[i]])
     figs = vanishing_gradient_figures(r)
     return Body(
-        results={"setup": r.setup, "init": r.init, "what is measured": r.measures, "findings": r.findings,
-                 "training": f"{r.train_steps} SGD steps, batch {r.batch_size}, lr {r.lr:g}"},
-        tables=[Table(["variant", "depth", "first-layer grad norm", "last-layer grad norm", "last / first", "val accuracy"], rows,
-                      caption="weight-gradient norms at initialization, then brief training")],
-        figures=[TourFigure(f"Gradient norm of every conv layer at initialization, one line per depth ({', '.join(map(str, r.depths))}).", figs["grad_norms"]),
-                 TourFigure("Brief training: loss curves per variant and depth.", figs["training"])],
+        results={
+            "setup": r.setup,
+            "init": r.init,
+            "what is measured": r.measures,
+            "findings": r.findings,
+            "training": f"{r.train_steps} SGD steps, batch {r.batch_size}, lr {r.lr:g}",
+        },
+        tables=[
+            Table(
+                ["variant", "depth", "first-layer grad norm", "last-layer grad norm", "last / first", "val accuracy"],
+                rows,
+                caption="weight-gradient norms at initialization, then brief training",
+            )
+        ],
+        figures=[
+            TourFigure(
+                f"Gradient norm of every conv layer at initialization, one line per depth ({', '.join(map(str, r.depths))}).",
+                figs["grad_norms"],
+            ),
+            TourFigure("Brief training: loss curves per variant and depth.", figs["training"]),
+        ],
         explanation=(
             "Backpropagation multiplies one Jacobian per layer. In a deep plain stack those factors rarely average to "
             "1, so the gradient reaching the first layers shrinks (or, with BatchNorm, can grow) exponentially with "
@@ -840,7 +1187,12 @@ def q18(ctx: TourContext) -> Body:
     )
 
 
-@section(19, "Intermediate activations", "What do a real network's intermediate activations look like for one image?", needs=("convlens.inspect",))
+@section(
+    19,
+    "Intermediate activations",
+    "What do a real network's intermediate activations look like for one image?",
+    needs=("convlens.inspect",),
+)
 def q19(ctx: TourContext) -> Body:
     from convlens.inspect import activation_stats, get_activations, predict
     from convlens.plot.inspect import activation_grid
@@ -855,18 +1207,37 @@ def q19(ctx: TourContext) -> Body:
     layers = list(acts)
     for name in ctx.pick(quick=[layers[0], layers[len(layers) // 2], layers[-1]], full=layers):
         st = next(s for s in stats if s.layer == name)
-        figs.append(TourFigure(
-            f"{name}: output {'x'.join(map(str, st.output_shape))}, the most active channels (each tile scaled to its own range).",
-            activation_grid(acts[name][0], [c.channel for c in st.top_channels], title=f"{name} on coffee"),
-        ))
-    rows = [[s.layer, "x".join(map(str, s.output_shape)), s.mean, s.std, s.max, s.sparsity, [c.channel for c in s.top_channels[:5]]] for s in stats]
+        figs.append(
+            TourFigure(
+                f"{name}: output {'x'.join(map(str, st.output_shape))}, the most active channels (each tile scaled to its own range).",
+                activation_grid(acts[name][0], [c.channel for c in st.top_channels], title=f"{name} on coffee"),
+            )
+        )
+    rows = [
+        [
+            s.layer,
+            "x".join(map(str, s.output_shape)),
+            s.mean,
+            s.std,
+            s.max,
+            s.sparsity,
+            [c.channel for c in s.top_channels[:5]],
+        ]
+        for s in stats
+    ]
     return Body(
         results={
             "image": "skimage coffee",
             "prediction": f"{top[0].label} ({top[0].prob:.1%})",
             "layers": layers,
         },
-        tables=[Table(["layer", "output HxWxC", "mean", "std", "max", "share <= 0", "top channels"], rows, caption="activation statistics per stage")],
+        tables=[
+            Table(
+                ["layer", "output HxWxC", "mean", "std", "max", "share <= 0", "top channels"],
+                rows,
+                caption="activation statistics per stage",
+            )
+        ],
         figures=figs,
         explanation=(
             "A forward hook on a layer records its output: a stack of feature maps, one per channel. Looking at them "
@@ -886,18 +1257,40 @@ def q20(ctx: TourContext) -> Body:
 
     b = ctx.model()
     steps, size = ctx.pick(quick=(48, 96), full=(160, 128))
-    plan = ctx.pick(quick=[("blocks.2", list(range(6)))], full=[("blocks.1", list(range(8))), ("blocks.3", list(range(8))), ("blocks.5", list(range(8)))])
+    plan = ctx.pick(
+        quick=[("blocks.2", list(range(6)))],
+        full=[("blocks.1", list(range(8))), ("blocks.3", list(range(8))), ("blocks.5", list(range(8)))],
+    )
     figs, rows = [], []
     for layer, chans in plan:
-        r = visualize(b, layer, chans, objective="channel", recipe="lucid", steps=steps, size=size, seed=ctx.seed, return_result=True)
+        r = visualize(
+            b,
+            layer,
+            chans,
+            objective="channel",
+            recipe="lucid",
+            steps=steps,
+            size=size,
+            seed=ctx.seed,
+            return_result=True,
+        )
         vals, starts = r.values.tolist(), r.start_values.tolist()
         rows += [[layer, c, s0, v] for c, s0, v in zip(chans, starts, vals, strict=True)]
-        figs.append(TourFigure(f"{layer}: images that maximize each channel's mean activation ({steps} steps, {size} px).",
-                               featvis_grid(r.images, chans, values=vals, layer=layer)))
+        figs.append(
+            TourFigure(
+                f"{layer}: images that maximize each channel's mean activation ({steps} steps, {size} px).",
+                featvis_grid(r.images, chans, values=vals, layer=layer),
+            )
+        )
     rises = sum(1 for row in rows if row[3] > row[2])
     return Body(
-        results={"recipe": "lucid (Fourier, colour decorrelation, jitter/scale/rotate)", "steps": steps, "size": size,
-                 "channels whose objective rose": f"{rises} of {len(rows)}", "forward truncated at": plan[-1][0]},
+        results={
+            "recipe": "lucid (Fourier, colour decorrelation, jitter/scale/rotate)",
+            "steps": steps,
+            "size": size,
+            "channels whose objective rose": f"{rises} of {len(rows)}",
+            "forward truncated at": plan[-1][0],
+        },
         tables=[Table(["layer", "channel", "objective at start (noise)", "objective at end"], rows)],
         figures=figs,
         explanation=(
@@ -913,9 +1306,13 @@ def q20(ctx: TourContext) -> Body:
     )
 
 
-@section(21, "Grad-CAM and its family", "Where did the network look to decide, and how faithful is that map?", needs=("convlens.explain",))
+@section(
+    21,
+    "Grad-CAM and its family",
+    "Where did the network look to decide, and how faithful is that map?",
+    needs=("convlens.explain",),
+)
 def q21(ctx: TourContext) -> Body:
-    import numpy as np
     import torch
 
     from convlens.explain import explain
@@ -927,8 +1324,10 @@ def q21(ctx: TourContext) -> Body:
     imgs = [ctx.image(n) for n in names]
     x = b.preprocess(imgs).to(b.device)
     shown = [b.preprocess.resize_image(im) for im in imgs]  # the pixels the model sees, for overlays
-    methods = ctx.pick(quick=["gradcam", "gradcam++", "layercam", "eigencam"],
-                       full=["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam"])
+    methods = ctx.pick(
+        quick=["gradcam", "gradcam++", "layercam", "eigencam"],
+        full=["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam"],
+    )
     steps = ctx.pick(quick=10, full=20)
     results = {m: explain(b.model, x, m, "auto") for m in methods}
     first = results[methods[0]]
@@ -937,7 +1336,9 @@ def q21(ctx: TourContext) -> Body:
     # a random map: the baseline every faithful method must beat
     gen = torch.Generator().manual_seed(ctx.seed)
     rand_maps = torch.rand(x.shape[0], 7, 7, generator=gen)
-    rand_maps = torch.nn.functional.interpolate(rand_maps[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    rand_maps = torch.nn.functional.interpolate(
+        rand_maps[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False
+    )[:, 0]
     rows, curves = [], {}
     for m, res in [*results.items(), ("random map", None)]:
         maps = res.maps if res is not None else rand_maps.to(x.device)
@@ -955,25 +1356,52 @@ def q21(ctx: TourContext) -> Body:
             tiles.append(overlay(shown[i], results[m].maps[i].float().cpu().numpy(), alpha=0.5))
             titles.append(m)
     fig = image_grid(tiles, titles=titles, ncols=len(methods) + 1, tile_inches=2.0)
-    fig_del = line_plot(curves, xlabel="fraction of pixels deleted (most salient first)", ylabel="target probability (mean)",
-                        title="deletion curves: lower area = more faithful")
+    fig_del = line_plot(
+        curves,
+        xlabel="fraction of pixels deleted (most salient first)",
+        ylabel="target probability (mean)",
+        title="deletion curves: lower area = more faithful",
+    )
     by = {r[0]: r for r in rows}
     gc = by.get("gradcam")
     return Body(
         results={
             "target layer (auto)": first.layers,
-            "targets": [f"{nm}: {lab} ({float(p):.1%})" for nm, lab, p in zip(names, labels, first.probs.tolist() if first.probs is not None else [float('nan')] * 2, strict=True)],
+            "targets": [
+                f"{nm}: {lab} ({float(p):.1%})"
+                for nm, lab, p in zip(
+                    names, labels, first.probs.tolist() if first.probs is not None else [float("nan")] * 2, strict=True
+                )
+            ],
             "Grad-CAM deletion AUC": gc[1] if gc else None,
             "random map deletion AUC": by["random map"][1],
             "Grad-CAM beats a random map (deletion)": bool(gc and gc[1] < by["random map"][1]),
-            "sanity check: rank correlation after randomizing layers (top-down)": [round(v, 3) for v in sanity.mean.tolist()],
+            "sanity check: rank correlation after randomizing layers (top-down)": [
+                round(v, 3) for v in sanity.mean.tolist()
+            ],
             "randomized layers": sanity.layers,
         },
-        tables=[Table(["method", "deletion AUC (lower better)", "insertion AUC (higher better)", "average drop % (lower better)", "increase in confidence %"],
-                      rows, caption=f"faithfulness on {len(names)} images, {steps} steps")],
+        tables=[
+            Table(
+                [
+                    "method",
+                    "deletion AUC (lower better)",
+                    "insertion AUC (higher better)",
+                    "average drop % (lower better)",
+                    "increase in confidence %",
+                ],
+                rows,
+                caption=f"faithfulness on {len(names)} images, {steps} steps",
+            )
+        ],
         figures=[
-            TourFigure("Each method's map over the image the model saw (the explained class is each image's top-1).", fig),
-            TourFigure("Deletion curves: removing the pixels a faithful map ranks first makes the probability fall fastest.", fig_del),
+            TourFigure(
+                "Each method's map over the image the model saw (the explained class is each image's top-1).", fig
+            ),
+            TourFigure(
+                "Deletion curves: removing the pixels a faithful map ranks first makes the probability fall fastest.",
+                fig_del,
+            ),
         ],
         explanation=(
             "Grad-CAM takes the gradient of the class score y_c with respect to the feature maps A_k of the last "

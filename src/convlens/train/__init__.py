@@ -19,7 +19,20 @@ from convlens.train.surgery import (
 )
 
 __all__ = [
-    "STRATEGIES", "Stage", "TrainConfig", "TrainResult", "TrainRun", "default_augment", "fit", "plan_stages",
-    "apply_train_mode", "base_stages", "find_head", "frozen_modules", "reinitialize", "replace_head",
-    "set_trainable", "top_stage_groups",
+    "STRATEGIES",
+    "Stage",
+    "TrainConfig",
+    "TrainResult",
+    "TrainRun",
+    "default_augment",
+    "fit",
+    "plan_stages",
+    "apply_train_mode",
+    "base_stages",
+    "find_head",
+    "frozen_modules",
+    "reinitialize",
+    "replace_head",
+    "set_trainable",
+    "top_stage_groups",
 ]

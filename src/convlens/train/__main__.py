@@ -60,8 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         dist_started = True
     try:
         cfg = TrainConfig(
-            data=a.data, strategy=a.strategy, model=a.model, weights=a.weights, epochs=a.epochs, batch_size=a.batch_size,
-            lr=a.lr, unfreeze=a.unfreeze, seed=a.seed, device=device, image_size=a.image_size, augment=a.augment,
+            data=a.data,
+            strategy=a.strategy,
+            model=a.model,
+            weights=a.weights,
+            epochs=a.epochs,
+            batch_size=a.batch_size,
+            lr=a.lr,
+            unfreeze=a.unfreeze,
+            seed=a.seed,
+            device=device,
+            image_size=a.image_size,
+            augment=a.augment,
             head_epochs=a.head_epochs,
         )
         run = run_training(cfg, a.out, resume=a.resume)
@@ -70,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             from dataclasses import asdict
 
             r = asdict(run.result)
-            print(json.dumps(r, indent=2) if a.json else
-                  f"{r['strategy']}: {r['epochs_done']} epochs, val accuracy {r['val_accuracy']:.3f}, "
-                  f"val loss {r['val_loss']:.4f}, {r['images_per_s']:.1f} images/s -> {a.out}")
+            print(
+                json.dumps(r, indent=2)
+                if a.json
+                else f"{r['strategy']}: {r['epochs_done']} epochs, val accuracy {r['val_accuracy']:.3f}, "
+                f"val loss {r['val_loss']:.4f}, {r['images_per_s']:.1f} images/s -> {a.out}"
+            )
         return 0
     except ConvlensError as e:
         print(f"error: {e}", file=sys.stderr)

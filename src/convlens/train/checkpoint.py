@@ -31,8 +31,18 @@ import torch
 
 from convlens.errors import DataError
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "save_checkpoint", "load_checkpoint", "has_checkpoint",
-           "split_optimizer_state", "merge_optimizer_state", "rng_state", "set_rng_state", "save_weights"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "save_checkpoint",
+    "load_checkpoint",
+    "has_checkpoint",
+    "split_optimizer_state",
+    "merge_optimizer_state",
+    "rng_state",
+    "set_rng_state",
+    "save_weights",
+]
 
 STATE_FILE = "checkpoint.json"
 
@@ -64,7 +74,9 @@ def _tensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | 
     return save({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, metadata=metadata)
 
 
-def save_weights(path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_weights(
+    path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     """Atomically write a state dict as ``.safetensors``."""
     atomic_write_bytes(path, _tensors_bytes(state_dict, metadata))
 
@@ -140,7 +152,9 @@ def has_checkpoint(run_dir: str | os.PathLike[str]) -> bool:
     return (Path(run_dir) / STATE_FILE).is_file()
 
 
-def load_checkpoint(run_dir: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+def load_checkpoint(
+    run_dir: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
     """Read ``(model_state, optimizer_tensors, state)``; a missing or damaged checkpoint is a DataError."""
     from safetensors.torch import load_file
 
@@ -152,6 +166,6 @@ def load_checkpoint(run_dir: str | os.PathLike[str]) -> tuple[dict[str, torch.Te
         raise DataError(f"'{d}' holds no checkpoint to resume from (no {STATE_FILE} or its tensor file).") from None
     except Exception as e:  # OSError, JSON errors, KeyError, SafetensorError on a damaged file
         raise DataError(f"the checkpoint in '{d}' is damaged ({type(e).__name__}: {e}); start a new run.") from None
-    model = {k[len("model/"):]: v for k, v in flat.items() if k.startswith("model/")}
-    optim = {k[len("optim/"):]: v for k, v in flat.items() if k.startswith("optim/")}
+    model = {k[len("model/") :]: v for k, v in flat.items() if k.startswith("model/")}
+    optim = {k[len("optim/") :]: v for k, v in flat.items() if k.startswith("optim/")}
     return model, optim, state

@@ -65,7 +65,9 @@ __all__ = ["STRATEGIES", "TrainConfig", "Stage", "TrainResult", "TrainRun", "fit
 STRATEGIES = ("scratch", "scratch+aug", "features", "frozen+aug", "finetune")
 
 #: Augmentation of the ``+aug`` strategies and ``finetune`` (Keras ImageDataGenerator spirit, a bit milder).
-DEFAULT_AUGMENT = "rotation=15,width_shift=0.1,height_shift=0.1,shear=10,zoom=0.1,horizontal_flip=true,fill_mode=nearest"
+DEFAULT_AUGMENT = (
+    "rotation=15,width_shift=0.1,height_shift=0.1,shear=10,zoom=0.1,horizontal_flip=true,fill_mode=nearest"
+)
 
 
 def default_augment(data: str) -> str:
@@ -105,9 +107,11 @@ class TrainConfig:
     head_epochs: int | None = None  # finetune: epochs of step 3 (default: half, rounded up)
     finetune_lr: float = 0.1  # finetune step 5: LR factor of the head
     layer_decay: float = 0.5  # finetune step 5: LR factor per stage further from the head
-    bn_train: bool = False  # finetune step 5: False keeps unfrozen BatchNorm in eval (running stats fixed; Keras advice)
+    bn_train: bool = (
+        False  # finetune step 5: False keeps unfrozen BatchNorm in eval (running stats fixed; Keras advice)
+    )
 
-    def validated(self) -> "TrainConfig":
+    def validated(self) -> TrainConfig:
         """Check every field at the boundary; returns self.
 
         Raises:
@@ -235,7 +239,12 @@ def _barrier() -> None:
 
 
 def _check_forward(
-    model: nn.Module, name: str, size: int, num_classes: int, device: torch.device, normalize: Callable[[torch.Tensor], torch.Tensor]
+    model: nn.Module,
+    name: str,
+    size: int,
+    num_classes: int,
+    device: torch.device,
+    normalize: Callable[[torch.Tensor], torch.Tensor],
 ) -> None:
     """One eval forward of 2 blank ``size`` x ``size`` images before any work: a model that cannot take that
     resolution (a ViT built for 224 px) or does not return ``(N, num_classes)`` logits fails here in one sentence."""
@@ -243,17 +252,23 @@ def _check_forward(
 
     with preserve_state(model, train=False), torch.no_grad():
         try:
-            out = model(normalize(torch.zeros(2, 3, size, size, device=device)))  # RGB in, as in training (1-channel: luma)
+            out = model(
+                normalize(torch.zeros(2, 3, size, size, device=device))
+            )  # RGB in, as in training (1-channel: luma)
         except ConvlensError:
             raise
         except Exception as e:  # noqa: BLE001 - any failure of the user's model is reported in one sentence
             msg = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else type(e).__name__
-            raise ModelError(f"model '{name}' cannot run on {size}x{size} images ({msg}); use a --image-size it accepts "
-                             "(e.g. the model's own input size) or a convolutional backbone.") from None
+            raise ModelError(
+                f"model '{name}' cannot run on {size}x{size} images ({msg}); use a --image-size it accepts "
+                "(e.g. the model's own input size) or a convolutional backbone."
+            ) from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(f"after its head was replaced, model '{name}' must return (N, {num_classes}) logits for the "
-                         f"{num_classes} classes, got {got}; give a model whose forward returns one logits tensor.")
+        raise ModelError(
+            f"after its head was replaced, model '{name}' must return (N, {num_classes}) logits for the "
+            f"{num_classes} classes, got {got}; give a model whose forward returns one logits tensor."
+        )
 
 
 class _Loop:
@@ -295,7 +310,9 @@ class _Loop:
         return len(self.stages) - 1
 
     def _head_params(self) -> list[str]:
-        return [n for n, _ in self.model.named_parameters() if n == self.head_name or n.startswith(self.head_name + ".")]
+        return [
+            n for n, _ in self.model.named_parameters() if n == self.head_name or n.startswith(self.head_name + ".")
+        ]
 
     def _configure(self, stage: Stage) -> tuple[nn.Module, torch.optim.Optimizer, list[str]]:
         """Freeze per stage; build the optimizer over trainable parameters ONLY (param groups with LRs)."""
@@ -319,17 +336,26 @@ class _Loop:
             # small batches of a new domain would overwrite the pretrained running statistics; keep them
             # (gamma/beta still train). Observed on lfw (lite0, 64 px, 2+2 epochs) with BN in train mode:
             # val accuracy fell from 0.975 to 0.90 right after unfreezing.
-            frozen += [n for n, m in self.model.named_modules() if isinstance(m, nn.modules.batchnorm._NormBase) and n not in frozen]
+            frozen += [
+                n
+                for n, m in self.model.named_modules()
+                if isinstance(m, nn.modules.batchnorm._NormBase) and n not in frozen
+            ]
         opt_groups = [
             {"params": [params[n] for n in g["params_names"]], "lr": g["lr"], "names": list(g["params_names"])}
-            for g in groups if g["params_names"]
+            for g in groups
+            if g["params_names"]
         ]
         opt = torch.optim.AdamW(opt_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         net: nn.Module = self.model.get_submodule(self.head_name) if stage.features else self.model
         if self.dist_on:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if self.device.type == "cuda" else None
+            ids = (
+                [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+                if self.device.type == "cuda"
+                else None
+            )
             net = DDP(net, device_ids=ids)
         return net, opt, frozen
 
@@ -341,7 +367,16 @@ class _Loop:
 
         cfg = self.cfg
         key = hashlib.sha256(
-            repr((cfg.model, cfg.weights, cfg.image_size, cfg.seed, self.data.train.fingerprint(), self.data.val.fingerprint())).encode()
+            repr(
+                (
+                    cfg.model,
+                    cfg.weights,
+                    cfg.image_size,
+                    cfg.seed,
+                    self.data.train.fingerprint(),
+                    self.data.val.fingerprint(),
+                )
+            ).encode()
         ).hexdigest()[:16]
         path = self.run_dir / "features" / f"features-{key}.safetensors" if self.run_dir is not None else None
         t0 = time.perf_counter()
@@ -439,7 +474,9 @@ class _Loop:
         t_start = time.perf_counter()
         n_train = len(self.data.train)
         local_bs = cfg.batch_size // self.world
-        sampler = DistributedSampler(range(n_train), num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed)
+        sampler = DistributedSampler(
+            range(n_train), num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed
+        )
         current = -1
         net: nn.Module = self.model
         opt: torch.optim.Optimizer | None = None
@@ -458,9 +495,16 @@ class _Loop:
                     sched.load_state_dict(state["scheduler"])
                 pending = None
                 current = si
-                self._emit({"event": "stage", "stage": stage.name, "epochs": stage.epochs, "trains": stage.trains,
-                            "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
-                            "frozen_modules": len(frozen)})
+                self._emit(
+                    {
+                        "event": "stage",
+                        "stage": stage.name,
+                        "epochs": stage.epochs,
+                        "trains": stage.trains,
+                        "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+                        "frozen_modules": len(frozen),
+                    }
+                )
             if stage.features:
                 self._features()
             ds = self.train_aug if stage.augment else self.train_plain
@@ -490,16 +534,31 @@ class _Loop:
                 loss_sum += lv * len(idx)
                 correct += float((logits.detach().argmax(1) == y).sum())
                 seen += len(idx)
-                self._emit({"event": "step", "epoch": epoch + 1, "epochs": self.total_epochs, "step": step + 1, "steps": steps, "loss": lv})
+                self._emit(
+                    {
+                        "event": "step",
+                        "epoch": epoch + 1,
+                        "epochs": self.total_epochs,
+                        "step": step + 1,
+                        "steps": steps,
+                        "loss": lv,
+                    }
+                )
             loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], self.device)
             secs = time.perf_counter() - t0
             if stage.features and epoch == start_epoch:
                 secs += self.extract_seconds  # the one-time base pass is part of this strategy's cost
             val_loss, val_acc, _ = self.evaluate(stage.features)
             rec = {
-                "epoch": epoch + 1, "stage": stage.name, "lr": opt.param_groups[-1]["lr"],
-                "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-                "val_loss": val_loss, "val_accuracy": val_acc, "seconds": secs, "images": seen,
+                "epoch": epoch + 1,
+                "stage": stage.name,
+                "lr": opt.param_groups[-1]["lr"],
+                "train_loss": loss_sum / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "seconds": secs,
+                "images": seen,
                 "images_per_s": seen / secs if secs > 0 else float("nan"),
             }
             self.history.append(rec)
@@ -513,27 +572,54 @@ class _Loop:
         train_loss = self.history[-1]["train_loss"] if self.history else float("nan")
         total_img = sum(h["images"] for h in self.history)
         total_s = sum(h["seconds"] for h in self.history)
-        result = TrainResult(cfg.strategy, len(self.history), float(train_loss), float(val_loss), float(val_acc),
-                             float(total_img / total_s) if total_s > 0 else float("nan"))
+        result = TrainResult(
+            cfg.strategy,
+            len(self.history),
+            float(train_loss),
+            float(val_loss),
+            float(val_acc),
+            float(total_img / total_s) if total_s > 0 else float("nan"),
+        )
         for p in self.model.parameters():
             p.requires_grad_(True)
         self.model.eval()
-        return TrainRun(result, self.history, conf.tolist(), self.data.classes, self.model, self.head_name, cfg,
-                        self.data.summary(), time.perf_counter() - t_start)
+        return TrainRun(
+            result,
+            self.history,
+            conf.tolist(),
+            self.data.classes,
+            self.model,
+            self.head_name,
+            cfg,
+            self.data.summary(),
+            time.perf_counter() - t_start,
+        )
 
     def _data_id(self) -> dict[str, Any]:
         """Sizes and content hashes of the train/val images (computed once): a resumed run must see the same data."""
         if getattr(self, "_data_id_cache", None) is None:
             tr, va = self.data.train, self.data.val
-            self._data_id_cache = {"train": len(tr), "val": len(va), "train_hash": tr.fingerprint(), "val_hash": va.fingerprint()}
+            self._data_id_cache = {
+                "train": len(tr),
+                "val": len(va),
+                "train_hash": tr.fingerprint(),
+                "val_hash": va.fingerprint(),
+            }
         return self._data_id_cache
 
     def _save(self, epoch: int, stage: int, opt: torch.optim.Optimizer, sched: Any) -> None:
         tensors, rest = ckpt.split_optimizer_state(opt.state_dict())
         state = {
-            "format": 1, "epoch": epoch, "stage": stage, "stage_name": self.stages[stage].name,
-            "total_epochs": self.total_epochs, "config": self.cfg.to_dict(), "optimizer": rest,
-            "scheduler": sched.state_dict(), "rng": ckpt.rng_state(), "history": self.history,
+            "format": 1,
+            "epoch": epoch,
+            "stage": stage,
+            "stage_name": self.stages[stage].name,
+            "total_epochs": self.total_epochs,
+            "config": self.cfg.to_dict(),
+            "optimizer": rest,
+            "scheduler": sched.state_dict(),
+            "rng": ckpt.rng_state(),
+            "history": self.history,
             "data": self._data_id(),
         }
         ckpt.save_checkpoint(self.run_dir, self.model.state_dict(), tensors, state)

@@ -61,12 +61,21 @@ def run_training(
     run = fit(config, run_dir=d, resume=resume, progress=progress)
     if _dist()[1] != 0:
         return run
-    ckpt.save_weights(d / "model.safetensors", run.model.state_dict(), {"model": config.model, "strategy": config.strategy})
-    ckpt.atomic_write_json(d / "model.json", {
-        "labels": run.classes, "model": config.model, "strategy": config.strategy, "num_classes": len(run.classes),
-        "head": run.head_name, "image_size": config.image_size,
-        "note": "trained on images resized to image_size x image_size (gray -> RGB), normalized with the model's mean/std",
-    })
+    ckpt.save_weights(
+        d / "model.safetensors", run.model.state_dict(), {"model": config.model, "strategy": config.strategy}
+    )
+    ckpt.atomic_write_json(
+        d / "model.json",
+        {
+            "labels": run.classes,
+            "model": config.model,
+            "strategy": config.strategy,
+            "num_classes": len(run.classes),
+            "head": run.head_name,
+            "image_size": config.image_size,
+            "note": "trained on images resized to image_size x image_size (gray -> RGB), normalized with the model's mean/std",
+        },
+    )
     metrics = {k: (_finite(v) if isinstance(v, float) else v) for k, v in asdict(run.result).items()}
     ckpt.atomic_write_json(d / "metrics.json", metrics)
     ckpt.atomic_write_json(d / "history.json", run.history)
@@ -121,7 +130,8 @@ class Comparison:
         head = "| strategy | epochs | train loss | val loss | val accuracy | images/s | seconds |\n|---|---|---|---|---|---|---|\n"
         return head + "".join(
             f"| {r.strategy} | {r.epochs_done} | {r.train_loss:.3f} | {r.val_loss:.3f} | {r.val_accuracy:.3f} | "
-            f"{r.images_per_s:.1f} | {s:.1f} |\n" for r, s in zip(self.rows, self.seconds, strict=True)
+            f"{r.images_per_s:.1f} | {s:.1f} |\n"
+            for r, s in zip(self.rows, self.seconds, strict=True)
         )
 
     def csv(self) -> str:
@@ -158,8 +168,14 @@ def compare(
         rows.append(run.result)
         hists[s] = run.history
     comp = Comparison(rows, secs, config.data, config.model)
-    ckpt.atomic_write_json(d / "comparison.json", {"data": config.data, "model": config.model, "rows": [
-        {k: (_finite(v) if isinstance(v, float) else v) for k, v in row.items()} for row in comp.table()]})
+    ckpt.atomic_write_json(
+        d / "comparison.json",
+        {
+            "data": config.data,
+            "model": config.model,
+            "rows": [{k: (_finite(v) if isinstance(v, float) else v) for k, v in row.items()} for row in comp.table()],
+        },
+    )
     (d / "comparison.md").write_text(comp.markdown())
     (d / "comparison.csv").write_text(comp.csv())
     comparison_plot(hists, title=f"{config.model} on {config.data}").savefig(d / "comparison.png")

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -69,7 +70,9 @@ def find_head(model: nn.Module) -> tuple[str, nn.Module]:
             return names[id(head)], head
     last = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not last:
-        raise ModelError(f"{type(model).__name__} has no classifier head (no get_classifier() and no nn.Linear) to replace.")
+        raise ModelError(
+            f"{type(model).__name__} has no classifier head (no get_classifier() and no nn.Linear) to replace."
+        )
     return last[-1]
 
 
@@ -117,10 +120,8 @@ def replace_head(model: nn.Module, num_classes: int, *, seed: int = 0) -> tuple[
                     m.bias.zero_()
     head.to(device)
     if hasattr(model, "num_classes"):
-        try:
+        with contextlib.suppress(AttributeError, TypeError):  # a read-only property keeps its value
             model.num_classes = num_classes
-        except (AttributeError, TypeError):  # pragma: no cover - read-only property
-            pass
     return name, head
 
 
@@ -228,7 +229,7 @@ def top_stage_groups(stages: list[list[str]], n: int, *, decay: float = 0.5) -> 
     """
     if n < 0:
         raise ModelError(f"unfreeze must be >= 0 stages, got {n}.")
-    chosen = stages[max(0, len(stages) - n):] if n else []
+    chosen = stages[max(0, len(stages) - n) :] if n else []
     k = len(chosen)
     return [StageGroup(tuple(g), decay ** (k - i)) for i, g in enumerate(chosen)]
 
