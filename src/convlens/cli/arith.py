@@ -12,33 +12,21 @@ from typing import Any
 
 import typer
 
-from convlens.cli.common import check_choice, console, parse_size, print_json, to_jsonable
+from convlens.arith.query import parse_padding, parse_pair
+from convlens.cli.common import check_choice, console, print_json
 from convlens.errors import InputError
 
 _MAX_SHOW = 16  # largest map side printed as a table; --json has everything
 
 
 def _parse_pair_text(text: str, name: str) -> int | tuple[int, int]:
-    """'3' -> 3, '3x5' or '3,5' -> (3, 5)."""
-    parts = text.lower().replace("×", "x").replace("x", ",").split(",")
-    if not 1 <= len(parts) <= 2 or not all(p.strip().isdigit() for p in parts):
-        raise InputError(f"{name} must be an int or a pair like 3x5 (rows x cols), got '{text}'.")
-    vals = [int(p) for p in parts]
-    return vals[0] if len(vals) == 1 else (vals[0], vals[1])
+    """'3' -> 3, '3x5' or '3,5' -> (3, 5) (see :func:`convlens.arith.query.parse_pair`)."""
+    return parse_pair(text, name)
 
 
 def _parse_padding_text(text: str) -> Any:
     """'valid' | 'same' | 'N' | 'ph,pw' | 'top,bottom,left,right'."""
-    t = text.strip().lower()
-    if t in ("valid", "same"):
-        return t
-    parts = t.replace("x", ",").split(",")
-    if len(parts) in (1, 2, 4) and all(p.strip().isdigit() for p in parts):
-        vals = [int(p) for p in parts]
-        return vals[0] if len(vals) == 1 else tuple(vals)
-    raise InputError(
-        f"--padding must be valid, same, N, 'ph,pw' or 'top,bottom,left,right' (non-negative ints), got '{text}'."
-    )
+    return parse_padding(text)
 
 
 def load_array(text: str, name: str):  # -> np.ndarray
@@ -204,44 +192,26 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     ) -> None:
         """Output shape of a conv or pool layer, derived step by step (formula, fraction, floor, pads)."""
-        from convlens.arith import conv_cost, output_shape
+        from convlens.arith.query import shape_query
 
-        h, w, c = parse_size(input, channels_first=channels_first)
-        check_choice(op, ("conv", "maxpool", "avgpool"), name="--op")
-        check_choice(convention, ("torch", "tf"), name="--convention")
-        if op == "conv" and ceil_mode:
-            raise InputError(
-                "--ceil-mode is a pooling option (--op maxpool/avgpool); PyTorch convolutions always round down."
-            )
-        if op != "conv" and (filters is not None or groups != 1):
-            raise InputError(f"--filters and --groups describe convolutions; --op {op} keeps the {c} input channel(s).")
-        if op == "conv" and filters is None:
-            raise InputError("--filters is required for --op conv (the number of output channels F).")
-        if filters is not None and filters < 1:
-            raise InputError(f"--filters must be >= 1, got {filters}.")
-        if op == "conv" and (groups < 1 or c % groups or filters % groups):
-            raise InputError(
-                f"--groups {groups} must be >= 1 and divide both the input channels ({c}) and --filters ({filters})."
-            )
-        r = output_shape(
-            (h, w),
-            _parse_pair_text(kernel, "--kernel"),
-            op=op,  # type: ignore[arg-type]
-            stride=None if stride is None else _parse_pair_text(stride, "--stride"),
-            padding=_parse_padding_text(padding),
-            dilation=_parse_pair_text(dilation, "--dilation"),
+        q = shape_query(
+            input,
+            kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            filters=filters,
+            groups=groups,
+            op=op,
             ceil_mode=ceil_mode,
-            convention=convention,  # type: ignore[arg-type]
-            in_channels=c,
-            out_channels=filters if op == "conv" else None,
+            convention=convention,
+            channels_first=channels_first,
+            bias=bias,
         )
-        cost = conv_cost(c, filters, r.kernel, r.output[:2], groups=groups, bias=bias) if op == "conv" else None
         if json_out:
-            out = to_jsonable(r)
-            out["cost"] = to_jsonable(cost)
-            print_json(out)
+            print_json(q.to_dict())
             return
-        _print_shape(console(), r, cost)
+        _print_shape(console(), q.result, q.cost)
 
     @app.command("conv")
     def conv_cmd(

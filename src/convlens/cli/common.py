@@ -9,35 +9,17 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from convlens.arith.query import parse_size  # re-exported: one parser for the course's HxWxC notation
 from convlens.errors import InputError
+from convlens.serialize import to_jsonable  # re-exported: the one serializer lives below every front end
 
 __all__ = ["parse_size", "print_json", "to_jsonable", "console", "parse_int_list", "ensure_out_dir"]
-
-
-def parse_size(text: str, *, channels_first: bool = False, name: str = "--input") -> tuple[int, int, int]:
-    """Parse the course notation ``HxWxC`` (or ``CxHxW`` with ``channels_first``) into (H, W, C).
-
-    A two-part ``HxW`` is refused: the channel count matters for every cost.
-    """
-    parts = text.lower().replace("×", "x").replace(",", "x").split("x")
-    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-        order = "CxHxW" if channels_first else "HxWxC"
-        raise InputError(f"{name} must look like {order} with three positive integers (e.g. 128x128x32), got '{text}'.")
-    a, b, c = (int(p) for p in parts)
-    h, w, ch = (b, c, a) if channels_first else (a, b, c)
-    if min(h, w, ch) < 1:
-        raise InputError(f"{name} sizes must be >= 1, got '{text}'.")
-    return h, w, ch
 
 
 def parse_int_list(text: str, *, name: str) -> list[int]:
@@ -59,34 +41,6 @@ def parse_int_list(text: str, *, name: str) -> list[int]:
     if not out:
         raise InputError(f"{name} is empty.")
     return out
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, numpy and torch values -> plain JSON types (NaN/inf -> null)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        # a dataclass may rename fields for JSON (``cls`` -> ``class``) with a ``_json_names`` mapping
-        rename = getattr(obj, "_json_names", {})
-        return {rename.get(f.name, f.name): to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    try:
-        import torch
-
-        if isinstance(obj, torch.Tensor):
-            return to_jsonable(obj.detach().cpu().tolist())
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def print_json(obj: Any) -> None:

@@ -210,7 +210,7 @@ def write_page(
 
 
 def _jsonable(v: Any) -> Any:
-    from convlens.cli.common import to_jsonable
+    from convlens.serialize import to_jsonable
 
     return to_jsonable(v)
 
