@@ -21,18 +21,27 @@ __all__ = ["learning_curves", "confusion_matrix_plot", "comparison_plot"]
 
 
 def learning_curves(history: Sequence[Mapping[str, Any]], *, title: str = "") -> Figure:
-    """Train/val loss (left) and accuracy (right) per epoch; stage changes drawn as dashed lines.
+    """Train/val loss (left) and accuracy (middle) per epoch; stage changes drawn as dashed lines. When the
+    history records each parameter group's learning rate (``lr_groups``), a third panel draws them on a log
+    scale, each epoch as a segment from its first to its last step's LR (the cosine schedule within it), so
+    discriminative fine-tuning rates (head vs. top-1, top-2 ... stages) are visible.
 
     Example:
         >>> learning_curves([{"epoch": 1, "train_loss": 1, "val_loss": 1, "train_accuracy": 0, "val_accuracy": 0}]).axes[0].get_ylabel()
         'loss'
+        >>> g = [{"group": "head", "lr_start": 1e-3, "lr_end": 5e-4}]
+        >>> h = {"epoch": 1, "train_loss": 1, "val_loss": 1, "train_accuracy": 0, "val_accuracy": 0, "lr_groups": g}
+        >>> learning_curves([h]).axes[2].get_yscale()
+        'log'
     """
     if not history:
         raise InputError("learning_curves needs at least one epoch of history.")
     ep = [h["epoch"] for h in history]
-    fig = Figure(figsize=(9, 3.6), dpi=100)
+    with_lr = any(h.get("lr_groups") for h in history)
+    panels = 3 if with_lr else 2
+    fig = Figure(figsize=(4.5 * panels, 3.6), dpi=100)
     for i, (metric, ylabel) in enumerate((("loss", "loss"), ("accuracy", "accuracy"))):
-        ax = fig.add_subplot(1, 2, i + 1)
+        ax = fig.add_subplot(1, panels, i + 1)
         ax.plot(ep, [h[f"train_{metric}"] for h in history], marker="o", ms=3, label="train")
         ax.plot(ep, [h[f"val_{metric}"] for h in history], marker="s", ms=3, label="val")
         for a, b in zip(history, history[1:]):
@@ -48,10 +57,38 @@ def learning_curves(history: Sequence[Mapping[str, Any]], *, title: str = "") ->
             ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    if with_lr:
+        _lr_panel(fig.add_subplot(1, 3, 3), history)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _lr_panel(ax: Any, history: Sequence[Mapping[str, Any]]) -> None:
+    """One line per parameter-group name; epoch e spans x in [e - 1, e] from ``lr_start`` to ``lr_end``."""
+    names: list[str] = []
+    for h in history:
+        for g in h.get("lr_groups") or []:
+            if g["group"] not in names:
+                names.append(g["group"])
+    for k, name in enumerate(names):
+        xs: list[float] = []
+        ys: list[float] = []
+        for h in history:
+            for g in h.get("lr_groups") or []:
+                if g["group"] == name:
+                    xs += [h["epoch"] - 1, h["epoch"]]
+                    ys += [g["lr_start"], g["lr_end"]]
+            xs.append(float("nan"))  # a gap where the group did not train (e.g. top-1 in the head stage)
+            ys.append(float("nan"))
+        ax.plot(xs, ys, color=f"C{k}", lw=1.5, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_ylabel("learning rate (per group)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
 
 
 def confusion_matrix_plot(confusion: Sequence[Sequence[int]], classes: Sequence[str], *, title: str = "") -> Figure:

@@ -271,6 +271,30 @@ def _check_forward(
         )
 
 
+def _lr_record(opt: torch.optim.Optimizer, lr_used: list[list[float]]) -> list[dict[str, Any]]:
+    """Each parameter group's learning rate as used in one epoch: at its first and last step and the mean
+    over its steps (the cosine schedule moves it every step), with the group's name and parameter count.
+
+    Example:
+        >>> opt = torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(3))], "lr": 0.1, "group": "head"}])
+        >>> _lr_record(opt, [[0.1], [0.05]])
+        [{'group': 'head', 'params': 3, 'lr_start': 0.1, 'lr_end': 0.05, 'lr_mean': 0.07500000000000001}]
+    """
+    out = []
+    for i, g in enumerate(opt.param_groups):
+        used = [step[i] for step in lr_used] or [float(g["lr"])]
+        out.append(
+            {
+                "group": str(g.get("group", f"group{i}")),  # checkpoints written before groups were named
+                "params": sum(p.numel() for p in g["params"]),
+                "lr_start": used[0],
+                "lr_end": used[-1],
+                "lr_mean": sum(used) / len(used),
+            }
+        )
+    return out
+
+
 class _Loop:
     def __init__(self, cfg: TrainConfig, data: DatasetSplit, run_dir: Path | None, progress: ProgressFn | None) -> None:
         from convlens.models import load_model
@@ -320,15 +344,19 @@ class _Loop:
         params = dict(self.model.named_parameters())
         head = self._head_params()
         if stage.trains == "all":
-            groups = [{"params_names": list(params), "lr": cfg.lr}]
+            groups = [{"params_names": list(params), "lr": cfg.lr, "group": "all"}]
         elif stage.trains == "head":
-            groups = [{"params_names": head, "lr": cfg.lr}]
+            groups = [{"params_names": head, "lr": cfg.lr, "group": "head"}]
         else:
             stages = base_stages(self.model, self.head_name, cfg.image_size)
             top = top_stage_groups(stages, cfg.unfreeze, decay=cfg.layer_decay)
             base_lr = cfg.lr * cfg.finetune_lr
-            groups = [{"params_names": list(g.names), "lr": base_lr * g.lr_factor} for g in top]
-            groups.append({"params_names": head, "lr": base_lr})
+            # named by distance from the head: top-1 is the topmost unfrozen stage (LR x layer_decay)
+            groups = [
+                {"params_names": list(g.names), "lr": base_lr * g.lr_factor, "group": f"top-{len(top) - i}"}
+                for i, g in enumerate(top)
+            ]
+            groups.append({"params_names": head, "lr": base_lr, "group": "head"})
         trainable = [n for g in groups for n in g["params_names"]]
         set_trainable(self.model, trainable)
         frozen = frozen_modules(self.model)
@@ -342,7 +370,12 @@ class _Loop:
                 if isinstance(m, nn.modules.batchnorm._NormBase) and n not in frozen
             ]
         opt_groups = [
-            {"params": [params[n] for n in g["params_names"]], "lr": g["lr"], "names": list(g["params_names"])}
+            {
+                "params": [params[n] for n in g["params_names"]],
+                "lr": g["lr"],
+                "names": list(g["params_names"]),
+                "group": g["group"],
+            }
             for g in groups
             if g["params_names"]
         ]
@@ -514,6 +547,7 @@ class _Loop:
             apply_train_mode(self.model, frozen)
             t0 = time.perf_counter()
             loss_sum = correct = seen = 0.0
+            lr_used: list[list[float]] = []  # per step taken: each group's LR as opt.step() applied it
             for step in range(steps):
                 idx = order[step * local_bs : (step + 1) * local_bs]
                 if len(idx) < 2 and steps > 1:
@@ -528,6 +562,7 @@ class _Loop:
                 loss = F.cross_entropy(logits, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                lr_used.append([float(g["lr"]) for g in opt.param_groups])
                 opt.step()
                 sched.step()
                 lv = float(loss.detach())
@@ -549,10 +584,13 @@ class _Loop:
             if stage.features and epoch == start_epoch:
                 secs += self.extract_seconds  # the one-time base pass is part of this strategy's cost
             val_loss, val_acc, _ = self.evaluate(stage.features)
+            lr_groups = _lr_record(opt, lr_used)
             rec = {
                 "epoch": epoch + 1,
                 "stage": stage.name,
-                "lr": opt.param_groups[-1]["lr"],
+                # the head's LR at the epoch's first step (the head is always the last group; "all" in scratch)
+                "lr": lr_groups[-1]["lr_start"] if lr_groups else float(opt.param_groups[-1]["lr"]),
+                "lr_groups": lr_groups,
                 "train_loss": loss_sum / max(seen, 1),
                 "train_accuracy": correct / max(seen, 1),
                 "val_loss": val_loss,
