@@ -44,13 +44,13 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.fx
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -58,7 +58,22 @@ from torch.overrides import TorchFunctionMode
 from convlens.errors import InputError, LayerError
 from convlens.hooks import capture, device_of, first_tensor, preserve_state
 
-__all__ = ["Axis", "Geometry", "Window", "Node", "ModuleCall", "Graph", "trace", "tensors_in", "einsum_macs"]
+__all__ = [
+    "Axis",
+    "Geometry",
+    "Window",
+    "Node",
+    "ModuleCall",
+    "Graph",
+    "OpCall",
+    "OpResult",
+    "HANDLERS",
+    "HandlerError",
+    "handles",
+    "trace",
+    "tensors_in",
+    "einsum_macs",
+]
 
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -109,6 +124,9 @@ class Geometry:
     #: positions of the H and W axes in the tensor ((2, 3) for NCHW, (1, 2) after a permute to NHWC);
     #: None when the tensor has no spatial layout
     dims: tuple[int, int] | None = (2, 3)
+    #: (axis, grid_h, grid_w) when H and W were flattened into one token axis in row-major order (a ViT
+    #: patch embedding's (N, L, C) tokens): token ``t`` is unit ``(t // grid_w, t % grid_w)``; ``dims`` is None
+    tokens: tuple[int, int, int] | None = None
 
     @property
     def is_global(self) -> bool:
@@ -160,6 +178,8 @@ class Node:
     window: Window | None = None
     macs: int = 0
     module: str | None = None  # innermost module call the op belongs to
+    counted: bool = True  # False: the op multiplies but convlens has no MAC formula for it (macs is not its cost)
+    note: str | None = None  # why an op is not counted or its handler failed
 
 
 @dataclass
@@ -185,10 +205,6 @@ class Graph:
     calls: list[ModuleCall]
     input_shape: tuple[int, ...]
     backend: str = "record"
-    #: with ``trace(..., fx=True)``: the ``torch.fx`` GraphModule when symbolic tracing works, else None
-    fx: Any = field(default=None, repr=False)
-    #: why symbolic tracing failed (e.g. timm's shape-dependent "same" padding), when it was tried
-    fx_error: str | None = None
     _by_name: dict[str, list[ModuleCall]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -199,6 +215,11 @@ class Graph:
     def total_macs(self) -> int:
         """Sum of MACs over every op (each op once, whatever module it sits in)."""
         return sum(n.macs for n in self.nodes)
+
+    @property
+    def not_counted(self) -> list[Node]:
+        """Ops the tracer saw that multiply but whose MACs it could not count (``total_macs`` is a lower bound)."""
+        return [n for n in self.nodes if not n.counted]
 
     def call(self, name: str, call: int = -1) -> ModuleCall:
         """The ``call``-th call (default: the last) of module ``name``; LayerError with close matches otherwise."""
@@ -267,8 +288,8 @@ class Graph:
 
 # ------------------------------------------------------------------------------------- op tables
 def torch_functions(*names: str) -> set[Any]:
-    """Every hashable callable named ``names`` in torch, torch.nn.functional, torch._C._nn and Tensor
-    methods: what a ``TorchFunctionMode`` sees for those ops.
+    """Every hashable callable named ``names`` in torch, torch.nn.functional, torch._C._nn, torch._VF and
+    Tensor methods: what a ``TorchFunctionMode`` sees for those ops.
 
     Example:
         >>> F.conv2d in torch_functions("conv2d")
@@ -276,7 +297,7 @@ def torch_functions(*names: str) -> set[Any]:
     """
     out: set[Any] = set()
     for n in names:
-        for ns in (torch, F, torch._C._nn, torch.Tensor):
+        for ns in (torch, F, torch._C._nn, torch._VF, torch.Tensor):
             f = getattr(ns, n, None)
             if f is not None:
                 try:
@@ -285,30 +306,6 @@ def torch_functions(*names: str) -> set[Any]:
                     continue
                 out.add(f)
     return out
-
-
-_CONV = torch_functions("conv2d")
-_MAXPOOL = torch_functions("max_pool2d", "max_pool2d_with_indices")
-_AVGPOOL = torch_functions("avg_pool2d")
-_LPPOOL = torch_functions("lp_pool2d")
-_PAD = torch_functions("pad", "constant_pad_nd")
-_ADAPTIVE = torch_functions("adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices")
-_RESIZE = torch_functions("interpolate", "upsample", "upsample_nearest", "upsample_bilinear")
-_LINEAR = torch_functions("linear")
-_MATMUL = torch_functions("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "baddbmm", "addmm")
-_SDPA = torch_functions("scaled_dot_product_attention")
-_CONV_T = torch_functions("conv_transpose2d")
-# 1-D/3-D convolutions (ECA gates, video/volume layers): counted in MACs; their field is not tracked
-_CONV_ND = torch_functions("conv1d", "conv3d")
-_EINSUM = torch_functions("einsum")
-_CONV_T_ND = torch_functions("conv_transpose1d", "conv_transpose3d")
-_ADDMM = torch_functions("baddbmm", "addmm")
-
-_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-_MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
-_AVGPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
-_LPPOOL_ARGS = ("input", "norm_type", "kernel_size", "stride", "ceil_mode")
-_PAD_ARGS = ("input", "pad", "mode", "value")
 
 
 def _bind(names: Sequence[str], args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -384,13 +381,6 @@ def _collect_tensors(obj: Any, out: list[torch.Tensor]) -> None:
             _collect_tensors(o, out)
 
 
-def _op_name(func: Any) -> str:
-    if func in _MAXPOOL:
-        return "max_pool2d"
-    name = getattr(func, "__name__", None) or str(func)
-    return "op" if name == "fn" else name
-
-
 # ------------------------------------------------------------------------------- propagation rules
 def _window_axis(a: Axis, k: int, s: int, p: int, d: int) -> Axis:
     step = None if a.step is None else a.step * s
@@ -406,9 +396,16 @@ def _hw(shape: tuple[int, ...], dims: tuple[int, int] | None) -> tuple[int, int]
     return int(shape[dims[0]]), int(shape[dims[1]])
 
 
+def _grid(g: Geometry, shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """Units along H and W of a tensor with geometry ``g``: its H/W axes, or the grid of a token axis."""
+    if g.tokens is not None:
+        return g.tokens[1], g.tokens[2]
+    return _hw(shape, g.dims)
+
+
 def _hull(g: Geometry, shape: tuple[int, ...], ax: int) -> tuple[float, float]:
     a = g.h if ax == 0 else g.w
-    hw = _hw(shape, g.dims)
+    hw = _grid(g, shape)
     return a.hull(hw[ax] if hw else 1)
 
 
@@ -424,8 +421,10 @@ def _merge(
     unit by unit; ``others`` (broadcast or reduced operands) contribute their whole hull to every unit."""
     exact = exact and all(g.exact for g in keep) and all(g.exact for g, _ in others)
     dims = keep[0].dims if keep else None
-    out_hw = _hw(out_shape, dims)
+    tokens = keep[0].tokens if keep else None
+    out_hw = (tokens[1], tokens[2]) if tokens else _hw(out_shape, dims)
     axes = []
+    steps: set[float] = set()
     for ax in (0, 1):
         ka = [(g.h if ax == 0 else g.w) for g in keep]
         steps = {a.step for a in ka if a.step is not None}
@@ -458,7 +457,9 @@ def _merge(
     if (axes[0].jump is None) != (axes[1].jump is None):  # keep the two axes global together
         n = out_hw or (1, 1)
         axes = [Axis(*a.hull(k), None, a.step) for a, k in zip(axes, n, strict=True)]
-    return Geometry(axes[0], axes[1], exact, dims if steps else None)
+    if not steps:
+        dims = tokens = None
+    return Geometry(axes[0], axes[1], exact, dims, tokens)
 
 
 def _slice_geometry(g: Geometry, in_shape: tuple[int, ...], key: Any) -> Geometry | None:
@@ -501,15 +502,430 @@ def _slice_geometry(g: Geometry, in_shape: tuple[int, ...], key: Any) -> Geometr
     return Geometry(axes[g.dims[0]], axes[g.dims[1]], g.exact, (new_pos[g.dims[0]], new_pos[g.dims[1]]))
 
 
-_GETITEM = torch_functions("__getitem__")
-_PERMUTE = torch_functions("permute")
-_TRANSPOSE = torch_functions("transpose", "swapaxes", "swapdims")
+# ------------------------------------------------------------------------------------ op handlers
+@dataclass
+class OpCall:
+    """What an op handler sees: the call, its output and the node of its main (first) tensor input.
+
+    ``items`` are (geometry, shape) of every input that depends on the image; ``batch`` the image
+    batch (MACs are per image).
+    """
+
+    func: Any
+    args: Sequence[Any]
+    kwargs: Mapping[str, Any]
+    out: torch.Tensor
+    main: Node | None
+    items: list[tuple[Geometry, tuple[int, ...]]]
+    batch: int = 1
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Output shape."""
+        return tuple(self.out.shape)
+
+    def arg(self, i: int, name: str, default: Any = None) -> Any:
+        """Positional argument ``i`` or keyword ``name``."""
+        return self.args[i] if len(self.args) > i else self.kwargs.get(name, default)
+
+    def spatial(self, layout: bool = True) -> Geometry | None:
+        """The main input's geometry when it has an (N, C, H, W) layout (``layout=False``: any geometry)."""
+        g = self.main.geometry if self.main is not None else None
+        if g is None or (layout and g.dims != (2, 3)):
+            return None
+        return g
+
+
+@dataclass
+class OpResult:
+    """What an op handler returns. ``geometry=None`` lets the generic layout/merge rule decide;
+    ``counted=False`` marks an op that multiplies but whose MACs convlens cannot count."""
+
+    kind: str = "elementwise"
+    geometry: Geometry | None = None
+    window: Window | None = None
+    macs: int = 0
+    counted: bool = True
+    note: str | None = None
+
+
+Handler = Callable[[OpCall], OpResult]
+#: torch callable -> handler (the pattern of ``torch.utils.flop_counter``'s registered formulas)
+HANDLERS: dict[Any, Handler] = {}
+_NAMES: dict[Any, str] = {}
+
+
+def handles(*names: str) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of the torch ops ``names`` (every namespace).
+
+    Example:
+        >>> @handles("my_op_that_torch_does_not_have")
+        ... def _h(op: OpCall) -> OpResult:
+        ...     return OpResult()
+        >>> HANDLERS[F.conv2d].__name__
+        '_window_op'
+    """
+
+    def deco(fn: Handler) -> Handler:
+        for n in names:
+            for f in torch_functions(n):
+                HANDLERS[f] = fn
+                _NAMES[f] = n
+        return fn
+
+    return deco
+
+
+def _op_name(func: Any) -> str:
+    if func in _NAMES:
+        return "max_pool2d" if _NAMES[func] == "max_pool2d_with_indices" else _NAMES[func]
+    name = getattr(func, "__name__", None) or str(func)
+    return "op" if name == "fn" else name
+
+
+_POOL_ARGS = {
+    "max_pool2d": ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    "avg_pool2d": ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+    "lp_pool2d": ("input", "norm_type", "kernel_size", "stride", "ceil_mode"),
+}
+
+
+@handles("conv2d", "max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "lp_pool2d")
+def _window_op(op: OpCall) -> OpResult:
+    """conv/pool: window from the arguments; MACs ``out·(C_in/groups)·kH·kW``; field by the window rule."""
+    name = _op_name(op.func)
+    macs = 0
+    if name == "conv2d":
+        w = op.arg(1, "weight")
+        k, d = (int(w.shape[-2]), int(w.shape[-1])), _pair(op.arg(5, "dilation", 1), 1)
+        pad = op.arg(4, "padding", 0)
+        if isinstance(pad, str):
+            pad = (d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2) if pad == "same" else (0, 0)
+        window = Window(k, _pair(op.arg(3, "stride", 1), 1), _pair(pad, 0), d)
+        macs = int(op.out.numel() * w.shape[1] * k[0] * k[1]) // op.batch if op.out.ndim == 4 else 0
+    else:
+        a = _bind(_POOL_ARGS[name], op.args, op.kwargs)
+        k, s = _pair(a["kernel_size"], 1), a.get("stride")
+        pad, dil = _pair(a.get("padding", 0), 0), _pair(a.get("dilation", 1), 1)
+        window = Window(k, k if not s else _pair(s, 1), pad, dil, bool(a.get("ceil_mode", False)))
+    g, geo = op.spatial(layout=False), None
+    if g is not None and op.out.ndim == 4:
+        if g.dims == (2, 3):
+            wa = [(window.kernel[i], window.stride[i], window.padding[i], window.dilation[i]) for i in (0, 1)]
+            geo = Geometry(_window_axis(g.h, *wa[0]), _window_axis(g.w, *wa[1]), g.exact)
+        elif g.dims is None and g.tokens is None:
+            geo = g  # a window over a tensor without spatial layout (e.g. 1x1 conv on a pooled vector)
+    return OpResult("conv" if name == "conv2d" else "pool", geo, window, macs)
+
+
+@handles("pad", "constant_pad_nd")
+def _pad(op: OpCall) -> OpResult:
+    """F.pad: a left/top pad ``a`` shifts every field by ``-a·jump`` (window (1, 1) with that padding)."""
+    g = op.spatial()
+    if g is None or op.out.ndim != 4:
+        return OpResult()
+    p = [int(v) for v in op.arg(1, "pad")] + [0, 0, 0, 0]
+    left, top = p[0], p[2]
+
+    def shift(ax: Axis, n: int) -> Axis:
+        return ax if ax.jump is None else Axis(ax.lo - n * ax.jump, ax.hi - n * ax.jump, ax.jump, ax.step)
+
+    return OpResult("pad", Geometry(shift(g.h, top), shift(g.w, left), g.exact), Window((1, 1), (1, 1), (top, left)))
+
+
+@handles("adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices")
+def _adaptive_pool(op: OpCall) -> OpResult:
+    """Adaptive pooling: windows ``[floor(i·n/o), ceil((i+1)·n/o))``; exact when ``o`` divides ``n``."""
+    g = op.spatial(layout=False)
+    if g is None or op.out.ndim != 4:
+        return OpResult()
+    assert op.main is not None
+    n_hw, o_hw = op.main.shape[-2:], op.shape[-2:]
+    if o_hw == (1, 1) or g.dims != (2, 3):
+        return OpResult("adaptive_pool", _to_global(g, op.main.shape))
+    axes, exact = [], g.exact
+    for ax, n_in, n_out in ((g.h, n_hw[0], o_hw[0]), (g.w, n_hw[1], o_hw[1])):
+        if n_in % n_out == 0:
+            axes.append(_window_axis(ax, n_in // n_out, n_in // n_out, 0, 1))
+            continue
+        kmax = max(-(-(i + 1) * n_in // n_out) - (i * n_in // n_out) for i in range(n_out))
+        step = None if ax.step is None else ax.step * n_in / n_out
+        if ax.jump is None:
+            axes.append(Axis(ax.lo, ax.hi, None, step))
+        else:  # windows vary in size: widest window, mean stride
+            axes.append(Axis(ax.lo, ax.hi + (kmax - 1) * ax.jump, ax.jump * n_in / n_out, step))
+        exact = False
+    return OpResult("adaptive_pool", Geometry(axes[0], axes[1], exact))
+
+
+@handles("interpolate", "upsample", "upsample_nearest", "upsample_bilinear")
+def _resize(op: OpCall) -> OpResult:
+    """Resizing: the jump shrinks by the scale; +-1 input unit for interpolation (approximate)."""
+    g = op.spatial()
+    if g is None or op.out.ndim != 4:
+        return OpResult()
+    assert op.main is not None
+    axes = []
+    for ax, n_in, n_out in ((g.h, op.main.shape[-2], op.shape[-2]), (g.w, op.main.shape[-1], op.shape[-1])):
+        r = n_in / n_out
+        step = None if ax.step is None else ax.step * r
+        if ax.jump is None:
+            axes.append(Axis(ax.lo, ax.hi, None, step))
+        else:
+            axes.append(Axis(ax.lo - ax.jump, ax.hi + ax.jump, ax.jump * r, step))
+    return OpResult("resize", Geometry(axes[0], axes[1], False))
+
+
+@handles("__getitem__")
+def _getitem(op: OpCall) -> OpResult:
+    """Indexing with ints/slices: crops and strided slices move and stretch the field."""
+    g = op.spatial(layout=False)
+    geo = _slice_geometry(g, op.main.shape, op.args[1]) if g is not None and op.main and len(op.args) > 1 else None
+    return OpResult("layout" if geo is not None else "elementwise", geo)
+
+
+@handles("permute", "transpose", "swapaxes", "swapdims")
+def _permute(op: OpCall) -> OpResult:
+    """Axis permutations move the H/W (or token) axes; the fields are unchanged."""
+    g = op.spatial(layout=False)
+    if g is None or (g.dims is None and g.tokens is None):
+        return OpResult()
+    assert op.main is not None
+    nd = len(op.main.shape)
+    if _op_name(op.func) == "permute":
+        perm = list(op.args[1:]) or list(op.kwargs.get("dims", ()))
+        if len(perm) == 1 and isinstance(perm[0], (tuple, list)):
+            perm = list(perm[0])
+        perm = [int(v) % nd for v in perm]
+    else:
+        a0, a1 = int(op.arg(1, "dim0", 0)) % nd, int(op.arg(2, "dim1", 1)) % nd
+        perm = list(range(nd))
+        perm[a0], perm[a1] = perm[a1], perm[a0]
+    if sorted(perm) != list(range(nd)):
+        return OpResult()
+    if g.tokens is not None:
+        t = g.tokens
+        return OpResult("layout", Geometry(g.h, g.w, g.exact, None, (perm.index(t[0]), t[1], t[2])))
+    assert g.dims is not None
+    return OpResult("layout", Geometry(g.h, g.w, g.exact, (perm.index(g.dims[0]), perm.index(g.dims[1]))))
+
+
+@handles("flatten", "reshape", "view", "unflatten")
+def _reshape(op: OpCall) -> OpResult:
+    """Merging the H and W axes into one token axis (``x.flatten(2)``, ViT patch embeddings) keeps each
+    token's field (``tokens`` layout); splitting a token axis back into its grid restores H and W.
+    Other reshapes: the generic rule."""
+    g, shape = op.spatial(layout=False), op.shape
+    if g is None or op.main is None:
+        return OpResult()
+    s = op.main.shape
+    if g.dims is not None and g.dims[1] == g.dims[0] + 1:
+        d = g.dims[0]
+        if shape == s[:d] + (s[d] * s[d + 1],) + s[d + 2 :] and len(shape) >= 2:
+            return OpResult("layout", Geometry(g.h, g.w, g.exact, None, (d, int(s[d]), int(s[d + 1]))))
+    if g.tokens is not None:
+        a, gh, gw = g.tokens
+        if s[a] == gh * gw and shape == s[:a] + (gh, gw) + s[a + 1 :]:
+            return OpResult("layout", Geometry(g.h, g.w, g.exact, (a, a + 1)))
+        if shape == s:
+            return OpResult("layout", g)
+    return OpResult()
+
+
+@handles("linear")
+def _linear(op: OpCall) -> OpResult:
+    """Linear layer: ``out_numel · in_features`` MACs."""
+    w = op.arg(1, "weight")
+    return OpResult("linear", macs=int(op.out.numel() * w.shape[-1]) // op.batch)
+
+
+@handles("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "baddbmm", "addmm")
+def _matmul(op: OpCall) -> OpResult:
+    """Matrix products: ``out_numel · inner`` MACs (``inner`` = last axis of the left factor)."""
+    ts = tensors_in(op.args)[:3]
+    if len(ts) < 2:
+        return OpResult("matmul")
+    a_t = ts[-2] if _op_name(op.func) in ("baddbmm", "addmm") else ts[0]
+    return OpResult("matmul", macs=int(op.out.numel() * int(a_t.shape[-1])) // op.batch)
+
+
+@handles("scaled_dot_product_attention")
+def _sdpa(op: OpCall) -> OpResult:
+    """Attention ``softmax(Q K^T) V``: ``L·S·E`` for ``Q K^T`` plus ``L·S·E_v`` for ``A V`` per head."""
+    ts = tensors_in(op.args)
+    if len(ts) < 3 or ts[0].ndim < 2:
+        return OpResult("matmul")
+    q, k = ts[0], ts[1]
+    return OpResult("matmul", macs=int((q.numel() + op.out.numel()) * k.shape[-2]) // op.batch)
+
+
+@handles("multi_head_attention_forward")
+def _mha(op: OpCall) -> OpResult:
+    """``nn.MultiheadAttention`` (one opaque call): Q/K/V projections ``L·E·E + S·E_k·E + S·E_v·E``,
+    attention ``2·L·S·E`` and the output projection ``L·E·E``, per batch item."""
+    q, k, v = op.arg(0, "query"), op.arg(1, "key"), op.arg(2, "value")  # (L, N, E) or unbatched (L, E)
+    e = int(op.arg(3, "embed_dim_to_check"))
+    n = 1 if q.ndim == 2 else int(q.shape[1])
+    extra = int(op.arg(7, "bias_k") is not None) + int(bool(op.arg(9, "add_zero_attn", False)))
+    ql, sl = int(q.shape[0]), int(k.shape[0]) + extra
+    macs = n * (ql * e * e + sl * int(k.shape[-1]) * e + sl * int(v.shape[-1]) * e + 2 * ql * sl * e + ql * e * e)
+    return OpResult("matmul", macs=macs // op.batch)
+
+
+@handles("einsum")
+def _einsum(op: OpCall) -> OpResult:
+    """einsum: the product of every index size (:func:`einsum_macs`)."""
+    return OpResult("matmul", macs=einsum_macs(op.args[0] if op.args else None, tensors_in(op.args[1:])) // op.batch)
+
+
+@handles("tensordot")
+def _tensordot(op: OpCall) -> OpResult:
+    """tensordot ``(M, K) x (K, N)``: ``M·K·N = sqrt(|a|·|b|·|out|)`` MACs, whatever ``dims`` says."""
+    ts = tensors_in(op.args[:2])
+    if len(ts) < 2:
+        return OpResult("matmul", counted=False)
+    return OpResult("matmul", macs=math.isqrt(ts[0].numel() * ts[1].numel() * op.out.numel()) // op.batch)
+
+
+@handles("bilinear")
+def _bilinear(op: OpCall) -> OpResult:
+    """``nn.Bilinear`` ``y_o = x1^T W_o x2``: ``out_numel · in1 · in2`` MACs."""
+    w = op.arg(2, "weight")
+    return OpResult("linear", macs=int(op.out.numel() * w.shape[1] * w.shape[2]) // op.batch)
+
+
+@handles("lstm", "gru", "rnn_tanh", "rnn_relu")
+def _rnn(op: OpCall) -> OpResult:
+    """Recurrent layers (every layer, direction and gate): ``steps · rows · Σ |W|`` over the weight
+    matrices (input, hidden and projection), i.e. ``4·H·(I + H)`` per LSTM step, ``3·H·(I + H)`` per GRU step."""
+    x = op.args[0]
+    packed = len(op.args) > 1 and isinstance(op.args[1], torch.Tensor) and op.args[1].ndim == 1
+    params = op.args[3] if packed else op.args[2]
+    if packed or x.ndim == 2:
+        positions = int(x.shape[0])  # packed data: one row per (step, sequence); unbatched: one per step
+    else:
+        positions = int(x.shape[0] * x.shape[1])
+    weights = sum(int(p.numel()) for p in params if isinstance(p, torch.Tensor) and p.ndim == 2)
+    return OpResult("linear", macs=positions * weights // op.batch)
+
+
+@handles("lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell")
+def _rnn_cell(op: OpCall) -> OpResult:
+    """One recurrent step: ``rows · (|W_ih| + |W_hh|)`` MACs."""
+    x, w_ih, w_hh = op.args[0], op.arg(2, "w_ih"), op.arg(3, "w_hh")
+    rows = 1 if x.ndim == 1 else int(x.shape[0])
+    return OpResult("linear", macs=rows * (int(w_ih.numel()) + int(w_hh.numel())) // op.batch)
+
+
+@handles("conv_transpose2d")
+def _conv_transpose2d(op: OpCall) -> OpResult:
+    """Transposed conv: ``in_numel · (C_out/groups) · kH·kW`` MACs; field not tracked (``unknown``)."""
+    w, inp = op.arg(1, "weight"), op.args[0]
+    return OpResult("unknown", macs=int(inp.numel() * w.shape[1] * w.shape[-2] * w.shape[-1]) // op.batch)
+
+
+@handles("conv1d", "conv3d", "conv_transpose1d", "conv_transpose3d")
+def _conv_nd(op: OpCall) -> OpResult:
+    """1-D/3-D (transposed) convs (ECA gates, volume layers): out (transposed: in) positions x C_out x
+    (C_in/groups) x taps; their field is not tracked."""
+    w = op.arg(1, "weight")
+    n = (op.args[0] if "transpose" in _op_name(op.func) else op.out).numel()
+    return OpResult("unknown", macs=int(n * w.shape[1] * math.prod(w.shape[2:])) // op.batch)
+
+
+#: ops that multiply but that convlens does not count: they are marked "not counted", never 0
+_UNCOUNTED = (
+    "_native_multi_head_attention",
+    "kron",
+    "outer",
+    "ger",
+    "dot",
+    "vdot",
+    "inner",
+    "mv",
+    "addmv",
+    "addr",
+    "addbmm",
+    "chain_matmul",
+    "conv_tbc",
+    "fft_fft",
+    "fft_ifft",
+    "fft_rfft",
+    "fft_irfft",
+    "fft_fft2",
+    "fft_ifft2",
+    "fft_rfft2",
+    "fft_irfft2",
+    "fft_fftn",
+    "fft_ifftn",
+    "fft_rfftn",
+    "fft_irfftn",
+    "stft",
+    "istft",
+)
+
+
+@handles(*_UNCOUNTED)
+def _uncounted(op: OpCall) -> OpResult:
+    """An op that multiplies, without a MAC formula here: visible as not counted."""
+    return OpResult("unknown", counted=False, note="MACs not counted")
+
+
+for _f in (torch.linalg.multi_dot, torch.linalg.matmul, torch.linalg.vecdot):
+    HANDLERS.setdefault(_f, _matmul if _f is torch.linalg.matmul else _uncounted)
+    _NAMES.setdefault(_f, _f.__name__)
+
+
+def _generic(op: OpCall, res: OpResult) -> OpResult:
+    """Where a handler left the field open: inputs whose layout the output keeps are merged unit by unit
+    (elementwise ops, cat on channels, norms, views that keep H and W last, a linear/matmul on a
+    non-spatial last axis as in ConvNeXt's NHWC MLP); the others contribute their whole hull."""
+    shape, kind = op.shape, res.kind
+    keep: list[Geometry] = []
+    for g, s in op.items:
+        if g.tokens is not None:
+            a = g.tokens[0]
+            if len(s) == len(shape) and s[a] == shape[a] and not (kind in ("linear", "matmul") and a == len(s) - 1):
+                keep.append(g)
+            continue
+        if g.dims is None:
+            continue
+        if len(s) == len(shape) and _hw(s, g.dims) == _hw(shape, g.dims):
+            if kind in ("linear", "matmul") and len(shape) - 1 in g.dims:
+                continue
+            keep.append(g)
+        elif kind == "elementwise" and g.dims == (len(s) - 2, len(s) - 1) and len(shape) >= 3 and shape[-2:] == s[-2:]:
+            keep.append(Geometry(g.h, g.w, g.exact, (len(shape) - 2, len(shape) - 1)))
+    if keep:
+        others = [(g, s) for g, s in op.items if not any(g is k or (g.h is k.h and g.w is k.w) for k in keep)]
+        res.geometry = _merge(keep, others, shape, True)
+        return res
+    # the layout is gone (flatten, global pooling, mean, linear on vectors): one field for all units;
+    # exact unless an unknown op still returns a spatial map (transposed convs, unfold)
+    spatial_out = op.out.ndim == 4 and shape[-2:] != (1, 1) and any(g.dims is not None for g, _ in op.items)
+    res.geometry = _merge([], op.items, shape, not spatial_out)
+    res.kind = "unknown" if spatial_out else ("global" if kind == "elementwise" else kind)
+    return res
+
+
+def _default(op: OpCall) -> OpResult:
+    """Ops without a handler (activations, norms, additions, concatenations, reductions...): 0 MACs and
+    the generic field rule."""
+    return OpResult()
+
+
+class HandlerError(RuntimeError):
+    """An op handler failed on arguments it should understand (a convlens bug, raised in strict mode)."""
+
+
+def _strict_default() -> bool:
+    return os.environ.get("CONVLENS_STRICT_TRACE", "") not in ("", "0")
 
 
 class _Recorder(TorchFunctionMode):
     """Records each torch function call whose output is a tensor as a :class:`Node`."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, strict: bool = False) -> None:
         super().__init__()
         self.nodes: list[Node] = []
         # id(tensor) -> (weak reference, node): outputs are not kept alive (the allocator can reuse their
@@ -517,6 +933,7 @@ class _Recorder(TorchFunctionMode):
         self.producer: dict[int, tuple[weakref.ref[torch.Tensor], int]] = {}
         self.cap: Any = None
         self.batch = 1
+        self.strict = strict
         self.calls: list[ModuleCall] = []
         self.counts: dict[str, int] = {}
         self.modules = dict(model.named_modules())
@@ -551,203 +968,33 @@ class _Recorder(TorchFunctionMode):
             i = self.lookup(t)
             if i is not None and i not in seen:
                 seen.append(i)
-        try:
-            node = self._make(func, args, kwargs, tuple(seen), outs[0])
-        except Exception:  # noqa: BLE001 -- an op convlens cannot parse must not break the user's forward pass
-            node = self._fallback(func, tuple(seen), outs[0])
-        self._add(node, outs)
+        self._add(self._make(func, args, kwargs, tuple(seen), outs[0]), outs)
         return out
-
-    def _fallback(self, func: Any, ins: tuple[int, ...], out: torch.Tensor) -> Node:
-        """An op whose arguments could not be read: its field is the hull of its inputs, marked inexact."""
-        items = [(self.nodes[i].geometry, self.nodes[i].shape) for i in ins if self.nodes[i].geometry is not None]
-        geo = _merge([], items, tuple(out.shape), False) if items else None
-        return Node(len(self.nodes), _op_name(func), "unknown" if items else "constant", ins, tuple(out.shape), geo)
 
     def _make(
         self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], ins: tuple[int, ...], out: torch.Tensor
     ) -> Node:
-        idx = len(self.nodes)
-        shape = tuple(out.shape)
-        name = _op_name(func)
         items = [(self.nodes[i].geometry, self.nodes[i].shape) for i in ins if self.nodes[i].geometry is not None]
         main_t = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("input")
         main_i = self.lookup(main_t) if isinstance(main_t, torch.Tensor) else None
-        main = self.nodes[main_i] if main_i is not None and main_i in ins else None
         # an in-place op re-binds its tensor to this node: the producer lookup above ran before that
-        macs, window, kind = 0, None, "elementwise"
-        geo: Geometry | None = None
-        if func in _CONV or func in _MAXPOOL or func in _AVGPOOL or func in _LPPOOL:
-            if func in _CONV:
-                a = _bind(_CONV_ARGS, args, kwargs)
-                w = a["weight"]
-                k = (int(w.shape[-2]), int(w.shape[-1]))
-                d = _pair(a.get("dilation"), 1)
-                pad = a.get("padding", 0)
-                if isinstance(pad, str):
-                    pad = (d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2) if pad == "same" else (0, 0)
-                window = Window(k, _pair(a.get("stride"), 1), _pair(pad, 0), d)
-                macs = int(out.numel() * w.shape[1] * k[0] * k[1]) // self.batch if out.ndim == 4 else 0
-                kind = "conv"
-            else:
-                names = _MAXPOOL_ARGS if func in _MAXPOOL else _AVGPOOL_ARGS if func in _AVGPOOL else _LPPOOL_ARGS
-                a = _bind(names, args, kwargs)
-                k = _pair(a["kernel_size"], 1)
-                s = a.get("stride")
-                window = Window(
-                    k,
-                    k if not s else _pair(s, 1),
-                    _pair(a.get("padding", 0), 0),
-                    _pair(a.get("dilation", 1), 1),
-                    bool(a.get("ceil_mode", False)),
-                )
-                kind = "pool"
-            if main is not None and main.geometry is not None and out.ndim == 4:
-                g = main.geometry
-                if g.dims == (2, 3):
-                    geo = Geometry(
-                        _window_axis(g.h, window.kernel[0], window.stride[0], window.padding[0], window.dilation[0]),
-                        _window_axis(g.w, window.kernel[1], window.stride[1], window.padding[1], window.dilation[1]),
-                        g.exact,
-                    )
-                elif g.dims is None:
-                    geo = g  # a window over a tensor without spatial layout (e.g. 1x1 conv on a pooled vector)
-        elif (
-            func in _PAD
-            and main is not None
-            and main.geometry is not None
-            and out.ndim == 4
-            and main.geometry.dims == (2, 3)
-        ):
-            a = _bind(_PAD_ARGS, args, kwargs)
-            p = [int(v) for v in a["pad"]] + [0, 0, 0, 0]
-            left, top = p[0], p[2]
-            window = Window((1, 1), (1, 1), (top, left))
-            g = main.geometry
-            shift = lambda ax, n: (
-                ax if ax.jump is None else Axis(ax.lo - n * ax.jump, ax.hi - n * ax.jump, ax.jump, ax.step)
-            )  # noqa: E731
-            geo, kind = Geometry(shift(g.h, top), shift(g.w, left), g.exact), "pad"
-        elif func in _ADAPTIVE and main is not None and main.geometry is not None and out.ndim == 4:
-            kind = "adaptive_pool"
-            g = main.geometry
-            if shape[-2:] == (1, 1) or g.dims != (2, 3):
-                geo = _to_global(g, main.shape)
-            else:
-                axes, exact = [], g.exact
-                for ax, n_in, n_out in ((g.h, main.shape[-2], shape[-2]), (g.w, main.shape[-1], shape[-1])):
-                    if n_in % n_out == 0:
-                        k = n_in // n_out
-                        axes.append(_window_axis(ax, k, k, 0, 1))
-                    else:  # windows [floor(i n/o), ceil((i+1) n/o)) vary in size: widest window, mean stride
-                        kmax = max(-(-(i + 1) * n_in // n_out) - (i * n_in // n_out) for i in range(n_out))
-                        step = None if ax.step is None else ax.step * n_in / n_out
-                        if ax.jump is None:
-                            axes.append(Axis(ax.lo, ax.hi, None, step))
-                        else:
-                            axes.append(Axis(ax.lo, ax.hi + (kmax - 1) * ax.jump, ax.jump * n_in / n_out, step))
-                        exact = False
-                geo = Geometry(axes[0], axes[1], exact)
-        elif (
-            func in _RESIZE
-            and main is not None
-            and main.geometry is not None
-            and out.ndim == 4
-            and main.geometry.dims == (2, 3)
-        ):
-            kind = "resize"  # nearest/bilinear upsampling: jump shrinks by the scale, +-1 input unit for interpolation
-            g = main.geometry
-            axes = []
-            for ax, n_in, n_out in ((g.h, main.shape[-2], shape[-2]), (g.w, main.shape[-1], shape[-1])):
-                r = n_in / n_out
-                step = None if ax.step is None else ax.step * r
-                if ax.jump is None:
-                    axes.append(Axis(ax.lo, ax.hi, None, step))
-                else:
-                    axes.append(Axis(ax.lo - ax.jump, ax.hi + ax.jump, ax.jump * r, step))
-            geo = Geometry(axes[0], axes[1], False)
-        elif func in _GETITEM and main is not None and main.geometry is not None and len(args) > 1:
-            geo = _slice_geometry(main.geometry, main.shape, args[1])
-            kind = "layout" if geo is not None else kind
-        elif (
-            (func in _PERMUTE or func in _TRANSPOSE)
-            and main is not None
-            and main.geometry is not None
-            and main.geometry.dims
-        ):
-            g, nd = main.geometry, len(main.shape)
-            if func in _PERMUTE:
-                perm = list(args[1:]) or list(kwargs.get("dims", ()))
-                if len(perm) == 1 and isinstance(perm[0], (tuple, list)):
-                    perm = list(perm[0])
-                perm = [int(v) % nd for v in perm]
-            else:
-                a0 = int(args[1] if len(args) > 1 else kwargs.get("dim0", 0)) % nd
-                a1 = int(args[2] if len(args) > 2 else kwargs.get("dim1", 1)) % nd
-                perm = list(range(nd))
-                perm[a0], perm[a1] = perm[a1], perm[a0]
-            if sorted(perm) == list(range(nd)):
-                kind = "layout"
-                geo = Geometry(g.h, g.w, g.exact, (perm.index(g.dims[0]), perm.index(g.dims[1])))
-        elif func in _LINEAR:
-            kind = "linear"
-            w = args[1] if len(args) > 1 else kwargs["weight"]
-            macs = int(out.numel() * w.shape[-1]) // self.batch
-        elif func in _MATMUL or func in _SDPA:
-            kind = "matmul"
-            ts = [t for t in tensors_in(args)][:3]
-            if func in _SDPA and len(ts) >= 3:  # Q K^T and A V
-                q, kk = ts[0], ts[1]
-                macs = 2 * int(q.numel() * kk.shape[-2]) // self.batch if q.ndim >= 2 else 0
-            elif len(ts) >= 2:
-                a_t = ts[-2] if func in _ADDMM else ts[0]
-                inner = int(a_t.shape[-1])
-                macs = int(out.numel() * inner) // self.batch
-        elif func in _EINSUM:
-            kind = "matmul"
-            macs = einsum_macs(args[0] if args else None, tensors_in(args[1:])) // self.batch
-        elif func in _CONV_T:
-            kind = "unknown"
-            w = args[1] if len(args) > 1 else kwargs["weight"]
-            inp = args[0]
-            macs = int(inp.numel() * w.shape[1] * w.shape[-2] * w.shape[-1]) // self.batch
-        elif func in _CONV_ND or func in _CONV_T_ND:
-            # out positions x C_out x (C_in/groups) x taps; transposed: in positions x C_in x (C_out/groups) x taps
-            kind = "unknown"
-            w = args[1] if len(args) > 1 else kwargs["weight"]
-            n = (args[0] if func in _CONV_T_ND else out).numel()
-            macs = int(n * w.shape[1] * math.prod(w.shape[2:])) // self.batch
-        if geo is None and items:
-            # inputs whose spatial layout the output keeps: same rank, same H and W at the same positions
-            # (or, for view/reshape, H and W still the last two axes); a linear/matmul keeps the layout
-            # only when it acts on a non-spatial last axis (ConvNeXt's MLP on NHWC maps)
-            keep = []
-            for g, s in items:
-                if g.dims is None:
-                    continue
-                if len(s) == len(shape) and _hw(s, g.dims) == _hw(shape, g.dims):
-                    if kind in ("linear", "matmul") and len(shape) - 1 in g.dims:
-                        continue
-                    keep.append(g)
-                elif (
-                    kind == "elementwise"
-                    and g.dims == (len(s) - 2, len(s) - 1)
-                    and len(shape) >= 3
-                    and shape[-2:] == s[-2:]
-                ):
-                    keep.append(Geometry(g.h, g.w, g.exact, (len(shape) - 2, len(shape) - 1)))
-            if keep:
-                others = [(g, s) for g, s in items if not any(g is k or (g.h is k.h and g.w is k.w) for k in keep)]
-                geo = _merge(keep, others, shape, True)
-            else:
-                # the layout is gone (flatten, global pooling, mean, linear on vectors): one field for all units;
-                # exact unless an unknown op still returns a spatial map (transposed convs, unfold)
-                spatial_out = out.ndim == 4 and shape[-2:] != (1, 1) and any(g.dims is not None for g, _ in items)
-                geo = _merge([], items, shape, not spatial_out)
-                kind = "unknown" if spatial_out else ("global" if kind == "elementwise" else kind)
-        if not items:
-            kind = "constant"
-        return Node(idx, name, kind, ins, shape, geo, window, macs)
+        main = self.nodes[main_i] if main_i is not None and main_i in ins else None
+        op = OpCall(func, args, kwargs, out, main, items, self.batch)  # type: ignore[arg-type]
+        handler = HANDLERS.get(func, _default)
+        try:
+            res = handler(op)
+        except Exception as e:  # noqa: BLE001 -- a handler bug: loud in strict mode (tests), visible otherwise
+            if self.strict:
+                raise HandlerError(f"the graph handler for '{_op_name(func)}' failed: {type(e).__name__}: {e}") from e
+            res = OpResult("unknown", counted=False, note=f"handler failed: {type(e).__name__}: {e}")
+            res.geometry = _merge([], items, op.shape, False) if items else None
+        if res.geometry is None and items:
+            res = _generic(op, res)
+        kind = res.kind if items else "constant"
+        return Node(
+            len(self.nodes), _op_name(func), kind, ins, op.shape, res.geometry, res.window, res.macs,
+            counted=res.counted, note=res.note,
+        )  # fmt: skip
 
     # -- module calls (called from inside the capture hook)
     def on_call(self, name: str, inputs: tuple[Any, ...], output: Any) -> None:
@@ -796,22 +1043,23 @@ def trace(
     *,
     x: torch.Tensor | None = None,
     device: str | torch.device | None = None,
-    fx: bool = False,
+    strict: bool | None = None,
 ) -> Graph:
     """Run one forward pass (eval mode, no grad, modes restored) and record the dataflow graph.
 
-    The recording is the source of every number (it sees concrete shapes and every op of any model).
-    With ``fx=True`` the model is also symbolically traced with ``torch.fx`` and the ``GraphModule`` is
-    attached as ``graph.fx`` for callers who want to rewrite or pattern-match the graph; models fx cannot
-    trace (Python control flow on shapes, as in timm's ``Conv2dSame``) get ``graph.fx = None`` and the
-    reason in ``graph.fx_error``, and the recorded graph works the same.
+    Every op goes through the handler registered for it in :data:`HANDLERS` (one small function per
+    op family: binding, MACs, receptive-field geometry, layout); ops without a handler get 0 MACs and the
+    generic field rule. An op that multiplies but has no MAC formula is recorded with ``counted=False``
+    (see :attr:`Graph.not_counted`). A handler that fails is a convlens bug: with ``strict`` (default: the
+    ``CONVLENS_STRICT_TRACE`` environment variable, set by the test suite) it raises :class:`HandlerError`;
+    otherwise the op is recorded as ``unknown``, not counted, with the error in ``node.note``.
 
     Args:
         model: any ``nn.Module`` taking one image batch.
         input_shape: (C, H, W) of the zero probe image (ignored when ``x`` is given).
         x: an explicit input batch (use batch size 1: MACs are per image).
-        device: where to run; defaults to the model's device.
-        fx: also try ``torch.fx.symbolic_trace`` (see above).
+        device: where to run; defaults to the model's device (``"meta"`` traces without computing).
+        strict: raise on a handler error instead of recording the op as unknown.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten())
@@ -827,7 +1075,7 @@ def trace(
     elif not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise InputError(f"x must be an (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}.")
     names = [n for n, _ in model.named_modules() if n]
-    rec = _Recorder(model)
+    rec = _Recorder(model, _strict_default() if strict is None else strict)
     try:
         with (
             preserve_state(model, train=False),
@@ -838,6 +1086,8 @@ def trace(
             rec.cap = cap
             with rec:
                 cap.run(x)
+    except HandlerError:
+        raise
     except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as e:  # timm asserts fixed input sizes
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(
@@ -851,10 +1101,4 @@ def trace(
         for i in c.ops:
             if nodes[i].module is None:
                 nodes[i].module = c.name
-    gm, fx_error = None, None
-    if fx:
-        try:
-            gm = torch.fx.symbolic_trace(model)
-        except Exception as e:  # noqa: BLE001 -- any tracing failure means: use the recording only
-            fx_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-    return Graph(nodes, rec.calls, tuple(x.shape[1:]), "record+fx" if gm is not None else "record", gm, fx_error)
+    return Graph(nodes, rec.calls, tuple(x.shape[1:]), "record")
