@@ -75,4 +75,6 @@ def test_cli_warns_on_stderr_and_keeps_json_clean(folder: Path, capsys: pytest.C
     assert main(["predict", str(folder), "--model", f"{folder.parent / 'net.py'}:plain", "--json", "--topk", "1"]) == 0
     cap = capsys.readouterr()
     assert len(json.loads(cap.out)) == 2
-    assert cap.err.startswith("warning: skipped") and "corrupt.jpg" in cap.err
+    skipped = [line for line in cap.err.splitlines() if line.startswith("warning: skipped")]
+    assert len(skipped) == 1 and "corrupt.jpg" in skipped[0]
+    assert [json.loads(cap.out)[0]["pretrained"]] == [False]  # a random-init user model

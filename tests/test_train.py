@@ -310,7 +310,15 @@ def test_cli_train_json_and_compare(folder, tmp_path, capsys):
     ]
     assert main(args + ["--strategy", "features", "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert set(printed) == {"strategy", "epochs_done", "train_loss", "val_loss", "val_accuracy", "images_per_s"}
+    assert set(printed) == {
+        "strategy",
+        "epochs_done",
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "images_per_s",
+        "pretrained",
+    }
     assert printed == json.loads((out / "metrics.json").read_text())
     assert main(args + ["--compare", "features,frozen+aug", "--out", str(tmp_path / "cmp"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]

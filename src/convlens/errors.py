@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["ConvlensError", "InputError", "ModelError", "LayerError", "DataError"]
+__all__ = ["ConvlensError", "InputError", "ModelError", "LayerError", "DataError", "RandomWeightsWarning"]
 
 
 class ConvlensError(Exception):
@@ -39,3 +39,10 @@ class LayerError(ConvlensError, KeyError):
 
 class DataError(ConvlensError):
     """A dataset that is empty, unreadable or unusable for training."""
+
+
+class RandomWeightsWarning(UserWarning):
+    """A model runs with random (untrained) weights, so its predictions, maps and filters mean nothing.
+
+    :func:`convlens.models.load_model` warns with it; the CLI prints it once, loudly, on stderr.
+    """

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 
 import typer
@@ -22,7 +23,7 @@ try:  # typer >= 0.20 vendors its own click; older typer uses click itself
 except ImportError:  # pragma: no cover
     from click import ClickException
 
-from convlens.errors import ConvlensError
+from convlens.errors import ConvlensError, RandomWeightsWarning
 
 __all__ = ["app", "main"]
 
@@ -50,8 +51,32 @@ def _register_all() -> None:
 _register_all()
 
 
+def _loud_random_weights(shown: set[str]):  # -> a warnings.showwarning replacement
+    """Print each :class:`RandomWeightsWarning` ONCE per run as a loud ``WARNING:`` line on stderr (however many
+    times the model is loaded); every other warning goes to Python's usual display."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if isinstance(category, type) and issubclass(category, RandomWeightsWarning):
+            text = str(message)
+            if text not in shown:
+                shown.add(text)
+                print(f"WARNING: {text}", file=sys.stderr, flush=True)
+            return
+        previous(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 user error, 1 unexpected failure)."""
+    with warnings.catch_warnings():  # restores the caller's filters and display on return
+        warnings.simplefilter("always", RandomWeightsWarning)  # deduplicated by _loud_random_weights
+        warnings.showwarning = _loud_random_weights(set())
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
     try:

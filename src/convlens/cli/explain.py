@@ -33,6 +33,7 @@ class CamRecord:
     map_file: str
     overlay_file: str
     metrics: dict[str, Any] | None = field(default=None)
+    pretrained: bool = True  # False: the model's weights are random, the map means nothing
 
 
 def _parse_methods(text: str) -> list[str]:
@@ -210,6 +211,7 @@ def run_cam(
                             map_file=str(map_file),
                             overlay_file=str(png_file),
                             metrics={k: v[i] for k, v in met.items()} if metrics else None,
+                            pretrained=bundle.pretrained,
                         )
                     )
             for recs in per_image_records:  # image order, then method order

@@ -36,6 +36,7 @@ class FiltersReport:
     seconds: float
     channels: list[ChannelValue] = field(default_factory=list)
     recipe_params: dict = field(default_factory=dict)
+    pretrained: bool = True  # False: random weights, the images show nothing learned
 
 
 def register(app: typer.Typer) -> None:
@@ -90,6 +91,7 @@ def register(app: typer.Typer) -> None:
                 print_json(
                     {
                         "model": bundle.meta.name,
+                        "pretrained": bundle.pretrained,
                         "layer": kname,
                         "kernels": int(tiles.shape[0]),
                         "kernel_shape": list(tiles.shape[1:]),
@@ -148,6 +150,7 @@ def register(app: typer.Typer) -> None:
 
         report = FiltersReport(
             model=bundle.meta.name,
+            pretrained=bundle.pretrained,
             layer=layer_name,
             objective=objective,
             recipe=recipe,

@@ -87,6 +87,7 @@ def register(app: typer.Typer) -> None:
             c, h, w = bundle.meta.input_size
         s = summarize(bundle.model, (c, h, w), name=bundle.meta.name)
         data = s.to_dict(depth, channels_first=channels_first)
+        data["pretrained"] = bundle.pretrained
         if json_out:
             print_json(data)
             return
@@ -188,7 +189,7 @@ def register(app: typer.Typer) -> None:
             rows.append(
                 {"figure": str(fig_path) if fig_path else None, **{k: getattr(st, k) for k in st.__dataclass_fields__}}
             )
-        result = {"image": str(image), "model": bundle.meta.name, "layers": rows}
+        result = {"image": str(image), "model": bundle.meta.name, "pretrained": bundle.pretrained, "layers": rows}
         if json_out:
             print_json(result)
             return
@@ -231,7 +232,12 @@ def register(app: typer.Typer) -> None:
             kernel_tiles(prof.kernels, title=f"{prof.first_conv}: {tuple(prof.kernels.shape)} kernels as RGB").savefig(
                 figures["first_conv_kernels"]
             )
-        result = {**prof.to_dict(), "image": str(image), "figures": {k: str(v) for k, v in figures.items()}}
+        result = {
+            **prof.to_dict(),
+            "image": str(image),
+            "pretrained": bundle.pretrained,
+            "figures": {k: str(v) for k, v in figures.items()},
+        }
         if json_out:
             print_json(result)
             return

@@ -39,10 +39,11 @@ class TopClass:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Top-k classes for one image."""
+    """Top-k classes for one image; ``pretrained`` says whether the model's weights are trained ones."""
 
     image: str
     top: list[TopClass]
+    pretrained: bool = True
 
 
 def predict(
@@ -116,7 +117,7 @@ def predict_files(
             names.append(str(f))
         if imgs:
             tops = predict(bundle, imgs, topk=topk, batch_size=batch_size)
-            results += [Prediction(n, t) for n, t in zip(names, tops, strict=True)]
+            results += [Prediction(n, t, bundle.pretrained) for n, t in zip(names, tops, strict=True)]
     if not results:
         raise InputError(f"none of the {len(files)} image file(s) found could be read (corrupt or not images).")
     return results

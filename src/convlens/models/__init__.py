@@ -16,6 +16,7 @@ from convlens.models.registry import (
     list_models,
     load_model,
     load_weights_into,
+    random_weights_message,
     register_model,
 )
 from convlens.models.weights import read_state_dict
@@ -31,6 +32,7 @@ __all__ = [
     "list_models",
     "load_model",
     "load_weights_into",
+    "random_weights_message",
     "read_state_dict",
     "register_model",
 ]

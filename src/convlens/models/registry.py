@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convlens.errors import ModelError
+from convlens.errors import ModelError, RandomWeightsWarning
 from convlens.models.preprocess import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from convlens.models.weights import read_state_dict
 
@@ -46,6 +47,7 @@ __all__ = [
     "load_model",
     "imagenet_labels",
     "load_weights_into",
+    "random_weights_message",
 ]
 
 
@@ -78,6 +80,16 @@ class ModelBundle:
     preprocess: Preprocess
     labels: list[str] | None
     meta: ModelMeta
+
+    @property
+    def pretrained(self) -> bool:
+        """True when the weights are trained ones (embedded or from ``--weights``), False for random init.
+
+        Example:
+            >>> load_model("efficientnet_lite0").pretrained
+            True
+        """
+        return bool(self.meta.pretrained)
 
     @property
     def device(self) -> torch.device:
@@ -266,6 +278,20 @@ def bundle_from_module(
     return ModelBundle(model=model, preprocess=pre, labels=labels, meta=meta)
 
 
+def random_weights_message(name: str) -> str:
+    """The one sentence that announces random weights, naming the fix.
+
+    Example:
+        >>> "--weights FILE" in random_weights_message("resnet50")
+        True
+    """
+    return (
+        f"model '{name}' has RANDOM weights (nothing is downloaded; only efficientnet_lite0 ships pretrained), "
+        "so its predictions, maps and filters mean nothing; pass --weights FILE (load_model(..., weights=FILE)) "
+        "with trained .safetensors/.pt weights."
+    )
+
+
 def _first_conv_channels(model: nn.Module) -> int | None:
     """Input channels of the first convolution registered in ``model`` (None if it has none)."""
     for m in model.modules():
@@ -354,6 +380,10 @@ def load_model(
     Raises:
         ModelError: unknown name (with close matches), unloadable weights, or a factory that fails.
 
+    Warns:
+        RandomWeightsWarning: the model has random weights (``bundle.pretrained`` is False); the
+            message names the fix (``--weights FILE``).
+
     Example:
         >>> load_model("efficientnet_lite0").labels[285]
         'Egyptian cat'
@@ -398,6 +428,8 @@ def load_model(
         bundle.meta = replace(
             bundle.meta, input_size=(bundle.preprocess.channels, side["image_size"], side["image_size"])
         )
+    if not bundle.meta.pretrained:
+        warnings.warn(random_weights_message(bundle.meta.name), RandomWeightsWarning, stacklevel=2)
     return bundle
 
 

@@ -49,6 +49,7 @@ def write_tour_report(tour: TourResult, out_dir: str | Path) -> Path:
         device=tour.device,
         seconds=round(tour.seconds, 3),
         created=stamp,
+        pretrained=tour.pretrained,
         ok=tour.ok,
     )
     return page

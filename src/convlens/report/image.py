@@ -253,7 +253,10 @@ def image_report(
         sec.seconds = time.perf_counter() - t0
         sections.append(sec)
     out = Path(out_dir)
-    meta = f"{bundle.meta.name}, {len(files)} image(s), {time.perf_counter() - t_all:.0f} s on {device}"
+    weights_note = "pretrained weights" if bundle.pretrained else "RANDOM weights: results mean nothing"
+    meta = (
+        f"{bundle.meta.name} ({weights_note}), {len(files)} image(s), {time.perf_counter() - t_all:.0f} s on {device}"
+    )
     page = write_page(
         sections,
         out,
@@ -266,6 +269,7 @@ def image_report(
         sections,
         kind="image-report",
         model=bundle.meta.name,
+        pretrained=bundle.pretrained,
         device=device,
         methods=list(methods),
         ok=all(s.ok for s in sections),

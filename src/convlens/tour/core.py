@@ -249,6 +249,8 @@ class TourResult:
     seed: int
     device: str
     seconds: float
+    #: whether the shared model's weights are trained (None: no section used a model)
+    pretrained: bool | None = None
 
     @property
     def failed(self) -> list[Section]:
@@ -333,4 +335,5 @@ def run_tour(
         out.append(sec)
         if progress:
             progress(Progress("done", i, len(specs), spec.id, spec.title, sec))
-    return TourResult(out, ctx.quick, ctx.seed, str(ctx.device), time.perf_counter() - t_all)
+    pretrained = ctx._bundle.pretrained if ctx._bundle is not None else None
+    return TourResult(out, ctx.quick, ctx.seed, str(ctx.device), time.perf_counter() - t_all, pretrained)

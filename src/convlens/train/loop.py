@@ -37,6 +37,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.data import Augment, DatasetSplit, ImageDataset, load_dataset, parse_augment_options
-from convlens.errors import ConvlensError, DataError, InputError, ModelError
+from convlens.errors import ConvlensError, DataError, InputError, ModelError, RandomWeightsWarning
 from convlens.train import checkpoint as ckpt
 from convlens.train.surgery import (
     apply_train_mode,
@@ -191,6 +192,8 @@ class TrainResult:
     val_loss: float
     val_accuracy: float
     images_per_s: float
+    #: the base started from trained weights (False for scratch strategies and for a random backbone)
+    pretrained: bool = True
 
 
 @dataclass
@@ -304,7 +307,19 @@ class _Loop:
         if cfg.batch_size % self.world:
             raise InputError(f"batch_size {cfg.batch_size} must be divisible by the {self.world} processes.")
         self.device = torch.device(cfg.device)
-        bundle = load_model(cfg.model, weights=cfg.weights, device=self.device)
+        with warnings.catch_warnings():  # training says below, once, what random weights mean for it
+            warnings.simplefilter("ignore", RandomWeightsWarning)
+            bundle = load_model(cfg.model, weights=cfg.weights, device=self.device)
+        scratch = cfg.strategy.startswith("scratch")
+        if not bundle.pretrained and not scratch:
+            warnings.warn(
+                f"strategy '{cfg.strategy}' on model '{bundle.meta.name}' with RANDOM weights is NOT transfer "
+                "learning: the base computes random features, not ImageNet ones; pass --weights FILE with "
+                "pretrained weights, use the embedded efficientnet_lite0, or train a scratch strategy.",
+                RandomWeightsWarning,
+                stacklevel=2,
+            )
+        self.pretrained = bundle.pretrained and not scratch
         self.model = bundle.model
         self.normalize = bundle.preprocess.normalize
         self.head_name, _ = replace_head(self.model, data.num_classes, seed=cfg.seed)
@@ -617,6 +632,7 @@ class _Loop:
             float(val_loss),
             float(val_acc),
             float(total_img / total_s) if total_s > 0 else float("nan"),
+            self.pretrained,
         )
         for p in self.model.parameters():
             p.requires_grad_(True)
