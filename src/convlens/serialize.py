@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,9 @@ def to_jsonable(obj: Any) -> Any:
         obj = obj.item()
     if isinstance(obj, np.ndarray):
         return to_jsonable(obj.tolist())
-    try:
-        import torch
-
-        if isinstance(obj, torch.Tensor):
-            return to_jsonable(obj.detach().cpu().tolist())
-    except ImportError:  # pragma: no cover
-        pass
+    torch = sys.modules.get("torch")  # a tensor exists only if torch is loaded: never import it here (start-up)
+    if torch is not None and isinstance(obj, torch.Tensor):
+        return to_jsonable(obj.detach().cpu().tolist())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj

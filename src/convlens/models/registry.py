@@ -132,15 +132,15 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
 
 
 def imagenet_labels() -> list[str]:
-    """The 1000 ImageNet-1k class names, in index order, from torchvision's offline weight metadata.
+    """The 1000 ImageNet-1k class names, in index order: torchvision's weight metadata ``categories``,
+    stored in the package (``imagenet_classes.txt``) so that reading them does not import torchvision.
 
     Example:
         >>> imagenet_labels()[285]
         'Egyptian cat'
     """
-    from torchvision.models import ResNet18_Weights
-
-    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    text = (Path(__file__).with_name("imagenet_classes.txt")).read_text(encoding="utf-8")
+    return text.splitlines()[:1000]
 
 
 def _torchvision_names() -> list[str]:
