@@ -38,6 +38,49 @@ def test_resnet18_profile(resnet18_bundle) -> None:
     assert p.first_conv == "conv1" and torch.equal(p.kernels, m.conv1.weight.detach())
 
 
+def _leaf_span_macs(summary, stage_names: list[str]) -> list[int]:
+    """Summary MACs of the leaf layers each stage covers: after the previous stage's last leaf, up to its own."""
+    names = [r.name for r in summary.layers]
+    leaves = [r for r in summary.layers if not any(n.startswith(r.name + ".") for n in names)]
+    out, start = [], 0
+    for st in stage_names:
+        end = max(i for i, r in enumerate(leaves) if r.name == st or r.name.startswith(st + ".")) + 1
+        out.append(sum(r.macs for r in leaves[start:end]))
+        start = end
+    return out
+
+
+def test_stage_macs_equal_summary_and_torchinfo(resnet18_bundle) -> None:
+    """Each stage's MACs are exactly those of its layers: the summary's per-layer MACs, and independently
+    torchinfo's conv/linear MACs (BatchNorm, ReLU, pooling and the residual add count 0 MACs here)."""
+    import torchinfo
+
+    m = resnet18_bundle.model
+    x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    p = depth_profile(m, x)
+    s = summarize(m, (3, 96, 96))
+    names = [st.name for st in p.stages]
+    assert [st.macs for st in p.stages] == _leaf_span_macs(s, names)
+    for st in p.stages[-4:]:
+        assert st.macs == s.layer(st.name).macs
+    info = torchinfo.summary(m, input_size=(1, 3, 96, 96), verbose=0, device="cpu")
+    conv_macs = [(r.var_name, r.macs) for r in info.summary_list if r.class_name in ("Conv2d", "Linear")]
+    conv_only = [mac for name, mac in conv_macs if name != "fc"]
+    assert sum(st.macs for st in p.stages) == sum(conv_only)  # the head (fc) lies after the last stage
+    # layer4 by hand: 3x3 convs 256->512 stride 2 at 3x3 out, 512->512 x3, 1x1 downsample 256->512
+    assert p.stages[-1].macs == 3 * 3 * 512 * (256 * 9 + 3 * 512 * 9 + 256)
+
+
+def test_stage_macs_equal_summary_lite0(lite0) -> None:
+    """The same on the embedded EfficientNet-Lite0 (depthwise convs, stages of several blocks)."""
+    m = lite0.model
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    p = depth_profile(m, x)
+    s = summarize(m, (3, 64, 64))
+    assert [st.macs for st in p.stages] == _leaf_span_macs(s, [st.name for st in p.stages])
+    assert 0 < sum(st.macs for st in p.stages) < s.total_macs
+
+
 def test_spatial_frequency_orders_smooth_and_sharp_maps() -> None:
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     smooth = torch.cos(2 * np.pi * xx / 32)[None]  # 1/32 cycles per pixel

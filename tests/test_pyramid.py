@@ -29,6 +29,38 @@ def test_reduce_matches_reference(h, w, seed):
     np.testing.assert_allclose(got, _pyrdown_reference(x), atol=1e-12)
 
 
+def _pyrup_reference(coarse: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Burt-Adelson expand / OpenCV pyrUp by definition: coarse samples on the even grid of the fine size, zeros
+    between, then the 5x5 binomial blur times 4 (each axis keeps 1 sample in 2) with reflect-101 borders."""
+    g = np.array([1, 4, 6, 4, 1], np.float64) / 16
+    up = np.zeros(size)
+    up[::2, ::2] = coarse
+    return ndimage.correlate(up, 4 * np.outer(g, g), mode="mirror")
+
+
+@given(h=st.integers(3, 23), w=st.integers(3, 23), seed=st.integers(0, 10_000))
+def test_expand_matches_reference(h, w, seed):
+    """Reconstruction is exact for ANY expand (it telescopes), so expand needs its own oracle."""
+    c = np.random.default_rng(seed).normal(size=((h + 1) // 2, (w + 1) // 2))
+    np.testing.assert_allclose(expand(c, (h, w)), _pyrup_reference(c, (h, w)), atol=1e-12)
+    # and the Laplacian band of a level is exactly G_k - pyrUp(G_{k+1}) by this definition
+    x = np.random.default_rng(seed + 1).normal(size=(h, w))
+    lap = laplacian_pyramid(x, 2)
+    np.testing.assert_allclose(lap[0], x - _pyrup_reference(_pyrdown_reference(x), (h, w)), atol=1e-12)
+
+
+def test_expand_worked_values():
+    """A unit impulse at an interior coarse sample spreads as outer(2g, 2g): 36/64 at its own place, 24/64 one step
+    along an axis, 16/64 diagonally; a constant stays constant."""
+    c = np.zeros((5, 5))
+    c[2, 2] = 1.0
+    up = expand(c, (9, 9))
+    assert up[4, 4] == pytest.approx(36 / 64) and up[4, 5] == pytest.approx(24 / 64)
+    assert up[5, 5] == pytest.approx(16 / 64) and up[4, 6] == pytest.approx(6 / 64) and up[4, 7] == 0.0
+    assert up.sum() == pytest.approx(4.0)  # mass x4: one fine sample in 4 was a coarse one
+    np.testing.assert_allclose(expand(np.full((4, 3), 2.5), (7, 6)), 2.5, atol=1e-12)
+
+
 def test_opencv_pyrdown_worked_values():
     # 1-D check on a constant-plus-impulse signal: an impulse at 0 spreads as 6/16 (centre) after blur
     x = np.zeros((5, 5))
