@@ -488,3 +488,87 @@ def test_grids_of_many_tiles_are_square_ish():
     w, h = fig.get_size_inches()
     assert 0.7 < w / h < 1.5 and len(fig.axes) == 100
     assert kernel_grid(torch.rand(3, 3, 2, 2)).get_size_inches()[0] == pytest.approx(3.0)
+
+
+# -- the recipes against their sources: Keras's step, Lucent's parameterization and transforms -------------
+
+
+def test_keras_step_moves_the_image_by_exactly_lr_along_the_normalized_gradient():
+    """``x1 = x0 + lr * g / ||g||`` per image, with g computed here by hand: a correlation ignores scale."""
+    net = _small_net(3)
+    x0 = render(net, Channel("5", [1, 4]), recipe="keras", steps=0, size=12, seed=5, **RAW).raw
+    x1 = render(net, Channel("5", [1, 4]), recipe="keras", steps=1, size=12, seed=5, **RAW).raw
+    x = x0.clone().requires_grad_(True)
+    net.eval()
+    out = net(x)  # (2, 6, 6, 6): image i maximizes the mean of channel [1, 4][i]
+    value = out[0, 1].mean() + out[1, 4].mean()
+    (g,) = torch.autograd.grad(value, x)
+    step = 10.0 * g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    torch.testing.assert_close(x1, x0 + step, rtol=1e-5, atol=1e-5)
+    assert (x1 - x0).flatten(1).norm(dim=1).tolist() == pytest.approx([10.0, 10.0], rel=1e-5)
+
+
+@pytest.mark.parametrize("size", [8, 16, 18])
+@pytest.mark.parametrize("decorrelate", [True, False])
+def test_fourier_parameterization_equals_lucent(size, decorrelate):
+    """Lucent's ``fft_image`` + ``to_valid_rgb`` on the SAME spectrum: 1/f scaling, the /4 constant, colour
+    decorrelation and the sigmoid (even sizes: Lucent keeps an extra frequency column for odd widths)."""
+    from lucent.optvis.param.color import to_valid_rgb
+    from lucent.optvis.param.spatial import fft_image
+
+    for decay in (1.0, 1.5):
+        ours = FourierImage(2, size, sd=0.5, decay_power=decay, decorrelate=decorrelate)
+        params, image_f = fft_image((2, 3, size, size), sd=0.5, decay_power=decay)
+        assert params[0].shape == ours.spectrum.shape
+        with torch.no_grad():
+            params[0].copy_(ours.spectrum)
+            torch.testing.assert_close(ours(), to_valid_rgb(image_f, decorrelate=decorrelate)(), rtol=0, atol=1e-6)
+
+
+class _Shift(Jitter):
+    """A jitter whose draw is one fixed shift (the affine pipeline applies it like any other)."""
+
+    def __init__(self, dx: int, dy: int):
+        super().__init__(max(abs(dx), abs(dy)))
+        self.shift = (float(dx), float(dy))
+
+    def draw(self, generator, steps):
+        return torch.tensor([self.shift] * steps)
+
+
+def test_transforms_equal_lucent_where_claimed():
+    """Pad: Lucent's ``pad(12, 'constant', 0.5)`` exactly. Jitter: an exact integer shift, kornia's ``translate``
+    with align_corners=True (Lucent's call leaves kornia 0.4.1's default, which resamples by a fraction of a pixel,
+    so it is not the reference). Rotation by a: kornia's ``warp_affine`` of ``get_rotation_matrix2d`` by -a about the
+    centre (Lucent's ``random_rotate``): the recipe's angle set is symmetric, so the distributions are Lucent's.
+    Compared away from the borders, where ours repeats the border and kornia fills zeros."""
+    import kornia
+    from kornia.geometry.transform import translate
+    from lucent.optvis import transform as lt
+
+    x = torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    torch.testing.assert_close(Pad(12)(x), lt.pad(12, mode="constant", constant_value=0.5)(x), rtol=0, atol=0)
+    for dx, dy in [(2, -3), (3, 1), (-4, 0)]:
+        ours = Pipeline([_Shift(dx, dy)]).plan(2, 20, 1, gens)(x, 0)
+        ref = translate(x, torch.tensor([[dx, dy]] * 2).float(), align_corners=True)
+        torch.testing.assert_close(ours[..., 4:-4, 4:-4], ref[..., 4:-4, 4:-4], rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            ours[..., 4:-4, 4:-4], torch.roll(x, (dy, dx), (2, 3))[..., 4:-4, 4:-4], rtol=0, atol=1e-5
+        )
+    centre = torch.full((2, 2), (20 - 1) / 2)
+    for a in (7.0, -10.0, 90.0):
+        ours = Pipeline([RandomRotate([a])]).plan(2, 20, 1, gens)(x, 0)
+        m = kornia.get_rotation_matrix2d(centre, torch.full((2,), -a), torch.ones(2, 2))
+        ref = kornia.warp_affine(x, m, dsize=(20, 20))
+        torch.testing.assert_close(ours[..., 5:-5, 5:-5], ref[..., 5:-5, 5:-5], rtol=0, atol=1e-5)
+    # the Lucid recipe's parameters are Lucent's standard_transforms' (read from their closures)
+    params = [
+        dict(zip(t.__code__.co_freevars, (c.cell_contents for c in t.__closure__))) for t in lt.standard_transforms
+    ]
+    rec = LucidRecipe()
+    assert (rec.pad, rec.pad_value) == (params[0]["w"], params[0]["constant_value"]) and params[0]["mode"] == "constant"
+    assert (rec.jitter, rec.jitter_after) == (params[1]["d"], params[4]["d"])
+    assert list(rec.scales) == pytest.approx(params[2]["scales"]) and list(rec.angles) == params[3]["angles"]
+    assert sorted(-a for a in rec.angles) == sorted(rec.angles)  # symmetric: the rotation sign cannot matter
+    assert (rec.parameterization, rec.decorrelate, rec.optimizer, rec.lr) == ("fourier", True, "adam", 0.05)
