@@ -542,3 +542,29 @@ def test_batch_bound_target_callable_gets_a_clear_error_in_scorecam_and_metrics(
         deletion_curve(net, x, maps, bound, steps=4, batch_size=3)
     rowwise = explain(net, x, "scorecam", "conv", lambda out: out[:, 1], batch_size=3)
     assert torch.allclose(rowwise.maps, explain(net, x, "scorecam", "conv", 1, batch_size=3).maps, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["hot spot", "cold spot"])
+def test_eigencam_sign_is_pinned_by_a_known_answer(kind):
+    """Activations whose right answer is obvious: every channel strongly on at one spot (or off at one spot) over
+    small noise. The first principal component is that spot either way; the documented convention (the map
+    correlates positively with the mean activation) makes the hot spot the map's maximum and the cold spot its
+    minimum. A flipped sign would put a hot spot at 0 after the ReLU: pytorch-grad-cam's oracle accepts either."""
+    from convlens.explain import EigenCAM
+
+    g = torch.Generator().manual_seed(0)
+    a = 0.05 * torch.rand(2, 6, 7, 7, generator=g) + 1.0
+    spots = [(1, 5), (4, 2)]
+    for i, (r, c) in enumerate(spots):
+        a[i, :, r, c] = 5.0 if kind == "hot spot" else -3.0
+    net = nn.Sequential(nn.Identity(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    res = EigenCAM(net, "0")(a, [0, 0])
+    raw, maps = res.raw["0"], res.maps
+    for i, (r, c) in enumerate(spots):
+        spot = r * 7 + c
+        if kind == "hot spot":
+            assert int(raw[i].flatten().argmax()) == spot and float(raw[i, r, c]) > 0
+            assert int(maps[i].flatten().argmax()) == spot and float(maps[i, r, c]) == pytest.approx(1.0)
+        else:
+            assert int(raw[i].flatten().argmin()) == spot and float(raw[i, r, c]) < 0
+            assert float(maps[i, r, c]) == pytest.approx(0.0, abs=1e-6)

@@ -207,3 +207,97 @@ def test_gradcam_beats_random_maps_on_chelsea(lite0, chelsea):
     curve = deletion_curve(lite0.model, x.expand(5, -1, -1, -1), maps, int(res.targets[0]), steps=10)
     assert float(curve.auc[0]) < float(curve.auc[1:].mean())
     assert np.isfinite(curve.scores.numpy()).all()
+
+
+# -- the formulas on models whose answer is known by hand ----------------------------------------------
+
+
+class WeightedSum(nn.Module):
+    """Score = sum_p w_p * mean_c x[c, p] with sum w = 1: on an all-ones image, removing pixels (to 0) lowers it
+    by exactly their weight. Output: logits (log s, log(1 - s)), so class 0's softmax probability IS s."""
+
+    def __init__(self, w: torch.Tensor):
+        super().__init__()
+        self.register_buffer("w", w / w.sum())
+
+    def forward(self, x):
+        s = (x.mean(1) * self.w).flatten(1).sum(1).clamp(0, 1)
+        return torch.stack([torch.log(s), torch.log1p(-s)], 1)
+
+
+@pytest.mark.parametrize("hw, steps", [((8, 8), 8), ((10, 10), 3), ((5, 7), 6)])
+def test_deletion_insertion_auc_of_a_linear_model_is_one_half(hw, steps):
+    """Uniform weights: the probability falls linearly, p(f) = 1 - f, whatever pixels go first, so the deletion AUC
+    is exactly int_0^1 (1 - f) df = 1/2 and insertion (from 0) int_0^1 f df = 1/2, also where steps do not
+    divide the pixel count (the trapezoid is exact on a line)."""
+    h, w = hw
+    net = WeightedSum(torch.ones(h, w))
+    x = torch.ones(2, 3, h, w)
+    maps = torch.rand(2, h, w, generator=torch.Generator().manual_seed(0))
+    d = deletion_curve(net, x, maps, 0, steps=steps, baseline="zero")
+    i = insertion_curve(net, x, maps, 0, steps=steps, baseline="zero")
+    torch.testing.assert_close(d.scores, (1 - d.fractions).expand(2, -1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(i.scores, i.fractions.expand(2, -1), rtol=0, atol=1e-6)
+    assert d.auc.tolist() == pytest.approx([0.5, 0.5], abs=1e-6) and i.auc.tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_deletion_insertion_auc_worked_by_hand():
+    """Four pixels weighted 0.4, 0.3, 0.2, 0.1 and the map ranking them in that order, 4 steps (df = 1/4).
+    Deletion: p = 1, .6, .3, .1, 0 -> AUC = 1/4 (.8 + .45 + .2 + .05) = 0.375.
+    Insertion: p = 0, .4, .7, .9, 1 -> AUC = 1/4 (.2 + .55 + .8 + .95) = 0.625.
+    The reversed map (least salient first) swaps them: deletion 0.625, insertion 0.375."""
+    w = torch.tensor([[0.1, 0.4], [0.2, 0.3]])
+    net = WeightedSum(w)
+    x = torch.ones(2, 3, 2, 2)
+    maps = torch.stack([w, -w])
+    d = deletion_curve(net, x, maps, 0, steps=4, baseline="zero")
+    i = insertion_curve(net, x, maps, 0, steps=4, baseline="zero")
+    assert d.fractions.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert d.scores[0].tolist() == pytest.approx([1.0, 0.6, 0.3, 0.1, 0.0], abs=1e-6)
+    assert i.scores[0].tolist() == pytest.approx([0.0, 0.4, 0.7, 0.9, 1.0], abs=1e-6)
+    assert d.auc.tolist() == pytest.approx([0.375, 0.625], abs=1e-6)
+    assert i.auc.tolist() == pytest.approx([0.625, 0.375], abs=1e-6)
+    # a callable target scores the raw output (no softmax): exp(logit 0) = s gives the same numbers
+    dc = deletion_curve(net, x, maps, lambda out: out[:, 0].exp(), steps=4, baseline="zero")
+    assert dc.auc.tolist() == pytest.approx([0.375, 0.625], abs=1e-6)
+
+
+def test_average_drop_and_increase_worked_by_hand():
+    """Y = p on x, O = p on x * map. Increasing score s = mean(x) on ones: maps of mean 0.25 and 1 give
+    O = 0.25, 1 -> drops 75 % and 0 %, Average Drop 37.5, no increase (1 > 1 is false).
+    Decreasing score s = 1 - mean(x) / 2: Y = 0.5; map 0.5 -> O = 0.75 (an increase, drop 0); map 1 -> O = 0.5."""
+    x = torch.ones(2, 3, 4, 4)
+    up = WeightedSum(torch.ones(4, 4))
+    maps = torch.stack([torch.full((4, 4), 0.25), torch.ones(4, 4)])
+    cc = confidence_change(up, x, maps, 0)
+    assert cc.full.tolist() == pytest.approx([1.0, 1.0]) and cc.masked.tolist() == pytest.approx([0.25, 1.0])
+    assert cc.drop.tolist() == pytest.approx([75.0, 0.0], abs=1e-4)
+    assert cc.average_drop == pytest.approx(37.5, abs=1e-4) and cc.increase_rate == 0.0
+
+    class Down(nn.Module):
+        def forward(self, x):
+            return (1 - x.flatten(1).mean(1) / 2)[:, None]
+
+    cc = confidence_change(Down(), x, torch.stack([torch.full((4, 4), 0.5), torch.ones(4, 4)]), lambda o: o[:, 0])
+    assert cc.full.tolist() == pytest.approx([0.5, 0.5]) and cc.masked.tolist() == pytest.approx([0.75, 0.5])
+    assert cc.drop.tolist() == pytest.approx([0.0, 0.0]) and cc.increase.tolist() == [True, False]
+    assert cc.increase_rate == pytest.approx(50.0) and cc.average_drop == pytest.approx(0.0)
+
+
+@pytest.mark.slow
+def test_randomization_check_on_the_pretrained_model(lite0, chelsea):
+    """Adebayo et al.'s check on the embedded PRETRAINED EfficientNet-Lite0 (random-init weights prove nothing: there
+    is no learned structure to lose). The classifier alone randomized keeps the stem-to-head features, so the map
+    still follows the trained one; randomizing the feature layers top-down destroys it; the model is untouched."""
+    model = lite0.model
+    before = copy.deepcopy(model.state_dict())
+    x = torch.nn.functional.interpolate(lite0.preprocess(chelsea), size=(128, 128), mode="bilinear")
+    sc = randomization_check(model, x, "gradcam", "bn2", 285)  # 285: Egyptian cat
+    assert sc.layers == ["classifier", "bn2", "conv_head", "blocks", "bn1", "conv_stem"]
+    torch.testing.assert_close(sc.maps[0], explain(model, x, "gradcam", "bn2", 285).maps)  # step 0: the model's map
+    rho = sc.mean.tolist()
+    # measured (128 px): 0.64 with the classifier randomized, 0.37 with everything; Grad-CAM passes the check
+    assert rho[0] < 0.85, rho  # the class weights are gone: the class-specific map changes
+    assert rho[-1] < 0.5 and rho[-1] < rho[0], rho  # the whole cascade: much less of the trained map remains
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
