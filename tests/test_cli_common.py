@@ -48,3 +48,76 @@ def test_ensure_out_dir_unwritable_is_a_clear_input_error(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(InputError, match="cannot create the --out folder"):
         ensure_out_dir(tmp_path / "f" / "sub")  # a file as a parent: mkdir raises NotADirectoryError
+
+
+# --- one-line errors, threads -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["summary", "--depth", "0"], "--depth"),
+        (["cam", "x.png", "--alpha", "2"], "--alpha"),
+        (["no-such-command"], "no-such-command"),
+        (["shape", "--input"], "--input"),
+        (["shape", "--input", "8x8x3", "--kernel", "3", "--filters", "2", "--bogus"], "--bogus"),
+        (["predict"], "images"),
+    ],
+)
+def test_usage_and_range_errors_are_one_line_exit_2(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+
+
+@pytest.fixture
+def restore_threads(monkeypatch):
+    import os
+
+    import torch
+
+    n = torch.get_num_threads()
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CONVLENS_THREADS"):
+        monkeypatch.setenv(k, os.environ.get(k, "")) if k in os.environ else monkeypatch.delenv(k, raising=False)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_global_threads_option_sets_torch_threads(where, restore_threads, capsys):
+    import os
+
+    import torch
+
+    torch.set_num_threads(2)
+    shape = ["shape", "--input", "8x8x3", "--kernel", "3", "--filters", "2"]
+    argv = ["--threads", "1", *shape] if where == "before" else [*shape, "--threads", "1"]
+    assert main(argv) == 0
+    assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+
+
+def test_convlens_threads_env_and_bad_values(restore_threads, monkeypatch, capsys):
+    import torch
+
+    shape = ["shape", "--input", "8x8x3", "--kernel", "3", "--filters", "2"]
+    torch.set_num_threads(2)
+    monkeypatch.setenv("CONVLENS_THREADS", "1")
+    assert main(shape) == 0 and torch.get_num_threads() == 1
+    monkeypatch.setenv("CONVLENS_THREADS", "many")
+    assert main(shape) == 2 and "CONVLENS_THREADS" in capsys.readouterr().err
+    monkeypatch.delenv("CONVLENS_THREADS")
+    assert main(["--threads", "0", *shape]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_default_threads_leave_busy_cores_alone():
+    from convlens.runtime import free_cores, resolve_threads
+
+    # hand-computed: round(cores - load), clipped to [1, min(cores, 8)]
+    assert free_cores(cores=2, load=0.1) == 2
+    assert free_cores(cores=2, load=1.6) == 1  # one core busy elsewhere -> don't fight for it
+    assert free_cores(cores=4, load=9.0) == 1
+    assert free_cores(cores=64, load=0.0) == 8
+    assert resolve_threads(None, environ={"OMP_NUM_THREADS": "3"}, cores=2, load=2.0) == 3  # the user's choice wins
+    assert resolve_threads(None, environ={"CONVLENS_THREADS": "2", "OMP_NUM_THREADS": "5"}) == 2

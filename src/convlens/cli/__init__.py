@@ -48,7 +48,53 @@ def _register_all() -> None:
         module.register(app)
 
 
+@app.callback()
+def _global_options(
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="torch CPU threads for this run (also CONVLENS_THREADS; may follow the command name). "
+        "Default: OMP_NUM_THREADS if set, else the free cores (usable cores minus the 1-minute load "
+        "average, 1..8), so a busy machine is not oversubscribed.",
+    ),
+) -> None:
+    """Every core idea of convolutional networks, computable and inspectable on real models."""
+    from convlens.runtime import apply_threads, resolve_threads
+
+    apply_threads(resolve_threads(threads))
+
+
 _register_all()
+
+_GLOBAL_OPTIONS = ("--threads",)  # options of the app that may also be written after the command name
+
+
+def _hoist_global_options(args: list[str]) -> list[str]:
+    """Move ``--threads N`` / ``--threads=N`` written after the command name to before it, where click
+    reads the app's own options (so ``convlens cam x.png --threads 2`` works like ``convlens --threads 2 cam``)."""
+    command = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+    if command is None or any(a.split("=")[0] in _GLOBAL_OPTIONS for a in args[:command]):
+        return args
+    if "--" in args:
+        stop = args.index("--")
+        head, tail = args[:stop], args[stop:]
+    else:
+        head, tail = args, []
+    moved: list[str] = []
+    rest: list[str] = head[: command + 1]
+    i = command + 1
+    while i < len(head):
+        a = head[i]
+        if a in _GLOBAL_OPTIONS and i + 1 < len(head):
+            moved += [a, head[i + 1]]
+            i += 2
+            continue
+        if a.split("=")[0] in _GLOBAL_OPTIONS and "=" in a:
+            moved.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return moved + rest + tail
 
 
 def _loud_random_weights(shown: set[str]):  # -> a warnings.showwarning replacement
@@ -68,6 +114,16 @@ def _loud_random_weights(shown: set[str]):  # -> a warnings.showwarning replacem
     return show
 
 
+def _one_line(e: ClickException) -> str:
+    """Click's message as one sentence, naming the command whose ``--help`` explains the options."""
+    msg = " ".join(e.format_message().split())
+    ctx = getattr(e, "ctx", None)
+    where = f"`{ctx.command_path} --help`" if ctx is not None and ctx.command_path else "`convlens --help`"
+    if not msg.endswith((".", "?", "!")):
+        msg += "."
+    return f"{msg} See {where}."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 user error, 1 unexpected failure)."""
     with warnings.catch_warnings():  # restores the caller's filters and display on return
@@ -78,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     command = typer.main.get_command(app)
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
         result = command.main(args=args, prog_name="convlens", standalone_mode=False)
     except ConvlensError as e:
@@ -86,9 +142,9 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     except typer.Exit as e:
         return int(getattr(e, "exit_code", 0) or 0)
-    except ClickException as e:
-        e.show(file=sys.stderr)
-        return int(e.exit_code if e.exit_code is not None else 2)
+    except ClickException as e:  # usage errors and typer's range checks: one line, like every other error
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
     except typer.Abort:
         print("aborted.", file=sys.stderr)
         return 130

@@ -40,9 +40,6 @@ def register(app: typer.Typer) -> None:
         only: str | None = typer.Option(None, "--only", help="run some sections only, e.g. 'q1,q7-q9' or '1-3'"),
         seed: int = typer.Option(0, "--seed"),
         device: str = DEVICE_OPT,
-        threads: int | None = typer.Option(
-            None, "--threads", min=1, help="torch CPU threads (default: torch's); 1 is fastest on a busy machine"
-        ),
     ) -> None:
         """The guided tour: every course topic computed live on the embedded pretrained model and
         bundled real data; writes OUT/index.html (sections q1..q21) and OUT/summary.json.
@@ -51,10 +48,6 @@ def register(app: typer.Typer) -> None:
         from convlens.report import write_tour_report
         from convlens.tour import TourContext, run_tour
 
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
         sel = None
         if only:
             sel = [f"q{n}" for n in parse_int_list(only.lower().replace("q", ""), name="--only")]
