@@ -1,0 +1,550 @@
+"""The explorer's JSON API (FastAPI). Every endpoint calls one core function and returns its result
+dataclass serialized by :func:`convlens.serialize.to_jsonable`, the same fields the CLI's ``--json``
+prints. No endpoint opens a path taken from the request: images are addressed by server-side ids.
+
+Contract (kept; more endpoints are added for the page):
+
+- ``GET /api/status`` -> ``{"model", "device", "cache_bytes", "cache_limit_bytes", ...}``
+- ``GET /api/images`` -> ``[{"id", "name"}]``; ``POST /api/images`` (multipart ``file``) -> ``{"id", "name"}``
+- ``GET /api/images/{id}/predict`` -> the ``top`` list of ``convlens predict --json``
+- ``GET /api/images/{id}/unit?layer=&c=&i=&j=`` -> the JSON of ``convlens unit --json``
+- ``GET /api/shape?input=HxWxC&kernel=&stride=&padding=&dilation=&filters=`` -> ``convlens shape --json``
+- errors: ``{"error": "..."}`` with a 4xx status (unknown image or layer 404, bad parameters 400/422).
+
+Example:
+    >>> from fastapi.testclient import TestClient
+    >>> client = TestClient(create_app(Explorer.for_model("resnet18", bundled=False)))
+    >>> client.get("/api/shape", params={"input": "128x128x3", "kernel": 3, "stride": 2, "filters": 8}).json()["output"]
+    [63, 63, 8]
+    >>> client.get("/api/images/../../etc/passwd/predict").status_code
+    404
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from convlens.errors import ConvlensError, InputError, LayerError
+from convlens.serialize import to_jsonable
+from convlens.serve.state import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_UPLOAD_BYTES,
+    ActivationCache,
+    ImageEntry,
+    ImageStore,
+    JobRunner,
+    make_temp_dir,
+    remove_temp_dir,
+)
+
+__all__ = ["Explorer", "create_app", "STATIC_DIR"]
+
+STATIC_DIR = Path(__file__).with_name("static")
+
+#: Feature visualization is bounded: at most this many optimization steps per request.
+MAX_FEATVIS_STEPS = 256
+
+
+def _png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _data_uri(array: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(_png(array)).decode("ascii")
+
+
+def _b64_float32(t: torch.Tensor) -> str:
+    return base64.b64encode(t.detach().float().cpu().contiguous().numpy().astype("<f4").tobytes()).decode("ascii")
+
+
+class Explorer:
+    """The server's state around one loaded :class:`~convlens.models.ModelBundle`.
+
+    Model calls run under one lock (``self.lock``): PyTorch modules with hooks are not re-entrant.
+    """
+
+    def __init__(
+        self,
+        bundle: Any,
+        *,
+        images_dir: str | Path | None = None,
+        bundled: bool = True,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        upload_bytes: int = DEFAULT_UPLOAD_BYTES,
+        max_pixels: int = 40_000_000,
+    ) -> None:
+        self.bundle = bundle
+        self.lock = threading.RLock()
+        self.images = ImageStore()
+        if bundled:
+            self.images.add_bundled()
+        if images_dir is not None:
+            self.images.add_folder(images_dir)
+        self.cache = ActivationCache(cache_bytes)
+        self.upload_bytes = int(upload_bytes)
+        self.max_pixels = int(max_pixels)
+        self.jobs = JobRunner()
+        self.tmp = make_temp_dir()
+        self._summary: Any = None
+        self._inputs = ActivationCache(64 * 1024 * 1024)  # preprocessed tensors, small
+
+    @classmethod
+    def for_model(
+        cls, model: str = "efficientnet_lite0", *, weights: Any = None, device: str = "cpu", **kw: Any
+    ) -> Explorer:
+        """Load a model by name (as ``--model``) and wrap it."""
+        from convlens.models import load_model
+
+        return cls(load_model(model, weights=weights, device=device), **kw)
+
+    def close(self) -> None:
+        """Stop background jobs and remove the temp folder."""
+        self.jobs.close()
+        remove_temp_dir(self.tmp)
+
+    # ---- model-side helpers (each one core call)
+    @property
+    def input_chw(self) -> tuple[int, int, int]:
+        c, h, w = self.bundle.meta.input_size
+        return int(c), int(h), int(w)
+
+    def summary(self) -> Any:
+        """:func:`convlens.inspect.summarize` of the model at its input size (computed once)."""
+        if self._summary is None:
+            from convlens.inspect.summary import summarize
+
+            with self.lock:
+                self._summary = summarize(self.bundle.model, self.input_chw, name=self.bundle.meta.name)
+        return self._summary
+
+    def map_layers(self) -> list[str]:
+        """Layers whose output is a spatial map (H, W, C): what the activation grid can show, in forward order."""
+        names: list[str] = []
+        for r in self.summary().layers:
+            if r.output_shape is not None and len(r.output_shape) == 3:
+                names.append(r.name if r.call == 0 else f"{r.name}#{r.call}")
+        return list(dict.fromkeys(names))
+
+    def entry(self, image_id: str) -> ImageEntry:
+        e = self.images.get(image_id)
+        if e is None:
+            raise _NotFound(f"unknown image id '{image_id}'.")
+        return e
+
+    def seen(self, e: ImageEntry) -> np.ndarray:
+        """The image as the model sees it (resized/cropped, not normalized): the frame of every overlay."""
+        return self.bundle.preprocess.resize_image(e.array)
+
+    def input(self, e: ImageEntry) -> torch.Tensor:
+        x = self._inputs.get(e.id)
+        if x is None:
+            x = self.bundle.preprocess([e.array]).to(self.bundle.device)
+            self._inputs.put(e.id, x)
+        return x
+
+    def activations(self, e: ImageEntry) -> dict[str, torch.Tensor]:
+        """Every map layer's activation on this image (one forward pass capturing all of them), cached."""
+        acts = self.cache.get(e.id)
+        if acts is not None:
+            return acts
+        from convlens.inspect.activations import get_activations, to_nchw
+
+        with self.lock:
+            acts = self.cache.get(e.id)
+            if acts is not None:
+                return acts
+            x = self.input(e)
+            raw = get_activations(self.bundle.model, x, self.map_layers())
+            acts = {k: v.cpu() for k, v in to_nchw(self.bundle.model, x, raw).items() if v.ndim == 4}
+            self.cache.put(e.id, acts)
+        return acts
+
+    def layer_activation(self, e: ImageEntry, layer: str) -> torch.Tensor:
+        if layer not in self.map_layers():
+            raise LayerError(f"layer '{layer}' has no spatial output map in this model (see /api/layers).")
+        return self.activations(e)[layer]
+
+
+class _NotFound(ConvlensError):
+    """Unknown image, layer or job: a 404."""
+
+
+def create_app(explorer: Explorer) -> FastAPI:
+    """The FastAPI application around an :class:`Explorer` (static page at ``/``, JSON under ``/api``)."""
+    app = FastAPI(title="convlens explorer", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.explorer = explorer
+    ex = explorer
+
+    # ---- errors: always {"error": "..."} with a 4xx status
+    @app.exception_handler(ConvlensError)
+    async def _convlens_error(request: Request, exc: ConvlensError) -> JSONResponse:
+        status = 404 if isinstance(exc, (_NotFound, LayerError)) else 400
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        parts = []
+        for e in errs[:3]:
+            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("query", "body", "path"))
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        return JSONResponse({"error": "bad parameter " + "; ".join(parts)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        msg = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404 and msg == "Not Found":
+            msg = f"nothing at '{request.url.path}'."
+        return JSONResponse({"error": msg}, status_code=exc.status_code)
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        # the page may talk to this server only: no CDN, no remote fonts, no beacon can load
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    # ---- page
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # ---- status and layers
+    @app.get("/api/status")
+    def status() -> dict[str, Any]:
+        m = ex.bundle.meta
+        return {
+            "model": m.name,
+            "device": str(ex.bundle.device),
+            "cache_bytes": ex.cache.bytes,
+            "cache_limit_bytes": ex.cache.limit_bytes,
+            "pretrained": bool(getattr(m, "pretrained", False)),
+            "input_size": list(ex.input_chw),
+            "num_classes": m.num_classes,
+            "default_layer": m.default_layer,
+            "cached_images": len(ex.cache.keys()),
+            "upload_limit_bytes": ex.upload_bytes,
+            "features": _features(),
+        }
+
+    @app.get("/api/layers")
+    def layers(depth: int | None = None) -> dict[str, Any]:
+        """The layer summary (``convlens summary --json``) plus the layers that have activation maps."""
+        if depth is not None and depth < 1:
+            raise InputError(f"depth must be >= 1, got {depth}.")
+        data = to_jsonable(ex.summary().to_dict(depth))
+        data["map_layers"] = ex.map_layers()
+        return data
+
+    # ---- images
+    def _image_json(e: ImageEntry) -> dict[str, Any]:
+        return {"id": e.id, "name": e.name, "source": e.source}
+
+    @app.get("/api/images")
+    def list_images() -> list[dict[str, Any]]:
+        return [_image_json(e) for e in ex.images.list()]
+
+    @app.post("/api/images")
+    def upload(file: UploadFile = File(...)) -> JSONResponse:
+        from convlens.io import load_image
+
+        data = file.file.read(ex.upload_bytes + 1)
+        if len(data) > ex.upload_bytes:
+            return JSONResponse(
+                {"error": f"the file is larger than the upload limit of {ex.upload_bytes:,} bytes."}, status_code=413
+            )
+        if not data:
+            raise InputError("the uploaded file is empty.")
+        # decoded through convlens.io (bomb, truncation and format guards) from a server-named temp file
+        tmp = ex.tmp / f"upload-{threading.get_ident()}-{id(data)}"
+        try:
+            tmp.write_bytes(data)
+            try:
+                array = load_image(tmp, max_pixels=ex.max_pixels)
+            except InputError as e:
+                raise InputError(str(e).replace(str(tmp), _clean_name(file.filename))) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        e = ex.images.add_array(_clean_name(file.filename), array)
+        return JSONResponse(_image_json(e), status_code=201)
+
+    @app.get("/api/images/{image_id}/image")
+    def image_png(image_id: str, view: str = "model") -> Response:
+        """The image as a PNG: ``view=model`` (the frame the model sees, default) or ``original``."""
+        e = ex.entry(image_id)
+        if view not in ("model", "original"):
+            raise InputError(f"view must be 'model' or 'original', got '{view}'.")
+        arr = ex.seen(e) if view == "model" else e.array
+        return Response(_png(arr), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/api/images/{image_id}/predict")
+    def predict(image_id: str, topk: int = 5) -> list[dict[str, Any]]:
+        """The top-k classes: the ``top`` list of ``convlens predict --json``."""
+        from convlens.inspect.predict import predict as core_predict
+
+        e = ex.entry(image_id)
+        with ex.lock:
+            top = core_predict(ex.bundle, [e.array], topk=topk)[0]
+        return to_jsonable(top)
+
+    # ---- activations of one layer: the grid panel
+    @app.get("/api/images/{image_id}/activations")
+    def activations(image_id: str, layer: str, offset: int = 0, limit: int = 16) -> dict[str, Any]:
+        """One layer's channel maps sorted by spatial mean (most active first), one page of raw float32 maps."""
+        from convlens.inspect.activations import top_channels
+
+        e = ex.entry(image_id)
+        if offset < 0 or not 1 <= limit <= 256:
+            raise InputError(f"offset must be >= 0 and limit in 1..256, got offset={offset}, limit={limit}.")
+        t = ex.layer_activation(e, layer)  # (1, C, H, W), cpu
+        n, c, h, w = t.shape
+        ranked = top_channels(t, c)
+        page = ranked[offset : offset + limit]
+        a = t[0]
+        return {
+            "image": e.id,
+            "layer": layer,
+            "shape": [c, h, w],
+            "output_shape": [h, w, c],
+            "min": float(a.min()),
+            "max": float(a.max()),
+            "mean": float(a.float().mean()),
+            "channels": to_jsonable(ranked),
+            "offset": offset,
+            "limit": limit,
+            "maps": [
+                {"channel": s.channel, "mean": s.mean, "max": s.max, "data": _b64_float32(a[s.channel])} for s in page
+            ],
+        }
+
+    # ---- the unit: trace, receptive fields
+    @app.get("/api/images/{image_id}/unit")
+    def unit(image_id: str, layer: str, c: int, i: int, j: int) -> dict[str, Any]:
+        """The same JSON as ``convlens unit --json``."""
+        from convlens import inspect as core_inspect
+
+        e = ex.entry(image_id)
+        shape = _layer_shape(layer)
+        _check_position(shape, c, i, j)
+        report = getattr(core_inspect, "unit_report", None)
+        if report is None:
+            return JSONResponse(  # type: ignore[return-value]
+                {"error": "this convlens has no unit tracing (convlens.inspect.unit_report)."}, status_code=501
+            )
+        with ex.lock:
+            res = report(ex.bundle.model, ex.input(e), layer, (c, i, j))
+        return to_jsonable(res.to_dict() if hasattr(res, "to_dict") else res)
+
+    def _layer_shape(layer: str) -> tuple[int, int, int]:
+        for r in ex.summary().layers:
+            name = r.name if r.call == 0 else f"{r.name}#{r.call}"
+            if name == layer and r.output_shape is not None and len(r.output_shape) == 3:
+                h, w, ch = r.output_shape
+                return int(ch), int(h), int(w)
+        raise LayerError(f"layer '{layer}' has no spatial output map in this model (see /api/layers).")
+
+    def _check_position(shape: tuple[int, int, int], c: int, i: int, j: int) -> None:
+        ch, h, w = shape
+        if not (0 <= c < ch and 0 <= i < h and 0 <= j < w):
+            raise InputError(f"position (c={c}, i={i}, j={j}) is outside the layer's {ch}x{h}x{w} (CxHxW) map.")
+
+    @app.get("/api/images/{image_id}/erf")
+    def erf(image_id: str, layer: str, c: int, i: int, j: int) -> dict[str, Any]:
+        """The unit's effective receptive field (gradient mass on the input) as a heat layer over the model's view."""
+        from convlens import inspect as core_inspect
+        from convlens.plot.explain import cam_overlay
+
+        e = ex.entry(image_id)
+        _check_position(_layer_shape(layer), c, i, j)
+        fn = getattr(core_inspect, "effective_receptive_field", None)
+        if fn is None:
+            return JSONResponse(  # type: ignore[return-value]
+                {
+                    "error": "this convlens has no effective receptive field (convlens.inspect.effective_receptive_field)."
+                },
+                status_code=501,
+            )
+        with ex.lock:
+            res = fn(ex.bundle.model, ex.input(e), layer, (c, i, j))
+        m = res.map.detach().float().cpu().numpy() if hasattr(res.map, "detach") else np.asarray(res.map)
+        m = m / m.max() if m.max() > 0 else m
+        out = {k: v for k, v in to_jsonable(res).items() if k != "map"}
+        out["heatmap"] = _data_uri(cam_overlay(np.zeros((*m.shape, 3), np.uint8), m, alpha=1.0, cmap="inferno"))
+        return out
+
+    # ---- CAM
+    @app.get("/api/methods")
+    def methods() -> list[str]:
+        """CAM method names (the explain registry)."""
+        from convlens.explain import METHODS
+
+        return list(METHODS)
+
+    @app.get("/api/images/{image_id}/cam")
+    def cam(
+        image_id: str, method: str = "gradcam", layer: str = "auto", target: int | None = None, metrics: bool = False
+    ) -> dict[str, Any]:
+        """One CAM map for one image (``explain``), as a colour heat layer to blend over the model's view."""
+        from convlens.explain import explain, get_method
+        from convlens.plot.explain import cam_overlay
+
+        e = ex.entry(image_id)
+        name = get_method(method).name  # InputError listing the valid names
+        nc = ex.bundle.meta.num_classes
+        if target is not None and (target < 0 or (nc > 0 and target >= nc)):
+            raise InputError(f"target must be a class index in 0..{nc - 1}, got {target}.")
+        spec: Any = layer
+        if layer == "auto" and ex.bundle.meta.default_layer:  # the registry's preferred layer, as `convlens cam`
+            spec = ex.bundle.meta.default_layer
+        elif layer != "auto" and layer not in dict(ex.bundle.model.named_modules()):
+            raise LayerError(f"layer '{layer}' is not a module of this model.")
+        with ex.lock:
+            x = ex.input(e)
+            res = explain(ex.bundle.model, x, name, spec, None if target is None else [target])
+            met = _cam_metrics(x, res) if metrics else None
+        m = res.maps[0].detach().float().cpu().numpy()
+        cls = int(res.targets[0])
+        return {
+            "image": e.id,
+            "target": cls,
+            "label": ex.bundle.label(cls),
+            "score": float(res.probs[0]) if res.probs is not None else float(res.scores[0]),
+            "method": name,
+            "layer": ",".join(res.layers),
+            "heatmap": _data_uri(cam_overlay(np.zeros((*m.shape, 3), np.uint8), m, alpha=1.0, cmap="jet")),
+            "size": [int(m.shape[0]), int(m.shape[1])],
+            **({"metrics": met} if met is not None else {}),
+        }
+
+    def _cam_metrics(x: torch.Tensor, res: Any) -> dict[str, float]:
+        from convlens.explain.metrics import confidence_change, deletion_curve, insertion_curve
+
+        dele = deletion_curve(ex.bundle.model, x, res.maps, res.targets)
+        ins = insertion_curve(ex.bundle.model, x, res.maps, res.targets)
+        cc = confidence_change(ex.bundle.model, x, res.maps, res.targets)
+        return {
+            "deletion_auc": float(dele.auc[0]),
+            "insertion_auc": float(ins.auc[0]),
+            "drop_percent": float(cc.drop[0]),
+            "increase": float(cc.increase[0]),
+        }
+
+    # ---- feature visualization: a bounded, cancellable background job
+    @app.post("/api/featvis")
+    def featvis(layer: str, channel: int, steps: int = 128, size: int = 128) -> JSONResponse:
+        from convlens.featvis import visualize
+
+        shape = _layer_shape(layer)
+        _check_position(shape, channel, 0, 0)
+        if not 1 <= steps <= MAX_FEATVIS_STEPS or not 32 <= size <= 256:
+            raise InputError(f"steps must be in 1..{MAX_FEATVIS_STEPS} and size in 32..256, got {steps} and {size}.")
+        base = layer.split("#")[0]
+
+        def run(job: Any) -> str:
+            with ex.lock:
+                img = visualize(ex.bundle, base, [channel], steps=steps, size=size, callback=job.progress)
+            arr = (img[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+            return _data_uri(arr)
+
+        job = ex.jobs.submit(
+            "featvis",
+            {"layer": layer, "channel": channel, "steps": steps, "size": size},
+            key=f"featvis:{layer}:{channel}:{steps}:{size}",
+            fn=run,
+        )
+        return JSONResponse(job.public(), status_code=202)
+
+    @app.get("/api/jobs/{job_id}")
+    def job_status(job_id: str) -> dict[str, Any]:
+        job = ex.jobs.get(job_id)
+        if job is None:
+            raise _NotFound(f"unknown job id '{job_id}'.")
+        out = job.public()
+        if job.status == "done":
+            out["result"] = job.result
+        return out
+
+    @app.delete("/api/jobs/{job_id}")
+    def job_cancel(job_id: str) -> dict[str, Any]:
+        job = ex.jobs.cancel(job_id)
+        if job is None:
+            raise _NotFound(f"unknown job id '{job_id}'.")
+        return job.public()
+
+    # ---- arithmetic playground
+    @app.get("/api/shape")
+    def shape(
+        input: str,
+        kernel: str,
+        stride: str | None = None,
+        padding: str = "0",
+        dilation: str = "1",
+        filters: int | None = None,
+        groups: int = 1,
+        op: str = "conv",
+        ceil_mode: bool = False,
+        convention: str = "torch",
+    ) -> dict[str, Any]:
+        """The same JSON as ``convlens shape --json`` for the same numbers."""
+        from convlens.arith.query import shape_query
+
+        q = shape_query(
+            input,
+            kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            filters=filters,
+            groups=groups,
+            op=op,
+            ceil_mode=ceil_mode,
+            convention=convention,
+        )
+        return q.to_dict()
+
+    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    def api_not_found(rest: str) -> JSONResponse:
+        return JSONResponse({"error": f"no API endpoint '/api/{rest}'."}, status_code=404)
+
+    return app
+
+
+def _features() -> dict[str, bool]:
+    """Which optional core pieces this convlens has (the page hides what is missing instead of failing)."""
+    from convlens import inspect as core_inspect
+
+    return {
+        "unit": hasattr(core_inspect, "unit_report"),
+        "erf": hasattr(core_inspect, "effective_receptive_field"),
+        "top_patches": hasattr(core_inspect, "top_patches"),
+    }
+
+
+def _clean_name(name: str | None) -> str:
+    """A display name for an upload: its base name only, printable, at most 80 characters."""
+    base = (name or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip() or "upload"
+    return base[:80]

@@ -1,0 +1,385 @@
+"""The explorer's JSON API, in process (FastAPI's TestClient): every endpoint and every bad input.
+
+Oracles: the model run directly with torch (softmax top-k, forward hooks for activations), the
+CLI's own ``convlens shape --json`` output for the arithmetic, hand-made corrupt files for uploads.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from convlens.serve import Explorer, create_app, is_loopback  # noqa: E402
+from convlens.serve.state import ActivationCache, ImageStore, JobRunner  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def explorer(lite0):
+    ex = Explorer(lite0)
+    yield ex
+    ex.close()
+
+
+@pytest.fixture(scope="module")
+def client(explorer):
+    return TestClient(create_app(explorer))
+
+
+@pytest.fixture(scope="module")
+def chelsea_id(client):
+    return next(im["id"] for im in client.get("/api/images").json() if im["name"] == "chelsea")
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _error(r, status: int) -> str:
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"]
+    return body["error"]
+
+
+# ---------------------------------------------------------------- status and images
+def test_status_contract(client):
+    s = client.get("/api/status").json()
+    assert {"model", "device", "cache_bytes", "cache_limit_bytes"} <= set(s)
+    assert s["model"] == "efficientnet_lite0" and s["device"] == "cpu" and s["pretrained"] is True
+    assert s["cache_limit_bytes"] == 512 * 1024 * 1024 and 0 <= s["cache_bytes"] <= s["cache_limit_bytes"]
+
+
+def test_images_are_server_side_ids(client):
+    ims = client.get("/api/images").json()
+    assert {"chelsea", "coffee"} <= {im["name"] for im in ims}
+    for im in ims:
+        assert {"id", "name"} <= set(im) and re.fullmatch(r"[0-9a-f]{12}", im["id"])
+    assert len({im["id"] for im in ims}) == len(ims)
+
+
+def test_page_and_static_files_are_served_with_a_strict_policy(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "convlens explorer" in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    for path in ("/static/app.js", "/static/app.css"):
+        assert client.get(path).status_code == 200
+    # no file outside the package's static folder is reachable
+    for bad in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py", "/static//etc/passwd"):
+        assert client.get(bad).status_code == 404
+
+
+# ---------------------------------------------------------------- predict
+def test_predict_equals_a_direct_softmax(client, chelsea_id, lite0, chelsea):
+    top = client.get(f"/api/images/{chelsea_id}/predict").json()
+    assert [set(t) for t in top] == [{"class", "label", "prob"}] * 5
+    with torch.no_grad():
+        p = lite0.model(lite0.preprocess([chelsea])).softmax(-1)[0]
+    vals, idx = p.topk(5)
+    assert [t["class"] for t in top] == idx.tolist()
+    np.testing.assert_allclose([t["prob"] for t in top], vals.numpy(), atol=1e-6)
+    assert top[0]["label"] == "Egyptian cat"
+    assert len(client.get(f"/api/images/{chelsea_id}/predict", params={"topk": 2}).json()) == 2
+    _error(client.get(f"/api/images/{chelsea_id}/predict", params={"topk": 0}), 400)
+    _error(client.get(f"/api/images/{chelsea_id}/predict", params={"topk": "x"}), 422)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "ffffffffffff",  # well-formed but unknown
+        "%2e%2e%2f%2e%2e%2fetc%2fpasswd",  # URL-encoded traversal
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2Fetc%2Fpasswd",  # an absolute path
+        "chelsea",  # a name is not an id
+        "C%3A%5Cwindows",
+    ],
+)
+def test_unknown_and_traversal_ids_are_404(client, bad):
+    for what in ("predict", "image", "activations?layer=conv_stem", "cam", "unit?layer=conv_stem&c=0&i=0&j=0"):
+        r = client.get(f"/api/images/{bad}/{what}")
+        assert r.status_code == 404, (bad, what, r.text)
+        assert "error" in r.json()
+
+
+def test_image_png_is_the_model_view(client, chelsea_id, lite0, chelsea):
+    r = client.get(f"/api/images/{chelsea_id}/image")
+    assert r.headers["content-type"] == "image/png"
+    got = np.asarray(Image.open(io.BytesIO(r.content)))
+    np.testing.assert_array_equal(got, lite0.preprocess.resize_image(chelsea))
+    orig = np.asarray(Image.open(io.BytesIO(client.get(f"/api/images/{chelsea_id}/image?view=original").content)))
+    np.testing.assert_array_equal(orig, chelsea)
+    _error(client.get(f"/api/images/{chelsea_id}/image?view=../x"), 400)
+
+
+# ---------------------------------------------------------------- uploads
+def test_upload_valid_image_then_predict(client, coffee, lite0):
+    r = client.post("/api/images", files={"file": ("../../my coffee.png", _png_bytes(coffee), "image/png")})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["name"] == "my coffee.png" and re.fullmatch(r"[0-9a-f]{12}", body["id"])
+    assert body["id"] in {im["id"] for im in client.get("/api/images").json()}
+    top = client.get(f"/api/images/{body['id']}/predict").json()
+    assert top[0]["label"] == "espresso"
+
+
+@pytest.mark.parametrize(
+    "name,payload,status,needle",
+    [
+        ("notes.txt", b"this is not an image at all", 400, "not an image"),
+        ("empty.png", b"", 400, "empty"),
+        ("trunc.png", None, 400, "truncated"),
+        ("junk.jpg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4, 400, ""),
+    ],
+)
+def test_bad_uploads_are_one_json_error_and_the_server_keeps_serving(client, name, payload, status, needle, chelsea):
+    if payload is None:
+        payload = _png_bytes(chelsea)[:5000]  # a PNG cut short
+    msg = _error(client.post("/api/images", files={"file": (name, payload, "application/octet-stream")}), status)
+    assert needle in msg
+    assert "convlens-serve-" not in msg  # the server's temp path is not leaked
+    assert client.get("/api/status").status_code == 200
+
+
+def test_upload_caps_size_and_pixels(lite0, chelsea):
+    ex = Explorer(lite0, bundled=False, upload_bytes=10_000, max_pixels=100 * 100)
+    try:
+        c = TestClient(create_app(ex))
+        assert "upload limit" in _error(c.post("/api/images", files={"file": ("big.png", _png_bytes(chelsea))}), 413)
+        small = _png_bytes(np.zeros((120, 120, 3), np.uint8))  # under the byte cap, over the pixel cap
+        assert len(small) < 10_000
+        assert "max_pixels" in _error(c.post("/api/images", files={"file": ("wide.png", small)}), 400)
+        _error(c.post("/api/images"), 422)  # no file field
+        assert c.get("/api/images").json() == []
+        assert list(ex.tmp.iterdir()) == []  # nothing left in the temp folder
+    finally:
+        ex.close()
+    assert not ex.tmp.exists()
+
+
+# ---------------------------------------------------------------- arithmetic
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"input": "128x128x32", "kernel": "3", "stride": "2", "filters": "16"},
+        {"input": "128x128x32", "kernel": "3", "stride": "2", "filters": "16", "padding": "same", "convention": "tf"},
+        {"input": "7x9x3", "kernel": "3x5", "stride": "2x1", "padding": "1,2", "dilation": "2", "filters": "4"},
+        {"input": "13x13x8", "kernel": "3", "stride": "2", "op": "maxpool", "ceil_mode": "true"},
+    ],
+)
+def test_shape_equals_the_cli_json(client, capsys, params):
+    from convlens.cli import main
+
+    argv = ["shape", "--json"]
+    for k, v in params.items():
+        if k == "ceil_mode":
+            argv.append("--ceil-mode")
+        else:
+            argv += [f"--{k.replace('_', '-')}", v]
+    assert main(argv) == 0
+    cli = json.loads(capsys.readouterr().out)
+    api = client.get("/api/shape", params=params).json()
+    assert api == cli
+
+
+def test_shape_course_answer_63_vs_64(client):
+    q = {"input": "128x128x3", "kernel": 3, "stride": 2, "filters": 1}
+    assert client.get("/api/shape", params=q).json()["output"][:2] == [63, 63]
+    assert client.get("/api/shape", params={**q, "convention": "tf", "padding": "same"}).json()["output"][:2] == [
+        64,
+        64,
+    ]
+
+
+@pytest.mark.parametrize(
+    "params,status",
+    [
+        ({"input": "128x128", "kernel": "3", "filters": "1"}, 400),
+        ({"input": "128x128x3", "kernel": "x", "filters": "1"}, 400),
+        ({"input": "8x8x3", "kernel": "9", "filters": "1"}, 400),  # kernel larger than the input
+        ({"input": "8x8x3", "kernel": "3"}, 400),  # conv without filters
+        ({"input": "8x8x3", "kernel": "3", "filters": "1", "op": "fft"}, 400),
+        ({"input": "8x8x3", "kernel": "3", "filters": "1", "ceil_mode": "true"}, 400),
+        ({"kernel": "3", "filters": "1"}, 422),  # input missing
+        ({"input": "8x8x3", "kernel": "3", "filters": "one"}, 422),
+    ],
+)
+def test_shape_bad_parameters(client, params, status):
+    _error(client.get("/api/shape", params=params), status)
+
+
+# ---------------------------------------------------------------- activations and the cache
+def test_activations_equal_a_forward_hook_and_are_sorted(client, chelsea_id, lite0, chelsea):
+    layer = "blocks.1.0.conv_pw"
+    got = {}
+    module = dict(lite0.model.named_modules())[layer]
+    h = module.register_forward_hook(lambda m, i, o: got.setdefault("a", o.detach().clone()))
+    try:
+        with torch.no_grad():
+            lite0.model(lite0.preprocess([chelsea]))
+    finally:
+        h.remove()
+    ref = got["a"][0]  # (C, H, W)
+    r = client.get(f"/api/images/{chelsea_id}/activations", params={"layer": layer, "limit": 4, "offset": 2}).json()
+    assert r["shape"] == list(ref.shape) and r["output_shape"] == [ref.shape[1], ref.shape[2], ref.shape[0]]
+    order = torch.argsort(ref.mean((1, 2)), descending=True, stable=True).tolist()
+    assert [c["channel"] for c in r["channels"]] == order
+    assert [m["channel"] for m in r["maps"]] == order[2:6]
+    for m in r["maps"]:
+        data = np.frombuffer(base64.b64decode(m["data"]), "<f4").reshape(ref.shape[1:])
+        np.testing.assert_allclose(data, ref[m["channel"]].numpy(), atol=1e-5)
+    assert r["min"] == pytest.approx(float(ref.min()), abs=1e-5) and r["max"] == pytest.approx(
+        float(ref.max()), abs=1e-5
+    )
+    status = client.get("/api/status").json()
+    assert status["cache_bytes"] > 0 and status["cached_images"] >= 1
+
+
+def test_activation_errors(client, chelsea_id):
+    _error(client.get(f"/api/images/{chelsea_id}/activations", params={"layer": "no.such.layer"}), 404)
+    _error(client.get(f"/api/images/{chelsea_id}/activations", params={"layer": "classifier"}), 404)  # no map
+    _error(client.get(f"/api/images/{chelsea_id}/activations", params={"layer": "conv_stem", "offset": -1}), 400)
+    _error(client.get(f"/api/images/{chelsea_id}/activations", params={"layer": "conv_stem", "limit": 0}), 400)
+    _error(client.get(f"/api/images/{chelsea_id}/activations"), 422)
+
+
+def test_layers_lists_the_summary_and_the_map_layers(client):
+    d = client.get("/api/layers").json()
+    assert d["total_params"] == 4652008
+    names = {r["name"] for r in d["layers"]}
+    assert "conv_stem" in d["map_layers"] and set(d["map_layers"]) <= names | {n.split("#")[0] for n in d["map_layers"]}
+    assert "classifier" not in d["map_layers"]
+    _error(client.get("/api/layers", params={"depth": 0}), 400)
+
+
+def test_cache_is_lru_and_capped(lite0):
+    ex = Explorer(lite0, cache_bytes=150 * 1024 * 1024)  # room for one full capture of lite0 (~131 MB)
+    try:
+        c = TestClient(create_app(ex))
+        ids = [im["id"] for im in c.get("/api/images").json()[:2]]
+        for i in ids:
+            assert c.get(f"/api/images/{i}/activations", params={"layer": "conv_stem"}).status_code == 200
+        s = c.get("/api/status").json()
+        assert 0 < s["cache_bytes"] <= s["cache_limit_bytes"] == 150 * 1024 * 1024
+        assert ex.cache.keys() == [ids[1]]  # the first image was evicted
+    finally:
+        ex.close()
+
+
+def test_activation_cache_unit():
+    cache = ActivationCache(limit_bytes=100)
+    cache.put("a", {"x": torch.zeros(10)})  # 40 bytes
+    cache.put("b", {"x": torch.zeros(10)})
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("c", {"x": torch.zeros(10)})  # 120 > 100: b (least recent) goes
+    assert cache.keys() == ["a", "c"] and cache.bytes == 80
+    cache.put("huge", {"x": torch.zeros(100)})  # larger than the cap: not kept, nothing evicted
+    assert cache.keys() == ["a", "c"]
+
+
+def test_image_store_ignores_anything_but_ids():
+    s = ImageStore()
+    s.add_bundled(["chelsea"])
+    (only,) = s.list()
+    assert s.get(only.id) is only
+    for bad in ("../" + only.id, only.id.upper(), only.id + "/", "", None, "/etc/passwd"):
+        assert s.get(bad) is None  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- CAM
+def test_cam_target_and_errors(client, chelsea_id, lite0, chelsea):
+    r = client.get(f"/api/images/{chelsea_id}/cam", params={"method": "gradcam", "target": 282}).json()
+    assert r["target"] == 282 and r["label"] == "tiger cat" and r["layer"] == "bn2" and r["method"] == "gradcam"
+    with torch.no_grad():
+        p = lite0.model(lite0.preprocess([chelsea])).softmax(-1)[0, 282]
+    assert r["score"] == pytest.approx(float(p), abs=1e-5)
+    assert r["heatmap"].startswith("data:image/png;base64,")
+    heat = Image.open(io.BytesIO(base64.b64decode(r["heatmap"].split(",", 1)[1])))
+    assert heat.size == (224, 224)
+    top1 = client.get(f"/api/images/{chelsea_id}/cam").json()
+    assert top1["target"] == 285 and "metrics" not in top1
+    _error(client.get(f"/api/images/{chelsea_id}/cam", params={"method": "magic"}), 400)
+    _error(client.get(f"/api/images/{chelsea_id}/cam", params={"target": 1000}), 400)
+    _error(client.get(f"/api/images/{chelsea_id}/cam", params={"target": -1}), 400)
+    _error(client.get(f"/api/images/{chelsea_id}/cam", params={"layer": "nope"}), 404)
+    assert client.get("/api/methods").json()[0] == "gradcam"
+
+
+@pytest.mark.slow
+def test_cam_metrics_on_request(client, chelsea_id):
+    r = client.get(f"/api/images/{chelsea_id}/cam", params={"metrics": "true"}).json()
+    assert set(r["metrics"]) == {"deletion_auc", "insertion_auc", "drop_percent", "increase"}
+    assert 0 <= r["metrics"]["deletion_auc"] <= 1 and 0 <= r["metrics"]["insertion_auc"] <= 1
+
+
+# ---------------------------------------------------------------- unit, featvis jobs
+def test_unit_bad_positions(client, chelsea_id):
+    _error(client.get(f"/api/images/{chelsea_id}/unit", params={"layer": "nope", "c": 0, "i": 0, "j": 0}), 404)
+    for c, i, j in [(32, 0, 0), (0, 112, 0), (0, 0, -1)]:
+        _error(client.get(f"/api/images/{chelsea_id}/unit", params={"layer": "conv_stem", "c": c, "i": i, "j": j}), 400)
+    _error(client.get(f"/api/images/{chelsea_id}/unit", params={"layer": "conv_stem", "c": 0, "i": 0}), 422)
+
+
+def test_featvis_job_runs_bounded_and_cancels(client):
+    r = client.post("/api/featvis", params={"layer": "blocks.0", "channel": 3, "steps": 2, "size": 32})
+    assert r.status_code == 202
+    job = r.json()
+    explorer = client.app.state.explorer
+    done = explorer.jobs.wait(job["id"], timeout=120)
+    assert done.status == "done", done.error
+    j = client.get(f"/api/jobs/{job['id']}").json()
+    assert j["status"] == "done" and j["result"].startswith("data:image/png;base64,") and j["done"] == j["total"] == 2
+    # the same request again is the cached job
+    assert (
+        client.post("/api/featvis", params={"layer": "blocks.0", "channel": 3, "steps": 2, "size": 32}).json()["id"]
+        == job["id"]
+    )
+    # a long job stops when cancelled
+    long = client.post("/api/featvis", params={"layer": "blocks.0", "channel": 5, "steps": 256, "size": 64}).json()
+    client.delete(f"/api/jobs/{long['id']}")
+    end = explorer.jobs.wait(long["id"], timeout=120)
+    assert end.status == "cancelled" and end.done < 256
+    _error(client.post("/api/featvis", params={"layer": "blocks.0", "channel": 0, "steps": 100000}), 400)
+    _error(client.post("/api/featvis", params={"layer": "blocks.0", "channel": 10**6}), 400)
+    _error(client.post("/api/featvis", params={"layer": "nope", "channel": 0}), 404)
+    _error(client.get("/api/jobs/nope"), 404)
+    _error(client.delete("/api/jobs/nope"), 404)
+
+
+def test_job_runner_bounds_the_queue():
+    import threading
+
+    gate = threading.Event()
+    r = JobRunner(max_queued=1)
+    try:
+        first = r.submit("t", {}, key="1", fn=lambda job: gate.wait(10))
+        while r.get(first.id).status == "queued":
+            pass
+        r.submit("t", {}, key="2", fn=lambda job: 2)
+        with pytest.raises(Exception, match="already waiting"):
+            r.submit("t", {}, key="3", fn=lambda job: 3)
+    finally:
+        gate.set()
+        r.close()
+
+
+def test_unknown_api_paths_are_json_404(client):
+    for path in ("/api/nope", "/api/images/x/y/z", "/nope"):
+        assert "error" in client.get(path).json()
+        assert client.get(path).status_code == 404
+
+
+def test_loopback_detection():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.2")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10") and not is_loopback("example.com")
