@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -20,12 +19,48 @@ import time
 import warnings
 from pathlib import Path
 
+import _machine  # first: sets OMP_WAIT_POLICY=PASSIVE before torch loads
 import torch
 
 
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+
+
+def make_contenders(model: torch.nn.Module, x: torch.Tensor, top1: torch.Tensor) -> dict:
+    """The timed callables. pytorch-grad-cam registers its hooks when its CAM object is built and keeps them until
+    ``release()``: it is built and released INSIDE its own round (``with``), so the forward, convlens and Captum
+    never run with its hooks attached (convlens and Captum hold hooks only during a call)."""
+    from captum.attr import LayerGradCam
+    from pytorch_grad_cam import GradCAM as PGCGradCAM
+
+    from convlens.explain import GradCAM
+
+    layer = model.layer4
+    ours = GradCAM(model, "layer4")
+    cap = LayerGradCam(model, layer)
+
+    def run_forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def run_ours() -> None:
+        ours(x)  # targets=None: each image's top-1 from the same forward; full-size normalized maps
+
+    def run_pgc() -> None:
+        with PGCGradCAM(model, [layer]) as pgc:  # hooks registered here, removed on exit
+            pgc(x, None)  # targets=None: top-1; full-size normalized maps (numpy)
+
+    def run_captum() -> None:
+        cap.attribute(x, target=top1)  # raw low-res map only; top-1 given for free
+
+    return {
+        "forward_no_grad": run_forward,
+        "convlens": run_ours,
+        "pytorch_grad_cam": run_pgc,
+        "captum": run_captum,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -42,8 +77,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     import torchvision
-    from captum.attr import LayerGradCam
-    from pytorch_grad_cam import GradCAM as PGCGradCAM
 
     from convlens.explain import GradCAM
 
@@ -57,29 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.no_grad():
         top1 = model(x).argmax(1)
 
-    ours = GradCAM(model, "layer4")
-    pgc = PGCGradCAM(model, [model.layer4])
-    cap = LayerGradCam(model, model.layer4)
-
-    def run_forward() -> None:
-        with torch.no_grad():
-            model(x)
-
-    def run_ours() -> None:
-        ours(x)  # targets=None: each image's top-1 from the same forward; full-size normalized maps
-
-    def run_pgc() -> None:
-        pgc(x, None)  # targets=None: top-1; full-size normalized maps (numpy)
-
-    def run_captum() -> None:
-        cap.attribute(x, target=top1)  # raw low-res map only; top-1 given for free
-
-    contenders = {
-        "forward_no_grad": run_forward,
-        "convlens": run_ours,
-        "pytorch_grad_cam": run_pgc,
-        "captum": run_captum,
-    }
+    contenders = make_contenders(model, x, top1)
     if args.amp:
         model_cl = model.to(memory_format=torch.channels_last)
         ours_amp = GradCAM(model_cl, "layer4", amp=True)
@@ -121,9 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
         "images_per_s": ips,
         "ratios": ratios,
         "torch": torch.__version__,
-        "note": "interleaved rounds in one process; the machine may be shared: compare ratios, and read the load average",
-        "load_average_1min": __import__("os").getloadavg()[0],
-        "cpu_count": os.cpu_count(),
+        "note": "interleaved rounds in one process: compare ratios, and read the load average",
+        **_machine.machine(),  # load averages at the end of the run: how shared the machine was
     }
     for k in contenders:
         print(f"{k:28s} {med[k] * 1000:9.1f} ms/batch  {ips[k]:8.1f} img/s")

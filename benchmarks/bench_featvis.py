@@ -40,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+import _machine  # first: sets OMP_WAIT_POLICY=PASSIVE before torch loads
 import numpy as np
 import torch
 import torchvision
@@ -126,7 +127,7 @@ def main() -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--skip", default="", help="comma-separated method names to skip")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "featvis.json"))
-    ap.add_argument("--note", default="shared machine: other jobs were running; compare ratios, not absolute times")
+    ap.add_argument("--note", default=None, help="an optional remark stored in the JSON (the load average is measured)")
     args = ap.parse_args()
 
     device = torch.device(args.device)
@@ -188,6 +189,7 @@ def main() -> int:
     result = {
         "benchmark": "featvis seconds per channel",
         "note": args.note,
+        **_machine.machine(),  # load averages at the end of the run: how shared the machine was
         "machine": {
             "device": str(device),
             "device_name": torch.cuda.get_device_name(device)

@@ -18,6 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
+import _machine  # first: sets OMP_WAIT_POLICY=PASSIVE before torch loads
 import torch
 import torchinfo
 import torchvision
@@ -65,7 +66,7 @@ def main() -> None:
         },
         "convlens_extra": "receptive field/jump/start per call (max over paths), op-level graph, trainable/frozen split",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "load_average_1min": os.getloadavg()[0],  # > ~0.5 means other jobs shared the cores
+        **_machine.machine(),  # load averages at the end of the run: > threads means other jobs shared the cores
     }
     out = Path(__file__).parent / "results" / "summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ import statistics
 import time
 from pathlib import Path
 
+import _machine  # first: sets OMP_WAIT_POLICY=PASSIVE before torch loads
+
 
 def plain_epoch(model_name: str, data, batch_size: int, lr: float, seed: int, epochs: int = 2) -> float:
     """A hand-written PyTorch loop; returns images/s of its LAST epoch (warm), training loop alone."""
@@ -109,7 +111,8 @@ def main() -> None:
     head_speedup = med(frozen_epoch) / med(feat_epoch)
     amortized = (a.rounds and med(frozen_epoch) * 10) / (med(feat_first) + 9 * med(feat_epoch))
     result = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch threads {a.threads}; SHARED with other jobs (contended)",
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch threads {a.threads}",
+        **_machine.machine(),  # load averages at the end of the run: how contended the cores were
         "torch": torch.__version__,
         "model": a.model,
         "image_size": a.image_size,

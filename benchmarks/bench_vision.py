@@ -7,8 +7,8 @@ experiments' single- vs two-thread CPU runs.
   absolute difference between the two response maps is recorded too.
 * ``vanishing_gradient(quick=True)`` with ``num_threads=1`` vs ``2`` (interleaved).
 
-Results print and go to ``benchmarks/results/vision.json``. The machine may be shared: the JSON
-says so; compare ratios, not absolute times.
+Results print and go to ``benchmarks/results/vision.json`` with the load average measured at the end
+(how shared the machine was); compare ratios, not absolute times.
 
 Run: ``.venv/bin/python benchmarks/bench_vision.py [--rounds 7] [--exp-rounds 2]``
 """
@@ -23,6 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
+import _machine  # first: sets OMP_WAIT_POLICY=PASSIVE before torch loads
 import numpy as np
 import torch
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
         "gray_9x9_template": (img.mean(axis=2), img.mean(axis=2)[100:109, 200:209]),
     }
     out: dict = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other jobs while measured",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "torch_threads": args.threads,
         "rounds": args.rounds,
         "zncc": {},
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio_2_over_1": round(m2 / m1, 2),
     }
     print(f"vanishing_gradient(quick=True): 1 thread {m1:.1f} s, 2 threads {m2:.1f} s ({m2 / m1:.1f}x)")
+    out.update(_machine.machine())  # load averages at the end of the run
     path = Path(__file__).parent / "results" / "vision.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
