@@ -158,6 +158,7 @@ def capture(
     stop_after: str | None = None,
     replace: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     on_call: Callable[[str, tuple[Any, ...], Any], None] | None = None,
+    on_pre_call: Callable[[str, tuple[Any, ...]], None] | None = None,
 ) -> Iterator[Capture]:
     """Record the outputs of ``layers`` during forward passes; remove every hook on exit.
 
@@ -172,6 +173,8 @@ def capture(
         replace: name -> function applied to that layer's output before the rest of the network sees it.
         on_call: called as ``on_call(name, inputs, output)`` inside each hook, before anything is
             recorded (the graph tracer uses it to see which tensors each call consumed and produced).
+        on_pre_call: called as ``on_pre_call(name, inputs)`` right before each call of a layer runs
+            (its inputs are still unmodified by in-place ops of that layer, e.g. ``ReLU(inplace=True)``).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(inplace=True))
@@ -221,8 +224,17 @@ def capture(
 
         return hook
 
+    def make_pre_hook(name: str) -> Callable[..., Any]:
+        def pre_hook(_module: nn.Module, inputs: Any) -> None:
+            if on_pre_call is not None:
+                on_pre_call(name, tuple(inputs))
+
+        return pre_hook
+
     try:
         for name, module in targets.items():
+            if on_pre_call is not None:
+                handles.append(module.register_forward_pre_hook(make_pre_hook(name)))
             handles.append(module.register_forward_hook(make_hook(name)))
         yield cap
     finally:
