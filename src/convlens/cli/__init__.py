@@ -37,7 +37,7 @@ app = typer.Typer(
 )
 
 # One module per concern; each adds its commands. Order = order in --help.
-_COMMAND_MODULES = ("arith", "models", "explain", "featvis", "train", "vision", "tour", "serve")
+_COMMAND_MODULES = ("arith", "models", "unit", "explain", "featvis", "train", "vision", "tour", "serve")
 
 
 def _register_all() -> None:

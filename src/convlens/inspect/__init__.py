@@ -15,9 +15,11 @@ from convlens.inspect.activations import (
     top_channels,
 )
 from convlens.inspect.depth import DepthProfile, StageProfile, depth_profile
+from convlens.inspect.erf import EffectiveRF, UnitReceptiveField, effective_receptive_field, unit_receptive_field
 from convlens.inspect.predict import Prediction, TopClass, predict, predict_files
 from convlens.inspect.rf import EmpiricalRF, receptive_field, receptive_field_empirical
 from convlens.inspect.summary import LayerRecord, Summary, summarize
+from convlens.inspect.unit import Term, UnitTrace, trace_unit
 
 __all__ = [
     "Prediction",
@@ -38,4 +40,11 @@ __all__ = [
     "EmpiricalRF",
     "receptive_field",
     "receptive_field_empirical",
+    "Term",
+    "UnitTrace",
+    "trace_unit",
+    "UnitReceptiveField",
+    "EffectiveRF",
+    "unit_receptive_field",
+    "effective_receptive_field",
 ]

@@ -431,17 +431,20 @@ def _activation(ctx: _Ctx, op: _Op, pos: tuple[int, ...]) -> _Step:
     y = op.func(xv.clone(), *rest, **extra)
     numbers = {"x": float(xv)}
     if op.func in _HARDTANH:
-        lo = rest[0] if rest else extra.get("min_val", -1.0)
-        hi = rest[1] if len(rest) > 1 else extra.get("max_val", 1.0)
+        is6 = op.name.startswith("relu6")
+        lo = 0.0 if is6 else rest[0] if rest else extra.get("min_val", -1.0)
+        hi = 6.0 if is6 else rest[1] if len(rest) > 1 else extra.get("max_val", 1.0)
         numbers.update(min_val=float(lo), max_val=float(hi))
     name = op.name.rstrip("_")
+    if op.func in _HARDTANH and numbers.get("min_val") == 0.0 and numbers.get("max_val") == 6.0:
+        name = "relu6"  # nn.ReLU6 runs as hardtanh(x, 0, 6)
     return _Step(
-        op.name,
+        name if name == "relu6" else op.name,
         "activation",
         float(y.reshape(-1)[0]),
         [Term(pos[1] if len(pos) > 1 else pos[0], float(xv), ctx.source(op, 0))],
         None,
-        f"{name}(x) = {_ACT_FORMULA.get(op.name, name + '(x)')}",
+        f"{name}(x) = {_ACT_FORMULA.get(name, _ACT_FORMULA.get(op.name, name + '(x)'))}",
         numbers,
         input_shape=tuple(x.shape),
         follow=(0, pos),

@@ -1,0 +1,123 @@
+"""CLI commands for one unit of a network: ``unit`` (its exact computation, box and effective field),
+``top-patches`` (what excites a channel over a folder) and ``graph`` (the traced graph as SVG/JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from convlens.cli.common import console, print_json
+from convlens.cli.models import DEVICE_OPT, MODEL_OPT, WEIGHTS_OPT
+from convlens.errors import InputError
+
+
+def _parse_at(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.replace(" ", "").split(",") if p.strip()]
+    if len(parts) not in (1, 3) or not all(p.lstrip("-").isdigit() for p in parts):
+        raise InputError(f"--at must be C,I,J (channel, row, column; or C for a flat layer), got '{text}'.")
+    vals = tuple(int(p) for p in parts)
+    if min(vals) < 0:
+        raise InputError(f"--at values count from 0, got '{text}'.")
+    return vals
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``unit``, ``top-patches`` and ``graph``."""
+
+    @app.command("unit")
+    def unit_cmd(
+        image: Path = typer.Argument(..., help="image file"),
+        layer: str = typer.Option(..., "--layer", help="module name (name#k: call k of a reused module)"),
+        at: str = typer.Option(
+            ..., "--at", help="C,I,J: channel, row, column of the layer's output (C for flat layers)"
+        ),
+        model: str = MODEL_OPT,
+        weights: Path | None = WEIGHTS_OPT,
+        out: Path | None = typer.Option(None, "--out", help="folder for trace.png, rf.png and unit.json"),
+        top: int = typer.Option(4, "--top", min=1, help="input channels drawn in trace.png (largest |sum| first)"),
+        device: str = DEVICE_OPT,
+        json_out: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """The exact computation of one unit on an image: patch x kernel per input channel + bias = value,
+        checked against the model's own value, with its receptive-field box and effective field."""
+        import json
+
+        from convlens.cli.common import ensure_out_dir, to_jsonable
+        from convlens.inspect.unit import trace_unit
+        from convlens.io import load_image
+        from convlens.models import load_model
+
+        pos = _parse_at(at)
+        img = load_image(image)
+        bundle = load_model(model, weights=weights, device=device)
+        x = bundle.preprocess([img]).to(bundle.device)
+        t = trace_unit(bundle.model, x, layer, pos, field=True)
+        data = t.to_dict()
+        if out is not None:
+            from convlens.plot.unit import field_figure, trace_figure
+
+            folder = ensure_out_dir(out)
+            trace_figure(t, top=top).savefig(folder / "trace.png")
+            if t.rf is not None:
+                field_figure(bundle.preprocess.resize_image(img), t.rf, t.erf).savefig(folder / "rf.png")
+            (folder / "unit.json").write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
+        if json_out:
+            print_json(data)
+            return
+        _print_trace(t, out)
+
+
+def _print_trace(t, out: Path | None) -> None:  # noqa: ANN001 -- a UnitTrace
+    from rich.table import Table
+
+    con = console()
+    at = ",".join(map(str, t.at))
+    con.print(f"[bold]{t.layer}[/bold] ({t.module_type}, call {t.call}) unit [{at}]: {t.op} ({t.kind})")
+    con.print(f"  {t.formula}")
+    if t.terms:
+        table = Table(show_header=True, header_style="bold")
+        label = {"linear": "feature", "add": "branch", "multiply": "factor", "concat": "input"}.get(t.kind, "channel")
+        for col in (label, "sum", "from"):
+            table.add_column(col, justify="right" if col == "sum" else "left")
+        shown = sorted(t.terms, key=lambda s: (-abs(s.sum), s.channel))[:16]
+        for term in shown:
+            table.add_row(str(term.channel), f"{term.sum:.6g}", term.source or "")
+        con.print(table)
+        if len(t.terms) > len(shown):
+            rest = sum(s.sum for s in t.terms) - sum(s.sum for s in shown)
+            con.print(f"  ... {len(t.terms) - len(shown)} more terms, together {rest:.6g}")
+    for k, v in t.numbers.items():
+        con.print(f"  {k} = {v:.6g}")
+    if t.bias is not None:
+        con.print(f"  bias = {t.bias:.6g}")
+    ok = "ok" if t.abs_error < 1e-4 else "MISMATCH"
+    con.print(f"  traced total {t.total:.6g}; model value {t.value:.6g}; |difference| {t.abs_error:.2e} ({ok})")
+    inner = t.inner
+    while inner is not None:
+        con.print(
+            f"  <- its input: {inner.op} ({inner.kind}) = {inner.total:.6g} (model {inner.value:.6g}); {inner.formula}"
+        )
+        for term in sorted(inner.terms, key=lambda s: (-abs(s.sum), s.channel))[:4]:
+            con.print(f"       {term.channel}: {term.sum:.6g}  {term.source or ''}")
+        if inner.numbers:
+            con.print("       " + ", ".join(f"{k} {v:.6g}" for k, v in inner.numbers.items()))
+        if inner.bias is not None:
+            con.print(f"       bias {inner.bias:.6g}")
+        inner = inner.inner
+    if t.rf is not None:
+        r = t.rf
+        con.print(
+            f"  receptive field {r.size[0]}x{r.size[1]}: box (top, left, bottom, right) {r.box}, inside the image "
+            f"{r.clipped_box}; padding rows/cols top {r.padding[0]}, left {r.padding[1]}, bottom {r.padding[2]}, right {r.padding[3]}"
+        )
+    if t.erf is not None:
+        e = t.erf
+        if e.zero_gradient:
+            con.print("  effective field: the gradient is zero on this image (the unit is off)")
+        else:
+            con.print(
+                f"  effective field: {e.mass_in_box:.1%} of |grad| inside the box; r50 {e.r50:.1f} px, r90 {e.r90:.1f} px"
+            )
+    if out is not None:
+        con.print(f"  -> {out / 'trace.png'}, {out / 'rf.png'}, {out / 'unit.json'}")

@@ -1,0 +1,332 @@
+"""One unit: trace_unit against the model's own value and against independent per-channel torch
+convolutions; unit_receptive_field against summarize and receptive_field_empirical; the effective field
+against the gradient support; the `convlens unit` CLI contract."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convlens.cli import main
+from convlens.errors import InputError, LayerError
+from convlens.hooks import hook_count
+from convlens.inspect import (
+    effective_receptive_field,
+    get_activations,
+    receptive_field_empirical,
+    summarize,
+    trace_unit,
+    unit_receptive_field,
+)
+
+TRACED = (
+    nn.Conv2d,
+    nn.BatchNorm2d,
+    nn.Linear,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Hardswish,
+    nn.SiLU,
+)
+
+
+class HandNet(nn.Module):
+    """Dilated, strided, grouped and depthwise convs, 'same' and reflect padding, ceil-mode and
+    count_include_pad=False pools, an inplace ReLU, a functional residual add and a concatenation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, stride=2, padding=2, dilation=2)
+        self.bn = nn.BatchNorm2d(8)
+        self.act = nn.ReLU(inplace=True)
+        self.g = nn.Conv2d(8, 12, (3, 5), stride=(1, 2), padding=(1, 2), groups=4)
+        self.dw = nn.Conv2d(12, 12, 3, padding="same", groups=12, bias=False)
+        self.refl = nn.Conv2d(12, 12, 3, padding=1, padding_mode="reflect")
+        self.pool = nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)
+        self.avg = nn.AvgPool2d(3, 2, padding=1, count_include_pad=False, ceil_mode=True)
+        self.hs = nn.Hardswish()
+        self.fc = nn.Linear(24, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn(self.a(x)))
+        y = self.g(x)
+        y = torch.add(self.dw(y), self.refl(y))  # a functional residual add
+        z = torch.cat([self.pool(y), self.hs(self.avg(y))], 1)
+        return self.fc(z.mean((2, 3)))
+
+
+def _hand() -> nn.Module:
+    torch.manual_seed(1)
+    net = HandNet()
+    with torch.no_grad():  # non-trivial running statistics
+        net.bn.running_mean.uniform_(-1, 1)
+        net.bn.running_var.uniform_(0.5, 2)
+    return net.eval()
+
+
+def _positions(shape: tuple[int, ...], rng: random.Random) -> list[tuple[int, ...]]:
+    if len(shape) == 2:
+        return [(rng.randrange(shape[1]),), (shape[1] - 1,)]
+    c, h, w = shape[1:]
+    corners = [(0, 0), (h - 1, w - 1), (0, w - 1)]
+    return [(rng.randrange(c), i, j) for i, j in corners] + [(rng.randrange(c), rng.randrange(h), rng.randrange(w))]
+
+
+def _check_all(model: nn.Module, x: torch.Tensor) -> int:
+    rng = random.Random(0)
+    n = 0
+    for name, m in model.named_modules():
+        if not isinstance(m, TRACED):
+            continue
+        acts = get_activations(model, x, f"{name}#0")[f"{name}#0"]
+        for at in _positions(tuple(acts.shape), rng):
+            t = trace_unit(model, x, name, at, call=0)
+            assert t.abs_error < 1e-4, (name, at, t.value, t.total)
+            # the model's own value, read independently through get_activations
+            assert t.value == pytest.approx(float(acts[(0, *at)]), abs=1e-6), (name, at)
+            n += 1
+    return n
+
+
+def test_every_layer_of_hand_net() -> None:
+    net = _hand()
+    x = torch.randn(1, 3, 23, 29, generator=torch.Generator().manual_seed(0))
+    assert _check_all(net, x) > 30
+    assert hook_count(net) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "efficientnet_lite0"])
+def test_every_layer_of_real_models(name: str, chelsea: np.ndarray) -> None:
+    from convlens.models import load_model
+
+    b = load_model(name)
+    x = b.preprocess([chelsea])
+    assert _check_all(b.model, x) > 100
+
+
+def test_conv_terms_equal_per_channel_torch_convs() -> None:
+    """Each input channel's sum is an independent one-channel F.conv2d of that channel with that kernel slice."""
+    net = _hand()
+    x = torch.randn(1, 3, 23, 29, generator=torch.Generator().manual_seed(2))
+    h = get_activations(net, x, "act")["act"]  # the grouped conv's input
+    conv = net.g
+    for at in [(7, 0, 0), (5, 3, 7), (11, h.shape[2] - 1, 7)]:
+        t = trace_unit(net, x, "g", at)
+        c, i, j = at
+        g = c // (conv.out_channels // conv.groups)
+        assert t.in_channels == list(range(g * 2, g * 2 + 2))  # 8 inputs / 4 groups
+        for term, k in zip(t.terms, t.in_channels, strict=True):
+            with torch.no_grad():
+                ref = F.conv2d(
+                    h[:, k : k + 1], conv.weight[c : c + 1, k - g * 2 : k - g * 2 + 1], None, conv.stride, conv.padding
+                )
+            assert term.channel == k and term.sum == pytest.approx(float(ref[0, 0, i, j]), abs=1e-5)
+        assert t.bias == pytest.approx(float(conv.bias[c].detach()))
+        assert t.total == pytest.approx(sum(s.sum for s in t.terms) + t.bias, abs=1e-9)
+
+
+def test_patch_reads_padding_at_the_border() -> None:
+    net = _hand()
+    x = torch.randn(1, 3, 23, 29, generator=torch.Generator().manual_seed(3))
+    t = trace_unit(net, x, "a", (4, 0, 0))  # stride 2, padding 2, dilation 2: rows -2, 0, 2
+    assert t.rows == [-2, 0, 2] and t.cols == [-2, 0, 2]
+    assert t.in_padding.tolist() == [[True, True, True], [True, False, False], [True, False, False]]
+    assert t.patch[:, 1:, 1:] == pytest.approx(x[0, :, 0:3:2, 0:3:2].numpy())
+    assert np.all(t.patch[:, 0, :] == 0) and np.all(t.patch[:, :, 0] == 0)
+    assert t.kernel == pytest.approx(net.a.weight[4].detach().numpy())
+
+
+def test_timm_same_padding_is_read_as_the_module_applies_it(lite0, chelsea: np.ndarray) -> None:
+    """conv_stem is timm's Conv2dSame: stride 2 on 224 pads 0 rows on top and 1 at the bottom (TF 'SAME')."""
+    x = lite0.preprocess([chelsea])
+    t = trace_unit(lite0.model, x, "conv_stem", (3, 111, 111))
+    assert t.rows == [222, 223, 224] and t.cols == [222, 223, 224]
+    assert t.in_padding[2].all() and t.in_padding[:, 2].all() and not t.in_padding[:2, :2].any()
+    t0 = trace_unit(lite0.model, x, "conv_stem", (3, 0, 0))
+    assert not t0.in_padding.any() and t0.abs_error < 1e-4
+
+
+def test_batch_norm_numbers_are_the_running_statistics() -> None:
+    net = _hand()
+    x = torch.randn(1, 3, 23, 29)
+    t = trace_unit(net, x, "bn", (5, 3, 4))
+    bn = net.bn
+    assert t.numbers["mean"] == pytest.approx(float(bn.running_mean[5]))
+    assert t.numbers["var"] == pytest.approx(float(bn.running_var[5]))
+    assert t.numbers["gamma"] == pytest.approx(float(bn.weight[5].detach())) and t.bias == pytest.approx(
+        float(bn.bias[5].detach())
+    )
+    pre = get_activations(net, x, "a")["a"]
+    assert t.numbers["x"] == pytest.approx(float(pre[0, 5, 3, 4]), abs=1e-6)
+
+
+def test_inplace_relu_sees_its_input_before_it_ran() -> None:
+    net = _hand()
+    x = torch.randn(1, 3, 23, 29, generator=torch.Generator().manual_seed(4))
+    pre = get_activations(net, x, "bn")["bn"]
+    neg = torch.nonzero(pre[0] < 0)[0].tolist()
+    t = trace_unit(net, x, "act", tuple(neg))
+    assert (
+        t.op.startswith("relu") and t.value == 0.0 and t.terms[0].sum == pytest.approx(float(pre[(0, *neg)]), abs=1e-6)
+    )
+
+
+def test_linear_terms_sorted_and_sum() -> None:
+    net = _hand()
+    x = torch.randn(1, 3, 23, 29)
+    t = trace_unit(net, x, "fc", (3,))
+    mags = [abs(s.sum) for s in t.terms]
+    assert mags == sorted(mags, reverse=True) and len(t.terms) == 24
+    assert t.total == pytest.approx(sum(s.sum for s in t.terms) + float(net.fc.bias[3]), abs=1e-9)
+    assert trace_unit(net, x, "fc", (3, 0, 0)).value == t.value
+
+
+def test_residual_add_names_its_branches(resnet18_bundle, chelsea: np.ndarray) -> None:
+    model = resnet18_bundle.model
+    x = resnet18_bundle.preprocess([chelsea])
+    acts = get_activations(model, x, ["layer2.0.bn2", "layer2.0.downsample"])
+    t = trace_unit(model, x, "layer2.0", (9, 4, 6))
+    assert t.op.startswith("relu") and t.inner is not None and t.inner.kind == "add"
+    branches = {s.source: s.sum for s in t.inner.terms}
+    assert set(branches) == {"layer2.0.bn2", "layer2.0.downsample.1"}
+    assert branches["layer2.0.bn2"] == pytest.approx(float(acts["layer2.0.bn2"][0, 9, 4, 6]), abs=1e-5)
+    assert branches["layer2.0.downsample.1"] == pytest.approx(float(acts["layer2.0.downsample"][0, 9, 4, 6]), abs=1e-5)
+    assert t.abs_error < 1e-4 and t.inner.abs_error < 1e-4
+    # identity shortcut: the block's own input
+    t1 = trace_unit(model, x, "layer1.1", (2, 0, 55))
+    assert {s.source for s in t1.inner.terms} == {"layer1.1.bn2", "input"}
+
+
+def test_concat_and_functional_add_and_mean() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l, self.r = nn.Conv2d(2, 3, 1), nn.Conv2d(2, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([self.l(x), self.r(x)], 1) * 2 - 1
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.randn(1, 2, 5, 5)
+    whole = nn.Sequential(net)
+    t = trace_unit(whole, x, "0", (5, 1, 2))  # (cat * 2) - 1
+    assert t.kind == "add" and t.abs_error < 1e-5 and t.terms[1].sum == -1.0
+
+
+def test_unsupported_op_and_bad_positions() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Upsample(scale_factor=2))
+    x = torch.randn(1, 1, 6, 6)
+    with pytest.raises(LayerError, match="cannot expand"):
+        trace_unit(net, x, "1", (0, 0, 0))
+    with pytest.raises(InputError, match="outside"):
+        trace_unit(net, x, "0", (2, 0, 0))
+    with pytest.raises(InputError, match="NaN"):
+        trace_unit(net, torch.full((1, 1, 6, 6), float("nan")), "0", (0, 0, 0))
+    with pytest.raises(LayerError):
+        trace_unit(net, x, "nope", (0, 0, 0))
+    with pytest.raises(LayerError, match="call index"):
+        trace_unit(net, x, "0#3", (0, 0, 0))
+    assert hook_count(net) == 0
+
+
+def test_modes_restored() -> None:
+    net = _hand().train()
+    net.fc.weight.requires_grad_(False)
+    x = torch.randn(1, 3, 23, 29)
+    trace_unit(net, x, "g", (0, 1, 1), field=True)
+    assert net.training and net.bn.training and not net.fc.weight.requires_grad and net.a.weight.requires_grad
+    assert net.a.weight.grad is None and hook_count(net) == 0
+
+
+@pytest.mark.parametrize("layer", ["a", "g", "dw", "pool", "avg"])
+def test_box_size_is_summary_rf_and_where_empirical_support_is(layer: str) -> None:
+    net = _hand()
+    size = (3, 47, 61)
+    rec = summarize(net, size).layer(layer)
+    out = get_activations(net, torch.zeros(1, *size), layer)[layer]
+    h, w = out.shape[2:]
+    for i, j in [(0, 0), (h // 2, w // 2), (h - 1, w - 1)]:
+        u = unit_receptive_field(net, layer, (i, j), size)
+        assert u.size == tuple(rec.receptive_field)
+        emp = receptive_field_empirical(net, layer, size[1:], unit=(i, j))
+        assert u.clipped_box == emp.box, (layer, i, j)
+        t, l_, b, r = u.box
+        assert u.padding == (max(0, -t), max(0, -l_), max(0, b - 46), max(0, r - 60))
+
+
+@pytest.mark.slow
+def test_box_on_real_model_matches_empirical(lite0) -> None:
+    for layer, at in [("blocks.3.0.conv_pw", (5, 9)), ("blocks.1.0.conv_dw", (0, 0)), ("blocks.2", (27, 27))]:
+        u = unit_receptive_field(lite0.model, layer, at, 224)
+        emp = receptive_field_empirical(lite0.model, layer, 224, unit=at)
+        assert u.clipped_box == emp.box
+        assert u.size == tuple(summarize(lite0.model).layer(layer).receptive_field)
+
+
+def test_effective_field_support_inside_box_and_single_conv_oracle() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 5, padding=2)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    e = effective_receptive_field(net, x, "0", (1, 0, 7))
+    # linear layer: dy/dx = the kernel; the map is sum_colour |w| over the box inside the image, normalised
+    ref = net[0].weight[1].detach().abs().sum(0)[2:, :]
+    ref = ref / ref.sum()
+    assert e.map[0:3, 5:10] == pytest.approx(ref.numpy(), abs=1e-6)
+    assert e.mass_in_box == pytest.approx(1.0) and e.support_box == (0, 5, 2, 9)
+    assert 0 < e.r50 <= e.r90
+
+
+def test_effective_field_on_real_model(lite0, chelsea: np.ndarray) -> None:
+    x = lite0.preprocess([chelsea])
+    t = trace_unit(lite0.model, x, "blocks.3.0.conv_pw", (17, 5, 9), field=True)
+    top, left, bottom, right = t.rf.clipped_box
+    sb = t.erf.support_box
+    assert top <= sb[0] and left <= sb[1] and sb[2] <= bottom and sb[3] <= right
+    assert t.erf.mass_in_box == pytest.approx(1.0, abs=1e-6)
+    assert t.erf.r90 < t.rf.size[0] / 2  # Luo et al.: the effective field is much smaller
+    assert float(np.abs(t.erf.map).sum()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_cli_unit_json_contract(capsys, tmp_path, chelsea: np.ndarray) -> None:
+    from PIL import Image
+
+    img = tmp_path / "cat.png"
+    Image.fromarray(chelsea).save(img)
+    code = main(
+        [
+            "unit",
+            str(img),
+            "--layer",
+            "blocks.3.0.conv_pw",
+            "--at",
+            "17,5,9",
+            "--json",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    d = json.loads(out)
+    for key in ("layer", "at", "value", "total", "abs_error", "terms", "bias", "rf_box", "erf"):
+        assert key in d
+    assert d["at"] == [17, 5, 9] and d["abs_error"] < 1e-4 and len(d["terms"]) == 40
+    assert set(d["terms"][0]) >= {"channel", "sum"} and set(d["erf"]) >= {"mass_in_box", "r50", "r90"}
+    assert d["rf_box"] == [14, 46, 80, 112]
+    for f in ("trace.png", "rf.png", "unit.json"):
+        assert (tmp_path / "o" / f).stat().st_size > 100
+    assert json.loads((tmp_path / "o" / "unit.json").read_text())["total"] == d["total"]
+    code = main(["unit", str(img), "--layer", "blocks.3.0.conv_pw", "--at", "17,5"])
+    assert code == 2 and "error: --at" in capsys.readouterr().err
