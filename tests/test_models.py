@@ -209,3 +209,69 @@ def test_user_model_with_dict_output_reports_its_classes(tmp_path):
         "    return Net()\n"
     )
     assert load_model(f"{f}:build").meta.num_classes == 7
+
+
+# --- names shared by torchvision and timm, listing -----------------------------------------------
+
+
+def test_list_models_substring_glob_and_sources():
+    from convlens.models import list_model_sources
+
+    pairs = list_model_sources("resnet")
+    assert ("resnet18", "torchvision") in pairs and ("resnet18", "timm") in pairs  # shared name: both libraries
+    assert ("wide_resnet50_2", "torchvision") in pairs  # substring, not only prefix
+    assert all("resnet" in n.lower() for n, _ in pairs)
+    assert [n for n, _ in list_model_sources("resnet1*", source="torchvision")] == [
+        "resnet101",
+        "resnet152",
+        "resnet18",
+    ]
+    assert {s for _, s in list_model_sources("timm:convnext_t*")} == {"timm"}
+    with pytest.raises(ModelError, match="source must be one of"):
+        list_model_sources("*", source="foo")
+
+
+def test_source_prefixes_pick_the_library():
+    import timm
+    import torchvision
+
+    tv = load_model("torchvision:resnet18").model
+    tm = load_model("timm:resnet18").model
+    assert type(tv) is torchvision.models.ResNet and type(tm) is timm.models.ResNet
+    assert type(load_model("resnet18").model) is torchvision.models.ResNet  # bare name: torchvision first
+    assert load_model("timm:resnet18").meta.source == "timm"
+    with pytest.raises(ModelError, match="did you mean 'timm:resnet18'"):
+        load_model("timm:resnet1888")
+    with pytest.raises(ModelError, match="torchvision has no model 'vit_tiny_patch16_224'"):
+        load_model("torchvision:vit_tiny_patch16_224")
+
+
+@pytest.mark.slow
+def test_weights_of_the_other_library_are_recognised(tmp_path):
+    """timm's efficientnet_b0 weights given to the bare name (torchvision's module): the error names the fix."""
+    import timm
+
+    sd = timm.create_model("efficientnet_b0").state_dict()
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "w.safetensors")  # keys stored sorted
+    with pytest.raises(ModelError, match=r"fit timm's 'efficientnet_b0'.*--model timm:efficientnet_b0"):
+        load_model("efficientnet_b0", weights=tmp_path / "w.safetensors")
+    b = load_model("timm:efficientnet_b0", weights=tmp_path / "w.safetensors")
+    assert b.pretrained and b.meta.num_classes == 1000
+    got = b.model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in sd.items())
+
+
+def test_cli_models_lists_sources_and_refuses_silent_empties(capsys):
+    import json
+
+    from convlens.cli import main
+
+    assert main(["models", "resnet50", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "resnet50" in data["models"]
+    assert {"name": "resnet50", "source": "timm", "load_as": "timm:resnet50"} in data["sources"]
+    assert {"name": "resnet50", "source": "torchvision", "load_as": "resnet50"} in data["sources"]
+    assert main(["models", "--source", "foo"]) == 2
+    assert "source must be one of" in capsys.readouterr().err
+    assert main(["models", "no_such_net_xyz"]) == 2
+    assert "no model matches" in capsys.readouterr().err

@@ -8,9 +8,12 @@ from pathlib import Path
 import typer
 
 from convlens.cli.common import console, print_json
+from convlens.errors import InputError
 
 MODEL_OPT = typer.Option(
-    "efficientnet_lite0", "--model", help="registered name, torchvision/timm name, or file.py:factory"
+    "efficientnet_lite0",
+    "--model",
+    help="registered name, torchvision/timm name (timm:NAME or torchvision:NAME where both have it), or file.py:factory",
 )
 WEIGHTS_OPT = typer.Option(None, "--weights", help="local .safetensors/.pt/.pth weights (loaded safely)")
 DEVICE_OPT = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 ...")
@@ -21,21 +24,39 @@ def register(app: typer.Typer) -> None:
 
     @app.command("models")
     def models_cmd(
-        pattern: str = typer.Argument("*", help="glob over model names"),
+        pattern: str = typer.Argument(
+            "*", help="glob (resnet*) or substring (resnet) of model names; may start with timm: or torchvision:"
+        ),
         source: str | None = typer.Option(None, "--source", help="convlens | torchvision | timm"),
         json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     ) -> None:
-        """List the models convlens can load (nothing is downloaded: only embedded weights are pretrained)."""
-        from convlens.models import list_models
+        """List the models convlens can load, with the library that builds each (nothing is downloaded:
+        only the embedded efficientnet_lite0 is pretrained). A name both torchvision and timm have
+        loads from torchvision; write timm:NAME for timm's."""
+        from convlens.models import list_model_sources
+        from convlens.models.registry import load_name
 
-        names = list_models(pattern, source=source)
+        pairs = list_model_sources(pattern, source=source)
+        names = list(dict.fromkeys(n for n, _ in pairs))
+        # the first library with a name owns the bare name; the others need their prefix
+        rows = [{"name": n, "source": src, "load_as": load_name(n, src)} for n, src in pairs]
+        if not pairs:
+            where = f" from {source}" if source else ""
+            raise InputError(
+                f"no model{where} matches '{pattern}'; a plain word matches as a substring, "
+                "a glob like 'resnet*' as a glob (`convlens models` lists all)."
+            )
         if json_out:
-            print_json({"models": names})
+            print_json({"models": names, "sources": rows})
             return
         con = console()
-        con.print(f"{len(names)} models match '{pattern}'. Pretrained offline: efficientnet_lite0 (embedded).")
-        for n in names:
-            con.print(n)
+        con.print(
+            f"{len(rows)} models match '{pattern}'. Pretrained offline: efficientnet_lite0 (embedded); "
+            "the rest start from random weights unless --weights FILE is given."
+        )
+        width = max(len(r["load_as"]) for r in rows)
+        for r in rows:
+            con.print(f"{r['load_as']:<{width}}  {r['source']}")
 
     @app.command("predict")
     def predict_cmd(

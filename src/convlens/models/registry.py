@@ -44,6 +44,10 @@ __all__ = [
     "ModelBundle",
     "register_model",
     "list_models",
+    "list_model_sources",
+    "split_source",
+    "load_name",
+    "SOURCES",
     "load_model",
     "imagenet_labels",
     "load_weights_into",
@@ -155,8 +159,85 @@ def _timm_names(pattern: str = "*") -> list[str]:
     return list(timm.list_models(pattern))
 
 
+SOURCES = ("convlens", "torchvision", "timm")
+
+
+def split_source(name: str) -> tuple[str | None, str]:
+    """``'timm:resnet50'`` -> ``('timm', 'resnet50')``; a name without a source prefix -> ``(None, name)``.
+
+    torchvision and timm share names (``resnet50``, ``convnext_tiny``, ``densenet121``) for different
+    modules with different weight keys; the prefix says which library builds it. Without one,
+    convlens's registry wins, then torchvision, then timm.
+
+    Example:
+        >>> split_source("timm:resnet50"), split_source("resnet18"), split_source("net.py:build")
+        (('timm', 'resnet50'), (None, 'resnet18'), (None, 'net.py:build'))
+    """
+    head, sep, tail = name.partition(":")
+    if sep and head in SOURCES:
+        return head, tail
+    return None, name
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """A glob (``resnet*``) matches as a glob; plain text (``resnet``) as a case-insensitive substring."""
+    if any(ch in pattern for ch in "*?["):
+        return fnmatch.fnmatch(name, pattern)
+    return pattern.lower() in name.lower()
+
+
+def list_model_sources(pattern: str = "*", *, source: str | None = None) -> list[tuple[str, str]]:
+    """``(name, source)`` pairs ``load_model`` accepts: convlens's registry, then torchvision, then timm.
+
+    ``pattern`` is a glob (``resnet*``) or, without glob characters, a case-insensitive substring
+    (``resnet`` finds ``wide_resnet50_2`` too); it may carry a source prefix (``timm:resnet*``).
+    A name two libraries share is listed once per library: load the second with its prefix.
+
+    Raises:
+        ModelError: ``source`` is not one of convlens, torchvision, timm.
+
+    Example:
+        >>> [p for p in list_model_sources("resnet18") if p[0] == "resnet18"]
+        [('resnet18', 'torchvision'), ('resnet18', 'timm')]
+    """
+    prefix, pattern = split_source(pattern)
+    if source is not None and source not in SOURCES:
+        raise ModelError(f"source must be one of {', '.join(SOURCES)}; got '{source}'.")
+    if prefix is not None and source is not None and prefix != source:
+        raise ModelError(f"the pattern asks for source '{prefix}' but source is '{source}'.")
+    source = source or prefix
+    pattern = pattern or "*"
+    out: list[tuple[str, str]] = []
+    if source in (None, "convlens"):
+        out += [(n, "convlens") for n in sorted(_REGISTRY) if _matches(n, pattern)]
+    if source in (None, "torchvision"):
+        out += [(n, "torchvision") for n in _torchvision_names() if _matches(n, pattern)]
+    if source in (None, "timm"):
+        glob = pattern if any(ch in pattern for ch in "*?[") else f"*{pattern}*"
+        out += [(n, "timm") for n in _timm_names(glob) if _matches(n, pattern)]
+    return out
+
+
+def load_name(name: str, source: str) -> str:
+    """The name that makes ``load_model`` build ``source``'s ``name``: bare where that library owns the
+    bare name (convlens's registry first, then torchvision, then timm), else ``source:name``.
+
+    Example:
+        >>> load_name("resnet50", "torchvision"), load_name("resnet50", "timm"), load_name("resnet50d", "timm")
+        ('resnet50', 'timm:resnet50', 'resnet50d')
+    """
+    if name in _REGISTRY:
+        owner = "convlens"
+    elif name in _torchvision_names():
+        owner = "torchvision"
+    else:
+        owner = "timm"
+    return name if owner == source else f"{source}:{name}"
+
+
 def list_models(pattern: str = "*", *, source: str | None = None) -> list[str]:
-    """Names ``load_model`` accepts that match a glob, convlens's own first, then torchvision, then timm.
+    """Names ``load_model`` accepts that match a glob or substring, convlens's own first, then
+    torchvision, then timm (each name once; see :func:`list_model_sources` for the library of each).
 
     Args:
         source: restrict to ``'convlens'``, ``'torchvision'`` or ``'timm'``.
@@ -165,21 +246,32 @@ def list_models(pattern: str = "*", *, source: str | None = None) -> list[str]:
         >>> list_models("efficientnet_lite*", source="convlens")
         ['efficientnet_lite0']
     """
-    out: list[str] = []
-    if source in (None, "convlens"):
-        out += sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
-    if source in (None, "torchvision"):
-        out += [n for n in _torchvision_names() if fnmatch.fnmatch(n, pattern) and n not in out]
-    if source in (None, "timm"):
-        seen = set(out)
-        out += [n for n in _timm_names(pattern) if n not in seen]
-    return out
+    return list(dict.fromkeys(n for n, _ in list_model_sources(pattern, source=source)))
+
+
+_HEAD_NAMES = ("fc", "classifier", "head", "heads", "last_linear", "logits")
 
 
 def _classifier_out(sd: dict[str, torch.Tensor]) -> int | None:
-    """Number of classes implied by a state dict: rows of its last 2-D weight (the head)."""
+    """Number of classes implied by a state dict: rows of its head's 2-D weight.
+
+    The head is the last 2-D weight under a head-like top-level name (``fc``, ``classifier``,
+    ``head``, ``heads``...; numbered parts compared as numbers), else the last 2-D weight. Key order
+    alone is not enough: safetensors files store keys sorted, so timm's ``head.fc`` comes before
+    ``stages.3...``.
+
+    Example:
+        >>> _classifier_out({"head.fc.weight": torch.zeros(10, 4), "stages.3.mlp.fc2.weight": torch.zeros(4, 8)})
+        10
+    """
     two_d = [k for k, v in sd.items() if v.ndim == 2 and k.endswith("weight")]
-    return int(sd[two_d[-1]].shape[0]) if two_d else None
+    if not two_d:
+        return None
+    heads = [k for k in two_d if k.split(".")[0] in _HEAD_NAMES]
+    if heads:
+        natural = lambda k: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in k.split(".")]  # noqa: E731
+        return int(sd[max(heads, key=natural)].shape[0])
+    return int(sd[two_d[-1]].shape[0])
 
 
 def load_weights_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
@@ -441,6 +533,11 @@ def _build(
     torch_device: torch.device,
 ) -> ModelBundle:
     """Build ``name`` from the registry, a user file, or the torchvision/timm zoo, with ``sd`` loaded if given."""
+    prefix, bare = split_source(name)
+    if prefix == "convlens":
+        if bare not in _REGISTRY:
+            raise ModelError(f"convlens has no model '{bare}'; its own models: {', '.join(sorted(_REGISTRY))}.")
+        name = bare
     if name in _REGISTRY:
         bundle = _REGISTRY[name](weights=sd, num_classes=num_classes, device=torch_device)
         if sd is not None:
@@ -470,55 +567,98 @@ def _build(
     return bundle
 
 
+def _build_torchvision(name: str, n_cls: int) -> tuple[nn.Module, Preprocess]:
+    import torchvision
+
+    kwargs: dict[str, Any] = {"weights": None, "num_classes": n_cls}
+    if name in ("googlenet", "inception_v3"):
+        kwargs.update(aux_logits=False, init_weights=True)
+    try:
+        module = torchvision.models.get_model(name, **kwargs)
+    except Exception as e:
+        raise ModelError(f"torchvision could not build '{name}': {type(e).__name__}: {e}") from None
+    size = 299 if name == "inception_v3" else 224
+    pre = Preprocess(size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="crop", crop_pct=0.875)
+    return module, pre  # torchvision: resize 256, crop 224
+
+
+def _build_timm(name: str, n_cls: int) -> tuple[nn.Module, Preprocess]:
+    import timm
+
+    try:
+        module = timm.create_model(name, pretrained=False, num_classes=n_cls)
+    except Exception as e:
+        raise ModelError(f"timm could not build '{name}': {type(e).__name__}: {e}") from None
+    cfg = getattr(module, "pretrained_cfg", {}) or {}
+    c, h, w = cfg.get("input_size", (3, 224, 224))
+    pre = Preprocess(
+        size=int(h),
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
+        std=tuple(cfg.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
+        resize="crop",
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+        interpolation=cfg.get("interpolation", "bicubic")
+        if cfg.get("interpolation") in ("bilinear", "bicubic")
+        else "bilinear",
+    )
+    return module, pre
+
+
+def _is_timm(name: str) -> bool:
+    import timm
+
+    return bool(timm.is_model(name))
+
+
+_ZOO = {"torchvision": (_build_torchvision, lambda n: n in _torchvision_names()), "timm": (_build_timm, _is_timm)}
+
+
+def _fits(module: nn.Module, sd: dict[str, torch.Tensor]) -> bool:
+    own = module.state_dict()
+    return set(own) == set(sd) and all(tuple(own[k].shape) == tuple(sd[k].shape) for k in own)
+
+
 def _load_zoo(
     name: str, sd: dict[str, torch.Tensor] | None, wpath: str | None, num_classes: int | None, device: torch.device
 ) -> ModelBundle:
-    import timm
-    import torchvision
-
+    prefix, bare = split_source(name)
     n_cls = num_classes or 1000
-    if name in _torchvision_names():
-        kwargs: dict[str, Any] = {"weights": None, "num_classes": n_cls}
-        if name in ("googlenet", "inception_v3"):
-            kwargs.update(aux_logits=False, init_weights=True)
-        try:
-            module = torchvision.models.get_model(name, **kwargs)
-        except Exception as e:
-            raise ModelError(f"torchvision could not build '{name}': {type(e).__name__}: {e}") from None
-        size = 299 if name == "inception_v3" else 224
-        pre = Preprocess(
-            size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="crop", crop_pct=0.875
-        )  # torchvision: resize 256, crop 224
-        source = "torchvision"
-    elif timm.is_model(name):
-        try:
-            module = timm.create_model(name, pretrained=False, num_classes=n_cls)
-        except Exception as e:
-            raise ModelError(f"timm could not build '{name}': {type(e).__name__}: {e}") from None
-        cfg = getattr(module, "pretrained_cfg", {}) or {}
-        c, h, w = cfg.get("input_size", (3, 224, 224))
-        pre = Preprocess(
-            size=int(h),
-            mean=tuple(cfg.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
-            std=tuple(cfg.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
-            resize="crop",
-            crop_pct=float(cfg.get("crop_pct", 0.875)),
-            interpolation=cfg.get("interpolation", "bicubic")
-            if cfg.get("interpolation") in ("bilinear", "bicubic")
-            else "bilinear",
-        )
-        source = "timm"
+    if prefix is not None:
+        builder, has = _ZOO[prefix]
+        if not has(bare):
+            close = difflib.get_close_matches(bare, [n for n, _ in list_model_sources(source=prefix)], n=3, cutoff=0.6)
+            hint = ("did you mean " + ", ".join(f"'{prefix}:{c}'" for c in close) + "?") if close else ""
+            raise ModelError(f"{prefix} has no model '{bare}'; {hint or f'run `convlens models --source {prefix}`.'}")
+        source = prefix
     else:
-        candidates = list(dict.fromkeys(list(_REGISTRY) + _torchvision_names() + _timm_names()))
-        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-        hint = (
-            ("did you mean " + ", ".join(f"'{c}'" for c in close) + "?")
-            if close
-            else "run `convlens models` to list them."
-        )
-        raise ModelError(f"unknown model '{name}'; {hint}")
+        source = next((src for src, (_, has) in _ZOO.items() if has(bare)), None)
+        if source is None:
+            candidates = list(dict.fromkeys(list(_REGISTRY) + _torchvision_names() + _timm_names()))
+            close = difflib.get_close_matches(bare, candidates, n=3, cutoff=0.6)
+            hint = (
+                ("did you mean " + ", ".join(f"'{c}'" for c in close) + "?")
+                if close
+                else "run `convlens models` to list them."
+            )
+            raise ModelError(f"unknown model '{name}'; {hint}")
+    module, pre = _ZOO[source][0](bare, n_cls)
     if sd is not None:
-        load_weights_into(module, sd, f"'{wpath}'")
+        try:
+            load_weights_into(module, sd, f"'{wpath}'")
+        except ModelError as e:
+            # torchvision and timm share names for different modules: say so when the other one fits
+            for other, (build, has) in _ZOO.items():
+                if other != source and has(bare):
+                    try:
+                        fits = _fits(build(bare, n_cls)[0], sd)
+                    except ModelError:
+                        fits = False
+                    if fits:
+                        raise ModelError(
+                            f"{e} They fit {other}'s '{bare}' (a different module with the same name): "
+                            f"pass --model {other}:{bare}."
+                        ) from None
+            raise
     labels = imagenet_labels() if n_cls == 1000 else None
     return bundle_from_module(
         module,
