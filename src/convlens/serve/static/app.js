@@ -366,6 +366,12 @@ async function pgUpdate() {
   drawPg(r);
 }
 
+// a viewport of at most VIEW cells per side follows the window, so large inputs stay readable
+const VIEW = 24, OVIEW = 16;
+function viewStart(pos, len, size, total) {
+  if (total <= size) return 0;
+  return Math.max(0, Math.min(total - size, pos - Math.floor((size - len) / 2)));
+}
 function drawPg(r) {
   if (pgAnim) { clearInterval(pgAnim); pgAnim = null; }
   const cv = $("pg-canvas"), ctx = cv.getContext("2d");
@@ -376,33 +382,44 @@ function drawPg(r) {
   const PH = H + pt + pb, PW = W + pl + pr;
   const OH = r.output[0], OW = r.output[1];
   const [kh, kw] = r.kernel, [sh, sw] = r.stride, [dh, dw] = r.dilation;
-  const inCell = Math.max(1, Math.min(22, Math.floor(300 / Math.max(PH, PW))));
-  const outCell = Math.max(1, Math.min(22, Math.floor(180 / Math.max(OH, OW, 1))));
-  const ox = 320;
+  const keh = dh * (kh - 1) + 1, kew = dw * (kw - 1) + 1;
+  const vh = Math.min(PH, Math.max(VIEW, keh)), vw = Math.min(PW, Math.max(VIEW, kew));
+  const ovh = Math.min(OH, OVIEW), ovw = Math.min(OW, OVIEW);
+  const cell = Math.max(2, Math.min(22, Math.floor(270 / Math.max(vh, vw))));
+  const ocell = Math.max(2, Math.min(22, Math.floor(170 / Math.max(ovh, ovw, 1))));
+  const x0 = 4, y0 = 18, ox = x0 + vw * cell + 40;
   let step = 0;
   const total = Math.max(1, OH * OW);
   const frame = () => {
     const oi = Math.floor(step / OW) % Math.max(OH, 1), oj = step % OW;
+    const top = oi * sh, left = oj * sw;
+    const r0 = viewStart(top, keh, vh, PH), c0 = viewStart(left, kew, vw, PW);
+    const or0 = viewStart(oi, 1, ovh, OH), oc0 = viewStart(oj, 1, ovw, OW);
     ctx.clearRect(0, 0, cv.width, cv.height);
-    for (let i = 0; i < PH; i++) for (let j = 0; j < PW; j++) {
-      const inPad = i < pt || i >= pt + H || j < pl || j >= pl + W;
+    ctx.fillStyle = "#5b6475"; ctx.font = "11px system-ui, sans-serif";
+    ctx.fillText(`padded input ${PH}x${PW}: rows ${r0}..${r0 + vh - 1}, cols ${c0}..${c0 + vw - 1}`, x0, 12);
+    ctx.fillText(`output ${OH}x${OW}`, ox, 12);
+    const gap = cell > 3 ? 1 : 0, ogap = ocell > 3 ? 1 : 0;
+    for (let i = 0; i < vh; i++) for (let j = 0; j < vw; j++) {
+      const pi = r0 + i, pj = c0 + j;
+      const inPad = pi < pt || pi >= pt + H || pj < pl || pj >= pl + W;
       ctx.fillStyle = inPad ? "#f3e3c3" : "#e7edf6";
-      ctx.fillRect(j * inCell, i * inCell, inCell - (inCell > 3 ? 1 : 0), inCell - (inCell > 3 ? 1 : 0));
+      ctx.fillRect(x0 + j * cell, y0 + i * cell, cell - gap, cell - gap);
     }
-    ctx.fillStyle = "rgba(232,89,12,0.75)";
+    ctx.fillStyle = "rgba(232,89,12,0.8)";
     for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) {
-      const i = oi * sh + a * dh, j = oj * sw + b * dw;
-      ctx.fillRect(j * inCell, i * inCell, inCell - (inCell > 3 ? 1 : 0), inCell - (inCell > 3 ? 1 : 0));
+      const i = top + a * dh - r0, j = left + b * dw - c0;
+      if (i >= 0 && i < vh && j >= 0 && j < vw) ctx.fillRect(x0 + j * cell, y0 + i * cell, cell - gap, cell - gap);
     }
-    for (let i = 0; i < OH; i++) for (let j = 0; j < OW; j++) {
-      ctx.fillStyle = i === oi && j === oj ? "#e8590c" : "#dbe6f7";
-      ctx.fillRect(ox + j * outCell, i * outCell, outCell - (outCell > 3 ? 1 : 0), outCell - (outCell > 3 ? 1 : 0));
+    for (let i = 0; i < ovh; i++) for (let j = 0; j < ovw; j++) {
+      ctx.fillStyle = or0 + i === oi && oc0 + j === oj ? "#e8590c" : "#dbe6f7";
+      ctx.fillRect(ox + j * ocell, y0 + i * ocell, ocell - ogap, ocell - ogap);
     }
-    $("pg-step").textContent = `output (${oi}, ${oj}) reads padded rows ${oi * sh}..${oi * sh + (kh - 1) * dh}, cols ${oj * sw}..${oj * sw + (kw - 1) * dw} (sand = padding)`;
+    $("pg-step").textContent = `output (${oi}, ${oj}) reads padded rows ${top}..${top + keh - 1}, cols ${left}..${left + kew - 1} (sand = padding)`;
     step = (step + 1) % total;
   };
   frame();
-  pgAnim = setInterval(frame, total > 400 ? 60 : 350);
+  pgAnim = setInterval(frame, 450);
 }
 
 function setupPlayground() {
@@ -423,7 +440,7 @@ async function start() {
   setupPlayground();
   $("acts-prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); guarded(loadActivations); });
   $("acts-next").addEventListener("click", () => { state.offset += state.limit; guarded(loadActivations); });
-  $("net-depth").addEventListener("change", () => layerData && renderNetwork());
+  $("net-depth").addEventListener("input", () => layerData && renderNetwork());
   $("cam-run").addEventListener("click", () => { clearError(); guarded(runCam); });
   $("cam-method").addEventListener("change", () => guarded(runCam));
   $("cam-alpha").addEventListener("input", () => { $("cam-heat").style.opacity = $("cam-alpha").value; });
