@@ -13,7 +13,7 @@ Example:
     >>> tuple(cam(net, torch.randn(2, 3, 8, 8), "gradcam++", "auto").shape)
     (2, 8, 8)
     >>> list(METHODS)
-    ['gradcam', 'gradcam++', 'xgradcam', 'layercam', 'hirescam', 'eigencam', 'scorecam', 'guided-gradcam']
+    ['gradcam', 'gradcam++', 'xgradcam', 'layercam', 'hirescam', 'eigencam', 'scorecam', 'guided-gradcam', 'ablationcam', 'fullgrad', 'eigengradcam', 'smoothgradcam++', 'sscam', 'iscam']
 """
 
 from convlens.explain.base import (
@@ -26,14 +26,20 @@ from convlens.explain.base import (
     target_scores,
 )
 from convlens.explain.methods import (
+    ISCAM,
     METHODS,
+    SSCAM,
+    AblationCAM,
     EigenCAM,
+    EigenGradCAM,
+    FullGrad,
     GradCAM,
     GradCAMPlusPlus,
     GuidedGradCAM,
     HiResCAM,
     LayerCAM,
     ScoreCAM,
+    SmoothGradCAMPlusPlus,
     XGradCAM,
     cam,
     explain,
@@ -46,7 +52,13 @@ __all__ = [
     "CAMContext",
     "CAMResult",
     "METHODS",
+    "SSCAM",
+    "AblationCAM",
     "EigenCAM",
+    "EigenGradCAM",
+    "FullGrad",
+    "ISCAM",
+    "SmoothGradCAMPlusPlus",
     "GradCAM",
     "GradCAMPlusPlus",
     "GuidedGradCAM",

@@ -58,6 +58,7 @@ __all__ = [
     "resolve_layers",
     "as_spatial",
     "token_grid",
+    "first_component",
 ]
 
 #: ``None`` (each image's top-1), one class for all, one class per image, or ``fn(output) -> (N,) scores``.
@@ -102,10 +103,24 @@ class CAMContext:
     score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, image index (B,)) -> (B,) scores
     batch_size: int
     autocast: Callable[[], Any]  # a fresh autocast (or null) context
+    layer: str = ""  # the target layer whose map is being computed
+    module: nn.Module | None = None  # that layer's module (Ablation-CAM replaces its output)
+    targets: torch.Tensor | None = None  # (N,) classes (-1 for a callable target)
+    scores: torch.Tensor | None = None  # (N,) the explained scores on the unperturbed input
 
 
 # ----------------------------------------------------------------------------------------------------
 # validation and targets
+
+
+def _why_flat(name: str, a: torch.Tensor, g: torch.Tensor | None) -> str:
+    """Why a layer may give a constant map: zero gradient or constant activations ('' when neither)."""
+    if g is not None and not bool((g != 0).any()):
+        return f"zero gradient at layer '{name}': the target score does not depend on it (dead path or wrong layer)"
+    flat = a.reshape(a.shape[0], a.shape[1], -1)
+    if not bool((flat.amax(-1) != flat.amin(-1)).any()):
+        return f"constant activations at layer '{name}': no spatial variation to show (wrong layer, or a 1x1 map)"
+    return ""
 
 
 def _check_input(x: Any) -> torch.Tensor:
@@ -425,49 +440,121 @@ def _leaf(t: torch.Tensor) -> torch.Tensor:
     return t if t.requires_grad else t.detach().requires_grad_(True)
 
 
+def first_component(m: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Projection of each image's (C, h, w) stack on its first principal component: (N, C, h, w) -> (N, h, w).
+
+    With :math:`\tilde A \in \mathbb{R}^{hw \times C}` the positions x channels matrix with each
+    channel's mean removed and :math:`v_1` its first right singular vector, the map is
+    :math:`\tilde A v_1` (Eigen-CAM, and pytorch-grad-cam's ``eigen_smooth``). The sign of :math:`v_1`
+    is arbitrary; it is chosen so the map correlates positively with ``reference`` (N, h, w) (default:
+    the channel sum of ``m``), so results do not depend on the SVD backend.
+
+    Example:
+        >>> m = torch.zeros(1, 2, 2, 2); m[0, :, 0, 0] = 1.0
+        >>> first_component(m)[0].argmax().item()
+        0
+    """
+    n, c, h, w = m.shape
+    m = torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
+    flat = m.reshape(n, c, h * w).transpose(1, 2)  # (N, hw, C)
+    flat = flat - flat.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(flat, full_matrices=False)  # vh: (N, min(hw, C), C)
+    proj = (flat @ vh[:, 0, :, None])[..., 0]  # (N, hw)
+    ref = (m.sum(1) if reference is None else reference).reshape(n, h * w)
+    ref = ref - ref.mean(1, keepdim=True)
+    sign = torch.sign((proj * ref).sum(1))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return (proj * sign[:, None]).reshape(n, h, w)
+
+
+def _flip(t: torch.Tensor) -> torch.Tensor:
+    return t.flip(-1)
+
+
+#: pytorch-grad-cam's test-time augmentations for ``aug_smooth`` (ttach: horizontal flip x multiply
+#: 0.9/1/1.1): (augment input, de-augment map) pairs, in ttach's order.
+_TTA: tuple[tuple[bool, float], ...] = tuple((f, k) for f in (False, True) for k in (0.9, 1.0, 1.1))
+
+
 class BaseCAM:
     """One CAM method bound to a model and its target layer(s); calling it explains a batch.
 
-    Subclasses define only :meth:`weights` (per-channel weights) or :meth:`combine` (the map). The
-    pipeline (module docstring) is shared: one forward, one ``autograd.grad``, all batched on the
-    model's device. The model's ``training`` flags and ``requires_grad`` are restored and every hook
-    removed after each call, also when it raises; parameter ``.grad`` is never written.
+    Subclasses define only :meth:`weights` (per-channel weights), :meth:`weighted` (per-channel
+    weighted activations) or :meth:`combine` (the map). The pipeline (module docstring) is shared:
+    one forward, one ``autograd.grad``, all batched on the model's device. The model's ``training``
+    flags and ``requires_grad`` are restored and every hook removed after each call, also when it
+    raises; parameter ``.grad`` is never written.
 
     Args:
         model: an ``nn.Module`` (a :class:`~convlens.models.ModelBundle` is accepted too).
         target_layer: ``'auto'``, a name, a glob, a module, or several (their maps are averaged).
         amp: run the forward under autocast (bfloat16 on CPU, float16 on CUDA); maps are float32.
-        batch_size: chunk size for methods that run extra forwards (Score-CAM).
+        batch_size: chunk size for methods that run extra forwards (Score-CAM family, Ablation-CAM).
+        aug_smooth: test-time augmentation (pytorch-grad-cam's ``aug_smooth``): the final maps of the
+            6 views {identity, horizontal flip} x {input x 0.9, 1, 1.1} are flipped back and averaged
+            (not re-normalized, as pytorch-grad-cam). Costs 6 runs.
+        eigen_smooth: replace the channel sum of the weighted activations ``w_c A_c`` by their first
+            principal component (:func:`first_component`; pytorch-grad-cam's ``eigen_smooth``), which
+            removes noise. Eigen-CAM and Eigen-Grad-CAM already are a principal component.
+        create_graph: keep the autograd graph: the maps carry gradients to the model's parameters (and
+            its input), so they can enter a training loss (gradients methods only; the target layer is
+            not made a leaf, ``autograd.grad(..., create_graph=True)``). Parameter flags are untouched.
     """
 
     #: registry name (``convlens.explain.METHODS``)
     name: ClassVar[str] = "base"
     #: False for methods that need no backward pass (Eigen-CAM, Score-CAM)
     uses_gradients: ClassVar[bool] = True
+    #: False for gradient methods whose maps cannot carry parameter gradients (FullGrad, Smooth Grad-CAM++)
+    supports_create_graph: ClassVar[bool] = True
 
     def __init__(
-        self, model: nn.Module, target_layer: LayerSpec = "auto", *, amp: bool = False, batch_size: int = 32
+        self,
+        model: nn.Module,
+        target_layer: LayerSpec = "auto",
+        *,
+        amp: bool = False,
+        batch_size: int = 32,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+        create_graph: bool = False,
     ) -> None:
         model = getattr(model, "model", model) if not isinstance(model, nn.Module) else model
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module or a ModelBundle, got {type(model).__name__}.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+        if create_graph and not (self.uses_gradients and self.supports_create_graph):
+            raise InputError(
+                f"create_graph=True needs a gradient method; {self.name} runs no backward pass "
+                "(use gradcam, gradcam++, xgradcam, layercam or hirescam)."
+            )
         self.model = model
         self.target_layer = target_layer
         self.amp = bool(amp)
         self.batch_size = batch_size
+        self.aug_smooth = bool(aug_smooth)
+        self.eigen_smooth = bool(eigen_smooth)
+        self.create_graph = bool(create_graph)
 
     # -- what a method defines ------------------------------------------------------------------
 
     def weights(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
         """Per-channel weights (N, C) from activations ``a`` and gradients ``g`` (N, C, h, w)."""
-        raise NotImplementedError(f"{type(self).__name__} must define weights() or combine().")
+        raise NotImplementedError(f"{type(self).__name__} must define weights(), weighted() or combine().")
+
+    def weighted(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+        """Per-channel weighted activations (N, C, h, w); default ``w_c A_c`` with :meth:`weights`."""
+        w = self.weights(a, g, ctx)
+        return w[:, :, None, None].to(a.dtype) * a
 
     def combine(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
-        """The raw map (N, h, w); default ``M = sum_c w_c A_c`` with :meth:`weights`."""
-        w = self.weights(a, g, ctx)
-        return torch.einsum("nc,nchw->nhw", w, a)
+        """The raw map (N, h, w): the channel sum of :meth:`weighted` (its first principal component
+        with ``eigen_smooth``)."""
+        wa = self.weighted(a, g, ctx)
+        if self.eigen_smooth:
+            return first_component(wa)
+        return wa.sum(1)
 
     # -- the pipeline ---------------------------------------------------------------------------
 
@@ -480,17 +567,35 @@ class BaseCAM:
     def __call__(self, x: torch.Tensor, targets: Targets = None) -> CAMResult:
         """Explain a batch ``x`` (N, C, H, W): one map per image, for each image's own target."""
         x = _check_input(x)
+        if not self.aug_smooth:
+            return self._explain(x, targets)
+        views = []
+        first: CAMResult | None = None
+        for flip, k in _TTA:
+            xv = x.flip(-1) if flip else x
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                res = self._explain(xv * k if k != 1.0 else xv, targets)
+            views.append(res.maps.flip(-1) if flip else res.maps)
+            if not flip and k == 1.0:
+                first = res
+        assert first is not None
+        first.maps = torch.stack(views).mean(0)
+        return first
+
+    def _explain(self, x: torch.Tensor, targets: Targets = None) -> CAMResult:
         model = self.model
         dev = device_of(model)
         layers = resolve_layers(model, self.target_layer, tuple(x.shape[1:]))
         names = [n for n, _ in layers]
         n_img = x.shape[0]
+        keep = self.create_graph
         with ExitStack() as stack:
             # an outer inference_mode / no_grad must not stop us: gradients are enabled locally
             stack.enter_context(torch.inference_mode(False))
             stack.enter_context(torch.enable_grad() if self.uses_gradients else torch.no_grad())
-            stack.enter_context(preserve_state(model, train=False, requires_grad=False))
-            x = x.detach().to(dev)
+            stack.enter_context(preserve_state(model, train=False, requires_grad=None if keep else False))
+            x = x.to(dev) if keep else x.detach().to(dev)
             if x.is_inference():
                 x = x.clone()  # an inference tensor cannot enter an autograd graph; a normal copy can
             with capture(
@@ -498,7 +603,7 @@ class BaseCAM:
                 {n: m for n, m in layers},
                 detach=not self.uses_gradients,
                 clone=self.uses_gradients,  # in-place ops after the layer (ReLU(inplace=True)) can't touch A
-                replace={n: _leaf for n in names} if self.uses_gradients else None,
+                replace={n: _leaf for n in names} if self.uses_gradients and not keep else None,
             ) as cap:
                 with self._autocast(dev):
                     out = cap.run(x)
@@ -513,12 +618,12 @@ class BaseCAM:
             grads: list[torch.Tensor | None] = [None] * len(acts)
             if self.uses_gradients:
                 # ONE backward for the batch, only as deep as the target layer(s); parameters untouched
-                if not scores.requires_grad:
+                if not scores.requires_grad or not all(a.requires_grad for a in acts):
                     raise LayerError(
                         f"the model output does not depend on layer '{names[0]}' through a tensor output "
                         "(a layer returning a tuple or dict cannot carry the gradient); pick a layer whose output is a plain tensor."
                     )
-                got = torch.autograd.grad(scores.float().sum(), acts, allow_unused=True)
+                got = torch.autograd.grad(scores.float().sum(), acts, allow_unused=True, create_graph=keep)
                 for n, g in zip(names, got, strict=True):
                     if g is None:
                         raise LayerError(
@@ -529,42 +634,51 @@ class BaseCAM:
             del out
             ctx = CAMContext(
                 model=model,
-                x=x,
+                x=x.detach(),
                 score=self._row_score(targets, cls),
                 batch_size=self.batch_size,
                 autocast=lambda: self._autocast(dev),
+                targets=cls.detach(),
+                scores=scores.detach().float(),
             )
             raws: dict[str, torch.Tensor] = {}
-            with torch.no_grad():
+            diagnosis: list[str] = []
+            with torch.enable_grad() if keep else torch.no_grad():
                 hw = (x.shape[2], x.shape[3])
-                for n, a, g in zip(names, acts, grads, strict=True):
-                    a4 = as_spatial(a.detach(), hw)
+                for (n, mod), a, g in zip(layers, acts, grads, strict=True):
+                    a4 = as_spatial(a if keep else a.detach(), hw)
                     if a4 is None:
                         raise LayerError(
                             f"layer '{n}' output has shape {tuple(a.shape)}; CAM needs a (N, C, h, w) feature map "
                             "or (N, tokens, D) patch tokens on the image's grid."
                         )
                     a32 = a4.float()
-                    g32 = None if g is None else as_spatial(g.detach(), hw).float()
+                    g32 = None if g is None else as_spatial(g if keep else g.detach(), hw).float()
+                    ctx.layer, ctx.module = n, mod
                     raws[n] = self.combine(a32, g32, ctx).float()
+                    diagnosis.append(_why_flat(n, a32, g32))
                 maps, flat = finalize_maps(list(raws.values()), (x.shape[2], x.shape[3]))
         for n in reused:  # e.g. torchvision's BasicBlock applies one ReLU module twice
             warnings.warn(
                 f"layer '{n}' is called several times in one forward pass; the map uses its last call "
                 "(name a module that runs once, e.g. its parent block, for a single well-defined map).",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         if bool(flat.any()):
             k = int(flat.sum())
-            warnings.warn(
-                f"{self.name}: {k} of {n_img} maps are constant (zero gradient, constant activations or no positive "
-                "evidence); returning zeros for them.",
-                RuntimeWarning,
-                stacklevel=2,
+            why = "; ".join(d for d in diagnosis if d) or (
+                "no positive evidence: every weighted activation is <= 0 for the target (try another target or layer)"
             )
+            warnings.warn(
+                f"{self.name}: {k} of {n_img} maps are constant, returning zeros for them ({why}).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if not keep:
+            raws = {n: r.detach() for n, r in raws.items()}
         return CAMResult(
-            maps=maps,
+            maps=maps if keep else maps.detach(),
             raw=raws,
             targets=cls.detach(),
             scores=scores.detach().float(),

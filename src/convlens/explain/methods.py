@@ -31,9 +31,14 @@ from convlens.explain.base import (
     LayerSpec,
     Targets,
     _check_input,
+    _leaf,
+    as_spatial,
+    first_component,
     normalize_maps,
     target_scores,
 )
+from convlens.explain.fullgrad import FullGrad
+from convlens.explain.perturbation import ISCAM, SSCAM, AblationCAM
 from convlens.hooks import capture, device_of, preserve_state
 
 __all__ = [
@@ -45,6 +50,12 @@ __all__ = [
     "EigenCAM",
     "ScoreCAM",
     "GuidedGradCAM",
+    "EigenGradCAM",
+    "SmoothGradCAMPlusPlus",
+    "AblationCAM",
+    "FullGrad",
+    "SSCAM",
+    "ISCAM",
     "guided_backprop",
     "METHODS",
     "get_method",
@@ -109,6 +120,82 @@ class GradCAMPlusPlus(BaseCAM):
         return _spatial_sum(alpha * torch.relu(g))
 
 
+class SmoothGradCAMPlusPlus(BaseCAM):
+    r"""Smooth Grad-CAM++: Grad-CAM++ with its derivatives averaged over noisy copies of the input.
+
+    With :math:`D^{(p)} = \frac{1}{S}\sum_s G_s^p`, :math:`G_s` the gradient at the layer for
+    :math:`x + \epsilon_s`, :math:`\epsilon_s \sim \mathcal{N}(0, \sigma^2)`:
+
+    .. math::
+        \alpha_{c,ij} = \frac{D^{(2)}_{c,ij}}{2 D^{(2)}_{c,ij} + \sum_{ab} A_{c,ab}\, D^{(3)}_{c,ij}}, \qquad
+        w_c = \sum_{ij} \alpha_{c,ij}\, \mathrm{ReLU}\big(D^{(1)}_{c,ij}\big)
+
+    (``A`` from the clean input). With ``std=0`` and one sample this is exactly Grad-CAM++ (the
+    documented relation convlens tests). torch-cam's ``SmoothGradCAMpp`` differs on purpose in two
+    places: it weights with the LAST sample's gradient instead of the mean, and it sums
+    :math:`A \odot D^{(3)}` over positions in the denominator. Noise: a CPU generator seeded with
+    ``seed``, one (N, C, H, W) draw per sample (torch-cam's order). ``num_samples`` forward/backward
+    passes of the whole batch.
+
+    Omeiza et al., "Smooth Grad-CAM++: An Enhanced Inference Level Visualization Technique for Deep
+    Convolutional Neural Network Models", 2019. https://arxiv.org/abs/1908.01224
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> SmoothGradCAMPlusPlus(net, "0", num_samples=2)(torch.randn(1, 3, 4, 4)).maps.shape
+        torch.Size([1, 4, 4])
+    """
+
+    name = "smoothgradcam++"
+    supports_create_graph = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpec = "auto",
+        *,
+        num_samples: int = 4,
+        std: float = 0.3,
+        seed: int = 0,
+        **kw: object,
+    ) -> None:
+        super().__init__(model, target_layer, **kw)  # type: ignore[arg-type]
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise InputError(f"num_samples must be an int >= 1, got {num_samples!r}.")
+        if not std >= 0:
+            raise InputError(f"std must be >= 0, got {std!r}.")
+        self.num_samples, self.std, self.seed = num_samples, float(std), int(seed)
+
+    def weights(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+        hw = (ctx.x.shape[2], ctx.x.shape[3])
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        idx = torch.arange(a.shape[0], device=a.device)
+        d1, d2, d3 = torch.zeros_like(a), torch.zeros_like(a), torch.zeros_like(a)
+        for _ in range(self.num_samples):
+            noise = torch.randn(ctx.x.shape, generator=gen, dtype=torch.float32) * self.std
+            xn = ctx.x + noise.to(ctx.x.device, ctx.x.dtype)
+            with torch.enable_grad():
+                with capture(
+                    ctx.model, {ctx.layer: ctx.module}, detach=False, clone=True, replace={ctx.layer: _leaf}
+                ) as cap:
+                    with ctx.autocast():
+                        out = cap.run(xn)
+                    act = cap.activations[ctx.layer]
+                (gs,) = torch.autograd.grad(ctx.score(out, idx).float().sum(), act)
+            gs4 = as_spatial(gs.detach(), hw)
+            assert gs4 is not None
+            gs4 = gs4.float()
+            d1 += gs4
+            d2 += gs4 * gs4
+            d3 += gs4 * gs4 * gs4
+        d1, d2, d3 = d1 / self.num_samples, d2 / self.num_samples, d3 / self.num_samples
+        sum_a = a.sum(dim=(2, 3), keepdim=True)
+        alpha = d2 / (2 * d2 + sum_a * d3 + 1e-6)
+        alpha = torch.where(d2 != 0, alpha, torch.zeros_like(alpha))
+        return _spatial_sum(alpha * torch.relu(d1))
+
+
 class XGradCAM(BaseCAM):
     r"""XGrad-CAM: gradients weighted by the normalized activations (axiom-based).
 
@@ -149,9 +236,9 @@ class LayerCAM(BaseCAM):
 
     name = "layercam"
 
-    def combine(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+    def weighted(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
         assert g is not None
-        return (torch.relu(g) * a).sum(1)
+        return torch.relu(g) * a
 
 
 class HiResCAM(BaseCAM):
@@ -171,9 +258,9 @@ class HiResCAM(BaseCAM):
 
     name = "hirescam"
 
-    def combine(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+    def weighted(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
         assert g is not None
-        return (g * a).sum(1)
+        return g * a
 
 
 class EigenCAM(BaseCAM):
@@ -199,17 +286,31 @@ class EigenCAM(BaseCAM):
     uses_gradients = False
 
     def combine(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
-        n, c, h, w = a.shape
-        a = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-        m = a.reshape(n, c, h * w).transpose(1, 2)  # (N, hw, C)
-        m = m - m.mean(dim=1, keepdim=True)
-        _, _, vh = torch.linalg.svd(m, full_matrices=False)  # vh: (N, min(hw, C), C)
-        proj = (m @ vh[:, 0, :, None])[..., 0]  # (N, hw)
-        energy = a.reshape(n, c, h * w).mean(1)
-        energy = energy - energy.mean(1, keepdim=True)
-        sign = torch.sign((proj * energy).sum(1))
-        sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-        return (proj * sign[:, None]).reshape(n, h, w)
+        return first_component(a, reference=a.mean(1))
+
+
+class EigenGradCAM(BaseCAM):
+    r"""Eigen-Grad-CAM: the first principal component of the gradient-weighted activations.
+
+    .. math:: M = \tilde P v_1, \qquad P_{c,ij} = G_{c,ij} A_{c,ij}
+
+    (:func:`~convlens.explain.base.first_component`: ``P`` as a positions x channels matrix, channel
+    means removed, projected on its first right singular vector; the sign is chosen so the map
+    correlates with :math:`\sum_c G_c A_c`). Class-specific like Grad-CAM, denoised like Eigen-CAM
+    (pytorch-grad-cam's ``EigenGradCAM``). Muhammad & Yeasin 2020 (as Eigen-CAM).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> EigenGradCAM(net, "0")(torch.randn(1, 3, 4, 4), targets=1).maps.shape
+        torch.Size([1, 4, 4])
+    """
+
+    name = "eigengradcam"
+
+    def combine(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
+        assert g is not None
+        return first_component(g * a)
 
 
 class ScoreCAM(BaseCAM):
@@ -350,7 +451,23 @@ class GuidedGradCAM(GradCAM):
 # registry
 
 METHODS: dict[str, type[BaseCAM]] = {
-    cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, EigenCAM, ScoreCAM, GuidedGradCAM)
+    cls.name: cls
+    for cls in (
+        GradCAM,
+        GradCAMPlusPlus,
+        XGradCAM,
+        LayerCAM,
+        HiResCAM,
+        EigenCAM,
+        ScoreCAM,
+        GuidedGradCAM,
+        AblationCAM,
+        FullGrad,
+        EigenGradCAM,
+        SmoothGradCAMPlusPlus,
+        SSCAM,
+        ISCAM,
+    )
 }
 
 
@@ -375,6 +492,15 @@ def get_method(name: str) -> type[BaseCAM]:
         "eigen-cam": "eigencam",
         "score-cam": "scorecam",
         "guidedgradcam": "guided-gradcam",
+        "ablation-cam": "ablationcam",
+        "full-grad": "fullgrad",
+        "eigen-grad-cam": "eigengradcam",
+        "eigengrad-cam": "eigengradcam",
+        "smoothgradcampp": "smoothgradcam++",
+        "smooth-gradcam++": "smoothgradcam++",
+        "smooth-grad-cam++": "smoothgradcam++",
+        "ss-cam": "sscam",
+        "is-cam": "iscam",
     }.get(key, key)
     if key not in METHODS:
         close = difflib.get_close_matches(key, list(METHODS), n=2, cutoff=0.5)

@@ -1,0 +1,263 @@
+"""The round-2 CAM methods (Ablation-CAM, FullGrad, Eigen-Grad-CAM, Smooth Grad-CAM++, SS-CAM, IS-CAM)
+and the aug_smooth / eigen_smooth options, against pytorch-grad-cam 1.5.7 and torch-cam (oracles,
+test-only), on random-init ResNet-18 and MobileNetV3-Small, batch 3 with a different target per image."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from convlens.errors import InputError
+from convlens.explain import METHODS, explain, finalize_maps
+
+pgc = pytest.importorskip("pytorch_grad_cam")
+from pytorch_grad_cam.ablation_layer import AblationLayer  # noqa: E402
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+TARGETS = [1, 5, 8]
+
+
+def _net(kind: str) -> nn.Module:
+    """Random init, with BatchNorm statistics calibrated on random images (as training would set them):
+    fresh MobileNetV3 statistics shrink activations to ~1e-9 logits, where the oracles' 1e-7 guards
+    in their min-max normalization dominate the maps."""
+    torch.manual_seed(0)
+    if kind == "resnet18":
+        net = torchvision.models.resnet18(num_classes=10)
+    else:
+        net = torchvision.models.mobilenet_v3_small(num_classes=10)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batches
+    net.train()
+    with torch.no_grad():
+        for _ in range(2):
+            net(torch.randn(8, 3, 64, 64))
+    return net.eval()
+
+
+#: a layer per model whose output is a map at small inputs (and cheap for the perturbation methods)
+LAYER = {"resnet18": "layer4", "mobilenet_v3_small": "features.9"}
+SMALL_LAYER = {"resnet18": "layer1", "mobilenet_v3_small": "features.3"}
+
+
+@pytest.fixture(scope="module", params=["resnet18", "mobilenet_v3_small"])
+def model_kind(request):
+    return request.param, _net(request.param)
+
+
+def _x(size: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _pgc(cls, model, layer, x, targets, **call_kw):
+    m = copy.deepcopy(model)
+    mods = dict(m.named_modules())
+    with cls(m, [mods[layer]] if layer else []) as c:
+        return c(x, [ClassifierOutputTarget(t) for t in targets], **call_kw)
+
+
+def _either_sign(res, ref, size):
+    """A principal component's sign is arbitrary: accept the oracle's."""
+    errs = []
+    for s in (1.0, -1.0):
+        maps, _ = finalize_maps([s * r for r in res.raw.values()], size)
+        errs.append(np.abs(maps.numpy() - ref).max(axis=(1, 2)))
+    return np.minimum(*errs).max()
+
+
+def _torchcam_final(low: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """torch-cam's low-res normalized maps -> upsampled and min-max normalized like convlens."""
+    maps, _ = finalize_maps([low], size)
+    return maps.numpy()
+
+
+def test_new_methods_are_registered():
+    for name in ("ablationcam", "fullgrad", "eigengradcam", "smoothgradcam++", "sscam", "iscam"):
+        assert name in METHODS
+
+
+def test_eigengradcam_agrees_with_pytorch_grad_cam(model_kind):
+    kind, net = model_kind
+    x = _x(96)
+    ref = _pgc(pgc.EigenGradCAM, net, LAYER[kind], x, TARGETS)
+    res = explain(net, x, "eigengradcam", LAYER[kind], TARGETS)
+    assert res.targets.tolist() == TARGETS
+    assert _either_sign(res, ref, (96, 96)) < 1e-4
+
+
+@pytest.mark.slow
+def test_fullgrad_agrees_with_pytorch_grad_cam(model_kind):
+    kind, net = model_kind
+    x = _x(64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = _pgc(pgc.FullGrad, net, None, x, TARGETS)
+    res = explain(net, x, "fullgrad", "auto", TARGETS)
+    assert np.isfinite(res.maps.numpy()).all()
+    assert np.abs(res.maps.numpy() - ref).max() < 1e-4
+
+
+class _ZeroAblation(AblationLayer):
+    """pytorch-grad-cam's ablation layer writing 0 always (convlens' documented ablation value)."""
+
+    def __call__(self, x):
+        out = self.activations
+        for i in range(out.size(0)):
+            out[i, self.indices[i], :] = 0
+        return out
+
+
+@pytest.mark.slow
+def test_ablationcam_agrees_with_pytorch_grad_cam(model_kind):
+    kind, net = model_kind
+    x = _x(32 if kind == "resnet18" else 64)
+    layer = SMALL_LAYER[kind]
+    m = copy.deepcopy(net)
+    mods = dict(m.named_modules())
+    # resnet18.layer1 ends in a ReLU (min 0): pytorch-grad-cam's own rule also writes 0 there;
+    # MobileNet's Hardswish goes negative, where convlens writes 0 and pytorch-grad-cam min - 1e7
+    abl = AblationLayer() if kind == "resnet18" else _ZeroAblation()
+    with pgc.AblationCAM(m, [mods[layer]], ablation_layer=abl, batch_size=64) as c:
+        ref = c(x, [ClassifierOutputTarget(t) for t in TARGETS])
+    res = explain(net, x, "ablationcam", layer, TARGETS, batch_size=50)  # chunks cross image boundaries
+    assert np.abs(res.maps.numpy() - ref).max() < 1e-4
+
+
+def test_smoothgradcampp_without_noise_is_gradcampp(model_kind):
+    kind, net = model_kind
+    x = _x(96)
+    ref = _pgc(pgc.GradCAMPlusPlus, net, LAYER[kind], x, TARGETS)
+    res = explain(net, x, "smoothgradcam++", LAYER[kind], TARGETS, num_samples=1, std=0.0)
+    assert np.abs(res.maps.numpy() - ref).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_smoothgradcampp_averages_derivatives_over_noisy_inputs():
+    """The documented formula, computed here with plain autograd on the same noisy copies."""
+    net = _net("resnet18")
+    x = _x(64)
+    res = explain(net, x, "smoothgradcam++", "layer4", TARGETS, num_samples=3, std=0.5, seed=7)
+    gen = torch.Generator().manual_seed(7)
+    feats = {}
+    h = net.layer4.register_forward_hook(lambda m, i, o: feats.__setitem__("a", o))
+    d = []
+    try:
+        with torch.no_grad():
+            net(x)
+        a = feats["a"].detach()
+        for _ in range(3):
+            xn = (x + torch.randn(x.shape, generator=gen) * 0.5).requires_grad_(True)
+            out = net(xn)
+            (g,) = torch.autograd.grad(out[torch.arange(3), TARGETS].sum(), feats["a"])
+            d.append(g)
+    finally:
+        h.remove()
+    g = torch.stack(d)
+    d1, d2, d3 = g.mean(0), (g**2).mean(0), (g**3).mean(0)
+    alpha = d2 / (2 * d2 + a.sum((2, 3), keepdim=True) * d3 + 1e-6)
+    alpha = torch.where(d2 != 0, alpha, torch.zeros_like(alpha))
+    w = (alpha * torch.relu(d1)).sum((2, 3))
+    want, _ = finalize_maps([(w[:, :, None, None] * a).sum(1)], (64, 64))
+    assert torch.allclose(res.maps, want, atol=1e-4)
+    again = explain(net, x, "smoothgradcam++", "layer4", TARGETS, num_samples=3, std=0.5, seed=7)
+    assert torch.equal(again.maps, res.maps)  # seeded, no global RNG
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sscam", "iscam"])
+def test_sscam_iscam_agree_with_torchcam(model_kind, name):
+    tc = pytest.importorskip("torchcam.methods")
+    kind, net = model_kind
+    size = 32 if kind == "resnet18" else 64
+    x = _x(size)
+    layer = SMALL_LAYER[kind]
+    kw = {"num_samples": 2, "std": 0.5} if name == "sscam" else {"num_samples": 3}
+    m = copy.deepcopy(net)
+    cls = tc.SSCAM if name == "sscam" else tc.ISCAM
+    with cls(m, layer, batch_size=64, input_shape=(3, size, size), **kw) as ext:
+        with torch.no_grad():
+            m(x)
+        torch.manual_seed(3)  # torch-cam draws its noise from the global generator
+        (low,) = ext(class_idx=TARGETS)
+    ref = _torchcam_final(low, (size, size))
+    res = explain(net, x, name, layer, TARGETS, batch_size=64, seed=3, **kw)
+    assert np.abs(res.maps.numpy() - ref).max() < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gradcam", "layercam"])
+def test_aug_smooth_and_eigen_smooth_agree_with_pytorch_grad_cam(name):
+    net = _net("resnet18")
+    x = _x(64)
+    cls = {"gradcam": pgc.GradCAM, "layercam": pgc.LayerCAM}[name]
+    ref = _pgc(cls, net, "layer4", x, TARGETS, aug_smooth=True)
+    res = explain(net, x, name, "layer4", TARGETS, aug_smooth=True)
+    assert np.abs(res.maps.numpy() - ref).max() < 1e-4
+    ref_e = _pgc(cls, net, "layer4", x, TARGETS, eigen_smooth=True)
+    res_e = explain(net, x, name, "layer4", TARGETS, eigen_smooth=True)
+    assert _either_sign(res_e, ref_e, (64, 64)) < 1e-4
+
+
+@pytest.mark.slow
+def test_eigen_smooth_for_a_score_method_matches_pytorch_grad_cam():
+    net = _net("mobilenet_v3_small")
+    x = _x(64)
+    m = copy.deepcopy(net)
+    with pgc.ScoreCAM(m, [m.features[3]]) as c:
+        ref = c(x, [ClassifierOutputTarget(t) for t in TARGETS], eigen_smooth=True)
+    res = explain(net, x, "scorecam", "features.3", TARGETS, eigen_smooth=True)
+    assert _either_sign(res, ref, (64, 64)) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["ablationcam", "fullgrad", "eigengradcam", "smoothgradcam++", "sscam", "iscam"])
+def test_new_methods_are_finite_and_batch_independent(name):
+    net = _net("mobilenet_v3_small")
+    x = _x(64)
+    kw = {"num_samples": 2} if name in ("sscam", "iscam", "smoothgradcam++") else {}
+    res = explain(net, x, name, "features.3", TARGETS, **kw)
+    assert res.maps.shape == (3, 64, 64) and torch.isfinite(res.maps).all()
+    assert float(res.maps.amax(dim=(1, 2)).min()) > 0  # no all-zero map here
+    one = explain(net, x[1:2], name, "features.3", TARGETS[1:2], **kw)
+    if name not in ("sscam", "smoothgradcam++"):  # their noise depends on the batch shape
+        assert torch.allclose(one.maps[0], res.maps[1], atol=1e-4)
+
+
+def test_constant_map_warns_why():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with torch.no_grad():
+        net[3].weight.zero_()  # the head ignores every feature: zero gradient everywhere
+    with pytest.warns(RuntimeWarning, match="zero gradient at layer '0'"):
+        res = explain(net, torch.randn(2, 3, 8, 8), "gradcam", "0", [0, 1])
+    assert float(res.maps.abs().max()) == 0.0
+    flat = nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.warns(RuntimeWarning, match="constant activations at layer '0'"):
+        explain(flat, torch.ones(1, 3, 6, 6), "gradcam", "0", 0)
+
+
+def test_option_errors():
+    net = _net("mobilenet_v3_small")
+    with pytest.raises(InputError, match="num_samples"):
+        explain(net, _x(32), "sscam", "features.3", TARGETS, num_samples=0)
+    with pytest.raises(InputError, match="create_graph"):
+        explain(net, _x(32), "scorecam", "features.3", TARGETS, create_graph=True)
+
+
+def test_ablation_needs_nchw_layer_error():
+    class Tok(nn.Module):
+        def forward(self, x):
+            return x.flatten(2).transpose(1, 2)  # (N, hw, C) tokens
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), Tok(), nn.Flatten(), nn.Linear(4 * 16, 2))
+    from convlens.errors import LayerError
+
+    with pytest.raises(LayerError, match="Ablation-CAM"):
+        explain(net, torch.randn(1, 3, 16, 16), "ablationcam", "1", 0)
+    _ = F  # keep the import used
