@@ -16,9 +16,6 @@ import typer
 from convlens.cli.common import check_choice, console, ensure_out_dir, print_json
 from convlens.cli.models import DEVICE_OPT, MODEL_OPT, WEIGHTS_OPT
 
-#: the methods of ``--method all`` (kept in step with ``convlens.explain.METHODS``; checked in tests)
-CLI_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "guided-gradcam")
-
 
 @dataclass
 class CamRecord:
@@ -36,11 +33,19 @@ class CamRecord:
     pretrained: bool = True  # False: the model's weights are random, the map means nothing
 
 
+def all_methods() -> list[str]:
+    """``--method all``: every registered CAM method except the sampled ones (SS-CAM, IS-CAM) that
+    cost ``num_samples`` times Score-CAM."""
+    from convlens.explain import METHODS
+
+    return [n for n, c in METHODS.items() if c.in_all]
+
+
 def _parse_methods(text: str) -> list[str]:
     from convlens.explain import get_method
 
     if text.strip().lower() == "all":
-        return list(CLI_METHODS)
+        return all_methods()
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
         raise_input("--method is empty; give a method name, a comma list, or 'all'.")
@@ -242,7 +247,7 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option(
             "gradcam",
             "--method",
-            help="gradcam|gradcam++|xgradcam|layercam|hirescam|eigencam|scorecam|guided-gradcam|all (or a comma list)",
+            help="a CAM method of convlens.explain.METHODS (gradcam, gradcam++, scorecam, ablationcam, fullgrad, ...), a pixel attribution (saliency, integratedgradients, ...), all, or a comma list",
         ),
         layer: str = typer.Option(
             "auto", "--layer", help="'auto' (last spatial layer), a name, a glob, or a comma list (maps averaged)"

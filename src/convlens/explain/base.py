@@ -507,6 +507,8 @@ class BaseCAM:
     uses_gradients: ClassVar[bool] = True
     #: False for gradient methods whose maps cannot carry parameter gradients (FullGrad, Smooth Grad-CAM++)
     supports_create_graph: ClassVar[bool] = True
+    #: part of ``--method all`` (False for methods costing many times Score-CAM's C forwards per image)
+    in_all: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -107,6 +107,7 @@ class _NoisyScoreCAM(BaseCAM):
 
     uses_gradients = False
     default_samples: ClassVar[int] = 10
+    in_all = False  # num_samples x Score-CAM's cost
 
     def __init__(
         self,
