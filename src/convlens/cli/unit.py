@@ -24,6 +24,7 @@ def _parse_at(text: str) -> tuple[int, ...]:
 
 def register(app: typer.Typer) -> None:
     """Add ``unit``, ``top-patches`` and ``graph``."""
+    register_graph(app)
 
     @app.command("unit")
     def unit_cmd(
@@ -121,3 +122,50 @@ def _print_trace(t, out: Path | None) -> None:  # noqa: ANN001 -- a UnitTrace
             )
     if out is not None:
         con.print(f"  -> {out / 'trace.png'}, {out / 'rf.png'}, {out / 'unit.json'}")
+
+
+def register_graph(app: typer.Typer) -> None:
+    """Add ``graph``."""
+
+    @app.command("graph")
+    def graph_cmd(
+        model: str = MODEL_OPT,
+        weights: Path | None = WEIGHTS_OPT,
+        input_size: str | None = typer.Option(None, "--input", help="HxWxC probe size (default: the model's)"),
+        depth: int | None = typer.Option(None, "--depth", min=1, help="collapse modules nested deeper than N"),
+        out: Path | None = typer.Option(None, "--out", help="SVG file to write (e.g. graph.svg)"),
+        device: str = DEVICE_OPT,
+        json_out: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """The traced graph as SVG (no Graphviz): every op (or every block, with --depth) with its output
+        HxWxC, params, MACs, k/s/p/d, receptive field and jump; residual adds and concatenations as merges."""
+        from convlens.cli.common import parse_size
+        from convlens.inspect.netgraph import network_graph
+        from convlens.models import load_model
+
+        bundle = load_model(model, weights=weights, device=device)
+        if input_size is not None:
+            h, w, c = parse_size(input_size)
+        else:
+            c, h, w = bundle.meta.input_size
+        g = network_graph(bundle.model, (c, h, w), depth=depth, name=bundle.meta.name)
+        if out is not None:
+            from convlens.plot.svg import graph_svg
+
+            if out.is_dir():
+                raise InputError(f"--out '{out}' is a folder; give an .svg file name.")
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(graph_svg(g), encoding="utf-8")
+            except OSError as e:
+                raise InputError(f"cannot write '{out}' ({e.strerror or e}).") from None
+        if json_out:
+            print_json(g.to_dict())
+            return
+        con = console()
+        con.print(
+            f"{g.model}: {len(g.nodes)} nodes, {len(g.edges)} edges, {len(g.merges)} merges"
+            + (f" (depth {depth})" if depth else " (every traced op)")
+        )
+        if out is not None:
+            con.print(f"-> {out}")
