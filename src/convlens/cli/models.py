@@ -137,7 +137,11 @@ def register(app: typer.Typer) -> None:
                     r["type"],
                     "x".join(map(str, r["output_shape"] or ())),
                     f"{r['params']:,}",
-                    f"{r['macs']:,}",
+                    (
+                        f"{r['macs']:,}"
+                        if r.get("macs_counted", True)
+                        else ("not counted" if not r["macs"] else f">={r['macs']:,}")
+                    ),
                     win,
                     rf,
                     pair(r["jump"]) if r["jump"] is not None else "global",
@@ -158,6 +162,10 @@ def register(app: typer.Typer) -> None:
         con.print(table)
         con.print(f"total params {s.total_params:,} (trainable {s.trainable_params:,}, frozen {s.frozen_params:,})")
         con.print(f"total MACs {s.total_macs:,} ({s.total_macs / 1e9:.3f} G); {s.mac_convention}")
+        if s.not_counted:
+            ops = ", ".join(f"{d['op']} in {d['module'] or 'the model'}" for d in s.not_counted[:5])
+            more = f" and {len(s.not_counted) - 5} more" if len(s.not_counted) > 5 else ""
+            con.print(f"not counted (the total is a lower bound): {ops}{more}")
         con.print(
             "RF = receptive field in input pixels (max over all paths; ~ = approximated op), jump = effective stride."
         )

@@ -10,8 +10,11 @@ units in input pixels (``None`` once the map is reduced to a global vector), ``s
 unit (0, 0)'s field (negative when padding reaches outside the image).
 
 MACs (multiply-accumulates, one image): convolutions ``H'·W'·C_out·(C_in/groups)·kH·kW``, linear layers
-``out·in``, matrix products; bias, normalization, activation, pooling and additions count 0. A container's
-MACs are those of every op computed inside it. ``total_params`` counts each parameter tensor once.
+``out·in``, matrix products, attention (``nn.MultiheadAttention``, ``scaled_dot_product_attention``),
+``tensordot``, ``nn.Bilinear`` and recurrent layers; bias, normalization, activation, pooling and additions
+count 0. A container's MACs are those of every op computed inside it. An op that multiplies but has no MAC
+formula (FFTs, ``kron``...) is listed in ``not_counted`` and its rows have ``macs_counted=False``: the
+total is then a lower bound, never a silent 0. ``total_params`` counts each parameter tensor once.
 
 Example:
     >>> import torch
@@ -35,8 +38,9 @@ from convlens.graph import Graph, trace
 __all__ = ["LayerRecord", "Summary", "summarize", "MAC_CONVENTION", "hwc"]
 
 MAC_CONVENTION = (
-    "multiply-accumulates per image: conv H'*W'*C_out*(C_in/groups)*kH*kW, linear out*in, matmul/bmm/attention "
-    "products; bias, normalization, activations, pooling and additions count 0"
+    "multiply-accumulates per image: conv H'*W'*C_out*(C_in/groups)*kH*kW, linear out*in, matmul/bmm/einsum/"
+    "tensordot/attention products, bilinear out*in1*in2, RNN/LSTM/GRU steps*rows*|W|; bias, normalization, "
+    "activations, pooling and additions count 0"
 )
 
 
@@ -89,6 +93,8 @@ class LayerRecord:
     jump: tuple[int | float, int | float] | None
     start: tuple[int | float, int | float] | None
     rf_exact: bool
+    #: False when an op inside this call multiplies but has no MAC formula: ``macs`` is then a lower bound
+    macs_counted: bool = True
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,13 @@ class Summary:
     total_macs: int
     mac_convention: str = MAC_CONVENTION
     graph: Graph | None = field(default=None, repr=False, compare=False)
+    #: ops the tracer saw that multiply but whose MACs are not counted: ``{"op", "module", "shape", "note"}``
+    not_counted: list[dict] = field(default_factory=list)
+
+    @property
+    def macs_complete(self) -> bool:
+        """True when every op that multiplies was counted (``total_macs`` is exact, not a lower bound)."""
+        return not self.not_counted
 
     def layer(self, name: str, call: int = 0) -> LayerRecord:
         """The record of ``name`` (its ``call``-th call)."""
@@ -157,6 +170,8 @@ class Summary:
             "frozen_params": self.frozen_params,
             "total_macs": self.total_macs,
             "mac_convention": self.mac_convention,
+            "macs_complete": self.macs_complete,
+            "not_counted": [dict(d) for d in self.not_counted],
         }
 
 
@@ -215,6 +230,7 @@ def summarize(
                 jump=geo.jump if geo else None,
                 start=geo.start if geo else None,
                 rf_exact=geo.exact if geo else True,
+                macs_counted=all(graph.nodes[i].counted for i in c.ops),
             )
         )
 
@@ -236,4 +252,8 @@ def summarize(
         frozen_params=fr_all,
         total_macs=graph.total_macs,
         graph=graph,
+        not_counted=[
+            {"op": n.op, "module": n.module, "shape": n.shape, "note": n.note or "MACs not counted"}
+            for n in graph.not_counted
+        ],
     )
