@@ -275,3 +275,28 @@ def test_cli_models_lists_sources_and_refuses_silent_empties(capsys):
     assert "source must be one of" in capsys.readouterr().err
     assert main(["models", "no_such_net_xyz"]) == 2
     assert "no model matches" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "n_params"), [("inception_v3", 27_161_264), ("googlenet", 6_624_904)])
+def test_aux_head_models_are_built_as_torchvision_builds_them(tmp_path, name: str, n_params: int) -> None:
+    """Regression (issue 16.4): inception_v3/googlenet were built without their auxiliary heads (23,834,568
+    params for inception_v3) and official checkpoints failed with "14 unexpected keys". A checkpoint in the
+    official layout (aux heads included) loads, and the logits equal torchvision's own model built the way
+    its builder builds it when loading weights (aux heads, transform_input=True)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    ref = torchvision.models.get_model(name, weights=None, aux_logits=True, transform_input=True, init_weights=False)
+    sd = ref.state_dict()
+    assert any(k.startswith(("AuxLogits.", "aux1.")) for k in sd)
+    path = tmp_path / f"{name}.pth"
+    torch.save(sd, path)
+    bundle = load_model(name, weights=path)
+    assert bundle.meta.num_params == n_params == sum(p.numel() for p in bundle.model.parameters())
+    if name == "googlenet":  # torchvision drops googlenet's aux heads after loading (aux_logits defaults to False)
+        ref.aux_logits, ref.aux1, ref.aux2 = False, None, None
+    x = torch.randn(1, 3, 299, 299)
+    with torch.no_grad():
+        torch.testing.assert_close(bundle.model(x), ref.eval()(x))
+    assert load_model(name, device="meta").meta.num_params == n_params  # random init: the same architecture

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from convlens.cli import main
@@ -309,3 +310,232 @@ def test_cli_deep_layer_names_are_not_cut(tmp_path, capsys: pytest.CaptureFixtur
     first_col = "".join(line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│"))
     stem = ".".join(["encoder_stage_with_a_long_descriptive_name"] * 3)
     assert f"{stem}.0" in first_col and f"{stem}.1" in first_col and "…" not in first_col
+
+
+# ------------------------------------------------------------------ MACs of attention and composite ops
+def _tv_classification_entries() -> list[tuple[str, object]]:
+    import torchvision
+
+    return [
+        (name, w)
+        for name in torchvision.models.list_models(module=torchvision.models)
+        for w in torchvision.models.get_model_weights(name)
+    ]
+
+
+def _crop(w: object) -> int:
+    return int(w.transforms.keywords.get("crop_size", 224))  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_vit_family_macs_equal_torchvision_documented_ops() -> None:
+    """Every torchvision ViT weights entry (224 to 518 px): MACs == the `_ops` GFLOPS torchvision documents
+    (its "FLOPs" are multiply-accumulates). nn.MultiheadAttention used to count 0: vit_b_16 gave 11.27 G."""
+    import torchvision
+
+    entries = [(n, w) for n, w in _tv_classification_entries() if n.startswith("vit_")]
+    assert len(entries) >= 10
+    for name, w in entries:
+        with torch.device("meta"):
+            model = torchvision.models.get_model(name, weights=None, image_size=_crop(w))
+        s = summarize(model, (3, _crop(w), _crop(w)), device="meta")
+        assert s.macs_complete, (name, s.not_counted)
+        assert round(s.total_macs / 1e9, 3) == pytest.approx(w.meta["_ops"], abs=1e-9), (name, w, s.total_macs)
+    with torch.device("meta"):
+        b16 = torchvision.models.vit_b_16()
+    assert round(summarize(b16, (3, 224, 224), device="meta").total_macs / 1e9, 3) == 17.564
+
+
+@pytest.mark.slow
+def test_every_torchvision_classifier_macs_and_params_equal_its_metadata() -> None:
+    """Walk every torchvision classification builder and weights entry: total MACs at the entry's crop size
+    == its documented `_ops` (rounded to 3 decimals as torchvision prints them), and load_model's
+    num_params == its `num_params` (aux heads as torchvision builds them, issue 16.4). Built on the meta
+    device, so the ~120 entries take seconds."""
+    import warnings
+
+    import torchvision
+
+    from convlens.models import load_model
+
+    checked = 0
+    for name in torchvision.models.list_models(module=torchvision.models):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bundle = load_model(name, device="meta")
+        size = bundle.meta.input_size[-1]
+        entries = list(torchvision.models.get_model_weights(name))
+        same_size = [w for w in entries if _crop(w) == size] or [entries[0]]
+        assert bundle.meta.num_params in {w.meta["num_params"] for w in same_size}, (name, bundle.meta.num_params)
+        for w in entries if not name.startswith("vit_") else ():  # ViTs: the test above
+            model = bundle.model
+            s = summarize(model, (3, _crop(w), _crop(w)), device="meta")
+            assert s.macs_complete and round(s.total_macs / 1e9, 3) == pytest.approx(w.meta["_ops"], abs=1e-9), (
+                name,
+                w,
+                s.total_macs,
+            )
+            checked += 1
+    assert checked >= 100  # 105 entries besides the 10 ViT ones
+
+
+def _small_vit() -> nn.Module:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(32, 8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10).eval()
+
+
+def test_attention_macs_equal_flop_counter_where_it_sees_them() -> None:
+    """FlopCounterMode (MACs = FLOPs / 2) is a valid oracle only when attention runs as matmuls it counts:
+    with grad enabled (nn.MultiheadAttention's slow path) and the math SDPA kernel. Under no_grad it takes
+    the fused `_native_multi_head_attention` kernel and on CPU the flash SDPA kernel, which it misses."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    vit, x = _small_vit(), torch.randn(1, 3, 32, 32)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        vit(x)
+    s = summarize(vit, (3, 32, 32))
+    assert s.total_macs == fc.get_total_flops() // 2
+    # attention by hand: 2 layers x (Q K^T + A V) = 2 x 2 x 17 tokens x 17 x 32 channels
+    attn = sum(r.macs for r in s.layers if r.type == "MultiheadAttention")
+    assert attn == 2 * (4 * 17 * 32 * 32 + 2 * 17 * 17 * 32)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc_nograd:
+        vit(x)
+    assert fc_nograd.get_total_flops() // 2 < s.total_macs - 2 * 2 * 17 * 17 * 32  # it misses whole attention blocks
+
+    class Cross(nn.Module):  # not batch_first, kdim/vdim != embed_dim, a bias_k: every MHA argument counts
+        def __init__(self) -> None:
+            super().__init__()
+            self.q = nn.Conv2d(3, 8, 1)
+            self.mha = nn.MultiheadAttention(8, 2, kdim=3, vdim=5, add_bias_kv=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = x.flatten(2).permute(2, 0, 1)  # (L, N, C)
+            q = self.q(x).flatten(2).permute(2, 0, 1)
+            return self.mha(q, t, torch.cat([t, t[..., :2]], -1))[0]
+
+    net = Cross().eval()
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        net(torch.randn(1, 3, 4, 5))
+    assert summarize(net, (3, 4, 5)).total_macs == fc.get_total_flops() // 2
+
+
+class _Seq(nn.Module):
+    """An image read as a sequence of 16 tokens by a recurrent layer."""
+
+    def __init__(self, rnn: nn.Module) -> None:
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x.flatten(2).transpose(1, 2))[0]
+
+
+@pytest.mark.parametrize(
+    "rnn",
+    [
+        lambda: nn.LSTM(3, 5, num_layers=2, bidirectional=True, batch_first=True),
+        lambda: nn.LSTM(3, 6, proj_size=2, batch_first=True),
+        lambda: nn.GRU(3, 5, num_layers=2, batch_first=True),
+        lambda: nn.RNN(3, 4, nonlinearity="relu", batch_first=True),
+    ],
+)
+def test_recurrent_layer_macs_equal_flop_counter(rnn) -> None:
+    """LSTM/GRU/RNN counted 0. Oracle: FlopCounterMode on torch's reference (non-oneDNN) RNN, which runs
+    the gates as matmuls it counts."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    net = _Seq(rnn()).eval()
+    with torch.backends.mkldnn.flags(enabled=False), FlopCounterMode(display=False) as fc:
+        net(torch.randn(1, 3, 4, 4))
+    s = summarize(net, (3, 4, 4))
+    assert s.total_macs == fc.get_total_flops() // 2 > 0 and s.macs_complete
+
+
+def test_tensordot_and_bilinear_macs() -> None:
+    """tensordot against FlopCounterMode; nn.Bilinear (which FlopCounterMode misses) against the linear
+    layer it equals on the outer product x1 ⊗ x2, which FlopCounterMode counts."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class TD(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = x.flatten(2)  # (1, 3, 20)
+            return torch.tensordot(t, t.transpose(1, 2)[0], dims=([2], [0]))
+
+    with FlopCounterMode(display=False) as fc:
+        TD()(torch.randn(1, 3, 4, 5))
+    assert summarize(TD(), (3, 4, 5)).total_macs == fc.get_total_flops() // 2 == 3 * 20 * 3
+
+    torch.manual_seed(0)
+    bil = nn.Bilinear(3, 4, 6)
+
+    class Bil(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bil = bil
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = x.flatten(2).transpose(1, 2)[0]  # (20, 3)
+            return self.bil(t, torch.cat([t, t[:, :1]], 1))
+
+    x = torch.randn(1, 3, 4, 5)
+    t = x.flatten(2).transpose(1, 2)[0]
+    x2 = torch.cat([t, t[:, :1]], 1)
+    outer = (t[:, :, None] * x2[:, None, :]).flatten(1)
+    with FlopCounterMode(display=False) as fc:
+        ref = F.linear(outer, bil.weight.flatten(1), bil.bias)
+    torch.testing.assert_close(Bil()(x), ref)  # the same map
+    assert summarize(Bil(), (3, 4, 5)).total_macs == fc.get_total_flops() // 2 == 20 * 6 * 3 * 4
+
+
+class _Spectral(nn.Module):
+    """A GFNet-style global filter (FFT) and a Kronecker product: multiplications convlens has no formula for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        f = torch.fft.rfft2(y)
+        return torch.fft.irfft2(f * f, s=y.shape[-2:]) + torch.kron(y[0, 0], torch.ones(1, 1))
+
+
+def test_an_op_that_cannot_be_counted_is_shown_as_not_counted(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    s = summarize(_Spectral(), (3, 8, 8))
+    ops = {d["op"] for d in s.not_counted}
+    assert {"fft_rfft2", "fft_irfft2", "kron"} <= ops and not s.macs_complete
+    assert s.total_macs == 8 * 8 * 4 * 3 * 9  # only the conv: a lower bound, announced as such
+    d = s.to_dict()
+    assert d["macs_complete"] is False and {n["op"] for n in d["not_counted"]} == ops
+    assert d["layers"][0]["macs_counted"] is True  # the conv row is exact
+    (tmp_path / "spec.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class S(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.conv = nn.Conv2d(3, 4, 3, padding=1)\n"
+        "    def forward(self, x):\n        return torch.fft.rfft2(self.conv(x)).abs()\n"
+        "def make():\n    return S()\n"
+    )
+    assert main(["summary", "--model", f"{tmp_path / 'spec.py'}:make", "--input", "8x8x3"]) == 0
+    out = capsys.readouterr().out
+    assert "not counted (the total is a lower bound): fft_rfft2" in out
+
+
+def test_a_failing_handler_surfaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in an op handler raises under strict tracing (the test suite) and is visible otherwise."""
+    from convlens import graph
+
+    def broken(op: graph.OpCall) -> graph.OpResult:
+        raise KeyError("bug")
+
+    monkeypatch.setitem(graph.HANDLERS, F.conv2d, broken)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with pytest.raises(graph.HandlerError, match="handler for 'conv2d' failed: KeyError"):
+        graph.trace(net, (3, 8, 8), strict=True)
+    g = graph.trace(net, (3, 8, 8), strict=False)
+    bad = [n for n in g.nodes if n.op == "conv2d"]
+    assert bad[0].kind == "unknown" and not bad[0].counted and "KeyError" in (bad[0].note or "")
+    assert g.not_counted == bad

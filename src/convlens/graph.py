@@ -288,8 +288,9 @@ class Graph:
 
 # ------------------------------------------------------------------------------------- op tables
 def torch_functions(*names: str) -> set[Any]:
-    """Every hashable callable named ``names`` in torch, torch.nn.functional, torch._C._nn, torch._VF and
-    Tensor methods: what a ``TorchFunctionMode`` sees for those ops.
+    """Every hashable callable named ``names`` in torch, torch.nn.functional, torch._C._nn, torch._VF,
+    torch.fft / torch.linalg (as ``fft_*`` / ``linalg_*``) and Tensor methods: what a ``TorchFunctionMode``
+    sees for those ops.
 
     Example:
         >>> F.conv2d in torch_functions("conv2d")
@@ -297,7 +298,7 @@ def torch_functions(*names: str) -> set[Any]:
     """
     out: set[Any] = set()
     for n in names:
-        for ns in (torch, F, torch._C._nn, torch._VF, torch.Tensor):
+        for ns in (torch, F, torch._C._nn, torch._VF, torch._C._fft, torch._C._linalg, torch.Tensor):
             f = getattr(ns, n, None)
             if f is not None:
                 try:
@@ -739,7 +740,7 @@ def _linear(op: OpCall) -> OpResult:
     return OpResult("linear", macs=int(op.out.numel() * w.shape[-1]) // op.batch)
 
 
-@handles("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "baddbmm", "addmm")
+@handles("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "baddbmm", "addmm", "linalg_matmul")
 def _matmul(op: OpCall) -> OpResult:
     """Matrix products: ``out_numel · inner`` MACs (``inner`` = last axis of the left factor)."""
     ts = tensors_in(op.args)[:3]
@@ -767,8 +768,10 @@ def _mha(op: OpCall) -> OpResult:
     e = int(op.arg(3, "embed_dim_to_check"))
     n = 1 if q.ndim == 2 else int(q.shape[1])
     extra = int(op.arg(7, "bias_k") is not None) + int(bool(op.arg(9, "add_zero_attn", False)))
-    ql, sl = int(q.shape[0]), int(k.shape[0]) + extra
-    macs = n * (ql * e * e + sl * int(k.shape[-1]) * e + sl * int(v.shape[-1]) * e + 2 * ql * sl * e + ql * e * e)
+    ql, sl = int(q.shape[0]), int(k.shape[0])  # bias_k / a zero key add keys after the projections
+    macs = n * (
+        ql * e * e + sl * int(k.shape[-1]) * e + sl * int(v.shape[-1]) * e + 2 * ql * (sl + extra) * e + ql * e * e
+    )
     return OpResult("matmul", macs=macs // op.batch)
 
 
@@ -862,6 +865,8 @@ _UNCOUNTED = (
     "fft_irfftn",
     "stft",
     "istft",
+    "linalg_multi_dot",
+    "linalg_vecdot",
 )
 
 
@@ -869,11 +874,6 @@ _UNCOUNTED = (
 def _uncounted(op: OpCall) -> OpResult:
     """An op that multiplies, without a MAC formula here: visible as not counted."""
     return OpResult("unknown", counted=False, note="MACs not counted")
-
-
-for _f in (torch.linalg.multi_dot, torch.linalg.matmul, torch.linalg.vecdot):
-    HANDLERS.setdefault(_f, _matmul if _f is torch.linalg.matmul else _uncounted)
-    _NAMES.setdefault(_f, _f.__name__)
 
 
 def _generic(op: OpCall, res: OpResult) -> OpResult:

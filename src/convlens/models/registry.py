@@ -567,14 +567,74 @@ def _build(
     return bundle
 
 
-def _build_torchvision(name: str, n_cls: int) -> tuple[nn.Module, Preprocess]:
+#: torchvision models with auxiliary classifiers. torchvision's builders, when they load weights, build
+#: the aux heads (the checkpoints hold them); inception_v3 keeps them (aux_logits defaults to True, its
+#: documented 27,161,264 parameters include them), googlenet drops them after loading (6,624,904).
+_AUX_HEADS = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
+
+_INIT_FUNCTIONS = (
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
+)
+
+
+def _construct(build: Any, device: torch.device | None) -> nn.Module:
+    """Run ``build()``; on the meta device, build there directly (no memory, no initialization: the whole
+    torchvision zoo's architectures in seconds). Builders that compute with tensors (RegNet's widths)
+    cannot run under the meta device: they are built on the CPU with weight initialization skipped
+    (meta weights have no values to initialize) and moved."""
+    if device is None or device.type != "meta":
+        return build()
+    try:
+        with torch.device("meta"):
+            return build()
+    except NotImplementedError:
+        saved = {n: getattr(nn.init, n) for n in _INIT_FUNCTIONS if hasattr(nn.init, n)}
+        try:
+            for n in saved:
+                setattr(nn.init, n, lambda t, *a, **k: t)
+            return build().to("meta")
+        finally:
+            for n, f in saved.items():
+                setattr(nn.init, n, f)
+
+
+def _settle_aux_heads(name: str, module: nn.Module, sd: dict[str, torch.Tensor] | None, wpath: str | None) -> bool:
+    """Finish an aux-head model as torchvision's builder does when it loads weights: googlenet loads the
+    checkpoint with its aux heads, then drops them; inception_v3 keeps them. A checkpoint saved without
+    aux heads loads into a model without them. Returns True when ``sd`` was loaded here."""
+    heads = _AUX_HEADS.get(name, ())
+    if not heads:
+        return False
+    has_aux = sd is not None and any(k.startswith(heads[0] + ".") for k in sd)
+    loaded = False
+    if name == "googlenet" and has_aux:
+        load_weights_into(module, sd, f"'{wpath}'")  # type: ignore[arg-type]
+        loaded = True
+    if name == "googlenet" or (sd is not None and not has_aux):
+        module.aux_logits = False
+        for h in heads:
+            setattr(module, h, None)
+    return loaded
+
+
+def _build_torchvision(name: str, n_cls: int, device: torch.device | None = None) -> tuple[nn.Module, Preprocess]:
     import torchvision
 
     kwargs: dict[str, Any] = {"weights": None, "num_classes": n_cls}
-    if name in ("googlenet", "inception_v3"):
-        kwargs.update(aux_logits=False, init_weights=True)
+    if name in _AUX_HEADS:  # as torchvision's builders do when they load weights: aux heads, inputs re-normalized
+        kwargs.update(aux_logits=True, transform_input=True, init_weights=True)
     try:
-        module = torchvision.models.get_model(name, **kwargs)
+        module = _construct(lambda: torchvision.models.get_model(name, **kwargs), device)
     except Exception as e:
         raise ModelError(f"torchvision could not build '{name}': {type(e).__name__}: {e}") from None
     size = 299 if name == "inception_v3" else 224
@@ -582,11 +642,11 @@ def _build_torchvision(name: str, n_cls: int) -> tuple[nn.Module, Preprocess]:
     return module, pre  # torchvision: resize 256, crop 224
 
 
-def _build_timm(name: str, n_cls: int) -> tuple[nn.Module, Preprocess]:
+def _build_timm(name: str, n_cls: int, device: torch.device | None = None) -> tuple[nn.Module, Preprocess]:
     import timm
 
     try:
-        module = timm.create_model(name, pretrained=False, num_classes=n_cls)
+        module = _construct(lambda: timm.create_model(name, pretrained=False, num_classes=n_cls), device)
     except Exception as e:
         raise ModelError(f"timm could not build '{name}': {type(e).__name__}: {e}") from None
     cfg = getattr(module, "pretrained_cfg", {}) or {}
@@ -641,8 +701,9 @@ def _load_zoo(
                 else "run `convlens models` to list them."
             )
             raise ModelError(f"unknown model '{name}'; {hint}")
-    module, pre = _ZOO[source][0](bare, n_cls)
-    if sd is not None:
+    module, pre = _ZOO[source][0](bare, n_cls, device)
+    loaded = source == "torchvision" and _settle_aux_heads(bare, module, sd, wpath)
+    if sd is not None and not loaded:
         try:
             load_weights_into(module, sd, f"'{wpath}'")
         except ModelError as e:
