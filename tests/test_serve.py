@@ -383,3 +383,26 @@ def test_unknown_api_paths_are_json_404(client):
 def test_loopback_detection():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.2")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10") and not is_loopback("example.com")
+
+
+def test_unit_equals_the_cli_json_and_the_grid_value(client, chelsea_id, chelsea, tmp_path, capsys):
+    from convlens.cli import main
+
+    Image.fromarray(chelsea).save(tmp_path / "chelsea.png")  # lossless: the same pixels as the bundled image
+    layer, (c, i, j) = "blocks.1.0.conv_pw", (17, 5, 9)
+    api = client.get(f"/api/images/{chelsea_id}/unit", params={"layer": layer, "c": c, "i": i, "j": j}).json()
+    assert main(["unit", str(tmp_path / "chelsea.png"), "--layer", layer, "--at", f"{c},{i},{j}", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert set(api) == set(cli) and api["at"] == [c, i, j] and api["rf_box"] == cli["rf_box"]
+    assert api["total"] == pytest.approx(cli["total"], abs=1e-6) and api["erf"]["r50"] == pytest.approx(
+        cli["erf"]["r50"]
+    )
+    assert api["erf"]["support_box"] == cli["erf"]["support_box"]
+    assert [t["channel"] for t in api["terms"]] == [t["channel"] for t in cli["terms"]]
+    # the traced total is the activation the grid shows at that cell (hook-captured, an independent path)
+    grid = client.get(f"/api/images/{chelsea_id}/activations", params={"layer": layer, "limit": 256}).json()
+    cell = next(m for m in grid["maps"] if m["channel"] == c)
+    value = np.frombuffer(base64.b64decode(cell["data"]), "<f4").reshape(grid["shape"][1:])[i, j]
+    assert abs(api["total"] - float(value)) < 1e-4 and api["abs_error"] < 1e-4
+    erf = client.get(f"/api/images/{chelsea_id}/erf", params={"layer": layer, "c": c, "i": i, "j": j}).json()
+    assert erf["heatmap"].startswith("data:image/png;base64,") and erf["zero_gradient"] is False

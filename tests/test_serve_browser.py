@@ -223,6 +223,13 @@ def test_explorer_in_chromium():
                     "() => { const i = document.getElementById('cam-heat'); return i.complete && i.naturalWidth > 0; }",
                     timeout=60_000,
                 )
+                if features["unit"]:  # after switching images, the grid and the trace are still of one image
+                    page.wait_for_function(
+                        "() => document.getElementById('trace-total').dataset.value !== undefined", timeout=60_000
+                    )
+                    total = float(page.get_attribute("#trace-total", "data-value"))
+                    shown = float(page.get_attribute("#unit-value", "data-value"))
+                    assert abs(total - shown) < 1e-4, (total, shown)
                 page.wait_for_timeout(1500)
 
                 # 7. the screenshot for the README

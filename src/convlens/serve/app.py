@@ -69,6 +69,15 @@ def _data_uri(array: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(_png(array)).decode("ascii")
 
 
+def _heat_rgba(m: np.ndarray) -> np.ndarray:
+    """A [0, 1] map as an RGBA heat layer: inferno colours, opaque where the map is large, clear where it is 0."""
+    from convlens.plot import apply_colormap
+
+    rgb = apply_colormap(np.clip(m, 0.0, 1.0), "inferno")
+    alpha = (np.sqrt(np.clip(m, 0.0, 1.0)) * 255).round().astype(np.uint8)
+    return np.concatenate([rgb, alpha[..., None]], axis=-1)
+
+
 def _b64_float32(t: torch.Tensor) -> str:
     return base64.b64encode(t.detach().float().cpu().contiguous().numpy().astype("<f4").tobytes()).decode("ascii")
 
@@ -103,6 +112,7 @@ class Explorer:
         self.tmp = make_temp_dir()
         self._summary: Any = None
         self._inputs = ActivationCache(64 * 1024 * 1024)  # preprocessed tensors, small
+        self.erf_maps = ActivationCache(16 * 1024 * 1024)  # effective fields of recently traced units
 
     @classmethod
     def for_model(
@@ -343,20 +353,41 @@ def create_app(explorer: Explorer) -> FastAPI:
     # ---- the unit: trace, receptive fields
     @app.get("/api/images/{image_id}/unit")
     def unit(image_id: str, layer: str, c: int, i: int, j: int) -> dict[str, Any]:
-        """The same JSON as ``convlens unit --json``."""
-        from convlens import inspect as core_inspect
+        """The same JSON as ``convlens unit --json``: :func:`convlens.inspect.trace_unit` with its fields."""
+        from convlens.inspect import trace_unit
 
         e = ex.entry(image_id)
-        shape = _layer_shape(layer)
-        _check_position(shape, c, i, j)
-        report = getattr(core_inspect, "unit_report", None)
-        if report is None:
-            return JSONResponse(  # type: ignore[return-value]
-                {"error": "this convlens has no unit tracing (convlens.inspect.unit_report)."}, status_code=501
-            )
+        _check_position(_layer_shape(layer), c, i, j)
         with ex.lock:
-            res = report(ex.bundle.model, ex.input(e), layer, (c, i, j))
-        return to_jsonable(res.to_dict() if hasattr(res, "to_dict") else res)
+            t = trace_unit(ex.bundle.model, ex.input(e), layer, (c, i, j), field=True)
+        if t.erf is not None:
+            ex.erf_maps.put(f"{e.id}|{layer}|{c}|{i}|{j}", {"map": torch.from_numpy(np.asarray(t.erf.map, np.float32))})
+        return to_jsonable(t.to_dict())
+
+    @app.get("/api/images/{image_id}/erf")
+    def erf(image_id: str, layer: str, c: int, i: int, j: int) -> dict[str, Any]:
+        """The unit's effective receptive field (Σ colour |∂y/∂x|) as a heat layer over the model's view."""
+        from convlens.inspect import effective_receptive_field
+
+        e = ex.entry(image_id)
+        _check_position(_layer_shape(layer), c, i, j)
+        hit = ex.erf_maps.get(f"{e.id}|{layer}|{c}|{i}|{j}")  # computed with the trace a moment ago
+        if hit is not None:
+            m = hit["map"].numpy()
+        else:
+            with ex.lock:
+                m = np.asarray(
+                    effective_receptive_field(ex.bundle.model, ex.input(e), layer, (c, i, j)).map, np.float32
+                )
+        peak = float(m.max()) if m.size else 0.0
+        shown = m / peak if peak > 0 else m
+        return {
+            "image": e.id,
+            "layer": layer,
+            "at": [c, i, j],
+            "zero_gradient": peak == 0.0,
+            "heatmap": _data_uri(_heat_rgba(shown)),
+        }
 
     def _layer_shape(layer: str) -> tuple[int, int, int]:
         for r in ex.summary().layers:
@@ -370,30 +401,6 @@ def create_app(explorer: Explorer) -> FastAPI:
         ch, h, w = shape
         if not (0 <= c < ch and 0 <= i < h and 0 <= j < w):
             raise InputError(f"position (c={c}, i={i}, j={j}) is outside the layer's {ch}x{h}x{w} (CxHxW) map.")
-
-    @app.get("/api/images/{image_id}/erf")
-    def erf(image_id: str, layer: str, c: int, i: int, j: int) -> dict[str, Any]:
-        """The unit's effective receptive field (gradient mass on the input) as a heat layer over the model's view."""
-        from convlens import inspect as core_inspect
-        from convlens.plot.explain import cam_overlay
-
-        e = ex.entry(image_id)
-        _check_position(_layer_shape(layer), c, i, j)
-        fn = getattr(core_inspect, "effective_receptive_field", None)
-        if fn is None:
-            return JSONResponse(  # type: ignore[return-value]
-                {
-                    "error": "this convlens has no effective receptive field (convlens.inspect.effective_receptive_field)."
-                },
-                status_code=501,
-            )
-        with ex.lock:
-            res = fn(ex.bundle.model, ex.input(e), layer, (c, i, j))
-        m = res.map.detach().float().cpu().numpy() if hasattr(res.map, "detach") else np.asarray(res.map)
-        m = m / m.max() if m.max() > 0 else m
-        out = {k: v for k, v in to_jsonable(res).items() if k != "map"}
-        out["heatmap"] = _data_uri(cam_overlay(np.zeros((*m.shape, 3), np.uint8), m, alpha=1.0, cmap="inferno"))
-        return out
 
     # ---- CAM
     @app.get("/api/methods")
@@ -537,7 +544,7 @@ def _features() -> dict[str, bool]:
     from convlens import inspect as core_inspect
 
     return {
-        "unit": hasattr(core_inspect, "unit_report"),
+        "unit": hasattr(core_inspect, "trace_unit"),
         "erf": hasattr(core_inspect, "effective_receptive_field"),
         "top_patches": hasattr(core_inspect, "top_patches"),
     }

@@ -90,7 +90,9 @@ async function selectImage(id) {
 }
 
 async function loadPrediction() {
-  const top = await api(`/api/images/${encodeURIComponent(state.imageId)}/predict`);
+  const id = state.imageId;
+  const top = await api(`/api/images/${encodeURIComponent(id)}/predict`);
+  if (id !== state.imageId) return; // another image was chosen meanwhile: drop the stale answer
   const ol = $("top5");
   ol.replaceChildren(...top.map((t) => {
     const li = el("li", { "data-class": String(t.class) },
@@ -187,8 +189,10 @@ async function selectLayer(name) {
 // ---------------------------------------------------------------- panel 3: activations
 async function loadActivations() {
   if (!state.imageId || !state.layer) return;
-  const q = new URLSearchParams({ layer: state.layer, offset: state.offset, limit: state.limit });
-  const a = await api(`/api/images/${encodeURIComponent(state.imageId)}/activations?${q}`);
+  const id = state.imageId, layer = state.layer, offset = state.offset;
+  const q = new URLSearchParams({ layer, offset, limit: state.limit });
+  const a = await api(`/api/images/${encodeURIComponent(id)}/activations?${q}`);
+  if (id !== state.imageId || layer !== state.layer || offset !== state.offset) return; // stale
   state.acts = a;
   const [C, H, W] = a.shape;
   $("acts-layer").textContent = `${a.layer}: ${H}x${W}x${C} (HxWxC)`;
@@ -246,7 +250,9 @@ async function selectUnit(c, i, j, value) {
   if (!state.status.features.unit) { $("unit-message").textContent = "this convlens has no unit tracing"; return; }
   try {
     busy(1);
-    const u = await api(`/api/images/${encodeURIComponent(state.imageId)}/unit?${q}`);
+    const id = state.imageId, unit = state.unit;
+    const u = await api(`/api/images/${encodeURIComponent(id)}/unit?${q}`);
+    if (id !== state.imageId || unit !== state.unit) return; // stale
     showTrace(u);
   } catch (e) {
     $("unit-message").textContent = e.message;
@@ -265,10 +271,24 @@ function showTrace(u) {
   const tb = el("tbody");
   for (const term of terms.slice(0, 64)) tb.append(el("tr", {}, el("td", { text: String(term.channel) }), el("td", { class: "mono", text: fmt(term.sum, 6) })));
   t.append(tb);
-  $("trace-terms").replaceChildren(t);
+  const parts = [el("p", { class: "mono", text: u.formula || "" })];
+  // patch x kernel for the largest contributions (conv): the numbers that add up to each channel's sum
+  if (u.patch && u.kernel && u.in_channels) {
+    for (const term of terms.slice(0, 3)) {
+      const k = u.in_channels.indexOf(term.channel);
+      if (k < 0) continue;
+      const mat = (m) => m.map((row) => row.map((v) => fmt(v, 3)).join(" ")).join(" | ");
+      parts.push(el("p", { class: "mono small", text: `ch ${term.channel}: patch [${mat(u.patch[k])}] ⊙ kernel [${mat(u.kernel[k])}] → ${fmt(term.sum, 6)}` }));
+    }
+  }
+  $("trace-terms").replaceChildren(...parts, t);
   $("unit-message").textContent = `${terms.length} terms (largest first${terms.length > 64 ? ", 64 shown" : ""}) + bias = total; check: |model − traced| = ${fmt(u.abs_error, 3)}`;
   if (u.rf_box) drawBox(u.rf_box);
-  if (u.erf) $("rf-info").textContent = `theoretical box (orange); effective field: ${fmt(100 * u.erf.mass_in_box, 3)}% of the gradient mass inside, r50 ${fmt(u.erf.r50, 3)} px, r90 ${fmt(u.erf.r90, 3)} px`;
+  const rf = u.rf ? `theoretical field ${u.rf.size ? u.rf.size.join("x") : ""} px, box (top, left, bottom, right) ${u.rf_box.join(", ")} (orange)` : "";
+  let erf = "";
+  if (u.erf && u.erf.zero_gradient) erf = "; effective field: the gradient is zero on this image (the unit is off)";
+  else if (u.erf) erf = `; effective field (heat): ${fmt(100 * u.erf.mass_in_box, 3)}% of |∂y/∂x| inside the box, r50 ${fmt(u.erf.r50, 3)} px, r90 ${fmt(u.erf.r90, 3)} px`;
+  $("rf-info").textContent = rf + erf;
 }
 
 function drawBox(box) {
@@ -283,8 +303,10 @@ function drawBox(box) {
 
 async function loadErf(q) {
   if (!state.status.features.erf) return;
-  const r = await api(`/api/images/${encodeURIComponent(state.imageId)}/erf?${q}`).catch((e) => { if (e.status === 501) return null; throw e; });
-  if (r && r.heatmap) { $("erf-image").src = r.heatmap; $("erf-image").style.opacity = 0.6; }
+  const id = state.imageId, unit = state.unit;
+  const r = await api(`/api/images/${encodeURIComponent(id)}/erf?${q}`);
+  if (id !== state.imageId || unit !== state.unit) return; // stale
+  if (r && r.heatmap) { $("erf-image").src = r.heatmap; $("erf-image").style.opacity = 0.9; }
 }
 
 async function runFeatvis() {
@@ -312,7 +334,10 @@ async function runCam() {
   if (!state.imageId) return;
   const q = new URLSearchParams({ method: $("cam-method").value || "gradcam", layer: $("cam-layer").value.trim() || "auto" });
   if (state.camTarget !== null) q.set("target", state.camTarget);
-  const r = await api(`/api/images/${encodeURIComponent(state.imageId)}/cam?${q}`);
+  const id = state.imageId, key = q.toString();
+  state.camKey = key;
+  const r = await api(`/api/images/${encodeURIComponent(id)}/cam?${q}`);
+  if (id !== state.imageId || key !== state.camKey) return; // stale
   $("cam-heat").src = r.heatmap;
   $("cam-heat").style.opacity = $("cam-alpha").value;
   $("cam-info").textContent = `${r.method} on ${r.layer} for ${r.label} (class ${r.target}, p = ${fmt(r.score, 3)})`;
