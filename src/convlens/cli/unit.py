@@ -25,6 +25,7 @@ def _parse_at(text: str) -> tuple[int, ...]:
 def register(app: typer.Typer) -> None:
     """Add ``unit``, ``top-patches`` and ``graph``."""
     register_graph(app)
+    register_top_patches(app)
 
     @app.command("unit")
     def unit_cmd(
@@ -167,5 +168,66 @@ def register_graph(app: typer.Typer) -> None:
             f"{g.model}: {len(g.nodes)} nodes, {len(g.edges)} edges, {len(g.merges)} merges"
             + (f" (depth {depth})" if depth else " (every traced op)")
         )
+        if out is not None:
+            con.print(f"-> {out}")
+
+
+def register_top_patches(app: typer.Typer) -> None:
+    """Add ``top-patches``."""
+
+    @app.command("top-patches")
+    def top_patches_cmd(
+        folder: Path = typer.Argument(..., help="image folder (recursive) or file"),
+        layer: str = typer.Option(..., "--layer", help="module name (name#k: call k of a reused module)"),
+        channels: str = typer.Option("0-15", "--channels", help="channels, e.g. 0-15 or 3,7,12"),
+        k: int = typer.Option(9, "--k", min=1, help="patches per channel"),
+        batch_size: int = typer.Option(32, "--batch-size", min=1),
+        model: str = MODEL_OPT,
+        weights: Path | None = WEIGHTS_OPT,
+        out: Path | None = typer.Option(None, "--out", help="PNG grid to write (one row per channel)"),
+        device: str = DEVICE_OPT,
+        json_out: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """The k image patches that excite each channel most over a whole folder (streamed in batches),
+        each cropped to the unit's receptive field."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from convlens.cli.common import parse_int_list
+        from convlens.inspect.patches import top_patches
+        from convlens.models import load_model
+
+        chans = parse_int_list(channels, name="--channels")
+        bundle = load_model(model, weights=weights, device=device)
+        with Progress(
+            TextColumn("images"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console(stderr=True),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("images", total=None)
+
+            def tick(done: int, total: int | None) -> None:
+                bar.update(task, completed=done, total=total)
+
+            res = top_patches(bundle, folder, layer, chans, k=k, batch_size=batch_size, progress=tick)
+        for path, why in res.skipped:
+            typer.echo(f"warning: skipped {path}: {why}", err=True)
+        if out is not None:
+            from convlens.plot.unit import top_patches_figure
+
+            if out.is_dir():
+                raise InputError(f"--out '{out}' is a folder; give a .png file name.")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            top_patches_figure(res).savefig(out)
+        if json_out:
+            print_json(res.to_json())
+            return
+        con = console()
+        con.print(f"{res.layer}: top {res.k} of {res.images} images for {len(res.channels)} channels")
+        for c in res.channels:
+            best = ", ".join(f"{Path(p.image).name}@({p.y},{p.x})={p.value:.3g}" for p in c.patches[:3])
+            con.print(f"  ch {c.channel:>4}: {best}")
         if out is not None:
             con.print(f"-> {out}")

@@ -16,6 +16,7 @@ from convlens.inspect.activations import (
 )
 from convlens.inspect.depth import DepthProfile, StageProfile, depth_profile
 from convlens.inspect.erf import EffectiveRF, UnitReceptiveField, effective_receptive_field, unit_receptive_field
+from convlens.inspect.patches import ChannelPatches, Patch, TopPatches, top_patches
 from convlens.inspect.predict import Prediction, TopClass, predict, predict_files
 from convlens.inspect.rf import EmpiricalRF, receptive_field, receptive_field_empirical
 from convlens.inspect.summary import LayerRecord, Summary, summarize
@@ -47,4 +48,8 @@ __all__ = [
     "EffectiveRF",
     "unit_receptive_field",
     "effective_receptive_field",
+    "Patch",
+    "ChannelPatches",
+    "TopPatches",
+    "top_patches",
 ]

@@ -34,12 +34,12 @@ import torch
 from torch import nn
 
 from convlens.errors import InputError, LayerError
-from convlens.graph import trace
+from convlens.graph import Geometry, trace
 from convlens.hooks import capture, device_of, first_tensor, preserve_state
 from convlens.inspect.unit import parse_layer_call
 from convlens.layers import resolve
 
-__all__ = ["UnitReceptiveField", "EffectiveRF", "unit_receptive_field", "effective_receptive_field"]
+__all__ = ["UnitReceptiveField", "EffectiveRF", "unit_receptive_field", "effective_receptive_field", "field_box"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,29 @@ def _one_layer(model: nn.Module, layer: str | nn.Module, shape: tuple[int, ...])
     return refs[0].name, call
 
 
+def field_box(
+    geo: Geometry, i: int, j: int, input_hw: tuple[int, int]
+) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """Unit ``(i, j)``'s box ``(top, left, bottom, right)`` before clipping, the box clipped to an
+    ``input_hw`` image, and the rows/cols of it in the padding (above, left, below, right).
+
+    Example:
+        >>> from convlens.graph import Axis
+        >>> ax = Axis(-1.0, 1.0, 2.0, 2.0)
+        >>> field_box(Geometry(ax, ax), 0, 3, (8, 8))
+        ((-1, 5, 1, 7), (0, 5, 1, 7), (1, 0, 0, 0))
+    """
+    bounds = []
+    for ax, u in ((geo.h, i), (geo.w, j)):
+        shift = 0.0 if ax.jump is None else u * ax.jump
+        bounds.append((math.floor(ax.lo + shift), math.ceil(ax.hi + shift)))
+    (top, bottom), (left, right) = bounds
+    h, w = input_hw
+    clipped = (max(top, 0), max(left, 0), min(bottom, h - 1), min(right, w - 1))
+    padding = (max(0, -top), max(0, -left), max(0, bottom - (h - 1)), max(0, right - (w - 1)))
+    return (top, left, bottom, right), clipped, padding
+
+
 def unit_receptive_field(
     model: nn.Module,
     layer: str | nn.Module,
@@ -188,14 +211,9 @@ def unit_receptive_field(
         raise InputError(
             f"position {(i, j)} is outside the {hw[0]}x{hw[1]} output of '{name}'; positions count from 0."
         )
-    bounds = []
-    for ax, u in ((geo.h, i), (geo.w, j)):
-        shift = 0.0 if ax.jump is None else u * ax.jump
-        bounds.append((math.floor(ax.lo + shift), math.ceil(ax.hi + shift)))
-    (top, bottom), (left, right) = bounds
     h, w = shape[1], shape[2]
-    clipped = (max(top, 0), max(left, 0), min(bottom, h - 1), min(right, w - 1))
-    padding = (max(0, -top), max(0, -left), max(0, bottom - (h - 1)), max(0, right - (w - 1)))
+    box, clipped, padding = field_box(geo, i, j, (h, w))
+    top, left, bottom, right = box
     jump = None if geo.h.jump is None or geo.w.jump is None else (float(geo.h.jump), float(geo.w.jump))
     return UnitReceptiveField(
         name,

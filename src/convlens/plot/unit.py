@@ -105,13 +105,26 @@ def field_figure(image: np.ndarray, rf: Any, erf: Any | None = None) -> Figure:
     return image_panels(items, tile_inches=4.0)
 
 
+def _pad_to_box(crop: np.ndarray, box: Any) -> np.ndarray:
+    """The crop placed in its full box, the part of the box outside the image (padding) grey, so every
+    patch of a row shows its unit at the same place."""
+    top, left, bottom, right = (int(v) for v in box)
+    h, w = bottom - top + 1, right - left + 1
+    if crop.shape[:2] == (h, w) or h > 4 * max(crop.shape[:2]) or w > 4 * max(crop.shape[:2]):
+        return crop  # inside the image, or a field far larger than the image: show the image part
+    canvas = np.full((h, w, 3), 160, np.uint8)
+    y0, x0 = max(0, -top), max(0, -left)
+    canvas[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop[: h - y0, : w - x0]
+    return canvas
+
+
 def top_patches_figure(result: Any, *, max_channels: int | None = None) -> Figure:
     """One row per channel, its top patches left to right (cropped to each unit's box, padding grey),
     titled with the image name and activation.
 
     Example:
         >>> from types import SimpleNamespace as S
-        >>> p = S(image="a.png", y=0, x=0, value=1.0, crop=np.zeros((3, 3, 3), np.uint8))
+        >>> p = S(image="a.png", y=0, x=0, value=1.0, crop=np.zeros((3, 3, 3), np.uint8), box=(-1, -1, 2, 2))
         >>> len(top_patches_figure(S(channels=[S(channel=0, patches=[p])], layer="l")).axes)
         1
     """
@@ -129,7 +142,8 @@ def top_patches_figure(result: Any, *, max_channels: int | None = None) -> Figur
                 ax.axis("off")
                 continue
             p = row.patches[ci]
-            ax.imshow(p.crop, interpolation="nearest" if max(p.crop.shape[:2]) < 48 else "antialiased")
+            img = _pad_to_box(p.crop, p.box)
+            ax.imshow(img, interpolation="nearest" if max(img.shape[:2]) < 48 else "antialiased")
             name = str(p.image).rsplit("/", 1)[-1][:14]
             ax.set_title(f"{name}\n({p.y},{p.x}) {p.value:.3g}", fontsize=6)
             if ci == 0:
