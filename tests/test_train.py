@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -334,7 +335,8 @@ def test_cli_train_json_and_compare(folder, tmp_path, capsys):
     assert main(args + ["--strategy", "nope", "--out", str(out)]) == 2
     assert "strategy must be one of" in capsys.readouterr().err
     assert main(args + ["--compare", "scratch,scratch", "--out", str(out)]) == 2
-    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    capsys.readouterr()
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "fresh")]) == 2
     assert "neither a built-in" in capsys.readouterr().err
 
 
@@ -607,3 +609,84 @@ def test_history_logs_each_groups_lr_as_used(color_folder, color_data):
 
     ax = learning_curves(run.history).axes[2]
     assert [ln.get_label() for ln in ax.lines] == ["head", "top-2", "top-1"] and ax.get_yscale() == "log"
+
+
+# -- run folders: refuse to overwrite, extend on resume, no empty folder on failure --------------
+
+
+def test_resume_with_more_epochs_extends_the_run(folder, tiny_data, tmp_path):
+    import math
+
+    c = cfg(folder, strategy="finetune", epochs=2, unfreeze=1)
+    fit(c, data=tiny_data, run_dir=tmp_path)
+    longer = fit(cfg(folder, strategy="finetune", epochs=4, unfreeze=1), data=tiny_data, run_dir=tmp_path, resume=True)
+    h = longer.history
+    assert [e["epoch"] for e in h] == [1, 2, 3, 4] and longer.result.epochs_done == 4
+    # the head stage keeps its 1 epoch; the 2 extra epochs lengthen the joint stage to 3 epochs, whose cosine
+    # is stretched: at the start of epoch 3 (one of three joint epochs done) lr = base * (1 + cos(pi/3)) / 2
+    assert [e["stage"] for e in h] == ["head", "finetune", "finetune", "finetune"]
+    base = h[1]["lr"]
+    assert h[2]["lr"] == pytest.approx(base * (1 + math.cos(math.pi / 3)) / 2, rel=1e-6)
+    state = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert state["epoch"] == 4 and state["config"]["head_epochs"] == 1
+    with pytest.raises(DataError, match="cannot shorten"):
+        fit(cfg(folder, strategy="finetune", epochs=3, unfreeze=1), data=tiny_data, run_dir=tmp_path, resume=True)
+
+
+def test_cli_train_refuses_an_existing_run_folder(tmp_path, capsys):
+    from convlens.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    assert main(["train", "--data", "digits", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "--overwrite" in err and err.count("\n") == 1
+    assert main(["train", "--data", "digits", "--out", str(out), "--resume", "--overwrite"]) == 2
+
+
+def test_failing_commands_leave_no_empty_folder(tmp_path, capsys):
+    from convlens.cli import main
+
+    make_folder(tmp_path / "d", n_per_class=3, size=8, classes=("only",))  # one class: unusable
+    assert main(["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o" / "deep")]) == 2
+    assert not (tmp_path / "o").exists()
+    assert main(["tour", "--only", "q99", "--out", str(tmp_path / "t")]) == 2
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize(
+    "out, msg",
+    [("/proc/x.png", "cannot write"), ("x.txt", "image format"), ("blocker/x.png", "is a file")],
+)
+def test_bad_out_file_fails_before_any_work(out, msg, tmp_path, capsys, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from convlens.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blocker").write_text("")
+    Image.fromarray(np.full((12, 12, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    for argv in (
+        ["augment", "a.png", "--n", "1"],
+        ["filters", "--layer", "blocks.0", "--channels", "0", "--steps", "1", "--size", "8"],
+    ):
+        assert main([*argv, "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --out") and msg in err and err.count("\n") == 1, err
+
+
+def test_out_folder_gets_the_default_file_name_and_reports_it(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from convlens.cli import main
+
+    Image.fromarray(np.full((12, 12, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    assert main(["augment", str(tmp_path / "a.png"), "--n", "1", "--out", f"{tmp_path}/figs/", "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)["out"]
+    assert written == str(tmp_path / "figs" / "augment.png") and Path(written).is_file()
+    assert main(["augment", str(tmp_path / "a.png"), "--n", "1", "--out", str(tmp_path / "grid"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["out"] == str(tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").is_file()

@@ -129,7 +129,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():  # restores the caller's filters and display on return
         warnings.simplefilter("always", RandomWeightsWarning)  # deduplicated by _loud_random_weights
         warnings.showwarning = _loud_random_weights(set())
-        return _main(argv)
+        rc = 1
+        try:
+            rc = _main(argv)
+        finally:
+            from convlens.cli.common import forget_created_dirs, remove_created_empty_dirs
+
+            # a failed command leaves no empty output folder behind
+            remove_created_empty_dirs() if rc != 0 else forget_created_dirs()
+        return rc
 
 
 def _main(argv: Sequence[str] | None) -> int:

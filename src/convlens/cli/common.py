@@ -19,7 +19,16 @@ from convlens.arith.query import parse_size  # re-exported: one parser for the c
 from convlens.errors import InputError
 from convlens.serialize import to_jsonable  # re-exported: the one serializer lives below every front end
 
-__all__ = ["parse_size", "print_json", "to_jsonable", "console", "parse_int_list", "ensure_out_dir"]
+__all__ = [
+    "parse_size",
+    "print_json",
+    "to_jsonable",
+    "console",
+    "parse_int_list",
+    "ensure_out_dir",
+    "out_file",
+    "prepare_out_file",
+]
 
 
 def parse_int_list(text: str, *, name: str) -> list[int]:
@@ -63,18 +72,119 @@ def console(stderr: bool = False):  # -> rich.console.Console
     )
 
 
+# Folders this run created, parents first: removed again (when left empty) if the command fails, so that a
+# command stopped by bad data leaves no empty output folder behind (see ``cli.main``).
+_CREATED_DIRS: list[Path] = []
+
+#: image formats every ``--out FILE`` accepts (all written by matplotlib's savefig and by PIL)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".tif", ".tiff", ".webp")
+
+
+def _check_writable(folder: Path, *, what: str) -> None:
+    """Raise an InputError unless ``folder`` exists as a writable folder or could be created as one.
+
+    Nothing is created: the nearest existing ancestor is probed with a temporary file, which is
+    removed again (``os.access`` says yes to root even on ``/proc``).
+    """
+    import tempfile
+
+    anc = folder
+    while not anc.exists():
+        if anc.parent == anc:
+            break
+        anc = anc.parent
+    if anc.exists() and not anc.is_dir():
+        raise InputError(f"{what}: '{anc}' is a file, so '{folder}' cannot be a folder; choose another path.")
+    try:
+        with tempfile.TemporaryFile(dir=anc):
+            pass
+    except OSError as e:
+        raise InputError(f"{what}: cannot write in '{anc}' ({e.strerror or e}); choose a writable folder.") from None
+
+
 def ensure_out_dir(path: str | Path) -> Path:
-    """Create an output folder (parents too) and return it; a file in the way is an InputError."""
+    """Create an output folder (parents too) and return it; a file in the way is an InputError.
+
+    Folders it creates are remembered: when the command then fails, the CLI removes the ones left
+    empty.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()) / "a" / "b"
+        >>> ensure_out_dir(d).is_dir(), remove_created_empty_dirs(), d.parent.exists()
+        (True, None, False)
+    """
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise InputError(f"--out '{p}' exists and is not a folder.")
+    _check_writable(p, what=f"--out '{p}'")
+    missing = []
+    q = p
+    while not q.exists() and q.parent != q:
+        missing.append(q)
+        q = q.parent
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # read-only place, a file as a parent, no permission: one sentence, not a traceback
         raise InputError(
             f"cannot create the --out folder '{p}' ({e.strerror or e}); choose a writable folder."
         ) from None
+    _CREATED_DIRS.extend(reversed(missing))
     return p
+
+
+def remove_created_empty_dirs() -> None:
+    """Remove the folders :func:`ensure_out_dir` created in this run that are still empty (deepest first)."""
+    import contextlib
+
+    for d in reversed(_CREATED_DIRS):
+        with contextlib.suppress(OSError):  # not empty (the command wrote something worth keeping) or gone
+            d.rmdir()
+    _CREATED_DIRS.clear()
+
+
+def forget_created_dirs() -> None:
+    """The command succeeded: keep every folder it created."""
+    _CREATED_DIRS.clear()
+
+
+def out_file(
+    path: str | Path, *, default_name: str, suffixes: Sequence[str] = IMAGE_SUFFIXES, name: str = "--out"
+) -> Path:
+    """Validate an output FILE before any work and return the path that will really be written.
+
+    - ``DIR/`` (a trailing slash) or an existing folder: the file is ``DIR/default_name``;
+    - no suffix: ``.png`` is added (as matplotlib would), and the returned path says so;
+    - another suffix than ``suffixes`` (``x.txt``): an InputError;
+    - a place that cannot be written (``/proc/x.png``, a file used as a folder): an InputError.
+
+    Nothing is created; write with :func:`prepare_out_file` (which creates the parent folder).
+
+    Example:
+        >>> out_file("figs/", default_name="filters.png")
+        PosixPath('figs/filters.png')
+        >>> out_file("grid", default_name="filters.png")
+        PosixPath('grid.png')
+    """
+    text = str(path)
+    p = Path(path)
+    if text.endswith(("/", "\\")) or p.is_dir():
+        p = p / default_name
+    elif not p.suffix:
+        p = p.with_name(p.name + ".png")
+    if p.suffix.lower() not in suffixes:
+        raise InputError(
+            f"{name} '{text}' must end in an image format ({', '.join(suffixes)}), got '{p.suffix}'; e.g. {name} {default_name}."
+        )
+    _check_writable(p.parent, what=f"{name} '{text}'")
+    return p
+
+
+def prepare_out_file(path: Path) -> Path:
+    """Create the parent folder of a validated output file (remembered like :func:`ensure_out_dir`'s)."""
+    if str(path.parent) not in ("", "."):
+        ensure_out_dir(path.parent)
+    return path
 
 
 def check_choice(value: str, choices: Sequence[str], *, name: str) -> str:

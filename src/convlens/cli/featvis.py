@@ -59,14 +59,16 @@ def register(app: typer.Typer) -> None:
         kernels: bool = typer.Option(
             False, "--kernels", help="show the first conv layer's weights as RGB tiles instead"
         ),
-        out: Path = typer.Option(..., "--out", help="grid PNG to write"),
+        out: str = typer.Option(
+            ..., "--out", help="image file to write (.png, .jpg, .pdf, .svg...); DIR/ writes DIR/filters.png"
+        ),
         json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     ) -> None:
         """Visualize what filters respond to: one optimized image per channel, in one batch, forward truncated at the layer."""
         import sys
         import time
 
-        from convlens.cli.common import check_choice, console, parse_int_list, print_json
+        from convlens.cli.common import check_choice, console, out_file, parse_int_list, prepare_out_file, print_json
         from convlens.errors import InputError
         from convlens.featvis import OBJECTIVES, RECIPES, first_layer_kernels, visualize
         from convlens.layers import resolve
@@ -76,8 +78,7 @@ def register(app: typer.Typer) -> None:
         check_choice(objective, OBJECTIVES, name="--objective")
         check_choice(recipe, list(RECIPES), name="--recipe")
         chans = parse_int_list(channels, name="--channels")
-        if out.exists() and out.is_dir():
-            raise InputError(f"--out '{out}' is a folder; give a .png file path.")
+        out = out_file(out, default_name="filters.png")  # before any work: a bad --out fails in a second
         bundle = load_model(model, weights=weights, device=device)
         if kernels:
             from convlens.featvis import first_conv
@@ -85,8 +86,7 @@ def register(app: typer.Typer) -> None:
             kname = first_conv(bundle.model)[0] if layer == "auto" else layer
             tiles = first_layer_kernels(bundle.model, kname)
             fig = kernel_grid(tiles, layer=f"{bundle.meta.name} {kname}")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out)
+            fig.savefig(prepare_out_file(out))
             if json_out:
                 print_json(
                     {
@@ -144,8 +144,7 @@ def register(app: typer.Typer) -> None:
             values=values,
             title=f"{bundle.meta.name} {layer_name} ({objective}, {recipe}, {steps} steps)",
         )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out)
+        fig.savefig(prepare_out_file(out))
         import dataclasses
 
         report = FiltersReport(

@@ -195,13 +195,13 @@ def register(app: typer.Typer) -> None:
         from convlens.models import load_model
         from convlens.plot.inspect import activation_grid
 
+        folder = ensure_out_dir(out)  # before any work (removed again if the command fails)
         img = load_image(image)
         specs = [p.strip() for item in layers for p in item.split(",") if p.strip()]
         bundle = load_model(model, weights=weights, device=device)
         x = bundle.preprocess([img]).to(bundle.device)
         acts = to_nchw(bundle.model, x, get_activations(bundle.model, x, specs if specs != ["auto"] else "auto"))
         stats = activation_stats(acts, topk=topk)
-        folder = ensure_out_dir(out)
         rows = []
         for st in stats:
             t = acts[st.layer]
@@ -247,11 +247,11 @@ def register(app: typer.Typer) -> None:
         from convlens.models import load_model
         from convlens.plot.inspect import depth_profile_figure, kernel_tiles
 
+        folder = ensure_out_dir(out)  # before any work (removed again if the command fails)
         img = load_image(image)
         bundle = load_model(model, weights=weights, device=device)
         x = bundle.preprocess([img]).to(bundle.device)
         prof = depth_profile(bundle.model, x, name=bundle.meta.name)
-        folder = ensure_out_dir(out)
         figures = {"profile": folder / "depth_profile.png"}
         depth_profile_figure(prof, title=f"{bundle.meta.name}: early vs deep layers ({Path(image).name})").savefig(
             figures["profile"]

@@ -7,8 +7,9 @@ from typing import Any
 
 import typer
 
-from convlens.cli.common import console, ensure_out_dir, print_json
+from convlens.cli.common import console, ensure_out_dir, out_file, prepare_out_file, print_json
 from convlens.cli.models import DEVICE_OPT, MODEL_OPT, WEIGHTS_OPT
+from convlens.errors import InputError
 
 
 class _Progress:
@@ -113,10 +114,16 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
         device: str = DEVICE_OPT,
         out: Path = typer.Option(..., "--out", help="run folder (checkpoints, model, metrics, figures)"),
-        resume: bool = typer.Option(False, "--resume", help="continue from the checkpoint in --out"),
+        resume: bool = typer.Option(
+            False, "--resume", help="continue from the checkpoint in --out (a larger --epochs extends the run)"
+        ),
+        overwrite: bool = typer.Option(False, "--overwrite", help="train into an --out that already holds files"),
         json_out: bool = typer.Option(False, "--json", help="print the final metrics as JSON only"),
     ) -> None:
-        """Train a classifier on small data: from scratch, with augmentation, on cached features, or by fine-tuning."""
+        """Train a classifier on small data: from scratch, with augmentation, on cached features, or by fine-tuning.
+
+        An --out folder that already holds files is refused unless --resume (continue its checkpoint;
+        a larger --epochs extends it) or --overwrite (start again in it) is given."""
         from dataclasses import asdict
 
         from convlens.cli.common import check_choice
@@ -143,6 +150,13 @@ def register(app: typer.Typer) -> None:
         strategies = parse_strategies(compare) if compare is not None else None
         for s in strategies or [strategy]:
             TrainConfig(**{**cfg.to_dict(), "strategy": s}).validated()
+        if resume and overwrite:
+            raise InputError("--resume continues the run in --out and --overwrite replaces it: give one of them.")
+        if not resume and not overwrite and out.is_dir() and any(out.iterdir()):
+            raise InputError(
+                f"--out '{out}' already holds files (a previous run?); pass --resume to continue it, "
+                "--overwrite to train again into it, or choose a new folder."
+            )
         ensure_out_dir(out)
         with _Progress(not json_out) as prog:
             if strategies is not None:
@@ -181,26 +195,21 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, "--seed"),
         size: int = typer.Option(160, "--size", min=8, help="longest side of each tile in pixels"),
-        out: Path = typer.Option(..., "--out", help="PNG grid to write"),
+        out: str = typer.Option(
+            ..., "--out", help="image file to write (.png, .jpg, .pdf, .svg...); DIR/ writes DIR/augment.png"
+        ),
         json_out: bool = typer.Option(False, "--json"),
     ) -> None:
         """Preview augmentation: the original and N per-image random variants in a grid."""
         import numpy as np
         import torch
-        from matplotlib.figure import Figure
         from PIL import Image
 
         from convlens.data import parse_augment_options, sample_seed
-        from convlens.errors import InputError
         from convlens.io import load_image
         from convlens.plot import image_grid
 
-        kinds = Figure().canvas.get_supported_filetypes()  # the formats savefig can write
-        if out.suffix and out.suffix.lower().lstrip(".") not in kinds:
-            raise InputError(
-                f"--out '{out}' must end in an image format matplotlib writes ({', '.join('.' + k for k in sorted(kinds))}), "
-                f"got '{out.suffix}'; e.g. --out grid.png."
-            )
+        out = out_file(out, default_name="augment.png")  # before any work
         aug = parse_augment_options(options)
         img = load_image(image)
         h, w = img.shape[:2]
@@ -217,9 +226,7 @@ def register(app: typer.Typer) -> None:
             tiles.append(aug.apply(t, p).permute(1, 2, 0).numpy())
             titles.append(f"{p.angle:+.0f}° z{p.scale:.2f}{' flip' if p.flip else ''}")
             params.append(p)
-        parent = out.parent
-        if str(parent) not in ("", "."):
-            ensure_out_dir(parent)
+        prepare_out_file(out)
         image_grid(tiles, titles=titles, ncols=min(len(tiles), 6), suptitle=f"augment: {options}").savefig(out)
         if json_out:
             print_json({"out": str(out), "options": aug.to_dict(), "params": params})

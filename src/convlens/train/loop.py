@@ -39,7 +39,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,20 @@ class Stage:
     trains: str  # 'all' | 'head' | 'top'
     augment: bool
     features: bool = False
+
+
+def _stretch_cosine(sched: torch.optim.lr_scheduler.CosineAnnealingLR, t_max: int) -> None:
+    """Give a loaded cosine schedule a new length ``t_max`` (a resumed run that was extended): each group's
+    LR becomes the closed form ``eta_min + (base - eta_min) * (1 + cos(pi * t / t_max)) / 2`` at the
+    current step ``t``, so the recursive updates that follow trace the longer cosine."""
+    if sched.T_max == t_max:
+        return
+    sched.T_max = t_max
+    t = sched.last_epoch
+    lrs = [sched.eta_min + (b - sched.eta_min) * (1 + math.cos(math.pi * t / t_max)) / 2 for b in sched.base_lrs]
+    for g, lr in zip(sched.optimizer.param_groups, lrs, strict=True):
+        g["lr"] = lr
+    sched._last_lr = lrs
 
 
 def plan_stages(cfg: TrainConfig) -> list[Stage]:
@@ -340,6 +354,33 @@ class _Loop:
         if self.progress is not None and self.rank == 0:
             self.progress(event)
 
+    def _extend(self, saved: dict[str, Any], done: int) -> None:
+        """Resume with a larger ``epochs``: the epochs already run keep their stages, and the extra ones
+        lengthen the last stage (its cosine schedule is stretched to the new length). Fewer epochs
+        than the checkpoint planned, or another head/joint split, is a DataError."""
+        cfg = self.cfg
+        old_epochs = int(saved.get("epochs", cfg.epochs))
+        try:
+            old_plan = plan_stages(TrainConfig(**{**cfg.to_dict(), **saved}))
+        except TypeError:  # a checkpoint written by another version: compare what it has
+            old_plan = self.stages
+        if cfg.epochs < old_epochs:
+            raise DataError(
+                f"the checkpoint in '{self.run_dir}' plans {old_epochs} epochs ({done} done); --epochs {cfg.epochs} "
+                f"cannot shorten it: resume with --epochs >= {old_epochs}, or train into a new --out."
+            )
+        if cfg.head_epochs is not None and len(old_plan) > 1 and cfg.head_epochs != old_plan[0].epochs:
+            raise DataError(
+                f"the checkpoint in '{self.run_dir}' trains the head for {old_plan[0].epochs} epochs, not "
+                f"{cfg.head_epochs}; resume without --head-epochs (extra epochs go to the last stage)."
+            )
+        plan = [replace(st) for st in old_plan]
+        plan[-1] = replace(plan[-1], epochs=plan[-1].epochs + cfg.epochs - old_epochs)
+        if len(plan) > 1:  # record the split itself, so a later resume keeps it whatever --epochs says
+            self.cfg = cfg = replace(cfg, head_epochs=plan[0].epochs)
+        self.stages = plan
+        self.total_epochs = sum(st.epochs for st in plan)
+
     def _stage_at(self, epoch: int) -> int:
         acc = 0
         for i, s in enumerate(self.stages):
@@ -496,7 +537,9 @@ class _Loop:
             assert self.run_dir is not None
             model_sd, optim_t, state = ckpt.load_checkpoint(self.run_dir)
             saved = dict(state.get("config", {}))
-            mismatch = [k for k, v in cfg.to_dict().items() if k != "device" and saved.get(k) != v]
+            self._extend(saved, int(state["epoch"]))
+            free = ("device", "epochs", "head_epochs")  # checked by _extend: a run may grow, never change its past
+            mismatch = [k for k, v in cfg.to_dict().items() if k not in free and saved.get(k) != v]
             if mismatch:
                 k = mismatch[0]
                 raise DataError(
@@ -513,6 +556,7 @@ class _Loop:
                 )
             self.model.load_state_dict(model_sd)
             start_epoch = int(state["epoch"])
+            self._resumed_from = start_epoch
             self.history = list(state.get("history", []))
             pending = (int(state["stage"]), optim_t, state)
             ckpt.set_rng_state(state["rng"])
@@ -541,6 +585,7 @@ class _Loop:
                     _, optim_t, state = pending
                     opt.load_state_dict(ckpt.merge_optimizer_state(optim_t, state["optimizer"]))
                     sched.load_state_dict(state["scheduler"])
+                    _stretch_cosine(sched, stage.epochs * steps)  # an extended last stage: its longer cosine
                 pending = None
                 current = si
                 self._emit(
