@@ -117,7 +117,7 @@ def ensure_out_dir(path: str | Path) -> Path:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise InputError(f"--out '{p}' exists and is not a folder.")
-    _check_writable(p, what=f"--out '{p}'")
+    _check_writable(p, what=f"cannot create the --out folder '{p}'")
     missing = []
     q = p
     while not q.exists() and q.parent != q:
