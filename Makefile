@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 HASH   := $(shell sha1sum pyproject.toml | cut -c1-12)
 OUT    ?= out
 
-.PHONY: demo test install install-test browser lint clean
+.PHONY: demo test install install-test browser lint clean docs mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,18 @@ test: install-test browser lint
 
 # Habits checked on every run: lint and format (configured in pyproject.toml).
 lint: install-test
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff format --check src tests benchmarks tools
+
+# Numbers in the docs: re-render every generated region from benchmarks/results/*.json and the recorded command
+# runs in docs/generated/ (tests/test_docs.py fails when they drift). RUN=all (or a name) re-runs the commands first.
+docs: install
+	$(PY) tools/docs_numbers.py $(if $(RUN),--run $(RUN))
+
+# Mutation testing of the core numerical modules (mutmut; hours on 2 cores, so NOT part of `make test`).
+# Run it after changing a formula (CONTRIBUTING.md); MODULES=pyramid limits it. Scores: docs/testing.md.
+mutation: install-test
+	$(PY) tools/mutation.py $(MODULES)
 
 # The browser test needs Debian's chromium (no browser download); CI runs as root with apt access.
 browser:
