@@ -310,3 +310,62 @@ def test_strided_slices_and_crops() -> None:
     assert geo.receptive_field == (6, 6) and geo.jump == (2, 2) and geo.exact  # 2 (union of offsets 0, 1) + 2*2
     assert geo.start == (4.5, 2.5)  # the crop starts one unit (2 px) down, none to the right
     assert_rf_matches(Focus(), "conv", 32)
+
+
+def _plain_support(out_fn, x: torch.Tensor) -> torch.Tensor:
+    """The oracle: pixels where the plain gradient of a scalar is non-zero, on the model as it is."""
+    x = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(out_fn(x), x)
+    return g[0].abs().sum(0) > 0
+
+
+def _box(support: torch.Tensor) -> tuple[int, int, int, int]:
+    rows, cols = torch.nonzero(support.any(1)).flatten(), torch.nonzero(support.any(0)).flatten()
+    return int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max())
+
+
+def test_vit_patch_tokens_see_their_patch_until_attention_mixes_them() -> None:
+    """Regression (issue 16.5): vit_tiny's patch_embed showed RF 224, 'global'. A token after the 16x16
+    stride-16 patch conv sees exactly its patch (checked against the plain gradient of every probed token);
+    the class token and position embedding keep that; the field becomes global at the first attention."""
+    import timm
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=64).eval()
+    g = trace(vit, (3, 64, 64))
+    for name in ("patch_embed", "pos_drop", "blocks.0.norm1"):
+        geo = g.geometry(name)
+        assert geo.receptive_field == (16, 16) and geo.jump == (16, 16) and geo.start == (7.5, 7.5), name
+        assert not geo.is_global and geo.exact
+    assert g.geometry("patch_embed").tokens == (1, 4, 4, 0) and g.geometry("pos_drop").tokens == (1, 4, 4, 1)
+    assert g.geometry("blocks.0.attn").is_global and g.geometry("blocks.0.attn").receptive_field == (64, 64)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    vit = vit.double()
+    geo = g.geometry("patch_embed")
+    for t in (0, 5, 15):  # token t = unit (t // 4, t % 4): its field by the geometry, vs the gradient
+        sup = _plain_support(lambda x, t=t: vit.patch_embed(x)[0, t].sum(), x)
+        (ch, cw), (rh, rw) = ((s + u * j) for s, u, j in zip(geo.start, (t // 4, t % 4), geo.jump)), geo.receptive_field
+        assert _box(sup) == (ch - (rh - 1) / 2, cw - (rw - 1) / 2, ch + (rh - 1) / 2, cw + (rw - 1) / 2)
+        assert int(sup.sum()) == rh * rw == 256
+    tokens = lambda x: vit.blocks[0](vit._pos_embed(vit.patch_embed(x)))  # noqa: E731
+    assert bool(_plain_support(lambda x: tokens(x)[0, 6].sum(), x).all())  # after attention: every pixel
+
+
+@pytest.mark.slow
+def test_mobilenet_v3_squeeze_excitation_empirical_field() -> None:
+    """Regression (issue 16.5): on the cancellation-free copy the SE gates (pool -> FC -> hard-sigmoid ->
+    multiply) squared the values block after block up to inf (1e261 at features.8), so features.10-12
+    'did not depend on the input'. The oracle: the plain gradient of the real model reaches every pixel."""
+    import torchvision
+
+    torch.manual_seed(0)
+    m = torchvision.models.mobilenet_v3_small().eval()
+    x = torch.randn(1, 3, 96, 96, dtype=torch.float64)
+    md = torchvision.models.mobilenet_v3_small().eval().double()
+    md.load_state_dict(m.state_dict())
+    for layer in ("features.10", "features.11", "features.12"):
+        emp = receptive_field_empirical(m, layer, 96)
+        i = int(layer.split(".")[1])
+        sup = _plain_support(lambda x, i=i: md.features[: i + 1](x)[0, :, 1, 1].sum(), x)
+        assert emp.pixels == int(sup.sum()) == 96 * 96 and emp.box == _box(sup)
+        assert receptive_field(m, layer, (3, 96, 96)).is_global

@@ -124,9 +124,10 @@ class Geometry:
     #: positions of the H and W axes in the tensor ((2, 3) for NCHW, (1, 2) after a permute to NHWC);
     #: None when the tensor has no spatial layout
     dims: tuple[int, int] | None = (2, 3)
-    #: (axis, grid_h, grid_w) when H and W were flattened into one token axis in row-major order (a ViT
-    #: patch embedding's (N, L, C) tokens): token ``t`` is unit ``(t // grid_w, t % grid_w)``; ``dims`` is None
-    tokens: tuple[int, int, int] | None = None
+    #: (axis, grid_h, grid_w, first) when H and W were flattened into one token axis in row-major order (a
+    #: ViT patch embedding's (N, L, C) tokens): token ``first + t`` is unit ``(t // grid_w, t % grid_w)``;
+    #: tokens before ``first`` (a class token) depend on no pixel; ``dims`` is None
+    tokens: tuple[int, int, int, int] | None = None
 
     @property
     def is_global(self) -> bool:
@@ -519,6 +520,8 @@ class OpCall:
     main: Node | None
     items: list[tuple[Geometry, tuple[int, ...]]]
     batch: int = 1
+    #: the node that produced a tensor argument (None for constants and parameters)
+    node_of: Callable[[Any], Node | None] = lambda t: None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -677,10 +680,45 @@ def _resize(op: OpCall) -> OpResult:
     return OpResult("resize", Geometry(axes[0], axes[1], False))
 
 
+@handles("cat", "concat", "concatenate")
+def _cat(op: OpCall) -> OpResult:
+    """Concatenating constant tokens (a ViT's class/register tokens) to patch tokens along the token axis:
+    the patch tokens keep their fields, shifted by the tokens put before them. Other concatenations: the
+    generic rule (channels: max over the inputs)."""
+    ts = op.arg(0, "tensors")
+    nodes = [op.node_of(t) for t in ts] if isinstance(ts, (list, tuple)) else []
+    dep = [(i, n.geometry) for i, n in enumerate(nodes) if n is not None and n.geometry is not None]
+    if len(dep) != 1 or dep[0][1].tokens is None:
+        return OpResult()
+    i, g = dep[0]
+    assert g.tokens is not None
+    a, gh, gw, first = g.tokens
+    if int(op.arg(1, "dim", 0)) % op.out.ndim != a:
+        return OpResult()
+    before = sum(int(t.shape[a]) for t in ts[:i])
+    return OpResult("layout", Geometry(g.h, g.w, g.exact, None, (a, gh, gw, first + before)))
+
+
+def _token_slice(g: Geometry, shape: tuple[int, ...], key: Any) -> Geometry | None:
+    """``x[:, k:]`` dropping leading constant tokens (``k <= first``); None for any other key."""
+    assert g.tokens is not None
+    a, gh, gw, first = g.tokens
+    key = key if isinstance(key, tuple) else (key,)
+    if len(key) != a + 1 or any(k != slice(None) for k in key[:a]) or not isinstance(key[a], slice):
+        return None
+    start, stop, step = key[a].indices(shape[a])
+    if step != 1 or start > first or stop < first + gh * gw:
+        return None
+    return Geometry(g.h, g.w, g.exact, None, (a, gh, gw, first - start))
+
+
 @handles("__getitem__")
 def _getitem(op: OpCall) -> OpResult:
     """Indexing with ints/slices: crops and strided slices move and stretch the field."""
     g = op.spatial(layout=False)
+    if g is not None and g.tokens is not None and op.main is not None and len(op.args) > 1:
+        geo = _token_slice(g, op.main.shape, op.args[1])
+        return OpResult("layout" if geo is not None else "elementwise", geo)
     geo = _slice_geometry(g, op.main.shape, op.args[1]) if g is not None and op.main and len(op.args) > 1 else None
     return OpResult("layout" if geo is not None else "elementwise", geo)
 
@@ -706,7 +744,7 @@ def _permute(op: OpCall) -> OpResult:
         return OpResult()
     if g.tokens is not None:
         t = g.tokens
-        return OpResult("layout", Geometry(g.h, g.w, g.exact, None, (perm.index(t[0]), t[1], t[2])))
+        return OpResult("layout", Geometry(g.h, g.w, g.exact, None, (perm.index(t[0]), t[1], t[2], t[3])))
     assert g.dims is not None
     return OpResult("layout", Geometry(g.h, g.w, g.exact, (perm.index(g.dims[0]), perm.index(g.dims[1]))))
 
@@ -723,10 +761,10 @@ def _reshape(op: OpCall) -> OpResult:
     if g.dims is not None and g.dims[1] == g.dims[0] + 1:
         d = g.dims[0]
         if shape == s[:d] + (s[d] * s[d + 1],) + s[d + 2 :] and len(shape) >= 2:
-            return OpResult("layout", Geometry(g.h, g.w, g.exact, None, (d, int(s[d]), int(s[d + 1]))))
+            return OpResult("layout", Geometry(g.h, g.w, g.exact, None, (d, int(s[d]), int(s[d + 1]), 0)))
     if g.tokens is not None:
-        a, gh, gw = g.tokens
-        if s[a] == gh * gw and shape == s[:a] + (gh, gw) + s[a + 1 :]:
+        a, gh, gw, first = g.tokens
+        if first == 0 and s[a] == gh * gw and shape == s[:a] + (gh, gw) + s[a + 1 :]:
             return OpResult("layout", Geometry(g.h, g.w, g.exact, (a, a + 1)))
         if shape == s:
             return OpResult("layout", g)
@@ -948,6 +986,10 @@ class _Recorder(TorchFunctionMode):
         for t in outs:
             self.producer[id(t)] = (weakref.ref(t), node.index)
 
+    def _node_of(self, t: Any) -> Node | None:
+        i = self.lookup(t) if isinstance(t, torch.Tensor) else None
+        return None if i is None else self.nodes[i]
+
     def lookup(self, t: Any) -> int | None:
         """The node that produced tensor ``t`` (its latest in-place update included), or None."""
         hit = self.producer.get(id(t))
@@ -979,7 +1021,7 @@ class _Recorder(TorchFunctionMode):
         main_i = self.lookup(main_t) if isinstance(main_t, torch.Tensor) else None
         # an in-place op re-binds its tensor to this node: the producer lookup above ran before that
         main = self.nodes[main_i] if main_i is not None and main_i in ins else None
-        op = OpCall(func, args, kwargs, out, main, items, self.batch)  # type: ignore[arg-type]
+        op = OpCall(func, args, kwargs, out, main, items, self.batch, self._node_of)  # type: ignore[arg-type]
         handler = HANDLERS.get(func, _default)
         try:
             res = handler(op)

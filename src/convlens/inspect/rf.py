@@ -126,6 +126,12 @@ _IDENTITY_NAMES = (
 
 
 _IDENTITY = torch_functions(*_IDENTITY_NAMES)
+#: products of two tensors: on the positive copy a squeeze-excitation gate (pool -> FC -> hard-sigmoid ->
+#: multiply) squares the values, block after block, until they overflow to inf and the gradient is NaN
+#: (mobilenet_v3_small's features.9 already reached 1e261). Their output is divided by its (detached)
+#: maximum: a positive constant factor, so the gradient's support is unchanged.
+_PRODUCTS = torch_functions("mul", "__mul__", "__rmul__", "mul_", "__imul__", "matmul", "__matmul__", "bmm", "einsum")
+_INPLACE_PRODUCTS = torch_functions("mul_", "__imul__")
 _MAXPOOL = torch_functions("max_pool2d", "max_pool2d_with_indices")
 _ADAPTIVE_MAX = torch_functions("adaptive_max_pool2d", "adaptive_max_pool2d_with_indices")
 _MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -168,7 +174,16 @@ class _Monotone(TorchFunctionMode):
             a.update(kwargs)
             if not a.get("return_indices"):
                 return F.adaptive_avg_pool2d(a["input"], a["output_size"])
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if func in _PRODUCTS and isinstance(out, torch.Tensor) and out.is_floating_point():
+            n_dep = sum(1 for t in args if isinstance(t, torch.Tensor) and t.requires_grad)
+            if n_dep >= 2:  # a product of two image-dependent tensors squares the values: rescale it
+                with torch.no_grad():
+                    scale = out.detach().abs().amax().clamp_min(1e-300)
+                if func in _INPLACE_PRODUCTS:
+                    return out.div_(scale)
+                return out / scale
+        return out
 
 
 def _positive_tensors(model: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
