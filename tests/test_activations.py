@@ -160,13 +160,14 @@ def test_cli_activations(
     assert main(args) == 0  # deterministic output
     capsys.readouterr()
     assert (out / "act_layer1.png").read_bytes() == first
-    # bad inputs: one line, exit 2
+    # bad inputs: one error line, exit 2 (after the one random-weights warning line: no --weights here)
     assert main(["activations", str(img), "--model", "resnet18", "--layers", "layer9", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error:") and "did you mean" in err and err.count("\n") == 1
+    warn, err = capsys.readouterr().err.splitlines(keepends=True)
+    assert warn.startswith("WARNING: model 'resnet18' has RANDOM weights")
+    assert err.startswith("error:") and "did you mean" in err
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
-    assert main(["activations", str(bad), "--model", "resnet18", "--out", str(out)]) == 2
+    assert main(["activations", str(bad), "--model", "resnet18", "--weights", str(weights), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "bad.jpg" in err and err.count("\n") == 1
 

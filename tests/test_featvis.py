@@ -437,8 +437,9 @@ def test_cli_filters_error_is_one_line_without_progress_residue(tmp_path, capsys
         str(tmp_path / "g.png"),
     ]
     assert main(args) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: channel 64 is out of range for layer 'layer1'") and err.count("\n") == 1
+    warn, err = capsys.readouterr().err.splitlines(keepends=True)  # random resnet18: one warning line, one error
+    assert warn.startswith("WARNING: model 'resnet18' has RANDOM weights")
+    assert err.startswith("error: channel 64 is out of range for layer 'layer1'")
 
 
 class _NHWC(torch.nn.Module):
