@@ -1,0 +1,141 @@
+"""Mutation testing of the core numerical modules with mutmut (``make mutation``; NOT part of ``make test``).
+
+mutmut changes one thing at a time in the source (``+`` to ``-``, ``<`` to ``<=``, a constant to another) and
+runs the tests that cover it; a mutant that no test notices ("survived") is a wrong answer the suite would
+let through. Run it after changing a formula (CONTRIBUTING.md).
+
+Each module runs in its own scratch copy of the repository, with mutmut's ``only_mutate`` narrowed to that
+module and pytest restricted to the module's own test files (``[tool.convlens-mutation.tests]`` in
+pyproject.toml), so one module takes minutes, not the whole suite per mutant. The base ``[tool.mutmut]``
+settings in pyproject.toml apply to every run.
+
+Usage::
+
+    python tools/mutation.py                    # every core module (hours on 2 cores)
+    python tools/mutation.py pyramid match      # some modules
+    python tools/mutation.py --max-children 2 train
+    python tools/mutation.py --results pyramid  # list the surviving mutants of the last run (with diffs: --diff)
+
+Each run prints killed / survived / timeouts per module and the score ``killed / (killed + survived)``;
+surviving mutants that are equivalent (no observable difference) are explained in docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = Path(os.environ.get("CONVLENS_MUTATION_DIR", "/tmp/convlens-mutation"))
+
+
+def _config() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def targets(module: str) -> list[str]:
+    """The files mutated for ``module``: ``[tool.convlens-mutation.mutate]`` when set, else the package or module."""
+    override = _config()["convlens-mutation"].get("mutate", {}).get(module)
+    if override:
+        return list(override)
+    if (ROOT / "src" / "convlens" / module).is_dir():
+        return [f"src/convlens/{module}/*"]
+    return [f"src/convlens/{module}.py"]
+
+
+def prepare(module: str, tests: list[str]) -> Path:
+    """A scratch copy of src/, tests/ and pyproject.toml whose [tool.mutmut] targets ``module`` only."""
+    work = SCRATCH / module
+    if work.exists():
+        # keep mutants/ (mutmut resumes and skips what it already decided), refresh the code under test
+        for sub in ("src", "tests"):
+            shutil.rmtree(work / sub, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    text = (ROOT / "pyproject.toml").read_text()
+    block = re.search(r"^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", text, re.S | re.M)
+    if block is None:
+        raise SystemExit("pyproject.toml has no [tool.mutmut] section.")
+    settings = dict(_config()["mutmut"], only_mutate=targets(module), pytest_add_cli_args_test_selection=tests)
+    lines = ["[tool.mutmut]"]
+    for k, v in settings.items():
+        lines.append(f"{k} = {_toml_list(v) if isinstance(v, list) else json.dumps(v)}")
+    text = text[: block.start()] + "\n".join(lines) + "\n\n" + text[block.end() :]
+    (work / "pyproject.toml").write_text(text)
+    return work
+
+
+def _counts(out: str) -> dict[str, int]:
+    """The last progress line of ``mutmut run``: emoji counters (killed, timeout, suspicious, survived, skipped...)."""
+    marks = {"🎉": "killed", "🫥": "no_tests", "⏰": "timeout", "🤔": "suspicious", "🙁": "survived", "🔇": "skipped"}
+    counts = {v: 0 for v in marks.values()}
+    lines = [ln for ln in out.splitlines() if "🎉" in ln]
+    if lines:
+        for mark, name in marks.items():
+            m = re.search(re.escape(mark) + r"\s*(\d+)", lines[-1])
+            if m:
+                counts[name] = int(m.group(1))
+    return counts
+
+
+def run(module: str, tests: list[str], max_children: int) -> dict[str, int | float]:
+    work = prepare(module, tests)
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", CONVLENS_STRICT_TRACE="1")
+    env.pop("PYTHONPATH", None)
+    cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(max_children)]
+    cmd += _config()["convlens-mutation"].get("functions", {}).get(module, [])  # mutant-name globs, if narrowed
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, check=False)
+    (work / "mutmut-run.log").write_text(proc.stdout + proc.stderr)
+    c = _counts(proc.stdout + proc.stderr)
+    decided = c["killed"] + c["timeout"] + c["survived"] + c["suspicious"]
+    c["score_percent"] = round(100 * (c["killed"] + c["timeout"]) / decided, 1) if decided else 0
+    return c
+
+
+def results(module: str, diff: bool) -> None:
+    work = SCRATCH / module
+    mutmut = str(Path(sys.executable).parent / "mutmut")
+    out = subprocess.run([mutmut, "results"], cwd=work, capture_output=True, text=True, check=False).stdout
+    print(out)
+    if diff:
+        for name in re.findall(r"^\s*(\S+): survived", out, re.M):
+            print(subprocess.run([mutmut, "show", name], cwd=work, capture_output=True, text=True).stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = _config()
+    table: dict[str, list[str]] = cfg["convlens-mutation"]["tests"]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("modules", nargs="*", help=f"default: all of {', '.join(table)}")
+    ap.add_argument("--max-children", type=int, default=2)
+    ap.add_argument("--results", action="store_true", help="list the survivors of the last run instead of running")
+    ap.add_argument("--diff", action="store_true", help="with --results: show each survivor's diff")
+    a = ap.parse_args(argv)
+    mods = a.modules or list(table)
+    unknown = [m for m in mods if m not in table]
+    if unknown:
+        raise SystemExit(f"unknown module {unknown[0]!r}; core modules: {', '.join(table)}")
+    if a.results:
+        for m in mods:
+            results(m, a.diff)
+        return 0
+    for m in mods:
+        c = run(m, table[m], a.max_children)
+        print(f"{m}: {json.dumps(c)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
