@@ -64,6 +64,12 @@ class ConvTrace:
     means the tap falls in the padding).
     """
 
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter: the renderer the report uses (:func:`convlens.plot.html.conv_trace_html`), images inline."""
+        from convlens.plot.html import conv_trace_html
+
+        return conv_trace_html(self)
+
     batch: int
     filter: int
     row: int

@@ -83,6 +83,12 @@ class ShapeResult:
     result is 63 and not 64.
     """
 
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter: the renderer the report uses (:func:`convlens.plot.html.shape_html`), images inline."""
+        from convlens.plot.html import shape_html
+
+        return shape_html(self)
+
     op: str
     convention: str
     input: tuple[int, int, int | None]

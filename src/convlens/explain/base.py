@@ -84,6 +84,12 @@ class CAMResult:
         extra: method-specific tensors (Guided Grad-CAM: ``'guided'`` (N, 3, H, W)).
     """
 
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter: the renderer the report uses (:func:`convlens.plot.html.cam_html`), images inline."""
+        from convlens.plot.html import cam_html
+
+        return cam_html(self)
+
     maps: torch.Tensor
     raw: dict[str, torch.Tensor]
     targets: torch.Tensor

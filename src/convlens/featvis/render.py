@@ -83,6 +83,12 @@ class FeatvisResult:
             pixels are unbounded; Lucid's equal ``images``).
     """
 
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter: the renderer the report uses (:func:`convlens.plot.html.featvis_html`), images inline."""
+        from convlens.plot.html import featvis_html
+
+        return featvis_html(self)
+
     images: torch.Tensor
     values: torch.Tensor
     start_values: torch.Tensor

@@ -8,6 +8,7 @@ Example:
 """
 
 from convlens.inspect.activations import (
+    Activations,
     ChannelScore,
     LayerActivationStats,
     activation_stats,
@@ -23,6 +24,7 @@ from convlens.inspect.summary import LayerRecord, Summary, summarize
 from convlens.inspect.unit import Term, UnitTrace, trace_unit
 
 __all__ = [
+    "Activations",
     "Prediction",
     "TopClass",
     "predict",

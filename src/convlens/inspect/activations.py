@@ -33,7 +33,26 @@ from convlens.layers import resolve
 
 _CALL = re.compile(r"^(.+?)\s*#(\d+)$")  # 'relu#1' / 'relu #1': call 1 of layer relu
 
-__all__ = ["ChannelScore", "LayerActivationStats", "get_activations", "activation_stats", "top_channels", "to_nchw"]
+__all__ = [
+    "Activations",
+    "ChannelScore",
+    "LayerActivationStats",
+    "get_activations",
+    "activation_stats",
+    "top_channels",
+    "to_nchw",
+]
+
+
+class Activations(dict):
+    """``{layer name: activation tensor}`` as :func:`get_activations` returns it: a plain ``dict`` that
+    also draws itself in Jupyter (the most active channels of each layer, images inline)."""
+
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter (:func:`convlens.plot.html.activations_html`)."""
+        from convlens.plot.html import activations_html
+
+        return activations_html(self)
 
 
 @dataclass(frozen=True)
@@ -63,8 +82,9 @@ def get_activations(
     model: nn.Module,
     x: torch.Tensor,
     layers: str | nn.Module | Sequence[str | nn.Module] = "auto",
-) -> dict[str, torch.Tensor]:
-    """Run ``model`` on ``x`` (eval mode, no grad; modes restored) and return ``{layer name: output}``.
+) -> Activations:
+    """Run ``model`` on ``x`` (eval mode, no grad; modes restored) and return ``{layer name: output}``
+    (an :class:`Activations` dict).
 
     ``layers``: a name, glob (``features.*``), module, list of these, ``'stages'``, or ``'auto'``
     (= one layer per stage, as :func:`convlens.layers.resolve` with ``'stages'``). A module called
@@ -99,7 +119,7 @@ def get_activations(
         missing = [n for n in hooked if n not in cap.activations]
         if missing:
             raise LayerError(f"layer '{missing[0]}' did not run (or returned no tensor) in the forward pass.")
-        out = {n: cap.activations[n] for n in names}
+        out = Activations((n, cap.activations[n]) for n in names)
         for base, (_, k) in zip(bases, picks, strict=True):
             calls = cap.calls[base]
             if k >= len(calls):
@@ -110,7 +130,7 @@ def get_activations(
         return out
 
 
-def to_nchw(model: nn.Module, x: torch.Tensor, acts: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def to_nchw(model: nn.Module, x: torch.Tensor, acts: Mapping[str, torch.Tensor]) -> Activations:
     """``acts`` with channels-last (N, H, W, C) maps (Swin, ConvNeXt blocks, ``Permute`` layers)
     permuted to (N, C, H, W), as one traced forward pass of ``model`` on ``x`` locates H and W
     (:meth:`convlens.graph.Graph.spatial_dims`); other tensors are returned unchanged.
@@ -123,11 +143,11 @@ def to_nchw(model: nn.Module, x: torch.Tensor, acts: Mapping[str, torch.Tensor])
         (1, 4, 7, 5)
     """
     if not any(t.ndim == 4 for t in acts.values()):
-        return dict(acts)
+        return Activations(acts)
     from convlens.graph import trace  # the tracer is only needed for 4-D maps
 
     graph = trace(model, x=x[:1])
-    out = {}
+    out = Activations()
     for name, t in acts.items():
         m = _CALL.match(name)
         c = (graph.call(m.group(1), int(m.group(2))) if m else graph.call(name)) if t.ndim == 4 else None

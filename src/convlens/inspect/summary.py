@@ -101,6 +101,12 @@ class LayerRecord:
 class Summary:
     """Every module call of one forward pass plus totals (``input_shape`` is HxWxC)."""
 
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter: the renderer the report uses (:func:`convlens.plot.html.summary_html`), images inline."""
+        from convlens.plot.html import summary_html
+
+        return summary_html(self)
+
     model: str
     input_shape: tuple[int, int, int]
     layers: list[LayerRecord]

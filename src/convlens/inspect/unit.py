@@ -83,6 +83,12 @@ class UnitTrace:
     ``rf``/``erf`` are filled by ``trace_unit(..., field=True)``.
     """
 
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter: the renderer the report uses (:func:`convlens.plot.html.unit_trace_html`), images inline."""
+        from convlens.plot.html import unit_trace_html
+
+        return unit_trace_html(self)
+
     layer: str
     call: int
     at: tuple[int, ...]

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from convlens.plot.html import format_value, table_html
 from convlens.tour.core import Section, Table
 
 __all__ = ["write_page", "write_summary", "render_page", "format_value", "save_figures"]
@@ -66,58 +66,12 @@ details summary { cursor:pointer; color:var(--muted); font-size:13px; }
 """
 
 
-def format_value(v: Any) -> str:
-    """A short human form of a live number: 4 significant digits for floats, ints as they are.
-
-    Example:
-        >>> format_value(0.123456), format_value(12), format_value([1.0, 2.5])
-        ('0.1235', '12', '[1, 2.5]')
-    """
-    try:
-        import torch
-
-        if isinstance(v, torch.Tensor):
-            v = v.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import numpy as np
-
-        if isinstance(v, np.generic):
-            v = v.item()
-        elif isinstance(v, np.ndarray):
-            v = v.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
-            return f"{v:.3e}"
-        return f"{v:.4g}"
-    if isinstance(v, (list, tuple)):
-        inner = ", ".join(format_value(x) for x in v[:16])
-        return f"[{inner}{', ...' if len(v) > 16 else ''}]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {format_value(x)}" for k, x in list(v.items())[:16]) + "}"
-    return str(v)
-
-
 def _esc(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
 
 def _table_html(t: Table) -> str:
-    parts = ["<table>"]
-    if t.caption:
-        parts.append(f"<caption>{_esc(t.caption)}</caption>")
-    parts.append("<thead><tr>" + "".join(f"<th>{_esc(c)}</th>" for c in t.columns) + "</tr></thead><tbody>")
-    for row in t.rows:
-        parts.append("<tr>" + "".join(f"<td>{_esc(format_value(v))}</td>" for v in row) + "</tr>")
-    parts.append("</tbody></table>")
-    return "".join(parts)
+    return table_html(t.columns, t.rows, t.caption)  # the renderer notebooks use too (convlens.plot.html)
 
 
 def _results_html(results: dict[str, Any]) -> str:

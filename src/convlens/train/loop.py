@@ -214,6 +214,12 @@ class TrainResult:
 class TrainRun:
     """A finished run: the result, per-epoch history, the confusion matrix on validation, the model."""
 
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter: the renderer the report uses (:func:`convlens.plot.html.training_html`), images inline."""
+        from convlens.plot.html import training_html
+
+        return training_html(self)
+
     result: TrainResult
     history: list[dict[str, Any]]
     confusion: list[list[int]]
