@@ -2,7 +2,9 @@
 faithfulness metrics (:mod:`convlens.explain.metrics`).
 
 ``cam(model, x, method, target_layer, targets)`` returns (N, H, W) maps in [0, 1];
-``explain(...)`` returns the full :class:`CAMResult` (``.maps``, ``.raw`` low-res pre-ReLU maps per
+``attribute(model, x, method, targets)`` returns raw (N, C, H, W) pixel attributions
+(:mod:`convlens.explain.pixel`: saliency, input x gradient, integrated gradients, SmoothGrad,
+occlusion, RISE). ``explain(...)`` returns the full :class:`CAMResult` (``.maps``, ``.raw`` low-res pre-ReLU maps per
 layer, ``.targets``, ``.scores``, ``.probs``). Methods: see ``METHODS``.
 
 Example:
@@ -46,8 +48,12 @@ from convlens.explain.methods import (
     get_method,
     guided_backprop,
 )
+from convlens.explain.pixel import ATTRIBUTIONS, attribute, attribution_map
 
 __all__ = [
+    "ATTRIBUTIONS",
+    "attribute",
+    "attribution_map",
     "BaseCAM",
     "CAMContext",
     "CAMResult",
