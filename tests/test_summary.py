@@ -539,3 +539,24 @@ def test_a_failing_handler_surfaces(monkeypatch: pytest.MonkeyPatch) -> None:
     bad = [n for n in g.nodes if n.op == "conv2d"]
     assert bad[0].kind == "unknown" and not bad[0].counted and "KeyError" in (bad[0].note or "")
     assert g.not_counted == bad
+
+
+def test_print_summary_is_a_table_like_torchinfo_not_a_dataclass_repr(resnet18_bundle):
+    import torchinfo
+
+    from convlens.errors import LayerError
+
+    s = summarize(resnet18_bundle.model, (3, 224, 224), name="resnet18")
+    text = str(s)
+    ref = torchinfo.summary(resnet18_bundle.model, input_size=(1, 3, 224, 224), verbose=0)
+    assert f"Total params: {ref.total_params:,}" in text and f"Trainable params: {ref.trainable_params:,}" in text
+    assert len(text) < 10_000 and "LayerRecord(" not in text and "LayerRecord(" not in repr(s)
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith("layer")}
+    assert rows["layer4"][-3:] == ["-", "435", "32"]  # the RF and jump of the CLI table
+    assert s.layer(5) is s.layers[5] and s.layer(-1) is s.layers[-1]
+    assert s.layer("layer1.0.relu", call=1).call == 1
+    for bad in (999, -999, 1.5, None):
+        with pytest.raises(LayerError):
+            s.layer(bad)
+    with pytest.raises(LayerError, match="called 2 time"):
+        s.layer("layer1.0.relu", call=2)

@@ -124,8 +124,25 @@ class Summary:
         """True when every op that multiplies was counted (``total_macs`` is exact, not a lower bound)."""
         return not self.not_counted
 
-    def layer(self, name: str, call: int = 0) -> LayerRecord:
-        """The record of ``name`` (its ``call``-th call)."""
+    def layer(self, name: str | int, call: int = 0) -> LayerRecord:
+        """The record of ``name`` (its ``call``-th call), or of row ``name`` when it is an int (negative
+        counts from the end, as in Python), in the order of the full table (``depth=None``).
+
+        Raises:
+            LayerError: no such name or row (with close names), or a call the module never made.
+
+        Example:
+            >>> s = summarize(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()), (3, 8, 8))
+            >>> s.layer(1).type, s.layer("0").output_shape, s.layer(-1).name
+            ('ReLU', (6, 6, 4), '1')
+        """
+        if isinstance(name, bool) or not isinstance(name, (str, int)):
+            raise LayerError(f"a layer is a name (str) or a row number (int), got {type(name).__name__} {name!r}.")
+        if isinstance(name, int):
+            n = len(self.layers)
+            if not -n <= name < n:
+                raise LayerError(f"row {name} is out of range: the summary has {n} rows (0..{n - 1}, or -1..-{n}).")
+            return self.layers[name]
         hits = [r for r in self.layers if r.name == name]
         if not hits:
             import difflib
@@ -134,7 +151,69 @@ class Summary:
             raise LayerError(
                 f"layer '{name}' is not in the summary" + (f"; did you mean {', '.join(close)}?" if close else ".")
             )
+        if not 0 <= call < len(hits):
+            raise LayerError(f"layer '{name}' was called {len(hits)} time(s); call {call} does not exist.")
         return hits[call]
+
+    def table(self, depth: int | None = 3) -> str:
+        """The summary as plain text, framed like torchinfo's: one row per module call down to ``depth``,
+        then the totals. ``print(summary)`` prints this.
+
+        Example:
+            >>> s = summarize(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), (3, 8, 8), name="tiny")
+            >>> s.table().splitlines()[3].split()  # 6*6*4 outputs x 3*3*3 MACs each = 3,888
+            ['0', 'Conv2d', '6x6x4', '112', '3,888', '3/1/0/1', '3', '1']
+        """
+
+        def pair(v: object) -> str:
+            if v is None:
+                return "-"
+            a, b = v  # type: ignore[misc]
+            return f"{a}" if a == b else f"{a}x{b}"
+
+        head = ("layer", "type", "output HxWxC", "params", "MACs", "k/s/p/d", "RF", "jump")
+        rows = []
+        for r in self.at_depth(depth):
+            win = "-" if r.kernel is None else "/".join(pair(v) for v in (r.kernel, r.stride, r.padding, r.dilation))
+            rows.append(
+                (
+                    "  " * (r.depth - 1) + r.name + (f" #{r.call}" if r.call else ""),
+                    r.type,
+                    "x".join(map(str, r.output_shape or ())) or "-",
+                    f"{r.params:,}",
+                    f"{r.macs:,}" + ("" if r.macs_counted else "+"),
+                    win,
+                    pair(r.receptive_field) + ("" if r.rf_exact else "~"),
+                    pair(r.jump) if r.jump is not None else "global",
+                )
+            )
+        widths = [max([len(h), 20 if i == 0 else 0] + [len(row[i]) for row in rows]) for i, h in enumerate(head)]
+
+        def line(cells: Sequence[str]) -> str:
+            return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+        rule = "=" * len(line(head))
+        h, w, c = self.input_shape
+        out = [rule, line(head), rule, *(line(r) for r in rows), rule]
+        out += [
+            f"{self.model} on {h}x{w}x{c} (HxWxC)",
+            f"Total params: {self.total_params:,}",
+            f"Trainable params: {self.trainable_params:,}",
+            f"Non-trainable params: {self.frozen_params:,}",
+            f"Total MACs: {self.total_macs:,} ({self.total_macs / 1e9:.3f} G)"
+            + ("" if self.macs_complete else f" -- a lower bound: {len(self.not_counted)} op(s) not counted (+)"),
+            rule,
+        ]
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        return (
+            f"Summary(model={self.model!r}, input_shape={self.input_shape}, layers={len(self.layers)}, "
+            f"total_params={self.total_params:,}, total_macs={self.total_macs:,})"
+        )
 
     def at_depth(self, depth: int | None) -> list[LayerRecord]:
         """Records of modules nested at most ``depth`` levels deep (``None``: all).
