@@ -330,3 +330,25 @@ def test_cli_unit_json_contract(capsys, tmp_path, chelsea: np.ndarray) -> None:
     assert json.loads((tmp_path / "o" / "unit.json").read_text())["total"] == d["total"]
     code = main(["unit", str(img), "--layer", "blocks.3.0.conv_pw", "--at", "17,5"])
     assert code == 2 and "error: --at" in capsys.readouterr().err
+
+
+def test_default_is_the_last_call_also_when_remembered() -> None:
+    """A module used twice: the default traces its last call (as get_activations shows it), the first run
+    and the later, early-stopped runs alike."""
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.act = nn.Conv2d(1, 2, 3, padding=1), nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.conv(self.act(x)) - 0.5)
+
+    torch.manual_seed(0)
+    net = Twice().eval()
+    x = torch.randn(1, 1, 6, 6)
+    last = get_activations(net, x, "act")["act"]
+    for _ in range(2):
+        t = trace_unit(net, x, "act", (1, 2, 3))
+        assert t.call == 1 and t.value == pytest.approx(float(last[0, 1, 2, 3]))
+    assert trace_unit(net, x, "act#0", (0, 2, 3)).call == 0

@@ -241,9 +241,7 @@ def top_patches(
     hw_in: tuple[int, int] = (0, 0)
     with preserve_state(model, train=False), torch.no_grad():
         for names, x in stream:
-            x = x.to(dev)
-            if not torch.isfinite(x).all():
-                raise InputError("an image batch contains NaN or infinite values; check the preprocessing.")
+            x = x.to(dev)  # (NaN activations rank last: they become -inf below)
             if geo is None:  # first batch: resolve the layer, its field geometry, whether it runs once
                 refs = resolve(model, layer, input_shape=tuple(x.shape[1:]))
                 if len(refs) != 1:
@@ -294,7 +292,7 @@ def top_patches(
                 cat_v, cat_i = torch.cat([best_v, v_new], 1), torch.cat([best_i, g_new], 1)
             order = torch.sort(-cat_v, dim=1, stable=True).indices[:, :k]  # old entries first: earlier images win ties
             best_v, best_i = torch.gather(cat_v, 1, order), torch.gather(cat_i, 1, order)
-            view = None
+            views: dict[int, np.ndarray] = {}  # the images of this batch drawn from, as the model saw them
             n_old = 0 if not meta[0] else len(meta[0])
             for r in range(len(chans)):
                 new_crops, new_meta = [], []
@@ -307,10 +305,10 @@ def top_patches(
                     img_i, rem = divmod(gi, h * w)
                     y, xx = divmod(rem, w)
                     box, clip, _ = field_box(geo, y, xx, hw_in)
-                    if view is None:
-                        view = _model_view(x, preprocess)
+                    if img_i not in views:
+                        views[img_i] = _model_view(x[img_i - seen : img_i - seen + 1], preprocess)[0]
                     t, l_, bt, rt = clip
-                    new_crops.append(view[img_i - seen, t : bt + 1, l_ : rt + 1].copy())
+                    new_crops.append(views[img_i][t : bt + 1, l_ : rt + 1].copy())
                     new_meta.append((names[img_i - seen], img_i, y, xx, box))
                 crops[r], meta[r] = new_crops, new_meta
             seen += b

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,9 @@ from convlens.layers import resolve
 __all__ = ["Term", "UnitTrace", "trace_unit", "parse_layer_call"]
 
 _CALL = re.compile(r"^(.+?)\s*#(\d+)$")
+#: per model: (layer, input shape) -> how many times the layer ran in one forward pass. With it, the
+#: default "last call" stops the forward right after that call next time (the explorer traces many units).
+_CALL_COUNTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, tuple[int, ...]], int]] = weakref.WeakKeyDictionary()
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -824,6 +828,9 @@ def trace_unit(
     name, module = refs[0].name, refs[0].module
     if call is not None and call < 0:
         raise InputError(f"call must be >= 0 (or None for the last call), got {call}.")
+    memo = _CALL_COUNTS.setdefault(model, {})
+    key = (name, tuple(x.shape[1:]))
+    stop_at = call if call is not None else (memo[key] - 1 if key in memo else None)
     prefix = name + "."
     children = [n for n, _ in model.named_modules() if n.startswith(prefix)]
     tape = _Tape()
@@ -856,7 +863,7 @@ def trace_unit(
             src = tape.producer.get(id(out))
             state["result"] = (k, out.detach().clone(), src, list(tape.ops), dict(child_out), tuple(tensors_in(inputs)))
         tape.keep = []
-        if call is not None and k == call:
+        if stop_at is not None and k == stop_at:
             raise StopForward
 
     try:
@@ -876,6 +883,8 @@ def trace_unit(
     if res is None:
         raise LayerError(f"layer '{name}' did not run (or returned no tensor) in the forward pass.")
     k, out, src, ops, names, _ = res
+    if stop_at is None:  # a whole forward ran: remember how often the layer runs at this input size
+        memo[key] = state["count"]
     if call is not None and k != call:
         raise LayerError(f"layer '{name}' was called {state['count']} time(s); call index {call} does not exist.")
     channels_last = src is not None and ops[src].name in ("linear", "layer_norm") and out.ndim == 4
