@@ -369,3 +369,57 @@ def test_mobilenet_v3_squeeze_excitation_empirical_field() -> None:
         sup = _plain_support(lambda x, i=i: md.features[: i + 1](x)[0, :, 1, 1].sum(), x)
         assert emp.pixels == int(sup.sum()) == 96 * 96 and emp.box == _box(sup)
         assert receptive_field(m, layer, (3, 96, 96)).is_global
+
+
+class _Resize(nn.Module):
+    def __init__(self, **kw: object) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 1, 3)
+        self.up = nn.Upsample(**kw)  # type: ignore[arg-type]
+        self.b = nn.Conv2d(1, 1, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.up(self.a(x)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"scale_factor": 2, "mode": "nearest"},
+        {"scale_factor": 3, "mode": "nearest"},
+        {"scale_factor": 1.5, "mode": "nearest"},
+        {"scale_factor": 2, "mode": "nearest-exact"},
+        {"scale_factor": 2, "mode": "bilinear"},
+        {"scale_factor": 2, "mode": "bilinear", "align_corners": True},
+        {"size": (7, 7), "mode": "bilinear"},  # 14 -> 7: exactly affine (taps 2o, 2o + 1)
+        {"size": (9, 9), "mode": "bilinear"},
+        {"scale_factor": 3, "mode": "bicubic"},
+        {"scale_factor": 0.5, "mode": "nearest"},
+    ],
+)
+def test_resize_fields_against_measurement(kw: dict) -> None:
+    """Upsampling (issue 19): the resize rule reads PyTorch's own sampling positions, so the field SIZE
+    of the resized map is exact: the widest unit measured by gradient support (nearest: the input's field;
+    bilinear one input unit more; bicubic three more); each unit's centre is within half an input jump of
+    the affine position (upsampling repeats units in steps, so it is flagged inexact); a whole-factor
+    nearest downsampling is exactly affine and matches everywhere."""
+    net = _Resize(**kw).eval()
+    n = 16
+    g = trace(net, (1, n, n))
+    geo = g.geometry("up")
+    m = g.call("up").shape[-1]
+    sizes, errs = [], []
+    for u in range(m):
+        emp = receptive_field_empirical(net, "up", n, in_channels=1, unit=(u, u))
+        sizes.append(emp.size[0])
+        errs.append(abs(emp.center[0] - (geo.start[0] + u * geo.jump[0])))
+        if m // 4 <= u < m - m // 4:  # inner units (border units read clamped taps)
+            assert errs[-1] <= 0.5, (u, emp, geo)
+    assert max(sizes) == geo.receptive_field[0] == geo.receptive_field[1], (sizes, geo)
+    assert geo.exact == (len(set(sizes)) == 1 and max(errs) < 1e-6)  # exact iff every unit is the affine translate
+    if geo.exact:
+        assert_rf_matches(net, "b", n, c=1)
+    else:  # after a further conv the staircase is approximated: within one pixel of the widest unit
+        after = [receptive_field_empirical(net, "b", n, in_channels=1, unit=(u, u)).size[0] for u in range(1, m - 3)]
+        assert abs(g.geometry("b").receptive_field[0] - max(after)) < 1 and not g.geometry("b").exact

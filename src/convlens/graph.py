@@ -662,22 +662,73 @@ def _adaptive_pool(op: OpCall) -> OpResult:
     return OpResult("adaptive_pool", Geometry(axes[0], axes[1], exact))
 
 
+def _taps(
+    mode: str, n_in: int, n_out: int, scale: float | None, align: bool, antialias: bool = False
+) -> list[tuple[int, int]]:
+    """First and last input unit read by each output unit of a 1-D resize, as PyTorch's kernels index:
+    ``nearest`` ``floor(o·s)``; ``nearest-exact`` ``floor((o + ½)·s)``; linear ``x = (o + ½)·s - ½``
+    (clamped at 0) or ``o·(n_in-1)/(n_out-1)`` with ``align_corners``, reading ``floor(x)`` and the next
+    unit unless ``x`` is whole (its weight is then 0); cubic ``floor(x) - 1 .. floor(x) + 2`` (one unit
+    when ``x`` is whole); area: the adaptive-pool windows; antialiased downsampling: the filter widened to
+    ``s`` (linear) or ``2·s`` (cubic) units around ``(o + ½)·s``. ``s = 1/scale_factor`` when one was given,
+    else ``n_in/n_out``."""
+    s = (1.0 / scale) if scale else n_in / n_out
+    if align and mode in ("linear", "bilinear", "bicubic", "trilinear"):
+        s = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    out = []
+    for o in range(n_out):
+        if antialias and s > 1 and mode in ("bilinear", "bicubic"):
+            c, support = (o + 0.5) * s, (1.0 if mode == "bilinear" else 2.0) * s
+            a, b = max(int(c - support + 0.5), 0), min(int(c + support + 0.5), n_in) - 1
+        elif mode == "area":
+            a, b = o * n_in // n_out, -(-(o + 1) * n_in // n_out) - 1
+        elif mode in ("nearest", "nearest-exact"):
+            a = b = min(int(math.floor((o + (0.5 if mode == "nearest-exact" else 0.0)) * s)), n_in - 1)
+        else:
+            x = o * s if align else (o + 0.5) * s - 0.5
+            if mode != "bicubic":
+                x = max(x, 0.0)
+            f = math.floor(x)
+            whole = abs(x - f) < 1e-9
+            a, b = (f, f) if whole else ((f - 1, f + 2) if mode == "bicubic" else (f, f + 1))
+        out.append((min(max(a, 0), n_in - 1), min(max(b, 0), n_in - 1)))
+    return out
+
+
 @handles("interpolate", "upsample", "upsample_nearest", "upsample_bilinear")
 def _resize(op: OpCall) -> OpResult:
-    """Resizing: the jump shrinks by the scale; +-1 input unit for interpolation (approximate)."""
+    """Resizing: each output unit reads the input units :func:`_taps` names. Its field is their hull:
+    the size is exact (the widest unit, e.g. the input's field for nearest, one input jump more for
+    bilinear, three more for bicubic); jump = input jump x n_in/n_out; the start is the mean offset of
+    the inner units' centres (border units read clamped taps). ``exact`` when every unit's field is that
+    translate (e.g. nearest downsampling by a whole factor); upsampling repeats units in steps, so there
+    the positions are within half an input jump."""
     g = op.spatial()
     if g is None or op.out.ndim != 4:
         return OpResult()
     assert op.main is not None
-    axes = []
-    for ax, n_in, n_out in ((g.h, op.main.shape[-2], op.shape[-2]), (g.w, op.main.shape[-1], op.shape[-1])):
+    name = _op_name(op.func)
+    mode = {"upsample_nearest": "nearest", "upsample_bilinear": "bilinear"}.get(name) or op.arg(3, "mode", "nearest")
+    align = bool(op.arg(4, "align_corners", False)) or name == "upsample_bilinear"
+    sf = None if op.arg(5, "recompute_scale_factor") else op.arg(2, "scale_factor")
+    sfs = (sf, sf) if not isinstance(sf, (tuple, list)) else tuple(sf)
+    antialias = bool(op.arg(6, "antialias", False))
+    axes, exact = [], g.exact
+    for ax, n_in, n_out, scale in zip((g.h, g.w), op.main.shape[-2:], op.shape[-2:], sfs, strict=True):
         r = n_in / n_out
         step = None if ax.step is None else ax.step * r
         if ax.jump is None:
             axes.append(Axis(ax.lo, ax.hi, None, step))
-        else:
-            axes.append(Axis(ax.lo - ax.jump, ax.hi + ax.jump, ax.jump * r, step))
-    return OpResult("resize", Geometry(axes[0], axes[1], False))
+            continue
+        taps = _taps(str(mode), int(n_in), int(n_out), float(scale) if scale else None, align, antialias)
+        jump = ax.jump * r
+        offs = [(ax.lo + ax.hi) / 2 + (a + b) / 2 * ax.jump - o * jump for o, (a, b) in enumerate(taps)]
+        sizes = [(b - a) * ax.jump for a, b in taps]
+        mid = offs[len(offs) // 4 : len(offs) - len(offs) // 4]  # border units read clamped taps
+        start, half = sum(mid) / len(mid), (ax.hi - ax.lo + max(sizes)) / 2
+        exact = exact and max(offs) - min(offs) < 1e-9 and min(sizes) == max(sizes)
+        axes.append(Axis(start - half, start + half, jump, step))
+    return OpResult("resize", Geometry(axes[0], axes[1], exact))
 
 
 @handles("cat", "concat", "concatenate")
