@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-import pytest
-import torch
-from hypothesis import HealthCheck, settings
+# Keras runs on the torch backend in convlens; the backend must be chosen before anything imports keras
+os.environ["KERAS_BACKEND"] = "torch"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # a failing graph op handler is a convlens bug: make it raise in every test instead of recording "unknown"
 os.environ.setdefault("CONVLENS_STRICT_TRACE", "1")

@@ -4,6 +4,7 @@ Resolution order of a name:
 
 1. convlens's own registry (``@register_model``; e.g. the embedded, pretrained ``efficientnet_lite0``);
 2. ``path/to/file.py:factory`` -- a user's Python file and a callable in it returning an ``nn.Module``;
+   ``path/to/model.keras`` -- a Keras 3 model, run on Keras's torch backend (:mod:`convlens.models.keras_adapter`);
 3. a torchvision classification model name (``resnet18``, ``vgg16``, ``googlenet``, ...);
 4. a timm model name.
 
@@ -60,7 +61,7 @@ class ModelMeta:
     """Plain data about a model: where it came from, its input, its classes and its size."""
 
     name: str
-    source: str  # 'convlens' | 'file' | 'torchvision' | 'timm'
+    source: str  # 'convlens' | 'file' | 'keras' | 'torchvision' | 'timm'
     pretrained: bool
     num_classes: int
     num_params: int
@@ -496,11 +497,14 @@ def load_model(
         if not inside.is_file():
             raise ModelError(f"weights path '{weights}' is a folder without model.safetensors; give a weights file.")
         weights = inside
+    is_keras = name.lower().endswith(".keras")
+    if is_keras and weights is not None:
+        raise ModelError(f"'{name}' holds its own weights; drop --weights (a .keras file is model and weights).")
     sd = read_state_dict(weights) if weights is not None else None
     wpath = str(weights) if weights is not None else None
     if num_classes is None and sd is not None:
         num_classes = _classifier_out(sd)
-    side = _sidecar(Path(weights)) if weights is not None else {}
+    side = _sidecar(Path(weights)) if weights is not None else (_sidecar(Path(name)) if is_keras else {})
     try:
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
             torch.manual_seed(seed)
@@ -514,7 +518,7 @@ def load_model(
         raise
     if "labels" in side:
         bundle.labels = side["labels"]
-    if "image_size" in side:
+    if "image_size" in side and not is_keras:  # a Keras model's size is its input shape (the sidecar fills a free one)
         # a model trained by `convlens train` saw squash-resized images of this size: predict the same way
         bundle.preprocess = replace(bundle.preprocess, size=side["image_size"], resize="squash")
         bundle.meta = replace(
@@ -542,6 +546,23 @@ def _build(
         bundle = _REGISTRY[name](weights=sd, num_classes=num_classes, device=torch_device)
         if sd is not None:
             bundle.meta = replace(bundle.meta, weights=wpath, pretrained=True)
+    elif name.lower().endswith(".keras"):
+        from convlens.models.keras_adapter import load_keras
+
+        module, pre, info = load_keras(name, device=torch_device)
+        n_out = info["num_classes"]
+        bundle = bundle_from_module(
+            module,
+            Path(name).stem,
+            "keras",
+            preprocess=pre,
+            labels=imagenet_labels() if n_out == 1000 else None,
+            pretrained=True,  # the file holds the weights the model was saved with
+            num_classes=n_out,
+            weights=name,
+            device=torch_device,
+            extra={k: v for k, v in info.items() if k != "num_classes"},
+        )
     elif name.endswith(".py") or ".py:" in name:
         if ":" not in name:
             raise ModelError(f"'{name}' needs a factory: use 'path/to/file.py:factory'.")

@@ -323,6 +323,11 @@ class _Loop:
         from convlens.models import load_model
 
         self.cfg, self.data, self.run_dir, self.progress = cfg, data, run_dir, progress
+        if str(cfg.model).lower().endswith(".keras"):
+            raise ModelError(
+                f"convlens train fine-tunes PyTorch models; train the Keras model '{cfg.model}' in Keras "
+                "(model.fit) and inspect it here with predict, summary, cam, activations or filters."
+            )
         self.dist_on, self.rank, self.world = _dist()
         if cfg.batch_size % self.world:
             raise InputError(f"batch_size {cfg.batch_size} must be divisible by the {self.world} processes.")
