@@ -29,11 +29,19 @@ from convlens.explain.base import (
 )
 from convlens.hooks import capture, device_of, preserve_state
 
-__all__ = ["FullGrad", "bias_layers", "implicit_bias"]
+__all__ = ["FullGrad", "bias_layers", "implicit_bias", "BIAS_ATTR", "BIAS_RELU_ATTR"]
+
+#: a layer that is no torch ``Conv2d``/``BatchNorm2d`` (a Keras layer) may declare its FullGrad bias: a
+#: callable returning its per-channel implicit bias ``(C,)`` ...
+BIAS_ATTR = "convlens_bias"
+#: ... and, when its output is ``relu(z)`` of the biased ``z`` (Keras ``Conv2D(activation="relu")``), this
+#: flag: the gradient w.r.t. ``z`` is then the output's gradient where the output is positive
+BIAS_RELU_ATTR = "convlens_bias_relu"
 
 
 def bias_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The layers FullGrad sums over: every ``Conv2d`` and ``BatchNorm2d`` with a bias, in module order.
+    """The layers FullGrad sums over: every ``Conv2d`` and ``BatchNorm2d`` with a bias, and every layer that
+    declares its bias (:data:`BIAS_ATTR`), in module order.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1, bias=False), torch.nn.BatchNorm2d(4))
@@ -43,7 +51,8 @@ def bias_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [
         (n, m)
         for n, m in model.named_modules()
-        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) and getattr(m, "bias", None) is not None
+        if (isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) and getattr(m, "bias", None) is not None)
+        or callable(getattr(m, BIAS_ATTR, None))
     ]
 
 
@@ -55,6 +64,9 @@ def implicit_bias(layer: nn.Module) -> torch.Tensor:
         >>> implicit_bias(torch.nn.BatchNorm2d(2).eval()).tolist()
         [0.0, 0.0]
     """
+    declared = getattr(layer, BIAS_ATTR, None)
+    if callable(declared) and not isinstance(layer, (nn.Conv2d, nn.BatchNorm2d)):
+        return declared().detach()
     if isinstance(layer, nn.BatchNorm2d):
         rm = layer.running_mean if layer.running_mean is not None else torch.zeros_like(layer.bias)
         rv = layer.running_var if layer.running_var is not None else torch.ones_like(layer.bias)
@@ -122,8 +134,11 @@ class FullGrad(BaseCAM):
             with torch.no_grad():
                 terms = [_scale_channels((grads[0] * xi).abs().float(), size)]  # (N, 3, H, W)
                 mods = dict(layers)
-                for n, g in zip(used, grads[1:], strict=True):
+                for n, a, g in zip(used, acts, grads[1:], strict=True):
                     g4 = None if g is None else as_spatial(g, size)
+                    if g4 is not None and getattr(mods[n], BIAS_RELU_ATTR, False):
+                        a4 = as_spatial(a.detach(), size)
+                        g4 = g4 * (a4 > 0) if a4 is not None and a4.shape == g4.shape else None
                     if g4 is None or g4.shape[1] != implicit_bias(mods[n]).numel():
                         continue  # a layer off the target's path (no gradient) adds nothing
                     b = implicit_bias(mods[n]).to(g4.device, torch.float32)

@@ -173,6 +173,25 @@ class KerasModule(nn.Module):
         return y
 
 
+def _declare_bias(layer: Any, keras: Any) -> None:
+    """Give FullGrad the layer's per-channel implicit bias (``convlens_bias``; see
+    :mod:`convlens.explain.fullgrad`): a 2-D convolution's bias when its output is ``z`` or ``relu(z)``,
+    BatchNormalization's ``beta - mean * gamma / sqrt(var + eps)``."""
+    act = getattr(getattr(layer, "activation", None), "__name__", "linear")
+    if getattr(layer, "rank", None) == 2 and getattr(layer, "use_bias", False) and act in ("linear", "relu"):
+        layer.convlens_bias = lambda: layer.bias.value
+        layer.convlens_bias_relu = act == "relu"
+    elif isinstance(layer, keras.layers.BatchNormalization):
+
+        def bn_bias() -> torch.Tensor:
+            var = layer.moving_variance.value
+            gamma = layer.gamma.value if layer.gamma is not None else torch.ones_like(var)
+            beta = layer.beta.value if layer.beta is not None else torch.zeros_like(var)
+            return beta - layer.moving_mean.value * gamma / torch.sqrt(var + layer.epsilon)
+
+        layer.convlens_bias = bn_bias
+
+
 def _data_format(model: Any) -> str:
     """``'channels_first'`` when the model's spatial layers say so, else ``'channels_last'``."""
     stack = list(model.layers)
@@ -235,9 +254,11 @@ def _declare_layouts(net: KerasModule, input_shape: tuple[int, int, int], device
         for h in handles:
             h.remove()
     modules = dict(net.named_modules())
+    keras = import_keras()
     for name, ndim in seen.items():
         if ndim == 4:
             modules[name].convlens_layout = fmt  # read by convlens.layers' one layout conversion
+            _declare_bias(modules[name], keras)
     return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.ndim == 2 else None
 
 
