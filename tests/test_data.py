@@ -278,3 +278,85 @@ def test_hidden_files_and_folders_in_a_class_are_ignored(tmp_path):
     (root / "right" / "._000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS resource fork: not an image
     ds = load_dataset(root, image_size=10)
     assert len(ds.train) + len(ds.val) == 8 and ds.skipped == []
+
+
+# -- colour jitter, vertical flip, random resized crop, cutout; one default pipeline --------------
+
+
+def _photo(size=48):
+    import skimage.data
+    from PIL import Image
+
+    return np.array(Image.fromarray(skimage.data.chelsea()).resize((size, size), Image.BILINEAR))
+
+
+@pytest.mark.parametrize("kind, enhancer", [("brightness", "Brightness"), ("saturation", "Color")])
+def test_colour_jitter_matches_pil_imageenhance(kind, enhancer):
+    from PIL import Image, ImageEnhance
+
+    from convlens.data import AugmentParams
+
+    img = _photo()
+    t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+    p = AugmentParams(0.0, (0.0, 0.0), 0.0, 1.0, False, **{kind: 1.4})
+    ours = Augment(**{kind: 0.5}).apply(t, p).permute(1, 2, 0).numpy().astype(int)
+    ref = np.asarray(getattr(ImageEnhance, enhancer)(Image.fromarray(img)).enhance(1.4)).astype(int)
+    assert np.abs(ours - ref).max() <= 2  # rounding of the blend only
+
+
+def test_vertical_flip_crop_and_cutout_by_hand():
+    from PIL import Image
+
+    from convlens.data import AugmentParams
+
+    img = _photo(40)
+    t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+    base = dict(angle=0.0, translate=(0.0, 0.0), shear=0.0, scale=1.0, flip=False)
+    a = Augment(vertical_flip=True, crop=0.5, cutout=0.25, cval=7)
+    flipped = a.apply(t, AugmentParams(**base, vflip=True)).permute(1, 2, 0).numpy()
+    assert np.array_equal(flipped, img[::-1])
+    cut = a.apply(t, AugmentParams(**base, cutout=(5, 30, 10, 10))).permute(1, 2, 0).numpy()
+    mask = np.zeros(img.shape[:2], bool)
+    mask[5:15, 30:40] = True
+    assert (cut[mask] == 7).all() and np.array_equal(cut[~mask], img[~mask])
+    crop = a.apply(t, AugmentParams(**base, crop=(4, 8, 20, 24))).permute(1, 2, 0).numpy().astype(int)
+    ref = np.asarray(Image.fromarray(img[4:24, 8:32]).resize((40, 40), Image.BILINEAR)).astype(int)
+    assert np.abs(crop - ref).mean() < 2.0  # torchvision's antialiased bilinear vs PIL's: same crop, same size
+
+
+def test_new_options_draw_valid_boxes_and_keep_keras_streams():
+    old = Augment(rotation=20, zoom=0.1, horizontal_flip=True)
+    assert old.sample(torch.Generator().manual_seed(3)) == Augment(
+        rotation=20, zoom=0.1, horizontal_flip=True, brightness=0.0
+    ).sample(torch.Generator().manual_seed(3))
+    a = Augment(crop=0.3, cutout=0.5, brightness=0.5, contrast=0.2, saturation=0.1, vertical_flip=True)
+    for s in range(200):
+        p = a.sample(torch.Generator().manual_seed(s), (30, 50))
+        top, left, h, w = p.crop
+        assert top >= 0 and top + h <= 30 and left >= 0 and left + w <= 50
+        assert 0.3 * 1500 * 0.8 <= h * w <= 1500  # area fraction in [0.3, 1] up to rounding
+        ct, cl, ch, cw = p.cutout
+        assert ct >= 0 and ct + ch <= 30 and cl >= 0 and cl + cw <= 50 and ch <= 15 and cw <= 15
+        assert 0.5 <= p.brightness <= 1.5 and 0.8 <= p.contrast <= 1.2 and 0.9 <= p.saturation <= 1.1
+    x = torch.randint(0, 255, (3, 30, 50), dtype=torch.uint8)
+    assert a(x, torch.Generator().manual_seed(0)).shape == x.shape
+    with pytest.raises(InputError, match="crop"):
+        Augment(crop=1.5)
+    assert parse_augment_options("vflip=1,brightness=0.2,crop=0.5,cutout=0.2").vertical_flip
+
+
+def test_preview_and_training_share_one_default(tmp_path, capsys):
+    import json as _json
+
+    from PIL import Image
+
+    from convlens.cli import main
+    from convlens.data import augment_for
+    from convlens.train import TrainConfig
+
+    for data in ("lfw", "digits"):
+        assert TrainConfig(data=data).augment_options() == augment_for(None, data)
+    Image.fromarray(_photo()).save(tmp_path / "a.png")
+    assert main(["augment", str(tmp_path / "a.png"), "--n", "2", "--out", str(tmp_path / "g.png"), "--json"]) == 0
+    shown = _json.loads(capsys.readouterr().out)["options"]
+    assert shown == TrainConfig(data="lfw").augment_options().to_dict()

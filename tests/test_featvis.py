@@ -488,7 +488,9 @@ def test_grids_of_many_tiles_are_square_ish():
     fig = featvis_grid(np.zeros((100, 3, 2, 2), np.float32), list(range(100)))
     w, h = fig.get_size_inches()
     assert 0.7 < w / h < 1.5 and len(fig.axes) == 100
-    assert kernel_grid(torch.rand(3, 3, 2, 2)).get_size_inches()[0] == pytest.approx(3.0)
+    assert kernel_grid(torch.rand(3, 3, 2, 2)).get_size_inches()[0] == pytest.approx(
+        3 * 1.0 + 4 * 0.12
+    )  # 3 tiles + gaps
 
 
 # -- the recipes against their sources: Keras's step, Lucent's parameterization and transforms -------------

@@ -30,3 +30,27 @@ def test_figures_render():
     assert len(bar_plot({"a": 1}).axes) == 1
     with pytest.raises(InputError):
         image_grid([])
+
+
+@pytest.mark.parametrize("n", [1, 3, 16, 17, 64])
+def test_image_grid_titles_never_overlap_images_or_each_other(n):
+    """Rendered boxes: every title lies above its own tile, inside the figure, clear of every other tile/title."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from convlens.plot import image_grid
+
+    titles = [f"ch {i}  (objective value {i * 1.2345:.4f}, a long label)" for i in range(n)]
+    fig = image_grid([np.random.rand(8, 12)] * n, titles=titles, suptitle="a very long suptitle " * 6)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    r = canvas.get_renderer()
+    W, H = canvas.get_width_height()
+    boxes = [(ax.get_window_extent(r), ax.title.get_window_extent(r)) for ax in fig.axes]
+    for i, (_, t_i) in enumerate(boxes):
+        assert t_i.x0 >= 0 and t_i.x1 <= W and t_i.y0 >= 0 and t_i.y1 <= H
+        for j, (ax_j, t_j) in enumerate(boxes):
+            if i != j:
+                assert not t_i.overlaps(t_j) and not t_i.overlaps(ax_j), (i, j)
+    sup = fig._suptitle.get_window_extent(r)
+    assert all(not sup.overlaps(t) and not sup.overlaps(a) for a, t in boxes) and sup.x0 >= 0 and sup.x1 <= W

@@ -187,11 +187,19 @@ def register(app: typer.Typer) -> None:
     def augment_cmd(
         image: Path = typer.Argument(..., help="an image file"),
         n: int = typer.Option(16, "--n", min=1, max=256, help="number of augmented variants"),
-        options: str = typer.Option(
-            "rotation=30,width_shift=0.1,height_shift=0.1,shear=15,zoom=0.2,horizontal_flip=true,fill_mode=nearest",
+        options: str | None = typer.Option(
+            None,
             "--options",
-            help="Keras ImageDataGenerator-style options: rotation, width_shift, height_shift, shear, zoom, "
-            "horizontal_flip, fill_mode (constant|nearest|reflect|wrap), cval",
+            help="augmentation options, as `train --augment` takes them (default: what `train --data DATA` uses): "
+            "rotation, width_shift, height_shift, shear, zoom, horizontal_flip, vertical_flip, brightness, "
+            "contrast, saturation, crop, cutout, fill_mode (constant|nearest|reflect|wrap), cval",
+        ),
+        data: str = typer.Option("lfw", "--data", help="dataset whose training default to preview (digits: no flip)"),
+        image_size: int | None = typer.Option(
+            None,
+            "--image-size",
+            min=8,
+            help="square-resize first, exactly as `train --image-size` does (default: keep the aspect, see --size)",
         ),
         seed: int = typer.Option(0, "--seed"),
         size: int = typer.Option(160, "--size", min=8, help="longest side of each tile in pixels"),
@@ -200,18 +208,22 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: bool = typer.Option(False, "--json"),
     ) -> None:
-        """Preview augmentation: the original and N per-image random variants in a grid."""
+        """Preview augmentation: the original and N per-image random variants in a grid -- the same pipeline,
+        defaults and per-image draws (seed, epoch 0, image i) that `convlens train` uses."""
         import numpy as np
         import torch
         from PIL import Image
 
-        from convlens.data import parse_augment_options, sample_seed
+        from convlens.data import augment_for, sample_seed
+        from convlens.data.datasets import to_tensor_images
         from convlens.io import load_image
         from convlens.plot import image_grid
 
         out = out_file(out, default_name="augment.png")  # before any work
-        aug = parse_augment_options(options)
+        aug = augment_for(options, data)
         img = load_image(image)
+        if image_size is not None:  # the training pipeline's resize
+            img = to_tensor_images([img], image_size)[0].permute(1, 2, 0).numpy()
         h, w = img.shape[:2]
         scale = size / max(h, w)
         if scale < 1:
@@ -224,11 +236,24 @@ def register(app: typer.Typer) -> None:
             gen = torch.Generator().manual_seed(sample_seed(seed, 0, i))
             p = aug.sample(gen, tuple(t.shape[-2:]))
             tiles.append(aug.apply(t, p).permute(1, 2, 0).numpy())
-            titles.append(f"{p.angle:+.0f}° z{p.scale:.2f}{' flip' if p.flip else ''}")
+            titles.append(_describe(p))
             params.append(p)
+        shown = options if options is not None else f"train default for --data {data}"
         prepare_out_file(out)
-        image_grid(tiles, titles=titles, ncols=min(len(tiles), 6), suptitle=f"augment: {options}").savefig(out)
+        image_grid(tiles, titles=titles, ncols=min(len(tiles), 6), suptitle=f"augment: {shown}").savefig(out)
         if json_out:
             print_json({"out": str(out), "options": aug.to_dict(), "params": params})
             return
-        console().print(f"wrote {out} ({n} variants of {image})")
+        console().print(f"wrote {out} ({n} variants of {image}; options: {shown})")
+
+
+def _describe(p: Any) -> str:
+    """A short tile title: what this draw did (angle, zoom, flips, crop, jitter, cutout)."""
+    parts = [f"{round(p.angle) + 0:+d}°", f"z{p.scale:.2f}"]  # + 0: never "-0"
+    parts += ["flip"] if p.flip else []
+    parts += ["vflip"] if p.vflip else []
+    parts += ["crop"] if p.crop is not None else []
+    jit = [f"{k[0]}{v:.2f}" for k, v in (("b", p.brightness), ("c", p.contrast), ("s", p.saturation)) if v != 1.0]
+    parts += [" ".join(jit)] if jit else []
+    parts += ["cutout"] if p.cutout is not None else []
+    return " ".join(parts)

@@ -8,7 +8,17 @@ Example:
     torch.Size([3, 32, 32])
 """
 
-from convlens.data.augment import FILL_MODES, Augment, AugmentParams, KerasAugment, parse_augment_options, sample_seed
+from convlens.data.augment import (
+    DEFAULT_AUGMENT,
+    FILL_MODES,
+    Augment,
+    AugmentParams,
+    KerasAugment,
+    augment_for,
+    default_augment,
+    parse_augment_options,
+    sample_seed,
+)
 from convlens.data.datasets import (
     BUILTIN_DATASETS,
     DatasetSplit,
@@ -25,6 +35,9 @@ __all__ = [
     "AugmentParams",
     "KerasAugment",
     "parse_augment_options",
+    "augment_for",
+    "default_augment",
+    "DEFAULT_AUGMENT",
     "sample_seed",
     "BUILTIN_DATASETS",
     "DatasetSplit",

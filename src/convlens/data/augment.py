@@ -17,6 +17,19 @@ with ``angle ~ U(-rotation, rotation)``, ``tx ~ U(-width_shift, width_shift) * W
 image are filled by ``fill_mode``: ``constant`` (``cval``), ``nearest`` (edge), ``reflect`` or
 ``wrap`` -- done by padding the image with that mode, transforming, and cropping the centre back.
 
+Beyond Keras, in this order around the affine map: a **random resized crop** first (``crop=s``:
+torchvision's ``RandomResizedCrop`` sampling -- area fraction ``U(s, 1)``, aspect ratio log-uniform
+in [3/4, 4/3], resized back to the image size); after the flips, **colour jitter** as torchvision's
+``ColorJitter`` (``brightness=b``: factor ``U(max(0, 1-b), 1+b)``, blended with black; ``contrast``:
+with the mean grey; ``saturation``: with the grey image; applied in that order) and a **vertical
+flip** (p = 0.5); last **cutout** (DeVries & Taylor 2017, "Improved Regularization of CNNs with
+Cutout"): one square of side ``cutout * min(H, W)``, centred anywhere in the image (clipped at the
+border), set to ``cval``.
+
+There is ONE default pipeline, :data:`DEFAULT_AUGMENT` (:func:`default_augment` per dataset): the
+``convlens augment`` preview and ``convlens train`` both take it from here, so the preview shows
+what training does.
+
 Example:
     >>> import torch
     >>> aug = Augment(rotation=30, zoom=0.2, horizontal_flip=True)
@@ -38,7 +51,49 @@ from torchvision.transforms.v2 import functional as TF
 
 from convlens.errors import InputError
 
-__all__ = ["Augment", "AugmentParams", "KerasAugment", "parse_augment_options", "sample_seed", "FILL_MODES"]
+__all__ = [
+    "Augment",
+    "AugmentParams",
+    "KerasAugment",
+    "parse_augment_options",
+    "sample_seed",
+    "FILL_MODES",
+    "DEFAULT_AUGMENT",
+    "default_augment",
+    "augment_for",
+]
+
+#: The augmentation ``convlens train`` applies when ``--augment`` is not given, and that ``convlens augment``
+#: previews when ``--options`` is not given (Keras-book values: modest geometry, mirror images).
+DEFAULT_AUGMENT = (
+    "rotation=15,width_shift=0.1,height_shift=0.1,shear=10,zoom=0.1,horizontal_flip=true,fill_mode=nearest"
+)
+
+
+def default_augment(data: str) -> str:
+    """The default augmentation options for a dataset (digits are never mirrored: a flipped 2 is no 2).
+
+    Example:
+        >>> "horizontal_flip=false" in default_augment("digits")
+        True
+    """
+    if data == "digits":
+        return DEFAULT_AUGMENT.replace("horizontal_flip=true", "horizontal_flip=false")
+    return DEFAULT_AUGMENT
+
+
+def augment_for(options: str | None, data: str = "lfw") -> Augment:
+    """The augmentation a run uses: ``options`` parsed, the dataset's default when ``None``, and none
+    at all for ``'none'``/``'off'``. Training and the preview both call this.
+
+    Example:
+        >>> augment_for(None, "digits").horizontal_flip, augment_for("none").is_identity
+        (False, True)
+    """
+    if options is not None and options.strip().lower() in ("none", "off", ""):
+        return Augment()
+    return parse_augment_options(options if options is not None else default_augment(data))
+
 
 FILL_MODES = ("constant", "nearest", "reflect", "wrap")
 _PAD_MODE = {"nearest": "edge", "reflect": "reflect", "constant": "constant"}
@@ -67,6 +122,12 @@ class AugmentParams:
     shear: float
     scale: float
     flip: bool
+    vflip: bool = False
+    crop: tuple[int, int, int, int] | None = None  # (top, left, height, width) of the random resized crop
+    brightness: float = 1.0  # colour-jitter factors (1 = unchanged)
+    contrast: float = 1.0
+    saturation: float = 1.0
+    cutout: tuple[int, int, int, int] | None = None  # (top, left, height, width) of the erased square
 
 
 @dataclass(frozen=True)
@@ -80,7 +141,11 @@ class Augment:
         zoom: zoom range: scale drawn from ``[1 - zoom, 1 + zoom]`` (``zoom_range``).
         horizontal_flip: flip left-right with probability 0.5.
         fill_mode: ``constant``, ``nearest``, ``reflect`` or ``wrap``.
-        cval: fill value (0..255) for ``constant``.
+        cval: fill value (0..255) for ``constant`` and for cutout.
+        vertical_flip: flip top-bottom with probability 0.5.
+        brightness, contrast, saturation: colour jitter strength (factor drawn from ``[max(0, 1-v), 1+v]``).
+        crop: random resized crop keeping an area fraction drawn from ``[crop, 1]`` (0 = off).
+        cutout: side of the erased square as a fraction of the shorter image side (0 = off).
     """
 
     rotation: float = 0.0
@@ -91,8 +156,19 @@ class Augment:
     horizontal_flip: bool = False
     fill_mode: str = "nearest"
     cval: float = 0.0
+    vertical_flip: bool = False
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    crop: float = 0.0
+    cutout: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("brightness", "contrast", "saturation", "crop", "cutout"):
+            v = float(getattr(self, name))
+            if not np.isfinite(v) or v < 0 or (name in ("crop", "cutout") and v > 1):
+                limit = "in [0, 1]" if name in ("crop", "cutout") else ">= 0"
+                raise InputError(f"augmentation option {name} must be a finite number {limit}, got {v}.")
         for name in ("rotation", "width_shift", "height_shift", "shear", "zoom"):
             v = float(getattr(self, name))
             if not np.isfinite(v) or v < 0:
@@ -112,7 +188,18 @@ class Augment:
     def is_identity(self) -> bool:
         """True when no option is active (the transform returns its input)."""
         return not (
-            self.rotation or self.width_shift or self.height_shift or self.shear or self.zoom or self.horizontal_flip
+            self.rotation
+            or self.width_shift
+            or self.height_shift
+            or self.shear
+            or self.zoom
+            or self.horizontal_flip
+            or self.vertical_flip
+            or self.brightness
+            or self.contrast
+            or self.saturation
+            or self.crop
+            or self.cutout
         )
 
     def sample(self, generator: torch.Generator, size: tuple[int, int] = (1, 1)) -> AugmentParams:
@@ -128,19 +215,69 @@ class Augment:
         def sym(x: float, r: float) -> float:
             return (2.0 * x - 1.0) * r
 
+        # the options beyond Keras draw AFTER the six above, so Keras-only pipelines keep their old streams
+        extra = not (self.vertical_flip or self.brightness or self.contrast or self.saturation)
+        extra = extra and not (self.crop or self.cutout)
+        v = [] if extra else torch.rand(8, generator=generator, dtype=torch.float64).tolist()
+
+        def factor(x: float, r: float) -> float:  # torchvision ColorJitter: U(max(0, 1 - r), 1 + r)
+            lo = max(0.0, 1.0 - r)
+            return lo + x * (1.0 + r - lo)
+
+        crop = self._crop_box(generator, h, w) if self.crop else None
+        cut = None
+        if self.cutout:
+            side_h = side_w = max(1, round(self.cutout * min(h, w)))
+            cy, cx = int(v[6] * h), int(v[7] * w)  # the centre lies anywhere; the square is clipped at the border
+            top, left = max(0, cy - side_h // 2), max(0, cx - side_w // 2)
+            cut = (top, left, min(h, cy - side_h // 2 + side_h) - top, min(w, cx - side_w // 2 + side_w) - left)
         return AugmentParams(
             angle=sym(u[0], self.rotation),
             translate=(sym(u[1], self.width_shift) * w, sym(u[2], self.height_shift) * h),
             shear=sym(u[3], self.shear),
             scale=1.0 + sym(u[4], self.zoom),
             flip=bool(self.horizontal_flip and u[5] < 0.5),
+            vflip=bool(self.vertical_flip and v[0] < 0.5),
+            crop=crop,
+            brightness=factor(v[1], self.brightness) if self.brightness else 1.0,
+            contrast=factor(v[2], self.contrast) if self.contrast else 1.0,
+            saturation=factor(v[3], self.saturation) if self.saturation else 1.0,
+            cutout=cut,
         )
+
+    def _crop_box(self, generator: torch.Generator, h: int, w: int) -> tuple[int, int, int, int]:
+        """torchvision's ``RandomResizedCrop.get_params`` with area scale ``(crop, 1)``, ratio ``(3/4, 4/3)``:
+        up to 10 tries of a box that fits, else the whole image."""
+        import math
+
+        area = h * w
+        log_r = (math.log(3 / 4), math.log(4 / 3))
+        for _ in range(10):
+            a, r, y, x = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
+            target = area * (self.crop + a * (1.0 - self.crop))
+            ratio = math.exp(log_r[0] + r * (log_r[1] - log_r[0]))
+            cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+            if 0 < cw <= w and 0 < ch <= h:
+                return int(y * (h - ch + 1)), int(x * (w - cw + 1)), ch, cw
+        return 0, 0, h, w
 
     def apply(self, image: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         """Apply one draw to a ``(C, H, W)`` (uint8 or float) image tensor; same dtype and shape out."""
         if image.ndim != 3:
             raise InputError(f"augment expects one (C, H, W) image, got shape {tuple(image.shape)}.")
         out = image
+        if params.crop is not None:
+            top, left, ch, cw = params.crop
+            out = TF.resized_crop(
+                out,
+                top,
+                left,
+                ch,
+                cw,
+                list(out.shape[-2:]),
+                interpolation=v2.InterpolationMode.BILINEAR,
+                antialias=True,
+            )
         geometric = params.angle or params.translate != (0.0, 0.0) or params.shear or params.scale != 1.0
         if geometric:
             _, h, w = out.shape
@@ -175,6 +312,22 @@ class Augment:
                 out = moved[:, ph : ph + h, pw : pw + w]
         if params.flip:
             out = TF.horizontal_flip(out)
+        if params.vflip:
+            out = TF.vertical_flip(out)
+        if out.shape[0] == 3 and (params.brightness != 1.0 or params.contrast != 1.0 or params.saturation != 1.0):
+            out = TF.adjust_brightness(out, params.brightness)
+            out = TF.adjust_contrast(out, params.contrast)
+            out = TF.adjust_saturation(out, params.saturation)
+        elif params.brightness != 1.0 or params.contrast != 1.0:  # grey or other channel counts: no saturation
+            out = TF.adjust_brightness(out, params.brightness)
+            if params.contrast != 1.0:
+                mean = out.float().mean(dim=(-3, -2, -1), keepdim=True)
+                blended = (params.contrast * out.float() + (1 - params.contrast) * mean).clamp(0, _bound(out))
+                out = blended.to(out.dtype) if out.is_floating_point() else blended.round().to(out.dtype)
+        if params.cutout is not None:
+            top, left, ch, cw = params.cutout
+            out = out.clone()
+            out[:, top : top + ch, left : left + cw] = self.cval if not out.is_floating_point() else self.cval / 255.0
         return out.contiguous()
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -202,6 +355,10 @@ class Augment:
     def to_dict(self) -> dict[str, Any]:
         """The options as a plain dict (for JSON)."""
         return dataclasses.asdict(self)
+
+
+def _bound(t: torch.Tensor) -> float:
+    return 1.0 if t.is_floating_point() else 255.0
 
 
 def _border(params: AugmentParams, h: int, w: int) -> tuple[int, int]:
@@ -251,7 +408,13 @@ _ALIASES = {
     "zoom_range": "zoom",
     "flip": "horizontal_flip",
     "hflip": "horizontal_flip",
+    "vflip": "vertical_flip",
+    "brightness_range": "brightness",
+    "random_resized_crop": "crop",
+    "erase": "cutout",
 }
+
+_BOOLS = ("horizontal_flip", "vertical_flip")
 
 
 def parse_augment_options(text: str | None) -> Augment:
@@ -277,9 +440,9 @@ def parse_augment_options(text: str | None) -> Augment:
             continue
         if key not in fields:
             raise InputError(f"unknown augmentation option '{key}'; use {', '.join(sorted(fields))} (or shift).")
-        if key == "horizontal_flip":
+        if key in _BOOLS:
             if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise InputError(f"horizontal_flip must be true or false, got '{value}'.")
+                raise InputError(f"{key} must be true or false, got '{value}'.")
             kw[key] = value.lower() in ("1", "true", "yes")
         elif key == "fill_mode":
             kw[key] = value

@@ -106,9 +106,27 @@ def image_grid(
         raise InputError(f"got {len(titles)} titles for {n} images.")
     ncols = ncols or min(n, 8)
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(tile_inches * ncols, tile_inches * nrows + (0.4 if suptitle else 0)), dpi=100)
+    # Layout computed in inches, not left to tight_layout (which gives up on crowded grids and lets a row's
+    # titles run into the images above): every title is wrapped to its tile's width, and every row gets
+    # room for the tallest wrapped title, so no text can overlap another tile or title whatever the count.
+    fs = 8.0
+    char_in = 0.6 * fs / 72  # average glyph width of the default sans font at fs points
+    line_in = 1.3 * fs / 72
+    width = max(4, int(tile_inches / char_in))
+    wrapped = [_wrap(t, width) for t in titles] if titles is not None else None
+    lines = max((w.count("\n") + 1 for w in wrapped), default=0) if wrapped else 0
+    gap, title_in = 0.12, (lines * line_in + 0.06 if lines else 0.0)
+    fig_w = ncols * tile_inches + (ncols + 1) * gap
+    sup = _wrap(suptitle, max(10, int(fig_w / (0.6 * 10 / 72)))) if suptitle else None
+    sup_in = (sup.count("\n") + 1) * 1.35 * 10 / 72 + 0.1 if sup else 0.0
+    row_in = tile_inches + title_in + gap
+    fig_h = nrows * row_in + sup_in + gap
+    fig = Figure(figsize=(fig_w, fig_h), dpi=100)
     for i, im in enumerate(images):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
+        r, c = divmod(i, ncols)
+        left = gap + c * (tile_inches + gap)
+        bottom = fig_h - sup_in - (r + 1) * row_in + gap
+        ax = fig.add_axes((left / fig_w, bottom / fig_h, tile_inches / fig_w, tile_inches / fig_h))
         a = np.asarray(im)
         if a.ndim == 2:
             ax.imshow(a, cmap=cmap, interpolation="nearest")
@@ -116,12 +134,21 @@ def image_grid(
             ax.imshow(a, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        if titles is not None:
-            ax.set_title(titles[i], fontsize=8)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
+        if wrapped is not None:
+            ax.set_title(wrapped[i], fontsize=fs, pad=3)
+    if sup:
+        fig.suptitle(sup, fontsize=10, y=1 - 0.05 / fig_h, va="top")
     return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    """Wrap each line of ``text`` to at most ``width`` characters (long words are broken too)."""
+    import textwrap
+
+    return "\n".join(
+        "\n".join(textwrap.wrap(part, width, break_long_words=True, break_on_hyphens=False)) or part
+        for part in text.split("\n")
+    )
 
 
 def line_plot(

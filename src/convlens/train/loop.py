@@ -47,7 +47,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.data import Augment, DatasetSplit, ImageDataset, load_dataset, parse_augment_options
+from convlens.data import (
+    Augment,
+    DatasetSplit,
+    ImageDataset,
+    augment_for,
+    default_augment,
+    load_dataset,
+)
 from convlens.errors import ConvlensError, DataError, InputError, ModelError, RandomWeightsWarning
 from convlens.train import checkpoint as ckpt
 from convlens.train.surgery import (
@@ -66,21 +73,7 @@ __all__ = ["STRATEGIES", "TrainConfig", "Stage", "TrainResult", "TrainRun", "fit
 STRATEGIES = ("scratch", "scratch+aug", "features", "frozen+aug", "finetune")
 
 #: Augmentation of the ``+aug`` strategies and ``finetune`` (Keras ImageDataGenerator spirit, a bit milder).
-DEFAULT_AUGMENT = (
-    "rotation=15,width_shift=0.1,height_shift=0.1,shear=10,zoom=0.1,horizontal_flip=true,fill_mode=nearest"
-)
-
-
-def default_augment(data: str) -> str:
-    """The default augmentation options for a dataset (digits are never mirrored: a flipped 2 is no 2).
-
-    Example:
-        >>> "horizontal_flip=false" in default_augment("digits")
-        True
-    """
-    if data == "digits":
-        return DEFAULT_AUGMENT.replace("horizontal_flip=true", "horizontal_flip=false")
-    return DEFAULT_AUGMENT
+# the one default augmentation lives in convlens.data.augment (the `augment` preview uses it too)
 
 
 @dataclass
@@ -143,9 +136,7 @@ class TrainConfig:
 
     def augment_options(self) -> Augment:
         """The augmentation this config uses when a stage augments."""
-        if self.augment is not None and self.augment.strip().lower() in ("none", "off", ""):
-            return Augment()
-        return parse_augment_options(self.augment if self.augment is not None else default_augment(self.data))
+        return augment_for(self.augment, self.data)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
