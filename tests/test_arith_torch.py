@@ -265,3 +265,76 @@ def test_uncovered_rows_match_autograd(h, k, s, d, pads, pool, ceil_mode):
     assert r.axes[0].uncovered == never
     read = np.nonzero(x.grad[0, 0, :, 0].numpy())[0]
     assert r.axes[0].uncovered_tail == (h - 1 - read.max() if read.size else h)
+
+
+@settings(max_examples=150)
+@given(
+    c=st.integers(1, 3),
+    h=st.integers(1, 8),
+    w=st.integers(1, 8),
+    kp=pool_geometry(),
+    s=st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))),
+    d=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    ceil_mode=st.booleans(),
+    include=st.booleans(),
+    kind=st.sampled_from(["max", "avg"]),
+    seed=st.integers(0, 2**16),
+    pick=st.tuples(st.floats(0, 0.999), st.floats(0, 0.999), st.floats(0, 0.999)),
+)
+def test_pool_trace_window_and_winner_match_torch(c, h, w, kp, s, d, ceil_mode, include, kind, seed, pick):
+    """The traced value is torch's output; the max's argmax is torch's return_indices; avg = sum / divisor."""
+    from convlens.arith import pool_trace
+
+    k, p = kp
+    d = d if kind == "max" else (1, 1)
+    x = np.round(_arr(seed, (1, c, h, w)) * 4) / 4  # quarter steps: ties happen, as in real maps
+    xt = torch.from_numpy(x)
+    try:
+        if kind == "max":
+            want, idx = F.max_pool2d(xt, k, s, p, d, ceil_mode=ceil_mode, return_indices=True)
+        else:
+            want = F.avg_pool2d(xt, k, s, p, ceil_mode=ceil_mode, count_include_pad=include)
+    except RuntimeError:
+        return
+    ch, i, j = (int(f * n) for f, n in zip(pick, (c, want.shape[2], want.shape[3]), strict=True))
+    t = pool_trace(x[0], kind, k, i, j, channel=ch, stride=s, padding=p, dilation=d, ceil_mode=ceil_mode,
+                   count_include_pad=include)  # fmt: skip
+    assert t.value == pytest.approx(float(want[0, ch, i, j]), abs=1e-12)
+    if kind == "max":
+        a, b = t.argmax
+        flat = int(idx[0, ch, i, j])  # torch: flat index into the (H, W) input of the winning cell
+        assert (t.input_rows[a], t.input_cols[b]) == divmod(flat, w) and not t.padded[a, b]
+        assert t.window[a][b] == t.value
+    else:
+        assert t.sum / t.divisor == pytest.approx(t.value, abs=1e-12)
+        real = [v for row in t.window for v in row if v is not None]
+        assert t.sum == pytest.approx(sum(real), abs=1e-12)
+
+
+def test_cli_pool_trace_json_and_text(capsys):
+    import json
+
+    from convlens.cli import main
+
+    x = "[[1,-2,3],[4,5,-6],[7,8,9]]"
+    assert (
+        main(["pool", "--input", x, "--kernel", "2", "--stride", "1", "--padding", "1", "--trace", "0,0", "--json"])
+        == 0
+    )
+    tr = json.loads(capsys.readouterr().out)["trace"]
+    assert tr["window"] == [[None, None], [None, 1.0]] and tr["value"] == 1.0 and tr["argmax"] == [1, 1]
+    assert main(["pool", "--input", x, "--kind", "avg", "--kernel", "2", "--trace", "0,0"]) == 0
+    out = capsys.readouterr().out
+    assert "mean = 8 / 4 = 2" in out and "-0" not in out
+    assert main(["pool", "--input", x, "--kernel", "2", "--trace", "5,5"]) == 2
+
+
+def test_traces_never_print_minus_zero(capsys):
+    from convlens.cli import main
+
+    # -0.0 * 1 products and a -0 sum: printed as 0
+    assert (
+        main(["conv", "--input", "[[-0.0, 0.0], [0.0, -0.0]]", "--kernel", "[[1, -1], [-1, 1]]", "--trace", "0,0"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "-0 " not in out and "-0\n" not in out and " -0" not in out.replace(" -0.", " x")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_jsonable"]
+__all__ = ["to_jsonable", "fmt_num"]
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -52,3 +52,19 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def fmt_num(v: float, spec: str = ".6g") -> str:
+    """Format a number for people: ``format(v, spec)``, but never ``-0`` (a negative zero, or a tiny
+    negative rounded to zero, prints as ``0``). Every trace and table that shows numbers uses it.
+
+    Example:
+        >>> fmt_num(-0.0), fmt_num(-0.0004, ".2f"), fmt_num(-1.5), fmt_num(2e-9, ".3g")
+        ('0', '0.00', '-1.5', '2e-09')
+    """
+    import re
+
+    text = format(v, spec)
+    if text.startswith("-") and re.fullmatch(r"-0*\.?0*(e[+-]?\d+)?%?", text):
+        return text[1:]
+    return text

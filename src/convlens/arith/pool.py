@@ -16,6 +16,7 @@ Example (2x2 max pooling with stride 2 halves a 4x4 map):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -25,7 +26,7 @@ from convlens.arith._check import as_float_array
 from convlens.arith.shapes import output_shape
 from convlens.errors import InputError
 
-__all__ = ["pool2d", "POOL_KINDS"]
+__all__ = ["pool2d", "pool_trace", "PoolTrace", "POOL_KINDS"]
 
 POOL_KINDS = ("max", "avg")
 
@@ -106,3 +107,112 @@ def pool2d(
         out = win.sum(axis=(-2, -1)) / div
     out = np.ascontiguousarray(out, dtype=np.float64)
     return out if batched else out[0]
+
+
+@dataclass(frozen=True)
+class PoolTrace:
+    """How pooled output ``(channel, row, col)`` is computed.
+
+    ``window`` holds the (kh, kw) cells the window reads (dilation honoured), with ``None`` where a
+    cell lies in the padding (``padded`` marks them; max pooling never picks one, average pooling
+    counts it as 0). Max: ``value = window[argmax]``, ``argmax = [i, j]`` within the window (the
+    first maximum in row-major order, as PyTorch's ``return_indices``). Average: ``value = sum /
+    divisor`` (``divisor`` = window size, or real cells only without ``count_include_pad``);
+    ``argmax`` is ``None``.
+    """
+
+    kind: str
+    channel: int
+    row: int
+    col: int
+    input_rows: tuple[int, ...]
+    input_cols: tuple[int, ...]
+    window: list[list[float | None]]
+    padded: np.ndarray
+    value: float
+    argmax: tuple[int, int] | None
+    sum: float | None = None
+    divisor: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: ``{"window", "value", "argmax", ...}`` (padding cells are ``null``)."""
+        return {
+            "kind": self.kind,
+            "channel": self.channel,
+            "row": self.row,
+            "col": self.col,
+            "input_rows": list(self.input_rows),
+            "input_cols": list(self.input_cols),
+            "window": self.window,
+            "padded": self.padded.tolist(),
+            "value": self.value,
+            "argmax": list(self.argmax) if self.argmax is not None else None,
+            "sum": self.sum,
+            "divisor": self.divisor,
+        }
+
+
+def pool_trace(
+    x: Any,
+    kind: Literal["max", "avg"],
+    kernel: int | Sequence[int],
+    row: int,
+    col: int,
+    *,
+    channel: int = 0,
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> PoolTrace:
+    """Trace pooled output ``(channel, row, col)`` of :func:`pool2d` on a (C, H, W) input: the window,
+    which cell won (max) or the sum and divisor (avg), and the value (equal to ``pool2d``'s).
+
+    Example (the bottom-right 2x2 window of 0..15 holds 10, 11, 14, 15; 15 wins at [1, 1]):
+        >>> t = pool_trace(np.arange(16.0).reshape(1, 4, 4), "max", 2, 1, 1)
+        >>> t.window, t.value, t.argmax
+        ([[10.0, 11.0], [14.0, 15.0]], 15.0, (1, 1))
+    """
+    xa = as_float_array(x, "input x", (2, 3))
+    xa = xa if xa.ndim == 3 else xa[None]
+    c, h, w = xa.shape
+    out = pool2d(xa, kind, kernel, stride, padding, dilation, ceil_mode, count_include_pad)
+    _, ho, wo = out.shape
+    for name, v, hi in (("channel", channel, c), ("row", row, ho), ("col", col, wo)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 0 <= v < hi:
+            raise InputError(f"{name} must be an int in 0..{hi - 1} (output is {c}x{ho}x{wo}), got {v!r}.")
+    shape = output_shape(
+        (h, w),
+        kernel,
+        op="maxpool" if kind == "max" else "avgpool",
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        ceil_mode=ceil_mode,
+        in_channels=c,
+    )
+    (kh, kw), (sh, sw), (dh, dw) = shape.kernel, shape.stride, shape.dilation
+    ph, _, pw, _ = shape.padding
+    rows = row * sh - ph + np.arange(kh) * dh  # input coordinates of the window's cells
+    cols = col * sw - pw + np.arange(kw) * dw
+    inside_r, inside_c = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+    padded = ~(inside_r[:, None] & inside_c[None, :])
+    vals = np.zeros((kh, kw))
+    vals[np.ix_(inside_r, inside_c)] = xa[channel][np.ix_(rows[inside_r], cols[inside_c])]
+    window = [[None if padded[i, j] else float(vals[i, j]) for j in range(kw)] for i in range(kh)]
+    value = float(out[channel, row, col])
+    if kind == "max":
+        masked = np.where(padded, -np.inf, vals)
+        i, j = divmod(int(np.argmax(masked)), kw)
+        return PoolTrace(
+            kind, channel, row, col, tuple(rows.tolist()), tuple(cols.tolist()), window, padded, value, (i, j)
+        )
+    # the divisor PyTorch uses for this window (clipped to the padded input; real cells only when excluding pad)
+    div = float(
+        _divisor(ho, kh, sh, ph, h, count_include_pad)[row] * _divisor(wo, kw, sw, pw, w, count_include_pad)[col]
+    )
+    total = float(vals[~padded].sum())
+    return PoolTrace(
+        kind, channel, row, col, tuple(rows.tolist()), tuple(cols.tolist()), window, padded, value, None, total, div
+    )

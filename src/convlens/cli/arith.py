@@ -61,7 +61,9 @@ def load_array(text: str, name: str):  # -> np.ndarray
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.6g}"
+    from convlens.serialize import fmt_num
+
+    return fmt_num(v, ".6g")  # never "-0" in a trace
 
 
 def _matrix(a, padded=None) -> str:
@@ -168,6 +170,26 @@ def _print_trace(con, t) -> None:
     if any(ch.dilated_kernel.shape != ch.kernel.shape for ch in t.channels):
         con.print(f"dilated kernel of channel {t.channels[0].channel} (holes are 0):")
         con.print(_matrix(t.channels[0].dilated_kernel))
+
+
+def _print_pool_trace(con, t) -> None:
+    import numpy as np
+
+    con.print(
+        f"[bold]trace of {t.kind} pool output[{t.channel}][{t.row}][{t.col}][/bold]: window reads input rows "
+        f"{list(t.input_rows)}, cols {list(t.input_cols)} (* = padding cell)"
+    )
+    pad_value = -np.inf if t.argmax is not None else 0.0  # max pooling pads with -inf, avg with 0
+    vals = np.array([[pad_value if v is None else v for v in row] for row in t.window])
+    con.print(_matrix(vals, t.padded))
+    if t.argmax is not None:
+        i, j = t.argmax
+        con.print(
+            f"max = {_fmt(t.value)} at window [{i}, {j}] = input ({t.input_rows[i]}, {t.input_cols[j]}); "
+            "padding cells never win"
+        )
+    else:
+        con.print(f"mean = {_fmt(t.sum)} / {_fmt(t.divisor)} = {_fmt(t.value)}")
 
 
 def register(app: typer.Typer) -> None:
@@ -312,10 +334,14 @@ def register(app: typer.Typer) -> None:
         count_include_pad: bool = typer.Option(
             True, "--count-include-pad/--no-count-include-pad", help="avg: divide by the padded window size"
         ),
+        trace_at: str | None = typer.Option(
+            None, "--trace", help="I,J: show the window of output (I, J) and which cell won (max) or the mean (avg)"
+        ),
+        channel: int = typer.Option(0, "--channel", min=0, help="channel traced by --trace"),
         json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     ) -> None:
         """Max or average pooling of X, exactly as PyTorch computes it (ceil_mode, padding rules)."""
-        from convlens.arith import pool2d
+        from convlens.arith import pool2d, pool_trace
 
         check_choice(kind, ("max", "avg"), name="--kind")
         x = load_array(input, "--input")
@@ -337,10 +363,33 @@ def register(app: typer.Typer) -> None:
             ceil_mode,
             count_include_pad,  # type: ignore[arg-type]
         )
+        t = None
+        if trace_at is not None:
+            parts = trace_at.split(",")
+            if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+                raise InputError(f"--trace must be I,J (output row, column), got '{trace_at}'.")
+            t = pool_trace(
+                x,
+                kind,  # type: ignore[arg-type]
+                _parse_pair_text(kernel, "--kernel"),
+                int(parts[0]),
+                int(parts[1]),
+                channel=channel,
+                stride=None if stride is None else _parse_pair_text(stride, "--stride"),
+                padding=pad,
+                dilation=_parse_pair_text(dilation, "--dilation"),
+                ceil_mode=ceil_mode,
+                count_include_pad=count_include_pad,
+            )
         out_map = y[0] if single else y
         if json_out:
-            print_json({"output": out_map, "output_shape": list(out_map.shape)})
+            res: dict[str, Any] = {"output": out_map, "output_shape": list(out_map.shape)}
+            if t is not None:
+                res["trace"] = t.to_dict()
+            print_json(res)
             return
         con = console()
         for c in range(y.shape[0]):
             _print_map(con, f"{kind} pool, channel {c}: {y.shape[1]}x{y.shape[2]}", y[c])
+        if t is not None:
+            _print_pool_trace(con, t)

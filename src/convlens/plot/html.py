@@ -71,9 +71,11 @@ def format_value(v: Any) -> str:
     if isinstance(v, float):
         if not math.isfinite(v):
             return str(v)
+        from convlens.serialize import fmt_num
+
         if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
-            return f"{v:.3e}"
-        return f"{v:.4g}"
+            return fmt_num(v, ".3e")
+        return fmt_num(v, ".4g")  # never "-0"
     if isinstance(v, (list, tuple)):
         inner = ", ".join(format_value(x) for x in v[:16])
         return f"[{inner}{', ...' if len(v) > 16 else ''}]"

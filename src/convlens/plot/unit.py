@@ -25,7 +25,9 @@ __all__ = ["trace_figure", "field_figure", "top_patches_figure"]
 
 
 def _g(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4g}"
+    from convlens.serialize import fmt_num
+
+    return "-" if v is None else fmt_num(v, ".4g")  # never "-0"
 
 
 def trace_figure(trace: Any, *, top: int = 4) -> Figure:
