@@ -347,6 +347,8 @@ def test_vit_patch_tokens_see_their_patch_until_attention_mixes_them() -> None:
         (ch, cw), (rh, rw) = ((s + u * j) for s, u, j in zip(geo.start, (t // 4, t % 4), geo.jump)), geo.receptive_field
         assert _box(sup) == (ch - (rh - 1) / 2, cw - (rw - 1) / 2, ch + (rh - 1) / 2, cw + (rw - 1) / 2)
         assert int(sup.sum()) == rh * rw == 256
+    emp = receptive_field_empirical(vit, "pos_drop", 64, unit=(1, 2))  # tokens measured directly too
+    assert emp.size == (16, 16) and emp.box == (16, 32, 31, 47) and emp.pixels == 256
     tokens = lambda x: vit.blocks[0](vit._pos_embed(vit.patch_embed(x)))  # noqa: E731
     assert bool(_plain_support(lambda x: tokens(x)[0, 6].sum(), x).all())  # after attention: every pixel
 

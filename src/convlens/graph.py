@@ -1164,7 +1164,8 @@ def trace(
         shape = tuple(input_shape)
         if len(shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in shape):
             raise InputError(f"input_shape must be (C, H, W) with three positive ints, got {tuple(input_shape)}.")
-        x = torch.zeros(1, *shape, device=device_of(model, device))
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)  # a .double() model
+        x = torch.zeros(1, *shape, device=device_of(model, device), dtype=dtype)
     elif not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise InputError(f"x must be an (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}.")
     names = [n for n, _ in model.named_modules() if n]

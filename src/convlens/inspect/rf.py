@@ -221,7 +221,8 @@ def receptive_field_empirical(
     """Measure the receptive field of one unit of ``layer`` as the support of ``∂y_unit/∂x``.
 
     The unit is the centre of the layer's output map (``unit=(row, col)`` to choose); the score is the
-    sum over its channels. Runs on a cancellation-free copy (see module docstring); ``model`` is untouched.
+    sum over its channels. A layer that outputs tokens of a flattened grid (``(N, L, C)`` after a ViT's
+    patch embedding, :attr:`convlens.graph.Geometry.tokens`) is measured on the token of unit (row, col). Runs on a cancellation-free copy (see module docstring); ``model`` is untouched.
 
     Args:
         model: the network.
@@ -263,14 +264,24 @@ def receptive_field_empirical(
         y = calls[call]
     except IndexError:
         raise LayerError(f"layer '{name}' was called {len(calls)} time(s); call index {call} does not exist.") from None
-    if y.ndim != 4:
-        raise LayerError(
-            f"layer '{name}' outputs shape {tuple(y.shape)}; an empirical receptive field needs an (N, C, H, W) map."
-        )
-    uh, uw = unit if unit is not None else (y.shape[2] // 2, y.shape[3] // 2)
-    if not (0 <= uh < y.shape[2] and 0 <= uw < y.shape[3]):
-        raise InputError(f"unit {(uh, uw)} is outside the {y.shape[2]}x{y.shape[3]} output of '{name}'.")
-    (grad,) = torch.autograd.grad(y[0, :, uh, uw].sum(), x)
+    tokens = None
+    if y.ndim != 4:  # (N, L, C) tokens of a flattened grid (a ViT's patch embedding): unit (r, c) is one token
+        geo = trace(model, (in_channels, *size), device=dev).geometry(name, call)
+        tokens = geo.tokens
+        if tokens is None or tokens[0] >= y.ndim:
+            raise LayerError(
+                f"layer '{name}' outputs shape {tuple(y.shape)}; an empirical receptive field needs an (N, C, H, W) "
+                "map or tokens of a flattened grid."
+            )
+    grid = (tokens[1], tokens[2]) if tokens else (int(y.shape[2]), int(y.shape[3]))
+    uh, uw = unit if unit is not None else (grid[0] // 2, grid[1] // 2)
+    if not (0 <= uh < grid[0] and 0 <= uw < grid[1]):
+        raise InputError(f"unit {(uh, uw)} is outside the {grid[0]}x{grid[1]} output of '{name}'.")
+    if tokens:
+        score = y[0].select(tokens[0] - 1, tokens[3] + uh * grid[1] + uw).sum()
+    else:
+        score = y[0, :, uh, uw].sum()
+    (grad,) = torch.autograd.grad(score, x)
     support = grad[0].abs().sum(0) > 0
     rows = torch.nonzero(support.any(1)).flatten()
     cols = torch.nonzero(support.any(0)).flatten()
