@@ -338,3 +338,87 @@ def test_traces_never_print_minus_zero(capsys):
     )
     out = capsys.readouterr().out
     assert "-0 " not in out and "-0\n" not in out and " -0" not in out.replace(" -0.", " x")
+
+
+@settings(max_examples=200)
+@given(
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    s=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    p=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+    op=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    d=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    cin=st.integers(1, 4),
+    groups=st.integers(1, 2),
+)
+def test_convtranspose_shape_and_params_match_torch(h, w, k, s, p, op, d, cin, groups):
+    from convlens.arith import transposed_shape
+
+    cin, cout = cin * groups, 3 * groups
+    try:
+        layer = torch.nn.ConvTranspose2d(cin, cout, k, s, p, op, groups=groups, dilation=d)
+        want = layer(torch.zeros(1, cin, h, w)).shape
+        ok = min(want[2:]) >= 1
+    except (RuntimeError, ValueError):
+        ok = False
+    if not ok:
+        with pytest.raises(InputError):
+            transposed_shape((h, w), k, stride=s, padding=p, output_padding=op, dilation=d,
+                             in_channels=cin, out_channels=cout, groups=groups)  # fmt: skip
+        return
+    r = transposed_shape((h, w), k, stride=s, padding=p, output_padding=op, dilation=d,
+                         in_channels=cin, out_channels=cout, groups=groups)  # fmt: skip
+    assert r.output == (want[2], want[3], cout)
+    assert r.params == sum(t.numel() for t in layer.parameters())
+
+
+@given(
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+    sc=st.tuples(st.sampled_from([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 1.3]), st.sampled_from([0.5, 1.0, 2.0, 1.7])),
+)
+def test_upsample_shape_matches_torch(h, w, sc):
+    from convlens.arith import upsample_shape
+
+    try:
+        want = torch.nn.Upsample(scale_factor=sc, mode="nearest")(torch.zeros(1, 2, h, w)).shape
+    except RuntimeError:  # torch refuses an empty output
+        want = (1, 2, 0, 0)
+    if min(want[2:]) < 1:
+        with pytest.raises(InputError):
+            upsample_shape((h, w), sc)
+        return
+    assert upsample_shape((h, w), sc, in_channels=2).output == (want[2], want[3], 2)
+
+
+def test_keras_conv2d_transpose_lengths_by_hand():
+    from convlens.arith import transposed_shape
+
+    # keras deconv_output_length: same -> in*s; valid -> in*s + max(k - s, 0); with output_padding:
+    # (in-1)*s + k - 2*pad + op, pad = k//2 (same)
+    assert transposed_shape(5, 3, stride=2, padding="same", convention="tf").output[:2] == (10, 10)
+    assert transposed_shape(5, 3, stride=2, padding="valid", convention="tf").output[:2] == (11, 11)
+    # (5 - 1)*2 + 4 - 2*(4//2) + 1 = 9
+    assert transposed_shape(5, 4, stride=2, padding="same", output_padding=1, convention="tf").output[:2] == (9, 9)
+    with pytest.raises(InputError, match="numeric padding"):
+        transposed_shape(5, 3, padding="same")
+
+
+def test_cli_shape_convtranspose_and_upsample(capsys):
+    import json
+
+    from convlens.cli import main
+
+    argv = ["shape", "--input", "4x4x64", "--op", "convtranspose", "--kernel", "3", "--stride", "2"]
+    assert main([*argv, "--padding", "1", "--output-padding", "1", "--filters", "32", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    want = torch.nn.ConvTranspose2d(64, 32, 3, 2, 1, 1)(torch.zeros(1, 64, 4, 4)).shape
+    assert d["output"] == [want[2], want[3], 32] and d["params"] == 64 * 32 * 9 + 32
+    assert main(["shape", "--input", "7x7x3", "--op", "upsample", "--scale", "2x1.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == [14, 10, 3]
+    assert (
+        main(["shape", "--input", "7x7x3", "--op", "conv", "--kernel", "3", "--filters", "2", "--output-padding", "1"])
+        == 2
+    )
+    assert "--output-padding belongs to --op convtranspose" in capsys.readouterr().err

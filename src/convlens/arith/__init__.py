@@ -16,6 +16,7 @@ Example:
 from convlens.arith.conv import PADDING_MODES, ChannelTrace, ConvTrace, conv2d, pad2d, trace
 from convlens.arith.cost import MAC_CONVENTION, ConvCost, conv_cost
 from convlens.arith.pool import POOL_KINDS, PoolTrace, pool2d, pool_trace
+from convlens.arith.resample import ResampleShape, transposed_shape, upsample_shape
 from convlens.arith.shapes import CONVENTIONS, OPS, AxisShape, ShapeResult, output_shape, resolve_padding
 
 __all__ = [
@@ -26,6 +27,9 @@ __all__ = [
     "ChannelTrace",
     "PADDING_MODES",
     "pool2d",
+    "transposed_shape",
+    "upsample_shape",
+    "ResampleShape",
     "pool_trace",
     "PoolTrace",
     "POOL_KINDS",

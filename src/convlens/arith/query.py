@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from convlens.arith.cost import ConvCost, conv_cost
+from convlens.arith.resample import ResampleShape, transposed_shape, upsample_shape
 from convlens.arith.shapes import CONVENTIONS, OPS, ShapeResult, output_shape
 from convlens.errors import InputError
 from convlens.serialize import to_jsonable
 
-__all__ = ["ShapeQuery", "shape_query", "parse_size", "parse_pair", "parse_padding"]
+#: every layer ``convlens shape --op`` answers for
+QUERY_OPS = (*OPS, "convtranspose", "upsample")
+
+__all__ = ["ShapeQuery", "shape_query", "parse_size", "parse_pair", "parse_padding", "QUERY_OPS"]
 
 
 def parse_size(text: str, *, channels_first: bool = False, name: str = "--input") -> tuple[int, int, int]:
@@ -80,7 +84,7 @@ def parse_padding(text: str, name: str = "--padding") -> Any:
 class ShapeQuery:
     """The answer to one shape question: the derivation and, for a convolution, its cost."""
 
-    result: ShapeResult
+    result: ShapeResult | ResampleShape
     cost: ConvCost | None
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,9 +99,23 @@ class ShapeQuery:
         return out
 
 
+def _parse_scale(text: str | float) -> float | tuple[float, float]:
+    """``'2'`` -> 2.0, ``'2x1.5'`` -> (2.0, 1.5)."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    parts = str(text).lower().replace("×", "x").replace(",", "x").split("x")
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2):
+        raise InputError(f"--scale must be a number or a pair like 2x1.5 (rows x cols), got '{text}'.")
+    return vals[0] if len(vals) == 1 else (vals[0], vals[1])
+
+
 def shape_query(
     input: str | tuple[int, int, int],
-    kernel: str | int | tuple[int, int],
+    kernel: str | int | tuple[int, int] | None,
     *,
     stride: str | int | tuple[int, int] | None = None,
     padding: str | int | tuple[int, ...] = "0",
@@ -109,11 +127,15 @@ def shape_query(
     convention: str = "torch",
     channels_first: bool = False,
     bias: bool = True,
+    output_padding: str | int | None = None,
+    scale: str | float | None = None,
 ) -> ShapeQuery:
     """Validate one conv/pool setting given as text (or numbers) and derive its output shape and cost.
 
     ``input`` is ``HxWxC`` (``CxHxW`` with ``channels_first``) or an (H, W, C) tuple; ``kernel``,
     ``stride`` and ``dilation`` are ``'3'`` or ``'3x5'``; ``padding`` as :func:`parse_padding`.
+    ``op='convtranspose'`` (with ``output_padding``) and ``op='upsample'`` (with ``scale``) answer
+    through :mod:`convlens.arith.resample`.
     The shape follows :func:`convlens.arith.output_shape`, the cost :func:`convlens.arith.conv_cost`.
 
     Raises:
@@ -124,8 +146,38 @@ def shape_query(
         (5, 5, 2)
     """
     h, w, c = input if isinstance(input, tuple) else parse_size(input, channels_first=channels_first)
-    if op not in OPS:
-        raise InputError(f"--op must be one of {', '.join(OPS)}; got '{op}'.")
+    if op not in QUERY_OPS:
+        raise InputError(f"--op must be one of {', '.join(QUERY_OPS)}; got '{op}'.")
+    if op == "upsample":
+        if scale is None:
+            raise InputError("--op upsample needs --scale (a factor like 2, or 2x1.5 for rows x cols).")
+        return ShapeQuery(upsample_shape((h, w), _parse_scale(scale), in_channels=c), None)
+    if kernel is None:
+        raise InputError(f"--kernel is required for --op {op}.")
+    if op != "convtranspose" and output_padding not in (None, "0", 0):
+        raise InputError("--output-padding belongs to --op convtranspose (a transposed convolution).")
+    if op == "convtranspose":
+        if filters is None:
+            raise InputError("--filters is required for --op convtranspose (the number of output channels F).")
+        num_pad: Any = (
+            padding if convention == "tf" else parse_padding(padding) if isinstance(padding, str) else padding
+        )
+        if convention == "torch" and isinstance(num_pad, tuple) and len(num_pad) == 4:
+            raise InputError("ConvTranspose2d pads symmetrically: give --padding N or ph,pw.")
+        r_t = transposed_shape(
+            (h, w),
+            parse_pair(kernel, "--kernel") if isinstance(kernel, str) else kernel,
+            stride=1 if stride is None else (parse_pair(stride, "--stride") if isinstance(stride, str) else stride),
+            padding=num_pad,
+            output_padding=parse_pair(str(output_padding or 0), "--output-padding"),
+            dilation=parse_pair(dilation, "--dilation") if isinstance(dilation, str) else dilation,
+            convention=convention,
+            in_channels=c,
+            out_channels=filters,
+            groups=groups,
+            bias=bias,
+        )
+        return ShapeQuery(r_t, None)
     if convention not in CONVENTIONS:
         raise InputError(f"--convention must be one of {', '.join(CONVENTIONS)}; got '{convention}'.")
     if op == "conv" and ceil_mode:

@@ -172,6 +172,28 @@ def _print_trace(con, t) -> None:
         con.print(_matrix(t.channels[0].dilated_kernel))
 
 
+def _print_resample(con, r) -> None:
+    h, w, c = r.input
+    oh, ow, oc = r.output
+    if r.op == "convtranspose":
+        kh, kw = r.kernel
+        con.print(
+            f"[bold]transposed convolution[/bold] {kh}x{kw}, stride {r.stride[0]}x{r.stride[1]}, dilation "
+            f"{r.dilation[0]}x{r.dilation[1]}, padding {r.padding}, output_padding {r.output_padding}, {oc} filters "
+            f"on {h}x{w}x{c} ({r.convention} convention)"
+        )
+    else:
+        con.print(f"[bold]upsampling[/bold] on {h}x{w}x{c}")
+    con.print(f"formula: {r.formula}")
+    for a in r.axes:
+        con.print(f"{a.axis}: {a.substituted}")
+    for n in r.notes:
+        con.print(f"[yellow]note:[/yellow] {n}")
+    con.print(f"[bold]output: {oh}x{ow}x{oc}[/bold]")
+    if r.params is not None:
+        con.print(f"params: {r.params:,}   MACs: {r.macs:,}")
+
+
 def _print_pool_trace(con, t) -> None:
     import numpy as np
 
@@ -199,14 +221,18 @@ def register(app: typer.Typer) -> None:
     def shape_cmd(
         input: str = typer.Option(..., "--input", help="input size HxWxC, e.g. 128x128x32"),
         filters: int | None = typer.Option(None, "--filters", help="number of filters F (conv)"),
-        kernel: str = typer.Option(..., "--kernel", help="kernel size: 3 or 3x5"),
+        kernel: str | None = typer.Option(None, "--kernel", help="kernel size: 3 or 3x5 (not for upsample)"),
         stride: str | None = typer.Option(
             None, "--stride", help="stride: 2 or 2x1 (default 1 for conv, the kernel for pools)"
         ),
         padding: str = typer.Option("0", "--padding", help="valid | same | N | ph,pw | top,bottom,left,right"),
         dilation: str = typer.Option("1", "--dilation", help="dilation: 2 or 2x1"),
         groups: int = typer.Option(1, "--groups", help="conv groups (for the cost)"),
-        op: str = typer.Option("conv", "--op", help="conv | maxpool | avgpool"),
+        op: str = typer.Option("conv", "--op", help="conv | maxpool | avgpool | convtranspose | upsample"),
+        output_padding: str | None = typer.Option(
+            None, "--output-padding", help="convtranspose: extra rows/cols at the bottom/right (N or ph,pw)"
+        ),
+        scale: str | None = typer.Option(None, "--scale", help="upsample: factor, e.g. 2 or 2x1.5 (rows x cols)"),
         ceil_mode: bool = typer.Option(False, "--ceil-mode", help="PyTorch pooling ceil_mode"),
         convention: str = typer.Option("torch", "--convention", help="torch (floor) | tf (SAME/VALID)"),
         channels_first: bool = typer.Option(False, "--channels-first", help="--input is CxHxW"),
@@ -229,9 +255,14 @@ def register(app: typer.Typer) -> None:
             convention=convention,
             channels_first=channels_first,
             bias=bias,
+            output_padding=output_padding,
+            scale=scale,
         )
         if json_out:
             print_json(q.to_dict())
+            return
+        if q.result.op in ("convtranspose", "upsample"):
+            _print_resample(console(), q.result)
             return
         _print_shape(console(), q.result, q.cost)
 
