@@ -406,3 +406,46 @@ def test_unit_equals_the_cli_json_and_the_grid_value(client, chelsea_id, chelsea
     assert abs(api["total"] - float(value)) < 1e-4 and api["abs_error"] < 1e-4
     erf = client.get(f"/api/images/{chelsea_id}/erf", params={"layer": layer, "c": c, "i": i, "j": j}).json()
     assert erf["heatmap"].startswith("data:image/png;base64,") and erf["zero_gradient"] is False
+
+
+def test_graph_equals_the_cli_json_and_draws_svg(client, capsys):
+    from xml.etree import ElementTree
+
+    from convlens.cli import main
+
+    api = client.get("/api/graph", params={"depth": 2}).json()
+    assert main(["graph", "--depth", "2", "--json"]) == 0
+    assert api == json.loads(capsys.readouterr().out)
+    r = client.get("/api/graph.svg", params={"depth": 2})
+    assert r.headers["content-type"].startswith("image/svg+xml")
+    root = ElementTree.fromstring(r.text)  # valid XML
+    nodes = [g for g in root.iter("{http://www.w3.org/2000/svg}g") if "node" in (g.get("class") or "").split()]
+    assert len(nodes) == len(api["nodes"])
+    _error(client.get("/api/graph", params={"depth": 0}), 400)
+
+
+def test_top_patches_job_finds_the_largest_activations(client, lite0):
+    layer, channel = "blocks.2.0.conv_pw", 5
+    job = client.post("/api/top-patches", params={"layer": layer, "channel": channel, "k": 3}).json()
+    done = client.app.state.explorer.jobs.wait(job["id"], timeout=300)
+    assert done.status == "done", done.error
+    patches = client.get(f"/api/jobs/{job['id']}").json()["result"]
+    # brute force: every image of the set through a forward hook, every position of the channel
+    ex = client.app.state.explorer
+    module = dict(lite0.model.named_modules())[layer]
+    values = []
+    for e in ex.images.list():
+        got: dict = {}
+        h = module.register_forward_hook(lambda m, i, o, got=got: got.setdefault("a", o.detach()))
+        try:
+            with torch.no_grad():
+                lite0.model(lite0.preprocess([e.array]))
+        finally:
+            h.remove()
+        values += [(float(v), e.id) for v in got["a"][0, channel].flatten()]
+    best = sorted(values, key=lambda t: -t[0])[:3]
+    np.testing.assert_allclose([p["value"] for p in patches], [v for v, _ in best], rtol=1e-5, atol=1e-5)
+    assert [p["image"] for p in patches] == [i for _, i in best]
+    assert all(p["crop"].startswith("data:image/png;base64,") and len(p["box"]) == 4 for p in patches)
+    _error(client.post("/api/top-patches", params={"layer": layer, "channel": 10**5}), 400)
+    _error(client.post("/api/top-patches", params={"layer": layer, "channel": 0, "k": 0}), 400)

@@ -161,6 +161,14 @@ def test_explorer_in_chromium():
                 assert "Egyptian cat" in labels and len(labels) == 5
 
                 # 2. a layer, then a cell: the trace's total equals the displayed activation; the RF box is drawn
+                # the network as a drawn graph: clicking a node selects its layer
+                page.check("input[name=net-view][value=graph]")
+                page.wait_for_selector("#network-graph svg g.node", timeout=60_000)
+                page.click("#network-graph g.node[data-module='blocks.1']")
+                page.wait_for_function(
+                    "() => document.getElementById('acts-layer').textContent.startsWith('blocks.1:')", timeout=60_000
+                )
+                page.check("input[name=net-view][value=table]")
                 page.fill("#net-depth", "4")
                 page.dispatch_event("#net-depth", "input")
                 page.click("tr.layer-row[data-layer='blocks.1.0.conv_pw']")

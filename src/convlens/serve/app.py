@@ -55,6 +55,8 @@ STATIC_DIR = Path(__file__).with_name("static")
 
 #: Feature visualization is bounded: at most this many optimization steps per request.
 MAX_FEATVIS_STEPS = 256
+#: Top patches read at most this many images of the server's set (bundled, --images, uploads).
+MAX_TOP_PATCH_IMAGES = 256
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -113,6 +115,7 @@ class Explorer:
         self._summary: Any = None
         self._inputs = ActivationCache(64 * 1024 * 1024)  # preprocessed tensors, small
         self.erf_maps = ActivationCache(16 * 1024 * 1024)  # effective fields of recently traced units
+        self.graphs: dict[str, Any] = {}  # traced network graphs by depth
 
     @classmethod
     def for_model(
@@ -268,6 +271,32 @@ def create_app(explorer: Explorer) -> FastAPI:
         data = to_jsonable(ex.summary().to_dict(depth))
         data["map_layers"] = ex.map_layers()
         return data
+
+    # ---- the traced graph (convlens graph)
+    def _graph(depth: int | None) -> Any:
+        if depth is not None and depth < 1:
+            raise InputError(f"depth must be >= 1, got {depth}.")
+        key = f"graph:{depth}"
+        hit = ex.graphs.get(key)
+        if hit is None:
+            from convlens.inspect.netgraph import network_graph
+
+            with ex.lock:
+                hit = network_graph(ex.bundle.model, ex.input_chw, depth=depth, name=ex.bundle.meta.name)
+            ex.graphs[key] = hit
+        return hit
+
+    @app.get("/api/graph")
+    def graph_json(depth: int | None = None) -> dict[str, Any]:
+        """The same JSON as ``convlens graph --json`` (nodes with shapes, params, MACs, RF, jump; edges)."""
+        return to_jsonable(_graph(depth).to_dict())
+
+    @app.get("/api/graph.svg")
+    def graph_svg(depth: int | None = None) -> Response:
+        """The same SVG as ``convlens graph --out graph.svg`` (drawn natively, no Graphviz)."""
+        from convlens.plot.svg import graph_svg as draw
+
+        return Response(draw(_graph(depth)), media_type="image/svg+xml")
 
     # ---- images
     def _image_json(e: ImageEntry) -> dict[str, Any]:
@@ -480,6 +509,45 @@ def create_app(explorer: Explorer) -> FastAPI:
             "featvis",
             {"layer": layer, "channel": channel, "steps": steps, "size": size},
             key=f"featvis:{layer}:{channel}:{steps}:{size}",
+            fn=run,
+        )
+        return JSONResponse(job.public(), status_code=202)
+
+    @app.post("/api/top-patches")
+    def top_patches_job(layer: str, channel: int, k: int = 9) -> JSONResponse:
+        """The channel's top patches over the server's image set (:func:`convlens.inspect.top_patches`), as a job."""
+        from convlens.inspect import top_patches
+
+        _check_position(_layer_shape(layer), channel, 0, 0)
+        if not 1 <= k <= 32:
+            raise InputError(f"k must be in 1..32, got {k}.")
+        entries = ex.images.list()[:MAX_TOP_PATCH_IMAGES]
+
+        def run(job: Any) -> list[dict[str, Any]]:
+            arrays = [e.array for e in entries]
+            job.progress(0, len(arrays))
+            with ex.lock:
+                res = top_patches(ex.bundle, arrays, layer, [channel], k=k, batch_size=8, progress=job.progress)
+            out = []
+            for p in res.channels[0].patches:
+                e = entries[p.index]
+                out.append(
+                    {
+                        "image": e.id,
+                        "name": e.name,
+                        "y": p.y,
+                        "x": p.x,
+                        "value": p.value,
+                        "box": list(p.box),
+                        "crop": _data_uri(p.crop),
+                    }
+                )
+            return out
+
+        job = ex.jobs.submit(
+            "top-patches",
+            {"layer": layer, "channel": channel, "k": k, "images": len(entries)},
+            key=f"top:{layer}:{channel}:{k}:{','.join(e.id for e in entries)}",
             fn=run,
         )
         return JSONResponse(job.public(), status_code=202)

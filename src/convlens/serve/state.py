@@ -52,7 +52,7 @@ DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 #: Largest accepted upload (the file as sent); the decoded size is capped by ``load_image``'s max_pixels.
 DEFAULT_UPLOAD_BYTES = 20 * 1024 * 1024
 #: Photos offered without any file: scikit-image's bundled data (loaded on first use, offline).
-BUNDLED_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left")
+BUNDLED_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "camera")
 #: Uploaded images kept (oldest forgotten first) so that a long session cannot grow memory without bound.
 MAX_UPLOADS = 64
 
@@ -230,9 +230,11 @@ class Job:
     created: float = field(default_factory=time.time)
     cancel_event: threading.Event = field(default_factory=threading.Event)
 
-    def progress(self, step: int, total: int) -> None:
+    def progress(self, step: int, total: int | None) -> None:
         """The callback handed to the computation: records progress, raises :class:`Cancelled` when asked."""
-        self.done, self.total = int(step), int(total)
+        self.done = int(step)
+        if total is not None:
+            self.total = int(total)
         if self.cancel_event.is_set():
             raise Cancelled()
 

@@ -178,11 +178,35 @@ function renderNetwork() {
   }
 }
 
+async function loadGraph() {
+  const depth = Math.max(1, parseInt($("net-depth").value || "2", 10));
+  const res = await fetch(`/api/graph.svg?depth=${depth}`);
+  if (!res.ok) { let m = `${res.status}`; try { m = (await res.json()).error; } catch (e) { /* not JSON */ } throw new Error(m); }
+  const text = await res.text();
+  const doc = new DOMParser().parseFromString(text, "image/svg+xml");
+  const svg = document.importNode(doc.documentElement, true);
+  const maps = new Set(layerData ? layerData.map_layers : []);
+  for (const g of svg.querySelectorAll("g.node")) {
+    const name = g.getAttribute("data-module") || "";
+    if (name === state.layer) g.classList.add("selected");
+    if (maps.has(name)) g.addEventListener("click", () => selectLayer(name));
+  }
+  $("network-graph").replaceChildren(svg);
+}
+
+function netView() { return document.querySelector("input[name=net-view]:checked").value; }
+function showNetwork() {
+  const graph = netView() === "graph";
+  $("network").hidden = graph; $("network-graph").hidden = !graph;
+  if (graph) guarded(loadGraph); else if (layerData) renderNetwork();
+}
+
 async function selectLayer(name) {
   state.layer = name;
   state.offset = 0;
   state.unit = null;
   for (const tr of document.querySelectorAll("tr.layer-row")) tr.classList.toggle("selected", tr.dataset.layer === name);
+  for (const g of document.querySelectorAll("#network-graph g.node")) g.classList.toggle("selected", g.getAttribute("data-module") === name);
   await guarded(loadActivations);
 }
 
@@ -246,6 +270,8 @@ async function selectUnit(c, i, j, value) {
   $("erf-image").removeAttribute("src");
   $("featvis-image").removeAttribute("src");
   $("featvis-status").textContent = "";
+  $("patches").replaceChildren();
+  $("patches-status").textContent = "";
   const q = new URLSearchParams({ layer: state.layer, c, i, j });
   if (!state.status.features.unit) { $("unit-message").textContent = "this convlens has no unit tracing"; return; }
   try {
@@ -267,7 +293,9 @@ function showTrace(u) {
   $("trace-error").textContent = fmt(u.abs_error, 3);
   $("trace-bias").textContent = u.bias === null || u.bias === undefined ? "none" : fmt(u.bias, 6);
   const terms = (u.terms || []).slice().sort((a, b) => Math.abs(b.sum) - Math.abs(a.sum));
-  const t = el("table", {}, el("thead", {}, el("tr", {}, el("th", { text: "input channel" }), el("th", { text: "Σ patch × kernel" }))));
+  const label = { linear: "input feature", add: "branch", multiply: "factor", concat: "input" }[u.kind] || "input channel";
+  const what = u.patch ? "Σ patch × kernel" : "contribution";
+  const t = el("table", {}, el("thead", {}, el("tr", {}, el("th", { text: label }), el("th", { text: what }))));
   const tb = el("tbody");
   for (const term of terms.slice(0, 64)) tb.append(el("tr", {}, el("td", { text: String(term.channel) }), el("td", { class: "mono", text: fmt(term.sum, 6) })));
   t.append(tb);
@@ -327,6 +355,32 @@ async function pollJob(id) {
   if (j.status === "done") { $("featvis-image").src = j.result; $("featvis-cancel").disabled = true; return; }
   if (j.status === "error" || j.status === "cancelled") { $("featvis-cancel").disabled = true; if (j.error) showError(j.error); return; }
   if (state.featvisJob === id) setTimeout(() => pollJob(id), 400);
+}
+
+async function runPatches() {
+  if (!state.unit) { showError("select a unit first: click a cell of the activation grid."); return; }
+  const q = new URLSearchParams({ layer: state.layer, channel: state.unit.c, k: 9 });
+  const job = await guarded(() => api(`/api/top-patches?${q}`, { method: "POST" }));
+  if (!job) return;
+  state.patchesJob = job.id;
+  $("patches-cancel").disabled = false;
+  $("patches").replaceChildren();
+  pollPatches(job.id);
+}
+
+async function pollPatches(id) {
+  let j;
+  try { j = await api(`/api/jobs/${id}`); } catch (e) { showError(e.message); return; }
+  $("patches-progress").max = Math.max(1, j.total); $("patches-progress").value = j.done;
+  $("patches-status").textContent = `${j.status}: ${j.done}/${j.total || "?"} images`;
+  if (j.status === "done") {
+    $("patches-cancel").disabled = true;
+    $("patches").replaceChildren(...j.result.map((p) => el("div", { class: "patch" },
+      el("img", { src: p.crop, alt: `${p.name} at (${p.y}, ${p.x})` }), el("div", { text: `${p.name} (${p.y},${p.x})` }), el("div", { class: "mono", text: fmt(p.value, 4) }))));
+    return;
+  }
+  if (j.status === "error" || j.status === "cancelled") { $("patches-cancel").disabled = true; if (j.error) showError(j.error); return; }
+  if (state.patchesJob === id) setTimeout(() => pollPatches(id), 400);
 }
 
 // ---------------------------------------------------------------- panel 5: CAM
@@ -412,7 +466,10 @@ function drawPg(r) {
   const ovh = Math.min(OH, OVIEW), ovw = Math.min(OW, OVIEW);
   const cell = Math.max(2, Math.min(22, Math.floor(270 / Math.max(vh, vw))));
   const ocell = Math.max(2, Math.min(22, Math.floor(170 / Math.max(ovh, ovw, 1))));
-  const x0 = 4, y0 = 18, ox = x0 + vw * cell + 40;
+  const x0 = 4, y0 = 18;
+  ctx.font = "11px system-ui, sans-serif";
+  const label0 = `padded input ${PH}x${PW}`;
+  const ox = x0 + Math.max(vw * cell + 40, ctx.measureText(label0 + ": rows 000..000, cols 000..000").width + 24);
   let step = 0;
   const total = Math.max(1, OH * OW);
   const frame = () => {
@@ -422,7 +479,7 @@ function drawPg(r) {
     const or0 = viewStart(oi, 1, ovh, OH), oc0 = viewStart(oj, 1, ovw, OW);
     ctx.clearRect(0, 0, cv.width, cv.height);
     ctx.fillStyle = "#5b6475"; ctx.font = "11px system-ui, sans-serif";
-    ctx.fillText(`padded input ${PH}x${PW}: rows ${r0}..${r0 + vh - 1}, cols ${c0}..${c0 + vw - 1}`, x0, 12);
+    ctx.fillText(vh < PH || vw < PW ? `${label0}: rows ${r0}..${r0 + vh - 1}, cols ${c0}..${c0 + vw - 1}` : label0, x0, 12);
     ctx.fillText(`output ${OH}x${OW}`, ox, 12);
     const gap = cell > 3 ? 1 : 0, ogap = ocell > 3 ? 1 : 0;
     for (let i = 0; i < vh; i++) for (let j = 0; j < vw; j++) {
@@ -465,7 +522,12 @@ async function start() {
   setupPlayground();
   $("acts-prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); guarded(loadActivations); });
   $("acts-next").addEventListener("click", () => { state.offset += state.limit; guarded(loadActivations); });
-  $("net-depth").addEventListener("input", () => layerData && renderNetwork());
+  $("net-depth").addEventListener("input", () => { if (netView() === "graph") guarded(loadGraph); else if (layerData) renderNetwork(); });
+  for (const r of document.querySelectorAll("input[name=net-view]")) r.addEventListener("change", showNetwork);
+  $("patches-run").addEventListener("click", runPatches);
+  $("patches-cancel").addEventListener("click", async () => {
+    if (state.patchesJob) await guarded(() => api(`/api/jobs/${state.patchesJob}`, { method: "DELETE" }));
+  });
   $("cam-run").addEventListener("click", () => { clearError(); guarded(runCam); });
   $("cam-method").addEventListener("change", () => guarded(runCam));
   $("cam-alpha").addEventListener("input", () => { $("cam-heat").style.opacity = $("cam-alpha").value; });
