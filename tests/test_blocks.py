@@ -193,3 +193,70 @@ def test_both_blocks_validate_mid_channels(cls):
 
     with pytest.raises(InputError, match="mid_channels"):
         getattr(blocks, cls)(16, 16, kind="bottleneck", mid_channels=0)
+
+
+# -- blocks residual | bottleneck | depthwise against torchvision's own blocks --------------------
+
+
+def _torch_macs(module, shape):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        module.eval()(torch.zeros(1, shape[2], shape[0], shape[1]))
+    return fc.get_total_flops() // 2  # convolution FLOPs = 2 * MACs
+
+
+@pytest.mark.parametrize("h, c, f, stride", [(56, 64, 64, 1), (56, 64, 128, 2), (15, 32, 48, 2), (7, 512, 512, 1)])
+def test_cli_residual_block_equals_torchvision_basicblock(h, c, f, stride, capsys):
+    import json
+
+    from torchvision.models.resnet import BasicBlock, conv1x1
+
+    from convlens.cli import main
+
+    down = None if stride == 1 and c == f else torch.nn.Sequential(conv1x1(c, f, stride), torch.nn.BatchNorm2d(f))
+    ref = BasicBlock(c, f, stride, down)
+    argv = ["blocks", "residual", "--input", f"{h}x{h}x{c}", "--filters", str(f), "--stride", str(stride), "--json"]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    out = ref.eval()(torch.zeros(1, c, h, h)).shape
+    assert d["output"] == [out[2], out[3], f]
+    assert d["params"] == sum(p.numel() for p in ref.parameters())
+    assert d["macs"] == _torch_macs(ref, (h, h, c))
+    assert d["receptive_field"] == 1 + 2 + 2 * stride  # 3x3 then 3x3 after the stride: 1 + (3-1)*1 + (3-1)*s
+
+
+@pytest.mark.parametrize("h, c, planes, stride", [(56, 256, 64, 1), (56, 64, 64, 1), (28, 256, 128, 2)])
+def test_cli_bottleneck_equals_torchvision_bottleneck(h, c, planes, stride, capsys):
+    import json
+
+    from torchvision.models.resnet import Bottleneck, conv1x1
+
+    from convlens.cli import main
+
+    f = planes * 4
+    down = None if stride == 1 and c == f else torch.nn.Sequential(conv1x1(c, f, stride), torch.nn.BatchNorm2d(f))
+    ref = Bottleneck(c, planes, stride, down)
+    argv = ["blocks", "bottleneck", "--input", f"{h}x{h}x{c}", "--filters", str(f), "--stride", str(stride)]
+    assert main([*argv, "--mid", str(planes), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["params"] == sum(p.numel() for p in ref.parameters())
+    assert d["macs"] == _torch_macs(ref, (h, h, c))
+    assert d["output"][:2] == list(ref.eval()(torch.zeros(1, c, h, h)).shape[2:]) and d["receptive_field"] == 3
+
+
+def test_cli_depthwise_block_equals_torchvision_conv_norm_activation(capsys):
+    import json
+
+    from torchvision.ops.misc import Conv2dNormActivation
+
+    from convlens.cli import main
+
+    c, f, h = 32, 64, 28
+    ref = torch.nn.Sequential(Conv2dNormActivation(c, c, 3, 2, groups=c), Conv2dNormActivation(c, f, 1))
+    assert main(["blocks", "depthwise", "--input", f"{h}x{h}x{c}", "--filters", str(f), "--stride", "2", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["params"] == sum(p.numel() for p in ref.parameters())
+    assert d["macs"] == _torch_macs(ref, (h, h, c)) == 14 * 14 * c * (9 + f)  # H W C (9 + F)
+    assert d["output"] == [14, 14, f] and d["receptive_field"] == 3
+    assert main(["blocks", "depthwise", "--input", "8x8x4", "--mid", "2"]) == 2

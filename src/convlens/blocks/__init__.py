@@ -16,13 +16,14 @@ from convlens.blocks.cost import (
     conv1x1_comparison,
     inception_comparison,
 )
-from convlens.blocks.modules import BLOCK_KINDS, Conv1x1, Inception, PlainBlock, ResidualBlock
+from convlens.blocks.modules import BLOCK_KINDS, Conv1x1, DepthwiseSeparable, Inception, PlainBlock, ResidualBlock
 
 __all__ = [
     "Conv1x1",
     "Inception",
     "ResidualBlock",
     "PlainBlock",
+    "DepthwiseSeparable",
     "BLOCK_KINDS",
     "LayerCost",
     "BranchCost",

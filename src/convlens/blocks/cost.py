@@ -153,7 +153,8 @@ def _branch_cost(name: str, seq: nn.Module, shape: HWC) -> BranchCost:
             shp = output_shape((h, w), k, stride=s, padding=pad, dilation=d, in_channels=c, out_channels=m.out_channels)
             cost = conv_cost(c, m.out_channels, k, shp.output[:2], groups=m.groups, bias=m.bias is not None)
             out: HWC = (shp.output[0], shp.output[1], m.out_channels)
-            label = f"conv {k[0]}x{k[1]}" + (f"/s{s[0]}" if s != (1, 1) else "") + f" -> {m.out_channels}"
+            kind = "depthwise conv" if m.groups == c > 1 else "conv" + (f" (groups {m.groups})" if m.groups > 1 else "")
+            label = f"{kind} {k[0]}x{k[1]}" + (f"/s{s[0]}" if s != (1, 1) else "") + f" -> {m.out_channels}"
             layers.append(LayerCost(label, shape, out, cost.params, cost.macs))
             rf, jump = rf + (d[0] * (k[0] - 1)) * jump, jump * s[0]
         elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):

@@ -14,6 +14,9 @@ Every block keeps its parallel paths in ``self.branches`` (an ``nn.ModuleDict`` 
   convs, *bottleneck* F is 1x1 (reduce) -> 3x3 -> 1x1 (expand). The shortcut is the identity, or a
   1x1 projection (stride s, + BN) when the shape changes (option B of the paper).
 * :class:`PlainBlock` — the same F without the shortcut: ``y = relu(F(x))``.
+* :class:`DepthwiseSeparable` — MobileNet's block (Howard et al. 2017, Fig. 3): a depthwise 3x3
+  conv (one filter per channel, ``groups = C``) + BN + ReLU, then a pointwise 1x1 conv + BN + ReLU.
+  It costs ``H W C (9 + F)`` MACs instead of a 3x3 conv's ``9 H W C F``.
 
 Layers use PyTorch's default initialisation. ``norm=True`` adds BatchNorm after each conv (convs
 then have no bias, as in ResNet); ``norm=False`` keeps the conv biases.
@@ -33,7 +36,7 @@ from torch import nn
 
 from convlens.errors import InputError
 
-__all__ = ["Conv1x1", "Inception", "ResidualBlock", "PlainBlock", "BLOCK_KINDS"]
+__all__ = ["Conv1x1", "Inception", "ResidualBlock", "PlainBlock", "DepthwiseSeparable", "BLOCK_KINDS"]
 
 #: Kinds of residual/plain block.
 BLOCK_KINDS = ("basic", "bottleneck")
@@ -252,3 +255,38 @@ class PlainBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(self, x, self.in_channels)
         return self.relu(self.branches["main"](x))
+
+
+class DepthwiseSeparable(nn.Module):
+    """MobileNet v1's depthwise separable block: depthwise ``k x k`` (stride) + BN + ReLU, then
+    pointwise ``1x1`` to ``out_channels`` + BN + ReLU (convs without bias when ``norm``).
+
+    Example:
+        >>> DepthwiseSeparable(32, 64, stride=2)(torch.zeros(1, 32, 8, 8)).shape
+        torch.Size([1, 64, 4, 4])
+    """
+
+    merge = "single"
+
+    def __init__(
+        self, in_channels: int, out_channels: int | None = None, stride: int = 1, *, kernel: int = 3, norm: bool = True
+    ) -> None:
+        super().__init__()
+        out_channels = in_channels if out_channels is None else out_channels
+        _check_pos(in_channels=in_channels, out_channels=out_channels, stride=stride, kernel=kernel)
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        depthwise: list[nn.Module] = [
+            nn.Conv2d(
+                in_channels, in_channels, kernel, stride=stride, padding=kernel // 2, groups=in_channels, bias=not norm
+            )
+        ]
+        if norm:
+            depthwise.append(nn.BatchNorm2d(in_channels))
+        depthwise.append(nn.ReLU(inplace=False))
+        self.branches = nn.ModuleDict(
+            {"main": nn.Sequential(*depthwise, *_conv(in_channels, out_channels, 1, norm=norm, relu=True))}
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(self, x, self.in_channels)
+        return self.branches["main"](x)

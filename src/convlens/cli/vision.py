@@ -347,6 +347,62 @@ def register(app: typer.Typer) -> None:
         con.print(t)
         con.print(f"the 3x3 conv costs {c.mac_ratio:.2f}x the MACs and {c.param_ratio:.2f}x the params. {c.convention}")
 
+    def _block_cmd(kind: str, input_: str, filters: int | None, stride: int, mid: int | None, as_json: bool) -> None:
+        from convlens.blocks import DepthwiseSeparable, ResidualBlock, block_cost
+
+        h, w, c = parse_size(input_)
+        f = c if filters is None else filters
+        if kind == "depthwise":
+            if mid is not None:
+                raise InputError("--mid is the bottleneck's middle width; a depthwise block has none.")
+            block = DepthwiseSeparable(c, f, stride)
+        else:
+            block = ResidualBlock(c, f, stride, kind="basic" if kind == "residual" else "bottleneck", mid_channels=mid)
+        cost = block_cost(block, (h, w, c))
+        if as_json:
+            print_json(cost)
+            return
+        con = console()
+        con.print(_blocks_table(f"{kind} block on {input_} -> {f} channels, stride {stride}", cost))
+        oh, ow, oc = cost.output
+        con.print(
+            f"output {oh}x{ow}x{oc}; params {cost.params:,}; MACs {cost.macs:,}; receptive field "
+            f"{cost.receptive_field}x{cost.receptive_field} input pixels"
+        )
+        con.print(cost.convention)
+
+    @blocks_app.command("residual")
+    def residual_cmd(
+        input_: str = typer.Option(..., "--input", help="Input HxWxC, e.g. 56x56x64."),
+        filters: int | None = typer.Option(None, "--filters", min=1, help="Output channels (default: C)."),
+        stride: int = typer.Option(1, "--stride", min=1, help="Stride of the first 3x3 conv and the projection."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    ) -> None:
+        """ResNet's basic block (3x3, 3x3, + shortcut; a 1x1 projection when the shape changes), as
+        torchvision's BasicBlock: output, params, MACs, receptive field."""
+        _block_cmd("residual", input_, filters, stride, None, as_json)
+
+    @blocks_app.command("bottleneck")
+    def bottleneck_cmd(
+        input_: str = typer.Option(..., "--input", help="Input HxWxC, e.g. 56x56x256."),
+        filters: int | None = typer.Option(None, "--filters", min=1, help="Output channels (default: C)."),
+        stride: int = typer.Option(1, "--stride", min=1, help="Stride of the 3x3 conv and the projection."),
+        mid: int | None = typer.Option(None, "--mid", min=1, help="Middle width (default: filters // 4)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    ) -> None:
+        """ResNet-50's bottleneck (1x1 reduce, 3x3, 1x1 expand, + shortcut), as torchvision's Bottleneck."""
+        _block_cmd("bottleneck", input_, filters, stride, mid, as_json)
+
+    @blocks_app.command("depthwise")
+    def depthwise_cmd(
+        input_: str = typer.Option(..., "--input", help="Input HxWxC, e.g. 112x112x32."),
+        filters: int | None = typer.Option(None, "--filters", min=1, help="Output channels (default: C)."),
+        stride: int = typer.Option(1, "--stride", min=1, help="Stride of the depthwise conv."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    ) -> None:
+        """MobileNet's depthwise separable block (depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU)."""
+        _block_cmd("depthwise", input_, filters, stride, None, as_json)
+
     app.add_typer(blocks_app, name="blocks")
 
     @app.command("experiment")
