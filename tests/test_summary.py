@@ -560,3 +560,31 @@ def test_print_summary_is_a_table_like_torchinfo_not_a_dataclass_repr(resnet18_b
             s.layer(bad)
     with pytest.raises(LayerError, match="called 2 time"):
         s.layer("layer1.0.relu", call=2)
+
+
+def test_aten_ops_are_counted_and_extension_ops_are_not_counted() -> None:
+    """torch.ops.aten.mm is the same product as torch.mm; an op of a compiled extension (torch.ops.<lib>)
+    is opaque to the tracer: shown as not counted instead of a silent 0."""
+    import contextlib
+
+    lib = torch.library.Library("convlens_test", "FRAGMENT")
+    with contextlib.suppress(RuntimeError):  # defined once per process
+        lib.define("opaque(Tensor x) -> Tensor")
+        lib.impl("opaque", lambda x: x * 2, "CompositeExplicitAutograd")
+
+    class Ext(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(4, 5))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = x.flatten(1)[:, :4]
+            return torch.ops.convlens_test.opaque(torch.ops.aten.mm(t, self.w)) + torch.ops.aten.mm.default(t, self.w)
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        Ext()(torch.zeros(1, 1, 2, 2))
+    s = summarize(Ext(), (1, 2, 2))
+    assert s.total_macs == fc.get_total_flops() // 2 == 2 * 4 * 5
+    assert [d["op"] for d in s.not_counted] == ["convlens_test::opaque"] and not s.macs_complete

@@ -557,6 +557,7 @@ Handler = Callable[[OpCall], OpResult]
 #: torch callable -> handler (the pattern of ``torch.utils.flop_counter``'s registered formulas)
 HANDLERS: dict[Any, Handler] = {}
 _NAMES: dict[Any, str] = {}
+_BY_NAME: dict[str, Handler] = {}
 
 
 def handles(*names: str) -> Callable[[Handler], Handler]:
@@ -572,6 +573,7 @@ def handles(*names: str) -> Callable[[Handler], Handler]:
 
     def deco(fn: Handler) -> Handler:
         for n in names:
+            _BY_NAME[n] = fn
             for f in torch_functions(n):
                 HANDLERS[f] = fn
                 _NAMES[f] = n
@@ -580,7 +582,25 @@ def handles(*names: str) -> Callable[[Handler], Handler]:
     return deco
 
 
+def _handler(func: Any) -> Handler:
+    """The handler of ``func``: registered callables; ``torch.ops.aten.X`` by the name ``X`` (its arguments
+    follow the functional form for the ops registered here); an op of another ``torch.ops`` namespace (a
+    compiled extension) is opaque: not counted; anything else: :func:`_default`."""
+    h = HANDLERS.get(func)
+    if h is not None:
+        return h
+    if isinstance(func, torch._ops.OpOverload):
+        ns, name = func.namespace, func._opname
+    elif isinstance(func, torch._ops.OpOverloadPacket):
+        ns, _, name = func._qualified_op_name.partition("::")
+    else:
+        return _default
+    return _BY_NAME.get(name, _default) if ns == "aten" else _opaque
+
+
 def _op_name(func: Any) -> str:
+    if isinstance(func, (torch._ops.OpOverloadPacket, torch._ops.OpOverload)):
+        return str(func.name() if isinstance(func, torch._ops.OpOverload) else func._qualified_op_name)
     if func in _NAMES:
         return "max_pool2d" if _NAMES[func] == "max_pool2d_with_indices" else _NAMES[func]
     name = getattr(func, "__name__", None) or str(func)
@@ -956,6 +976,8 @@ _UNCOUNTED = (
     "istft",
     "linalg_multi_dot",
     "linalg_vecdot",
+    "convolution",  # aten.convolution / aten._convolution called directly (the functional forms are counted)
+    "_convolution",
 )
 
 
@@ -963,6 +985,11 @@ _UNCOUNTED = (
 def _uncounted(op: OpCall) -> OpResult:
     """An op that multiplies, without a MAC formula here: visible as not counted."""
     return OpResult("unknown", counted=False, note="MACs not counted")
+
+
+def _opaque(op: OpCall) -> OpResult:
+    """A compiled extension's op (``torch.ops.<library>.<op>``): the tracer cannot see what it computes."""
+    return OpResult("unknown", counted=False, note="opaque extension op: MACs not counted")
 
 
 def _generic(op: OpCall, res: OpResult) -> OpResult:
@@ -1073,7 +1100,7 @@ class _Recorder(TorchFunctionMode):
         # an in-place op re-binds its tensor to this node: the producer lookup above ran before that
         main = self.nodes[main_i] if main_i is not None and main_i in ins else None
         op = OpCall(func, args, kwargs, out, main, items, self.batch, self._node_of)  # type: ignore[arg-type]
-        handler = HANDLERS.get(func, _default)
+        handler = _handler(func)
         try:
             res = handler(op)
         except Exception as e:  # noqa: BLE001 -- a handler bug: loud in strict mode (tests), visible otherwise
