@@ -36,11 +36,15 @@ def test_matches_manual_forward(resnet18_bundle) -> None:
     assert hook_count(m) == 0 and not m.training
 
 
-def test_auto_is_one_per_stage_and_globs(resnet18_bundle) -> None:
+def test_stages_is_the_default_auto_is_the_one_auto_layer_and_globs(resnet18_bundle) -> None:
     m = resnet18_bundle.model
     x = torch.zeros(1, 3, 64, 64)
-    auto = get_activations(m, x, "auto")
+    auto = get_activations(m, x)  # the default: one layer per stage
     assert list(auto) == [r.name for r in resolve(m, "stages", input_shape=(3, 64, 64))]
+    assert list(get_activations(m, x, "stages")) == list(auto)
+    # 'auto' is the layer every front end means by it (layer4 is 2x2 at 64 px, so still the CAM layer)
+    assert list(get_activations(m, x, "auto")) == ["layer4"]
+    assert list(get_activations(m, torch.zeros(1, 3, 32, 32), "auto")) == ["layer3"]  # layer4 is 1x1 there
     sizes = [t.shape[-1] for t in auto.values()]
     assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
     glob = get_activations(m, x, "layer*")
@@ -193,8 +197,8 @@ def test_channels_last_maps_become_nchw() -> None:
     assert hook_count(net) == 0
 
 
-def test_auto_inside_a_list_is_one_per_stage_too() -> None:
-    """Regression: `--layers auto,layer1` gave only the last stage + layer1, while `--layers auto`
+def test_stages_inside_a_list_is_one_per_stage_too() -> None:
+    """Regression: `--layers stages,layer1` gave only the last stage + layer1, while `--layers stages`
     gives one layer per stage."""
     net = nn.Sequential(
         nn.Conv2d(3, 4, 3),
@@ -206,9 +210,9 @@ def test_auto_inside_a_list_is_one_per_stage_too() -> None:
         nn.Conv2d(4, 2, 1),
     )
     x = torch.rand(1, 3, 20, 20)
-    alone = list(get_activations(net, x, "auto"))
+    alone = list(get_activations(net, x, "stages"))
     assert len(alone) > 1
-    mixed = list(get_activations(net, x, ["auto", "3"]))
+    mixed = list(get_activations(net, x, ["stages", "3"]))
     assert set(alone) <= set(mixed) and "3" in mixed
 
 

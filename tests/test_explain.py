@@ -479,10 +479,8 @@ def test_vit_auto_layer_is_last_block_tokens_and_matches_oracle_reshape(vit):
     assert np.abs(res.maps.numpy() - ref).max() < 1e-4
 
 
-def test_token_grid_and_non_map_layer_error(vit):
-    from convlens.explain.base import token_grid
-
-    assert token_grid(1 + 14 * 28, (224, 448)) == (1, 14, 28) and token_grid(2 + 49, (224, 224)) == (2, 7, 7)
+def test_non_map_layer_error(vit):
+    # token grids (prefix/register tokens, non-square) are convlens.layers' job: tests/test_layers.py
     with pytest.raises(LayerError, match="feature map"):
         explain(vit, torch.randn(1, 3, 64, 64), "gradcam", "fc_norm")  # (N, D) after pooling: no map
 

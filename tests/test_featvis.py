@@ -472,7 +472,7 @@ def test_grayscale_first_conv_kernels_are_gray_tiles():
     from convlens.featvis import first_conv
 
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3))
-    assert first_conv(net)[0] == "0"
+    assert first_conv(net).name == "0"  # a LayerRef now: convlens.layers owns first_conv
     tiles = first_layer_kernels(net)
     assert tiles.shape == (4, 3, 5, 5) and torch.equal(tiles[:, 0], tiles[:, 2])
     w = net[0].weight.detach()[:, 0]

@@ -96,3 +96,33 @@ def test_list_images_skips_hidden(tmp_path):
     _save(tmp_path / ".ipynb_checkpoints", np.zeros((2, 2, 3), np.uint8), "a-checkpoint.png")
     (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07")  # macOS resource fork
     assert [p.name for p in list_images(tmp_path)] == ["a.png"]
+
+
+def test_iter_image_batches_one_policy(tmp_path):
+    """A named file must be readable; inside a folder an unreadable file is skipped and reported in the
+    batch (no list argument is mutated); a folder with nothing readable is one clear error."""
+    from convlens.io import iter_image_batches
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for k in range(3):
+        Image.fromarray(np.full((4, 5, 3), 40 * k, np.uint8)).save(d / f"{k}.png")
+    (d / "1b.jpg").write_bytes(b"\xff\xd8 truncated")
+    batches = list(iter_image_batches([d], 2))
+    assert [[f.name for f in b.files] for b in batches] == [["0.png", "1.png"], ["2.png"]]
+    assert [[s.path for s in b.skipped] for b in batches] == [[], [str(d / "1b.jpg")]]  # sorted: 1b.jpg is 3rd
+    assert "1b.jpg" in batches[1].skipped[0].reason and [b.total for b in batches] == [4, 4]
+    assert int(batches[1].images[0][0, 0, 0]) == 80  # the pixels of 2.png, in file order
+    with pytest.raises(InputError, match="1b.jpg"):  # named explicitly: an error
+        list(iter_image_batches([d / "0.png", d / "1b.jpg"], 8))
+    with pytest.raises(InputError, match="1b.jpg"):
+        list(iter_image_batches([d], 8, on_error="raise"))
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.png").write_bytes(b"nope")
+    with pytest.raises(InputError, match="none of the 1 image file"):
+        list(iter_image_batches([only_bad]))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no image files found"):
+        list(iter_image_batches([empty]))

@@ -156,22 +156,33 @@ def test_image_report_cli(tmp_path, tiny_model, chelsea, coffee):
 
 
 @pytest.mark.slow
-def test_image_report_bad_image_is_reported_and_others_go_on(tmp_path, tiny_model, chelsea):
+def test_image_report_corrupt_file_in_a_folder_is_skipped_and_reported(tmp_path, tiny_model, chelsea, capsys):
+    """As `cam` and `predict` do (one policy, convlens.io.iter_image_batches): a corrupt file inside a
+    folder is skipped and reported; named explicitly it is an error."""
     from PIL import Image
 
+    from convlens.cli import main
+    from convlens.errors import InputError
     from convlens.report.image import image_report
 
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     Image.fromarray(chelsea).save(imgs / "a.png")
-    (imgs / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
-    page = image_report(
-        [imgs], tmp_path / "rep", model=tiny_model, methods=["gradcam"], metrics=False, filter_steps=1, n_filters=1
-    )
-    data = json.loads((page.parent / "summary.json").read_text())
-    assert [s["status"] for s in data["sections"]] == ["ok", "error"]
-    assert "b.png" in data["sections"][1]["error"] and data["failed"] == ["img2"]
-    assert "This section failed" in page.read_text()
+    (imgs / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 a truncated jpeg")
+    Image.fromarray(chelsea[::2, ::2]).save(imgs / "c.png")
+    args = ["report", str(imgs), "--model", tiny_model, "--methods", "gradcam", "--no-metrics", "--filter-steps", "1"]
+    assert main([*args, "--out", str(tmp_path / "rep")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: skipped" in err and "b.jpg" in err
+    data = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert [(s["id"], s["status"], s["title"]) for s in data["sections"]] == [
+        ("img1", "ok", str(imgs / "a.png")),
+        ("img2", "ok", str(imgs / "c.png")),
+    ]
+    assert [s["path"] for s in data["skipped"]] == [str(imgs / "b.jpg")] and data["failed"] == []
+    assert "b.jpg" in data["skipped"][0]["reason"] and "b.jpg" in (tmp_path / "rep" / "index.html").read_text()
+    with pytest.raises(InputError, match="b.jpg"):
+        image_report([imgs / "b.jpg"], tmp_path / "rep2", model=tiny_model, methods=["gradcam"])
 
 
 def test_image_report_bad_arguments(tmp_path, tiny_model):

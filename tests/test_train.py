@@ -410,10 +410,11 @@ def test_grayscale_user_model_trains(tmp_path):
             "torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 16 * 16, 10)",
             "cannot run on 32x32",
         ),
-        # the forward returns (logits, features)
+        # the forward returns two unnamed score tensors: which one is the logits? (a (logits, aux) tuple or
+        # {'logits': ...} trains: convlens.models.logits reads them, test_tuple_output_model_trains)
         (
-            "_Pair(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10)))",
-            "got tuple",
+            "_Two(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10)))",
+            "got dict",
         ),
     ],
 )
@@ -430,10 +431,19 @@ def test_model_that_cannot_train_at_this_size_or_returns_no_logits_fails_in_one_
         "        super().__init__(); self.net = net\n"
         "    def forward(self, x):\n"
         "        return self.net(x), x.mean()\n"
+        "class _Two(_Pair):\n"
+        "    def forward(self, x):\n"
+        "        return {'a': self.net(x), 'b': self.net(x)}\n"
         f"def build():\n    return torch.nn.Sequential({body})\n"
+        "def pair():\n"
+        "    return _Pair(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), "
+        "torch.nn.Flatten(), torch.nn.Linear(4, 10)))\n"
     )
     with pytest.raises(ModelError, match=match):
         fit(cfg(folder, model=f"{f}:build", strategy="scratch", epochs=1), data=tiny_data)
+    if "_Two" in body:  # the same backbone returning (logits, features) trains: one logits() rule
+        res = fit(cfg(folder, model=f"{f}:pair", strategy="scratch", epochs=1), data=tiny_data)
+        assert len(res.history) == 1
 
 
 def test_cli_train_data_error_prints_one_line(tmp_path, capsys):

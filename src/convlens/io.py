@@ -18,14 +18,28 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from convlens.errors import InputError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "load_image", "to_rgb", "list_images", "as_uint8_rgb"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "load_image",
+    "to_rgb",
+    "list_images",
+    "as_uint8_rgb",
+    "find_images",
+    "iter_image_batches",
+    "ImageBatch",
+    "SkippedFile",
+]
 
 #: Largest image (in pixels) read by default: 8K x 8K. Larger files are refused before decoding.
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -167,3 +181,100 @@ def as_uint8_rgb(image: np.ndarray) -> np.ndarray:
     elif a.shape[2] == 4:
         a = np.asarray(to_rgb(Image.fromarray(a, "RGBA")))
     return np.ascontiguousarray(a)
+
+
+# ---------------------------------------------------------------------------------------------------- batches
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file found inside a folder that could not be read: its path and why (one sentence)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """Up to ``batch_size`` readable images and their files, plus the folder files skipped in this batch.
+
+    ``start`` is the index of the batch's first file among all ``total`` files found (for progress bars).
+    """
+
+    files: list[Path]
+    images: list[np.ndarray]
+    skipped: list[SkippedFile]
+    start: int
+    total: int
+
+
+#: what to do with an unreadable file: "folder" (a file named explicitly is an error, one found inside a
+#: folder is skipped and reported -- the policy of every command), "raise" (always an error), "skip" (never)
+OnError = Literal["folder", "raise", "skip"]
+
+
+def find_images(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[tuple[Path, bool]]:
+    """Every image file under ``paths`` (files as given, folders searched recursively, sorted), each with
+    ``True`` when it was named explicitly. No image at all is an :class:`~convlens.errors.InputError`.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(f"{d}/a.png")
+        >>> [(p.name, explicit) for p, explicit in find_images([d, f"{d}/a.png"])]
+        [('a.png', False), ('a.png', True)]
+    """
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    found: list[tuple[Path, bool]] = []
+    for p in items:
+        explicit = not Path(p).is_dir()
+        found += [(f, explicit) for f in list_images(p)]
+    if not found:
+        raise InputError(f"no image files found in {', '.join(str(p) for p in items) or 'the given paths'}.")
+    return found
+
+
+def iter_image_batches(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    batch_size: int = 32,
+    *,
+    on_error: OnError = "folder",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Iterator[ImageBatch]:
+    """Read the images under ``paths`` in batches of ``batch_size`` files, with ONE policy for unreadable
+    files (``on_error``, default ``"folder"``): a file named explicitly is an :class:`InputError`; a file
+    found inside a folder is skipped and reported in its batch's ``skipped`` (never by mutating an
+    argument). Only ``batch_size`` images are in memory at a time. When no file at all could be read, the
+    iteration ends with an :class:`InputError` saying so (after yielding the batches with their skips).
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(f"{d}/a.png")
+        >>> _ = open(f"{d}/b.jpg", "wb").write(b"not a jpeg")
+        >>> [(len(b.images), [Path(s.path).name for s in b.skipped]) for b in iter_image_batches([d], 8)]
+        [(1, ['b.jpg'])]
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+    if on_error not in ("folder", "raise", "skip"):
+        raise InputError(f"on_error must be 'folder', 'raise' or 'skip', got {on_error!r}.")
+    files = find_images(paths)
+    read = 0
+    for start in range(0, len(files), batch_size):
+        ok: list[Path] = []
+        images: list[np.ndarray] = []
+        skipped: list[SkippedFile] = []
+        for f, explicit in files[start : start + batch_size]:
+            try:
+                images.append(load_image(f, max_pixels=max_pixels))
+            except InputError as e:
+                if on_error == "raise" or (on_error == "folder" and explicit):
+                    raise
+                skipped.append(SkippedFile(str(f), str(e)))
+                continue
+            ok.append(f)
+        read += len(images)
+        yield ImageBatch(ok, images, skipped, start, len(files))
+    if read == 0:
+        raise InputError(f"none of the {len(files)} image file(s) found could be read (corrupt or not images).")

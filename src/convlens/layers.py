@@ -2,8 +2,11 @@
 
 A specification is:
 
-* ``"auto"`` -- the last layer with a spatial output (at least 2x2) before global pooling, the usual
-  Grad-CAM target; found by running one probe input and watching every module's output;
+* ``"auto"`` -- THE target layer of every front end (CAM, activations, feature visualization, report,
+  tour, CLI), chosen by :func:`auto_layer`: the model's declared default layer (the registry's
+  ``default_layer``) when its map is larger than 1x1 at the actual input size, else the last layer whose
+  output is a spatial map larger than 1x1 at that size (for a transformer: the first token layer of its
+  last block);
 * ``"stages"`` -- one layer per spatial resolution (the end of each stage), for early-vs-deep views;
 * a qualified name (``"layer4.1.conv2"``), or a glob where ``*`` stays inside one dotted segment and
   ``**`` crosses segments (``"features.*"`` = the direct children of ``features``);
@@ -11,6 +14,12 @@ A specification is:
 * a list of any of these.
 
 Unknown names raise :class:`~convlens.errors.LayerError` with the closest existing names.
+
+This module also owns the ONE conversion of a layer's output to an (N, C, H, W) map
+(:func:`layer_layouts`, :class:`Layout`, :func:`as_nchw`): channels-last maps (Swin, ConvNeXt blocks,
+Keras) and (N, tokens, D) transformer outputs are recognized from how the model computes them (a traced
+forward pass, timm's ``num_prefix_tokens`` / ``patch_embed`` grid, or a layout the module declares),
+never guessed from square-looking sizes; and :func:`first_conv`, the convolution that reads the image.
 
 Example:
     >>> import torch
@@ -25,16 +34,44 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from convlens.errors import LayerError
+from convlens.errors import ConvlensError, LayerError
 from convlens.hooks import capture, device_of, preserve_state
 
-__all__ = ["LayerRef", "LayerShape", "resolve", "probe_shapes", "auto_layer", "stage_layers", "glob_to_regex"]
+__all__ = [
+    "LayerRef",
+    "LayerShape",
+    "Layout",
+    "resolve",
+    "probe_shapes",
+    "auto_layer",
+    "stage_layers",
+    "glob_to_regex",
+    "layer_layouts",
+    "as_nchw",
+    "first_conv",
+    "DEFAULT_LAYER_ATTR",
+    "LAYOUT_ATTR",
+    "MAX_PREFIX_TOKENS",
+]
+
+#: attribute a model may carry naming its preferred ``"auto"`` layer (set from the registry's ``default_layer``
+#: by :class:`convlens.models.ModelBundle`); honoured by :func:`auto_layer` when that layer is a map > 1x1.
+DEFAULT_LAYER_ATTR = "convlens_default_layer"
+#: attribute a module may carry declaring its output layout ("NCHW", "NHWC", "NLC" or "NCL", as timm's
+#: ``Format``); adapters whose layers compute channels-last (Keras) declare it once instead of being traced.
+LAYOUT_ATTR = "convlens_layout"
+#: a token layer's leading non-patch tokens (class, distillation, register tokens) when the model does not
+#: say how many it has (timm models say it: ``num_prefix_tokens``)
+MAX_PREFIX_TOKENS = 16
+
+_FORMATS = ("NCHW", "NHWC", "NLC", "NCL")
 
 
 @dataclass(frozen=True)
@@ -52,6 +89,82 @@ class LayerShape:
     name: str
     type: str
     shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one layer's output is laid out, in timm's ``Format`` vocabulary.
+
+    ``fmt`` is ``"NCHW"``, ``"NHWC"`` (channels-last maps), ``"NLC"`` (``prefix`` leading tokens, then a
+    row-major ``grid`` of patch tokens, D features), ``"NCL"`` (channels, then the flattened grid),
+    ``"NC"`` (a vector per image) or ``"other"`` (anything that is no map of the image: attention
+    internals, window-batched tokens, 1-d sequences). ``grid`` is the map's (h, w) at the probed input
+    size; ``source`` says how the layout was known (``"declared"``, ``"timm"``, ``"traced"``, ``"shape"``).
+
+    Example:
+        >>> lay = Layout("NLC", grid=(2, 3), prefix=1, source="timm")
+        >>> tuple(lay.to_nchw(torch.zeros(5, 1 + 6, 8)).shape), lay.is_map
+        ((5, 8, 2, 3), True)
+    """
+
+    fmt: str
+    grid: tuple[int, int] | None = None
+    prefix: int = 0
+    source: str = "shape"
+
+    @property
+    def is_map(self) -> bool:
+        """True when the output is a spatial map of the image, convertible to (N, C, h, w)."""
+        return self.fmt in _FORMATS and self.grid is not None
+
+    @property
+    def area(self) -> int:
+        """Number of map positions ``h * w`` (0 for a non-map)."""
+        return self.grid[0] * self.grid[1] if self.grid is not None and self.is_map else 0
+
+    def to_nchw(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` (this layer's output, any batch size) as an (N, C, h, w) map; prefix tokens dropped.
+
+        Raises :class:`~convlens.errors.LayerError` for a non-map layout or a tensor of another shape.
+
+        Example:
+            >>> tuple(Layout("NHWC", grid=(2, 5)).to_nchw(torch.zeros(1, 2, 5, 7)).shape)
+            (1, 7, 2, 5)
+        """
+        if not self.is_map:
+            raise LayerError(
+                f"an output of shape {tuple(t.shape)} ({self.fmt}) is not a spatial map; a map needs a (N, C, h, w) "
+                "feature map or (N, tokens, D) patch tokens on the image's grid."
+            )
+        assert self.grid is not None
+        h, w = self.grid
+        n = t.shape[0]
+        if self.fmt == "NCHW" and t.ndim == 4 and tuple(t.shape[2:]) == (h, w):
+            return t
+        if self.fmt == "NHWC" and t.ndim == 4 and tuple(t.shape[1:3]) == (h, w):
+            return t.permute(0, 3, 1, 2)  # (N, h, w, C) -> (N, C, h, w)
+        if self.fmt == "NLC" and t.ndim == 3 and t.shape[1] == self.prefix + h * w:
+            return t[:, self.prefix :, :].reshape(n, h, w, t.shape[2]).permute(0, 3, 1, 2)  # (N, D, h, w)
+        if self.fmt == "NCL" and t.ndim == 3 and t.shape[2] == h * w:
+            return t.reshape(n, t.shape[1], h, w)
+        raise LayerError(
+            f"a tensor of shape {tuple(t.shape)} does not fit the layer's {self.fmt} layout on a {h}x{w} grid "
+            "(the layout was probed at another input size)."
+        )
+
+    def channels_first(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` with its channel axis second, for per-channel statistics at any input size: NHWC maps are
+        permuted to (N, C, h, w), NLC tokens transposed to (N, D, tokens); everything else is unchanged.
+
+        Example:
+            >>> tuple(Layout("NLC", grid=(2, 2), prefix=1).channels_first(torch.zeros(1, 9, 4)).shape)
+            (1, 4, 9)
+        """
+        if self.fmt == "NHWC" and t.ndim == 4:
+            return t.permute(0, 3, 1, 2)
+        if self.fmt == "NLC" and t.ndim == 3:
+            return t.transpose(1, 2)
+        return t
 
 
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
@@ -102,27 +215,293 @@ def probe_shapes(
     return order
 
 
+# ---------------------------------------------------------------------------------------------------- layouts
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One module call of the layout probe (completion order)."""
+
+    name: str
+    type: str
+    shape: tuple[int, ...]
+    layout: Layout
+
+
+# per model: {(input shape, module-structure fingerprint): calls}; one traced forward per model and input size
+_PROBES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, list[_Call]]] = weakref.WeakKeyDictionary()
+
+
+def _declared(module: nn.Module) -> str | None:
+    """A layout the module declares: ``convlens_layout``, or timm's ``output_fmt`` (a ``Format`` or str)."""
+    for attr in (LAYOUT_ATTR, "output_fmt"):
+        v = getattr(module, attr, None)
+        v = getattr(v, "value", v)  # timm's Format is a str Enum
+        if isinstance(v, str) and v.upper() in _FORMATS:
+            return v.upper()
+    return None
+
+
+def _timm_tokens(model: nn.Module, hw: tuple[int, int]) -> tuple[int, tuple[int, int]] | None:
+    """``(num_prefix_tokens, patch grid)`` from timm's own attributes (``num_prefix_tokens``,
+    ``patch_embed.dynamic_feat_size``/``grid_size``), or None for a model that is not a timm token model."""
+    pe = getattr(model, "patch_embed", None)
+    npt = getattr(model, "num_prefix_tokens", None)
+    if pe is None or not isinstance(npt, int):
+        return None
+    size = getattr(pe, "dynamic_feat_size", None)
+    grid = size(hw) if callable(size) else getattr(pe, "grid_size", None)
+    if grid is None or len(grid) != 2:
+        return None
+    return npt, (int(grid[0]), int(grid[1]))
+
+
+class _Truncated(nn.Module):
+    """``model`` run only up to ``stop`` (the rest of the network never runs), for a truncated probe."""
+
+    def __init__(self, model: nn.Module, stop: str) -> None:
+        super().__init__()
+        self.model = model
+        self.stop = stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with capture(self.model, [self.stop], detach=False, stop_after=self.stop) as cap:
+            cap.run(x)
+        return cap.activations[self.stop]
+
+
+def _traced_layouts(model: nn.Module, input_shape: tuple[int, ...], stop_after: str | None = None) -> list[_Call]:
+    from convlens.graph import trace
+
+    graph = trace(_Truncated(model, stop_after) if stop_after else model, input_shape)
+    if stop_after:  # the wrapper's names carry its 'model.' prefix
+        for c in graph.calls:
+            c.name = c.name.removeprefix("model.")
+        graph.calls = [c for c in graph.calls if c.name != "model" and c.name != ""]
+    nodes = graph.nodes
+    modules = dict(model.named_modules())
+    hw = (int(input_shape[-2]), int(input_shape[-1]))
+    timm_tokens = _timm_tokens(model, hw)
+    # timm models declare the format of their stage outputs (``output_fmt``: NHWC for Swin) and the stages'
+    # reductions (``feature_info``): a 4-D output on one of those grids, in that format, is a stage map
+    model_fmt = _declared(model)
+    info = getattr(model, "feature_info", None)
+    reductions = [d.get("reduction") for d in info if isinstance(d, dict)] if isinstance(info, list) else []
+    stage_grids = {(hw[0] // r, hw[1] // r) for r in reductions if isinstance(r, int) and r > 0}
+
+    def own_grid(i: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """(dims, (h, w)) of a 4-D node whose H/W axes the tracer followed."""
+        nd = nodes[i]
+        if len(nd.shape) != 4 or nd.geometry is None or nd.geometry.dims is None:
+            return None
+        d = tuple(nd.geometry.dims)
+        if 0 in d:
+            return None
+        return d, (int(nd.shape[d[0]]), int(nd.shape[d[1]]))  # type: ignore[return-value]
+
+    def ancestor_grid(i: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """The nearest ancestor map (breadth-first) whose H/W axes the tracer followed."""
+        seen, todo = {i}, [i]
+        while todo:
+            nxt = []
+            for k in todo:
+                for j in nodes[k].inputs:
+                    if j in seen:
+                        continue
+                    seen.add(j)
+                    g = own_grid(j)
+                    if g is not None and nodes[j].shape[0] == 1:
+                        return g
+                    nxt.append(j)
+            todo = nxt
+        return None
+
+    out: list[_Call] = []
+    for c in graph.calls:
+        shape = tuple(c.shape) if c.shape is not None else ()
+        decl = _declared(modules[c.name]) if c.name in modules else None
+        lay = Layout("other")
+        if not shape or c.output is None or shape[0] != 1:  # window-batched tokens (Swin attention) are no map
+            lay = Layout("other" if len(shape) != 2 else "NC")
+        elif len(shape) == 2:
+            lay = Layout("NC")
+        elif len(shape) == 4:
+            if decl in ("NCHW", "NHWC"):
+                d = (2, 3) if decl == "NCHW" else (1, 2)
+                lay = Layout(decl, (int(shape[d[0]]), int(shape[d[1]])), source="declared")
+            else:
+                g = own_grid(c.output)
+                if g is None and model_fmt in ("NCHW", "NHWC"):  # timm: stages in the model's declared format
+                    d = (2, 3) if model_fmt == "NCHW" else (1, 2)
+                    if (int(shape[d[0]]), int(shape[d[1]])) in stage_grids:
+                        g = (d, (int(shape[d[0]]), int(shape[d[1]])))
+                if g is None:  # H/W axes went through a reshape (Swin blocks): same sizes as the nearest map's
+                    a = ancestor_grid(c.output)
+                    if a is not None and (int(shape[a[0][0]]), int(shape[a[0][1]])) == a[1]:
+                        g = a
+                if g is not None and g[0] in ((2, 3), (1, 2)):
+                    lay = Layout("NCHW" if g[0] == (2, 3) else "NHWC", g[1], source="traced")
+        elif len(shape) == 3:
+            if timm_tokens is not None and decl is None:
+                npt, (gh, gw) = timm_tokens
+                if shape[1] in (npt + gh * gw, gh * gw):
+                    lay = Layout("NLC", (gh, gw), shape[1] - gh * gw, source="timm")
+            else:
+                a = ancestor_grid(c.output)
+                if a is not None:
+                    (gh, gw), area = a[1], a[1][0] * a[1][1]
+                    if decl in (None, "NLC") and 0 <= shape[1] - area <= MAX_PREFIX_TOKENS:
+                        lay = Layout("NLC", (gh, gw), shape[1] - area, source="declared" if decl else "traced")
+                    elif decl in (None, "NCL") and shape[2] == area:
+                        lay = Layout("NCL", (gh, gw), source="declared" if decl else "traced")
+        out.append(_Call(c.name, c.type, shape, lay))
+    return out
+
+
+def _shape_layouts(model: nn.Module, input_shape: tuple[int, ...]) -> list[_Call]:
+    """Layouts from output shapes alone (models the tracer cannot follow): 4-D = NCHW, else no map."""
+    out = []
+    for s in probe_shapes(model, input_shape):
+        if len(s.shape) == 4 and s.shape[0] == 1:
+            lay = Layout("NCHW", (int(s.shape[2]), int(s.shape[3])), source="shape")
+        else:
+            lay = Layout("NC" if len(s.shape) == 2 else "other")
+        out.append(_Call(s.name, s.type, s.shape, lay))
+    return out
+
+
+def _probe(model: nn.Module, input_shape: Sequence[int], stop_after: str | None = None) -> list[_Call]:
+    """Every module call (completion order) with its output layout; cached per model, input shape and structure."""
+    shape = tuple(int(v) for v in input_shape)
+    key = (shape, stop_after, tuple((n, id(m)) for n, m in model.named_modules()))
+    cache = _PROBES.setdefault(model, {})
+    if key not in cache:
+        try:
+            calls = _traced_layouts(model, shape, stop_after)
+        except ConvlensError as e:  # the tracer could not follow the model: fall back to plain shapes
+            if stop_after is not None:
+                raise
+            try:
+                calls = _shape_layouts(model, shape)
+            except Exception:  # noqa: BLE001 -- the model itself rejects this input: the tracer's error says so
+                raise e from None
+        cache.clear()  # keep the latest input size only: a probe holds no tensors, but sizes vary in loops
+        cache[key] = calls
+    return cache[key]
+
+
+def layer_layouts(
+    model: nn.Module, input_shape: Sequence[int] = (3, 224, 224), *, stop_after: str | None = None
+) -> dict[str, Layout]:
+    """``{layer name: Layout}`` of every module's (last) call for an input of ``input_shape`` (C, H, W).
+
+    How a layout is known, in order: a layout the module declares (``convlens_layout``, or timm's
+    ``output_fmt``); for timm token models, timm's ``num_prefix_tokens`` and ``patch_embed`` grid; else one
+    traced forward pass (:func:`convlens.graph.trace`), which follows the H and W axes through permutes
+    (channels-last maps) and flattens (tokens: ``T = prefix + h * w`` of the nearest traced map, at most
+    :data:`MAX_PREFIX_TOKENS` prefix tokens). Outputs whose batch axis is not the image batch (window
+    attention) and attention internals (N, heads, T, d) are ``"other"``. Cached per model and input size.
+    ``stop_after``: probe only up to that layer (the rest of the network never runs, as in truncated
+    feature visualization); later layers are absent from the result.
+
+    Example:
+        >>> from torchvision.ops import Permute
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), Permute([0, 2, 3, 1]))
+        >>> lay = layer_layouts(net, (3, 9, 7))
+        >>> lay["0"].fmt, lay["1"].fmt, lay["1"].grid
+        ('NCHW', 'NHWC', (7, 5))
+    """
+    return {c.name: c.layout for c in _probe(model, input_shape, stop_after)}
+
+
+def as_nchw(
+    model: nn.Module, outputs: Mapping[str, torch.Tensor], input_shape: Sequence[int] = (3, 224, 224)
+) -> dict[str, torch.Tensor]:
+    """THE conversion of layer outputs to (N, C, H, W): ``outputs`` (``{layer name: tensor}``, as
+    :func:`convlens.inspect.get_activations` returns) with every spatial map brought to (N, C, h, w) --
+    channels-last maps permuted, (N, tokens, D) patch tokens reshaped to their grid without their prefix
+    (class/register) tokens -- by :func:`layer_layouts` at ``input_shape`` (the model input's (C, H, W)).
+    Outputs that are no map (vectors, attention internals) are returned unchanged. ``'name#k'`` keys
+    (call k of a reused module) use the module's layout.
+
+    Example:
+        >>> from torchvision.ops import Permute
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), Permute([0, 2, 3, 1]))
+        >>> x = torch.zeros(2, 3, 9, 7)
+        >>> tuple(as_nchw(net, {"1": net(x)}, (3, 9, 7))["1"].shape)
+        (2, 4, 7, 5)
+    """
+    lays = layer_layouts(model, input_shape)
+    out = {}
+    for name, t in outputs.items():
+        lay = lays.get(name) or lays.get(re.sub(r"\s*#\d+$", "", name))
+        out[name] = lay.to_nchw(t) if lay is not None and lay.is_map and _fits(lay, t) else t
+    return out
+
+
+def _fits(lay: Layout, t: torch.Tensor) -> bool:
+    try:
+        lay.to_nchw(t)
+    except LayerError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------- auto
+
+
 #: Adaptive pools are the global-pooling step (VGG's 7x7 one included), never a feature layer.
 _POOL_TYPES = ("AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "SelectAdaptivePool2d")
 
 
-def _is_spatial(s: LayerShape) -> bool:
-    return len(s.shape) == 4 and s.shape[2] >= 2 and s.shape[3] >= 2 and s.type not in _POOL_TYPES
+def _block_of(name: str) -> str | None:
+    """The repeated block a layer sits in (``blocks.11`` for ``blocks.11.norm1``), if its name has an index."""
+    parts = name.split(".")
+    for i, seg in enumerate(parts[:-1]):
+        if seg.isdigit() or seg.rsplit("_", 1)[-1].isdigit():
+            return ".".join(parts[: i + 1])
+    return None
 
 
 def auto_layer(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> LayerRef:
-    """The last module whose output is spatial (N, C, H, W with H, W >= 2): the usual CAM target.
+    """THE ``"auto"`` layer: where every front end looks by default (CAM target, activations, filters).
+
+    1. The layer the model declares (``model.convlens_default_layer``, set from the registry's
+       ``default_layer``), when its output is a map larger than 1x1 at this input size.
+    2. Else the last module whose output is a spatial map larger than 1x1 at ``input_shape`` (C, H, W)
+       (NCHW, or channels-last / tokens as :func:`layer_layouts` recognizes them), global pools excluded:
+       the usual Grad-CAM target (Selvaraju et al. 2017, section 3: the last convolutional layer). A map
+       that shrank to 1x1 (a CNN trained at 32 px) cannot localize anything, so it never wins.
+    3. A transformer (token maps after the last 4-D map): the first token layer of its last block
+       (``blocks.11.norm1``), because later token layers reach a class-token head only through the class
+       token, so their patch tokens get no gradient (pytorch-grad-cam's ViT recipe uses the same layer).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
         >>> auto_layer(net, (3, 6, 6)).name
         '0'
+        >>> auto_layer(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 2)), (3, 4, 4)).name
+        '0'
     """
     modules = dict(model.named_modules())
-    spatial = [s for s in probe_shapes(model, input_shape) if _is_spatial(s)]
-    if not spatial:
-        raise LayerError("the model has no layer with a spatial (N, C, H, W) output of at least 2x2; name a layer.")
-    name = spatial[-1].name
+    calls = _probe(model, input_shape)
+    lays = {c.name: c.layout for c in calls}
+    default = getattr(model, DEFAULT_LAYER_ATTR, None)
+    if isinstance(default, str) and default in modules and lays.get(default, Layout("other")).area > 1:
+        return LayerRef(default, modules[default])
+    maps = [i for i, c in enumerate(calls) if c.layout.area > 1 and c.type not in _POOL_TYPES]
+    if not maps:
+        raise LayerError(
+            f"the model has no layer whose output is a spatial map larger than 1x1 at input size "
+            f"{'x'.join(str(v) for v in input_shape[-2:])}; name a layer, or use a larger input."
+        )
+    last_4d = max((i for i in maps if calls[i].layout.fmt in ("NCHW", "NHWC")), default=-1)
+    tokens = [i for i in maps if i > last_4d and calls[i].layout.fmt == "NLC"]
+    blocks = [b for b in (_block_of(calls[i].name) for i in tokens) if b is not None]
+    if blocks:
+        name = next(calls[i].name for i in tokens if calls[i].name.startswith(blocks[-1] + "."))
+    else:
+        name = calls[maps[-1]].name
     return LayerRef(name, modules[name])
 
 
@@ -160,6 +539,45 @@ def stage_layers(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -
     return [LayerRef(n, modules[n]) for n in last_at.values()]
 
 
+def _is_spatial(s: LayerShape) -> bool:
+    return len(s.shape) == 4 and s.shape[2] >= 2 and s.shape[3] >= 2 and s.type not in _POOL_TYPES
+
+
+def first_conv(model: nn.Module, input_shape: Sequence[int] | None = None) -> LayerRef:
+    """The convolution that reads the image: the first ``nn.Conv2d`` called in a forward pass whose input
+    channels are the image's (3 for RGB, 1 for a grayscale model) and that is not grouped.
+
+    ``input_shape`` (C, H, W) is the probe input (default: C from the first such conv in module order,
+    224x224); a model that rejects the probe falls back to module order.
+
+    Example:
+        >>> class Net(torch.nn.Module):  # registered late, called first
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.head = torch.nn.Conv2d(4, 2, 1)
+        ...         self.stem = torch.nn.Conv2d(3, 4, 3)
+        ...     def forward(self, x):
+        ...         return self.head(self.stem(x))
+        >>> first_conv(Net(), (3, 8, 8)).name
+        'stem'
+    """
+    modules = dict(model.named_modules())
+
+    def reads_image(m: nn.Module, c: int | None) -> bool:
+        return isinstance(m, nn.Conv2d) and m.groups == 1 and (m.in_channels == c if c else m.in_channels in (1, 3))
+
+    in_order = [n for n, m in modules.items() if n and reads_image(m, None)]
+    if not in_order:
+        raise LayerError("the model has no Conv2d with 3 (or 1) input channels; name the layer whose kernels to show.")
+    shape = tuple(input_shape) if input_shape is not None else (modules[in_order[0]].in_channels, 224, 224)  # type: ignore[union-attr]
+    try:
+        called = [c.name for c in _probe(model, shape)]
+    except ConvlensError:
+        called = in_order
+    name = next((n for n in called if n in modules and reads_image(modules[n], shape[0])), in_order[0])
+    return LayerRef(name, modules[name])
+
+
 def _suggest(name: str, names: list[str]) -> str:
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     if close:
@@ -174,6 +592,8 @@ def resolve(
     input_shape: Sequence[int] = (3, 224, 224),
 ) -> list[LayerRef]:
     """Turn a layer specification into a non-empty list of :class:`LayerRef` (no duplicates, spec order).
+
+    ``input_shape`` (C, H, W) is the size the layers will see: ``"auto"`` and ``"stages"`` depend on it.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))

@@ -122,10 +122,8 @@ def run_cam(
     # num_classes is 0 when the registry could not read it (tuple/dict outputs): the explain call checks then
     if target is not None and bundle.meta.num_classes > 0 and target >= bundle.meta.num_classes:
         raise_input(f"--target must be < {bundle.meta.num_classes} (the model's classes), got {target}.")
-    layer_spec: Any = layer
-    if layer == "auto" and bundle.meta.default_layer:
-        layer_spec = bundle.meta.default_layer
-    elif "," in layer:
+    layer_spec: Any = layer  # 'auto' is convlens.layers.auto_layer (the registry's default layer included)
+    if "," in layer:
         layer_spec = [s.strip() for s in layer.split(",") if s.strip()]
     out_dir = ensure_out_dir(out)
     stems = _unique_stems(files)

@@ -69,9 +69,8 @@ def register(app: typer.Typer) -> None:
         import time
 
         from convlens.cli.common import check_choice, console, out_file, parse_int_list, prepare_out_file, print_json
-        from convlens.errors import InputError
         from convlens.featvis import OBJECTIVES, RECIPES, first_layer_kernels, visualize
-        from convlens.layers import resolve
+        from convlens.featvis.render import target_layer
         from convlens.models import load_model
         from convlens.plot.featvis import featvis_grid, kernel_grid
 
@@ -81,9 +80,9 @@ def register(app: typer.Typer) -> None:
         out = out_file(out, default_name="filters.png")  # before any work: a bad --out fails in a second
         bundle = load_model(model, weights=weights, device=device)
         if kernels:
-            from convlens.featvis import first_conv
+            from convlens.layers import first_conv
 
-            kname = first_conv(bundle.model)[0] if layer == "auto" else layer
+            kname = first_conv(bundle.model, bundle.meta.input_size).name if layer == "auto" else layer
             tiles = first_layer_kernels(bundle.model, kname)
             fig = kernel_grid(tiles, layer=f"{bundle.meta.name} {kname}")
             fig.savefig(prepare_out_file(out))
@@ -103,10 +102,8 @@ def register(app: typer.Typer) -> None:
                     f"wrote {out}: {tiles.shape[0]} kernels of {kname}, each {tuple(tiles.shape[1:])} (C, kh, kw) shown as RGB"
                 )
             return
-        refs = resolve(bundle.model, layer) if objective != "class" else []
-        if len(refs) > 1:
-            raise InputError(f"--layer '{layer}' matches {len(refs)} layers; name exactly one.")
-        layer_name = refs[0].name if refs else "output"  # a class objective reads the logits; --layer is ignored
+        # 'auto' is the layer every front end uses, at the size the model will see (a fixed-size model its own)
+        layer_name = target_layer(bundle, layer, size=size) if objective != "class" else "output"
 
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 

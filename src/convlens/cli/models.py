@@ -70,10 +70,10 @@ def register(app: typer.Typer) -> None:
         """Classify images: top-k classes with probabilities."""
         from convlens.inspect.predict import predict_files
 
-        skipped: list[tuple[str, str]] = []
-        results = predict_files(images, model=model, weights=weights, topk=topk, device=device, skipped=skipped)
-        for path, why in skipped:  # stderr, so --json stays parseable
-            typer.echo(f"warning: skipped {path}: {why}", err=True)
+        run = predict_files(images, model=model, weights=weights, topk=topk, device=device)
+        results = run.predictions
+        for sk in run.skipped:  # stderr, so --json stays parseable
+            typer.echo(f"warning: skipped {sk.path}: {sk.reason}", err=True)
         if json_out:
             print_json(results)
             return
@@ -176,9 +176,9 @@ def register(app: typer.Typer) -> None:
         model: str = MODEL_OPT,
         weights: Path | None = WEIGHTS_OPT,
         layers: list[str] = typer.Option(
-            ["auto"],
+            ["stages"],
             "--layers",
-            help="names, globs (features.*), 'auto' (one per stage), name#k (call k of a reused module); repeat or comma-separate",
+            help="names, globs (features.*), 'stages' (one per stage, the default), 'auto' (the layer `cam` explains), name#k (call k of a reused module); repeat or comma-separate",
         ),
         max_channels: int = typer.Option(
             64, "--max-channels", min=1, help="channels drawn per layer (most active first)"
@@ -200,7 +200,7 @@ def register(app: typer.Typer) -> None:
         specs = [p.strip() for item in layers for p in item.split(",") if p.strip()]
         bundle = load_model(model, weights=weights, device=device)
         x = bundle.preprocess([img]).to(bundle.device)
-        acts = to_nchw(bundle.model, x, get_activations(bundle.model, x, specs if specs != ["auto"] else "auto"))
+        acts = to_nchw(bundle.model, x, get_activations(bundle.model, x, specs if len(specs) != 1 else specs[0]))
         stats = activation_stats(acts, topk=topk)
         rows = []
         for st in stats:

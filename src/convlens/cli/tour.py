@@ -110,6 +110,8 @@ def register(app: typer.Typer) -> None:
         import json
 
         summary = json.loads((out_dir / "summary.json").read_text())
+        for sk in summary.get("skipped", []):
+            print(f"warning: skipped {sk['path']}: {sk['reason']}", file=sys.stderr)
         failed = summary.get("failed", [])
         if failed:
             print(f"failed images: {', '.join(failed)} (errors are in the report)", file=sys.stderr)

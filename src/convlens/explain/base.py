@@ -6,7 +6,9 @@ A CAM method only says how to turn a layer's activations ``A`` (N, C, h, w) and 
 with ``M = sum_c w_c A_c`` (:meth:`BaseCAM.weights`), or the map directly (:meth:`BaseCAM.combine`).
 Everything else lives here:
 
-1. resolve the target layer(s) (``'auto'`` = :func:`convlens.layers.resolve`'s last spatial layer);
+1. resolve the target layer(s) (``'auto'`` = :func:`convlens.layers.auto_layer`, the one rule of every
+   front end) and bring each to (N, C, h, w) with :func:`convlens.layers.layer_layouts` (channels-last
+   maps permuted, transformer tokens reshaped to their patch grid without class/register tokens);
 2. one forward pass with :func:`convlens.hooks.capture` (``detach=False, clone=True``) under
    :func:`convlens.hooks.preserve_state` (``train=False, requires_grad=False``): parameters need no
    gradient, and the first target layer's output becomes an autograd leaf, so no graph is built below
@@ -31,7 +33,6 @@ Example:
 from __future__ import annotations
 
 import warnings
-import weakref
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from torch import nn
 
 from convlens.errors import InputError, LayerError
 from convlens.hooks import capture, device_of, preserve_state
+from convlens.layers import auto_layer, layer_layouts
+from convlens.models.logits import logits
 
 __all__ = [
     "BaseCAM",
@@ -56,8 +59,6 @@ __all__ = [
     "class_logits",
     "call_target",
     "resolve_layers",
-    "as_spatial",
-    "token_grid",
     "first_component",
 ]
 
@@ -172,27 +173,13 @@ def call_target(fn: Callable[[Any], torch.Tensor], out: Any, b: int) -> torch.Te
 
 
 def class_logits(output: Any) -> torch.Tensor | None:
-    """The (N, classes) logits in a model output: the tensor itself, a tuple/list's first 2-D tensor
-    (``(logits, features)``, auxiliary heads), or a dict's ``'logits'`` entry (else its only 2-D
-    tensor). ``None`` when there is no such tensor.
+    """The (N, classes) logits in a model output, or ``None``: :func:`convlens.models.logits` (the one rule).
 
     Example:
         >>> class_logits((torch.zeros(2, 5), torch.zeros(2, 8, 3, 3))).shape
         torch.Size([2, 5])
-        >>> class_logits({"feat": torch.zeros(2, 8, 3, 3), "logits": torch.zeros(2, 5)}).shape
-        torch.Size([2, 5])
     """
-    if isinstance(output, torch.Tensor):
-        return output if output.ndim == 2 else None
-    if isinstance(output, (tuple, list)):
-        return next((o for o in output if isinstance(o, torch.Tensor) and o.ndim == 2), None)
-    if isinstance(output, dict):
-        cand = output.get("logits")
-        if isinstance(cand, torch.Tensor) and cand.ndim == 2:
-            return cand
-        two_d = [o for o in output.values() if isinstance(o, torch.Tensor) and o.ndim == 2]
-        return two_d[0] if len(two_d) == 1 else None
-    return None
+    return logits(output, required=False)
 
 
 def target_scores(output: Any, targets: Targets, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -253,13 +240,11 @@ def target_scores(output: Any, targets: Targets, n: int) -> tuple[torch.Tensor, 
 
 
 # ----------------------------------------------------------------------------------------------------
-# layers (the 'auto' probe is cached per model and input shape: it costs one forward)
-
-_AUTO_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
+# layers: 'auto' and the layout of a layer's output are convlens.layers' (one rule for every front end)
 
 
 def resolve_layers(model: nn.Module, spec: LayerSpec, input_shape: Sequence[int]) -> list[tuple[str, nn.Module]]:
-    """Layer spec -> [(name, module)], via :func:`convlens.layers.resolve`; ``'auto'`` is cached per model/shape.
+    """Layer spec -> [(name, module)] by :func:`convlens.layers.resolve` at the input's (C, H, W).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1))
@@ -268,122 +253,16 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, input_shape: Sequence[int]
     """
     from convlens.layers import resolve
 
-    named = dict(model.named_modules())
-    if spec is None or (isinstance(spec, str) and spec == "auto"):
-        key = tuple(int(s) for s in input_shape)
-        cached = _AUTO_CACHE.get(model, {}).get(key)
-        if cached is not None and cached in named:
-            return [(cached, named[cached])]
-        name = _auto_layer(model, key)
-        _AUTO_CACHE.setdefault(model, {})[key] = name
-        return [(name, named[name])]
-    else:
-        refs = resolve(model, spec, input_shape=tuple(input_shape))
-    return [(r.name, r.module) for r in refs]
+    return [(r.name, r.module) for r in resolve(model, spec, input_shape=tuple(input_shape))]
 
 
-def token_grid(n_tokens: int, image_hw: tuple[int, int]) -> tuple[int, int, int] | None:
-    """``(prefix, gh, gw)`` when ``n_tokens = prefix + gh * gw`` patch tokens on a grid of the image's aspect.
-
-    Transformers (ViT, DeiT) output (N, T, D) tokens: ``prefix`` class/register tokens (at most 8)
-    followed by a row-major ``gh x gw`` grid of patches with ``gh / gw = H / W``. ``None`` when no
-    such split exists (not a token layer).
-
-    Example:
-        >>> token_grid(197, (224, 224)), token_grid(1 + 14 * 28, (224, 448)), token_grid(3, (224, 224))
-        ((1, 14, 14), (1, 14, 28), None)
-    """
-    h, w = image_hw
-    for prefix in range(0, 9):
-        t = n_tokens - prefix
-        if t < 4:
-            break
-        gw = round((t * w / h) ** 0.5)
-        for cand in (gw - 1, gw, gw + 1):
-            if cand >= 2 and t % cand == 0 and t // cand >= 2:
-                gh = t // cand
-                # the grid must have the image's aspect (within one patch)
-                if abs(gh * w / h - cand) < 1.0 or abs(cand * h / w - gh) < 1.0:
-                    return prefix, gh, cand
-    return None
-
-
-def _on_grid(h: int, w: int, image_hw: tuple[int, int]) -> bool:
-    """``(h, w)`` is a feature grid of an ``image_hw`` image: at least 2x2, aspect ``h / w = H / W`` (within 25%)."""
-    return h >= 2 and w >= 2 and abs(h * image_hw[1] / image_hw[0] - w) <= max(1.0, 0.25 * w)
-
-
-def as_spatial(t: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor | None:
-    """A layer output as a (N, C, h, w) map: spatial maps unchanged, channels-last (N, h, w, C) maps
-    permuted, (N, T, D) tokens reshaped to their grid.
-
-    Token outputs drop their prefix (class/register) tokens: ``(N, p + gh*gw, D) -> (N, D, gh, gw)``.
-    Returns ``None`` for anything else (a layer CAM cannot use).
-
-    Example:
-        >>> tuple(as_spatial(torch.zeros(2, 1 + 4 * 4, 8), (64, 64)).shape)
-        (2, 8, 4, 4)
-    """
-    if t.ndim == 4:
-        if not _on_grid(t.shape[2], t.shape[3], image_hw) and _on_grid(t.shape[1], t.shape[2], image_hw):
-            return t.permute(0, 3, 1, 2)  # channels-last (N, h, w, C) maps (Swin, timm NHWC stages)
-        return t
-    if t.ndim == 3:
-        grid = token_grid(t.shape[1], image_hw)
-        if grid is not None:
-            p, gh, gw = grid
-            return t[:, p:, :].reshape(t.shape[0], gh, gw, t.shape[2]).permute(0, 3, 1, 2)
-    return None
-
-
-def _auto_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
-    """CAM's ``'auto'`` layer (one probe forward).
-
-    CNNs: the last module with a spatial (N, C, h, w) output of at least 2x2 on the image's grid
-    (``h / w`` follows ``H / W``; attention internals such as (N, heads, T, d) are not maps), before
-    global pooling -- :func:`convlens.layers.resolve`'s ``'auto'`` rule. Transformers (token layers
-    (N, T, D) on a patch grid after the last spatial layer, e.g. ViT after its patch embedding): the
-    first token layer of the last block (``blocks.11.norm1``), because later token layers (the final
-    norm) reach a class-token head only through the class token, so their patch tokens get no gradient.
-
-    Example:
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1))
-        >>> _auto_layer(net, (3, 8, 8))
-        '0'
-    """
-    from convlens.layers import _POOL_TYPES, probe_shapes
-
-    shapes = probe_shapes(model, input_shape)
-    hw = (int(input_shape[-2]), int(input_shape[-1]))
-
-    def on_grid(shape: tuple[int, ...]) -> bool:  # (N, C, h, w) or channels-last (N, h, w, C)
-        return _on_grid(shape[2], shape[3], hw) or _on_grid(shape[1], shape[2], hw)
-
-    maps = [i for i, s in enumerate(shapes) if len(s.shape) == 4 and s.type not in _POOL_TYPES and on_grid(s.shape)]
-    last_map = maps[-1] if maps else -1
-    tokens = [
-        (i, s.name)
-        for i, s in enumerate(shapes)
-        if i > last_map and len(s.shape) == 3 and token_grid(s.shape[1], hw) is not None
-    ]
-
-    def block_of(name: str) -> str | None:
-        parts = name.split(".")
-        for i, seg in enumerate(parts[:-1]):
-            if seg.isdigit() or seg.rsplit("_", 1)[-1].isdigit():
-                return ".".join(parts[: i + 1])
-        return None
-
-    blocks = [b for b in (block_of(n) for _, n in tokens) if b is not None]
-    if blocks:
-        return next(n for _, n in tokens if n.startswith(blocks[-1] + "."))
-    if maps:
-        return shapes[last_map].name
-    if tokens:
-        return tokens[-1][1]
-    raise LayerError(
-        "the model has no layer with a spatial (N, C, H, W) output of at least 2x2 or (N, tokens, D) patch tokens; name a layer."
-    )
+def _better_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
+    """Advice naming the layer 'auto' picks at this input size (the last map larger than 1x1)."""
+    try:
+        name = auto_layer(model, input_shape).name
+    except LayerError:
+        return "no layer of this model is larger than 1x1 at this size: use a larger input."
+    return f"use '{name}' (the last layer larger than 1x1 at this size, what 'auto' picks)."
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -652,20 +531,29 @@ class BaseCAM:
             raws: dict[str, torch.Tensor] = {}
             diagnosis: list[str] = []
             with torch.enable_grad() if keep else torch.no_grad():
-                hw = (x.shape[2], x.shape[3])
+                lays = layer_layouts(model, tuple(x.shape[1:]))
                 for (n, mod), a, g in zip(layers, acts, grads, strict=True):
-                    a4 = as_spatial(a if keep else a.detach(), hw)
-                    if a4 is None:
+                    lay = lays.get(n)
+                    if lay is None or not lay.is_map:
                         raise LayerError(
                             f"layer '{n}' output has shape {tuple(a.shape)}; CAM needs a (N, C, h, w) feature map "
                             "or (N, tokens, D) patch tokens on the image's grid."
                         )
-                    a32 = a4.float()
-                    g32 = None if g is None else as_spatial(g if keep else g.detach(), hw).float()
+                    a32 = lay.to_nchw(a if keep else a.detach()).float()
+                    g32 = None if g is None else lay.to_nchw(g if keep else g.detach()).float()
                     ctx.layer, ctx.module = n, mod
                     raws[n] = self.combine(a32, g32, ctx).float()
                     diagnosis.append(_why_flat(n, a32, g32))
+                one_by_one = [n for n in names if lays[n].area == 1]
                 maps, flat = finalize_maps(list(raws.values()), (x.shape[2], x.shape[3]))
+        if one_by_one:
+            better = _better_layer(model, tuple(x.shape[1:]))
+            warnings.warn(
+                f"layer '{one_by_one[0]}' is a 1x1 map at this {x.shape[2]}x{x.shape[3]} input: a 1x1 map cannot "
+                f"localize anything (every pixel gets the same value); {better}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         for n in reused:  # e.g. torchvision's BasicBlock applies one ReLU module twice
             warnings.warn(
                 f"layer '{n}' is called several times in one forward pass; the map uses its last call "

@@ -13,7 +13,7 @@ Example:
     torch.Size([2, 3, 12, 12])
 """
 
-from convlens.featvis.kernels import first_conv, first_layer_kernels
+from convlens.featvis.kernels import first_layer_kernels
 from convlens.featvis.objectives import (
     L2,
     Blur,
@@ -27,11 +27,21 @@ from convlens.featvis.objectives import (
 )
 from convlens.featvis.param import FourierImage, PixelImage, decorrelate_colors
 from convlens.featvis.recipes import RECIPES, KerasRecipe, LucidRecipe, Recipe, get_recipe
-from convlens.featvis.render import OBJECTIVES, FeatvisResult, build_objective, image_generators, render, visualize
+from convlens.featvis.render import (
+    OBJECTIVES,
+    FeatvisResult,
+    build_objective,
+    image_generators,
+    render,
+    target_layer,
+    visualize,
+)
 from convlens.featvis.transforms import Jitter, Pad, Pipeline, RandomRotate, RandomScale
+from convlens.layers import first_conv  # the one home of 'the conv that reads the image'
 
 __all__ = [
     "visualize",
+    "target_layer",
     "render",
     "FeatvisResult",
     "build_objective",

@@ -18,21 +18,9 @@ import torch
 from torch import nn
 
 from convlens.errors import LayerError
+from convlens.layers import first_conv, resolve
 
-__all__ = ["first_layer_kernels", "first_conv"]
-
-
-def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
-    """The first ``nn.Conv2d`` (in module order) that takes the image: 3 input channels (RGB) or 1 (grayscale models).
-
-    Example:
-        >>> first_conv(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1)))[0]
-        '0'
-    """
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d) and m.in_channels in (1, 3) and m.groups == 1:
-            return name, m
-    raise LayerError("the model has no Conv2d with 3 (or 1) input channels; name the layer whose kernels to show.")
+__all__ = ["first_layer_kernels"]
 
 
 def first_layer_kernels(model: nn.Module, layer: str | None = None, *, shared: bool = False) -> torch.Tensor:
@@ -47,10 +35,9 @@ def first_layer_kernels(model: nn.Module, layer: str | None = None, *, shared: b
         [1.0, 0.5, 0.0]
     """
     if layer is None:
-        name, conv = first_conv(model)
+        first = first_conv(model)
+        name, conv = first.name, first.module  # type: ignore[assignment]
     else:
-        from convlens.layers import resolve
-
         ref = resolve(model, layer)[0]
         name, conv = ref.name, ref.module  # type: ignore[assignment]
         if not isinstance(conv, nn.Conv2d) or conv.in_channels not in (1, 3) or conv.groups != 1:

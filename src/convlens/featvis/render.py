@@ -12,9 +12,9 @@ One run optimizes N images at once. Each step:
    from ``f_i``, so the batch is N independent ascents;
 5. ascent step: ``p += lr * g / ||g||`` per image (Keras) or Adam (Lucid).
 
-Token layers: a 3-D output (N, T, D) of a transformer layer (anything but a 1-d conv/norm/pool, whose
-(N, C, L) is channels-first) is read as tokens, so channel ``c`` is feature ``c`` averaged over the
-tokens (not token ``c``); a channels-last (N, h, w, C) map (Swin) is read as (N, C, h, w).
+Token layers: a layer's layout comes from :func:`convlens.layers.layer_layouts` (the one place that knows
+it): (N, T, D) transformer tokens are read channels-first, so channel ``c`` is feature ``c`` averaged over
+the tokens (not token ``c``); a channels-last (N, h, w, C) map (Swin) is read as (N, C, h, w).
 
 Randomness: image i has its own ``torch.Generator`` seeded from ``(seed, key_i)`` (key = the channel
 index for channel objectives), used for its init noise and all its transform parameters, so an image
@@ -57,6 +57,7 @@ from convlens.featvis.objectives import (
 from convlens.featvis.param import FourierImage, ImageParam, PixelImage
 from convlens.featvis.recipes import Recipe, get_recipe
 from convlens.hooks import capture, device_of, preserve_state
+from convlens.layers import Layout, layer_layouts
 from convlens.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["FeatvisResult", "render", "visualize", "build_objective", "OBJECTIVES", "image_generators"]
@@ -172,24 +173,6 @@ def _layer_order(model: nn.Module, names: list[str], probe: torch.Tensor) -> str
     if missing:
         raise LayerError(f"layer '{missing[0]}' is not called in the forward pass; pick a layer the model uses.")
     return done[-1]
-
-
-#: modules whose 3-D output is (N, C, L) channels-first; any other 3-D output is read as (N, tokens, D) (ViT, Mixer)
-_CHANNELS_FIRST_1D = (
-    nn.Conv1d,
-    nn.ConvTranspose1d,
-    nn.BatchNorm1d,
-    nn.InstanceNorm1d,
-    nn.MaxPool1d,
-    nn.AvgPool1d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveMaxPool1d,
-)
-
-
-def _square_grid(h: int, w: int) -> bool:
-    """``(h, w)`` can be the feature grid of a square image (>= 2x2, equal sides within 25%)."""
-    return h >= 2 and w >= 2 and abs(h - w) <= max(1.0, 0.25 * w)
 
 
 def _fixed_size(model: Any) -> int | None:
@@ -349,7 +332,15 @@ def render(
                 img1 = F.interpolate(img1, size=(fixed_size, fixed_size), mode="bilinear", align_corners=True)
             stop = layer_names[0] if len(layer_names) == 1 else _layer_order(model, layer_names, to_model(img1))
 
-        tokens_last = [name for name in layer_names if not isinstance(named[name], _CHANNELS_FIRST_1D)]
+        # each layer's layout (channels-last maps, tokens) as convlens.layers knows it; the format does not
+        # depend on the size, so any size the model accepts will do (a fixed-size model: its own)
+        layouts: dict[str, Layout] = {}
+        for side in dict.fromkeys(s for s in (in_size[0] or size, fixed_size) if s):
+            if layer_names and not layouts:
+                try:
+                    layouts = layer_layouts(model, (len(mean_t), side, side), stop_after=stop)
+                except InputError:
+                    continue
         with capture(model, layer_names, detach=False, clone=len(layer_names) > 1, stop_after=stop) as cap:
             # a model with a fixed input size (ViT) rejects the recipe's padded/jittered size: resize to its size
             with torch.no_grad():
@@ -374,14 +365,11 @@ def render(
                     a = acts.get(name)
                     if a is None:
                         continue
-                    if a.dim() == 3 and name in tokens_last:  # (N, T, D) tokens -> (N, D, T): channel c is feature c
-                        acts[name] = a.transpose(1, 2)
-                    elif (
-                        a.dim() == 4
-                        and not _square_grid(a.shape[2], a.shape[3])
-                        and _square_grid(a.shape[1], a.shape[2])
-                    ):
-                        acts[name] = a.permute(0, 3, 1, 2)  # channels-last (N, h, w, C) maps (Swin) -> (N, C, h, w)
+                    lay = layouts.get(name)
+                    if (
+                        lay is not None
+                    ):  # (N, T, D) tokens -> (N, D, T), (N, h, w, C) -> (N, C, h, w): channel c is feature c
+                        acts[name] = lay.channels_first(a)
                 acts[INPUT] = img
                 if need_output:
                     if out is None or not isinstance(out, torch.Tensor):
@@ -452,6 +440,31 @@ def render(
     )
 
 
+def target_layer(model: nn.Module | Any, layer: str | nn.Module, *, size: int = 128) -> str:
+    """The name of the one layer ``layer`` means for feature visualization at ``size`` px: a module or name
+    as given, ``'auto'`` as :func:`convlens.layers.auto_layer` picks it at the size the model sees (``size``,
+    or a fixed-size model's own input size, e.g. 224 for a ViT). A glob matching several layers is an error.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1))
+        >>> target_layer(net, "auto", size=16)
+        '1'
+    """
+    from convlens.layers import resolve
+
+    fixed = _fixed_size(model)
+    module, mean_t, _ = _mean_std(model, None, None)
+    try:
+        refs = resolve(module, layer, input_shape=(len(mean_t), size, size))
+    except InputError:  # the model rejects this size (fixed-size ViT): its own size is what it will see
+        if fixed is None:
+            raise
+        refs = resolve(module, layer, input_shape=(len(mean_t), fixed, fixed))
+    if len(refs) > 1:
+        raise InputError(f"layer '{layer}' matches {len(refs)} layers; name exactly one.")
+    return refs[0].name
+
+
 def visualize(
     model: nn.Module | Any,
     layer: str | nn.Module | None,
@@ -477,6 +490,7 @@ def visualize(
     ``'class'`` (logits; ``channels`` are classes) or any
     :class:`~convlens.featvis.objectives.Objective`. ``recipe``: ``'lucid'`` (readable: Fourier +
     decorrelation + transforms), ``'keras'`` (the book's pixel ascent) or a :class:`Recipe`.
+    ``layer``: a name, a module, or ``'auto'`` (:func:`target_layer`, the layer every front end uses).
     ``return_result=True`` returns the :class:`FeatvisResult` (final objective values, history).
 
     Example:
@@ -487,12 +501,10 @@ def visualize(
     from convlens.models import ModelBundle
 
     module = model.model if isinstance(model, ModelBundle) else model
-    if isinstance(layer, nn.Module):
+    if isinstance(layer, nn.Module) or layer == "auto":
         if not isinstance(module, nn.Module):
             raise InputError(f"model must be a torch.nn.Module or a convlens ModelBundle, got {type(model).__name__}.")
-        from convlens.layers import resolve
-
-        layer = resolve(module, layer)[0].name
+        layer = target_layer(model, layer, size=size)
     if isinstance(channels, int) and not isinstance(channels, bool):
         channels = [channels]
     chans = list(channels)

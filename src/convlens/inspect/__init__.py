@@ -18,7 +18,7 @@ from convlens.inspect.activations import (
 from convlens.inspect.depth import DepthProfile, StageProfile, depth_profile
 from convlens.inspect.erf import EffectiveRF, UnitReceptiveField, effective_receptive_field, unit_receptive_field
 from convlens.inspect.patches import ChannelPatches, Patch, TopPatches, top_patches
-from convlens.inspect.predict import Prediction, TopClass, predict, predict_files
+from convlens.inspect.predict import Prediction, PredictionRun, TopClass, predict, predict_files
 from convlens.inspect.rf import EmpiricalRF, receptive_field, receptive_field_empirical
 from convlens.inspect.summary import LayerRecord, Summary, summarize
 from convlens.inspect.unit import Term, UnitTrace, trace_unit
@@ -29,6 +29,7 @@ __all__ = [
     "TopClass",
     "predict",
     "predict_files",
+    "PredictionRun",
     "LayerRecord",
     "Summary",
     "summarize",

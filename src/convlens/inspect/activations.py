@@ -29,7 +29,7 @@ from torch import nn
 from convlens.errors import InputError, LayerError
 from convlens.hooks import capture, preserve_state
 from convlens.inspect.summary import hwc
-from convlens.layers import resolve
+from convlens.layers import as_nchw, resolve
 
 _CALL = re.compile(r"^(.+?)\s*#(\d+)$")  # 'relu#1' / 'relu #1': call 1 of layer relu
 
@@ -81,21 +81,22 @@ class LayerActivationStats:
 def get_activations(
     model: nn.Module,
     x: torch.Tensor,
-    layers: str | nn.Module | Sequence[str | nn.Module] = "auto",
+    layers: str | nn.Module | Sequence[str | nn.Module] = "stages",
 ) -> Activations:
     """Run ``model`` on ``x`` (eval mode, no grad; modes restored) and return ``{layer name: output}``
     (an :class:`Activations` dict).
 
-    ``layers``: a name, glob (``features.*``), module, list of these, ``'stages'``, or ``'auto'``
-    (= one layer per stage, as :func:`convlens.layers.resolve` with ``'stages'``). A module called
+    ``layers``: a name, glob (``features.*``), module, list of these, ``'stages'`` (the default: one
+    layer per stage), or ``'auto'`` (THE auto layer of every front end, :func:`convlens.layers.auto_layer`
+    at ``x``'s size -- the layer ``convlens cam`` explains). A module called
     several times records its last call; ``'name#k'`` picks call ``k`` (from 0, as ``relu #1`` in
     ``convlens summary``). Tensors are detached clones on the model's device, in the order the layers
     were resolved (``name#k`` picks last).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(2))
-        >>> list(get_activations(net, torch.zeros(1, 3, 10, 10), "auto"))
-        ['0', '1']
+        >>> list(get_activations(net, torch.zeros(1, 3, 10, 10))), list(get_activations(net, torch.zeros(1, 3, 10, 10), "auto"))
+        (['0', '1'], ['1'])
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise InputError(f"x must be an (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}.")
@@ -108,8 +109,8 @@ def get_activations(
         m = _CALL.match(item) if isinstance(item, str) else None
         if m:
             picks.append((m.group(1), int(m.group(2))))
-        else:  # 'auto' means one layer per stage here, alone or inside a list ('auto,layer1')
-            plain.append("stages" if isinstance(item, str) and item == "auto" else item)
+        else:
+            plain.append(item)
     shape = tuple(x.shape[1:])
     names = [r.name for r in resolve(model, plain if len(plain) != 1 else plain[0], input_shape=shape)] if plain else []
     bases = [resolve(model, base, input_shape=shape)[0].name for base, _ in picks]
@@ -131,9 +132,9 @@ def get_activations(
 
 
 def to_nchw(model: nn.Module, x: torch.Tensor, acts: Mapping[str, torch.Tensor]) -> Activations:
-    """``acts`` with channels-last (N, H, W, C) maps (Swin, ConvNeXt blocks, ``Permute`` layers)
-    permuted to (N, C, H, W), as one traced forward pass of ``model`` on ``x`` locates H and W
-    (:meth:`convlens.graph.Graph.spatial_dims`); other tensors are returned unchanged.
+    """``acts`` with every spatial map as (N, C, H, W): channels-last (N, H, W, C) maps (Swin, ConvNeXt
+    blocks, ``Permute`` layers) permuted and (N, tokens, D) patch tokens reshaped to their grid, by THE
+    layout conversion :func:`convlens.layers.as_nchw` at ``x``'s size; other tensors are returned unchanged.
 
     Example:
         >>> from torchvision.ops import Permute
@@ -142,25 +143,7 @@ def to_nchw(model: nn.Module, x: torch.Tensor, acts: Mapping[str, torch.Tensor])
         >>> tuple(to_nchw(net, x, get_activations(net, x, "1"))["1"].shape)
         (1, 4, 7, 5)
     """
-    if not any(t.ndim == 4 for t in acts.values()):
-        return Activations(acts)
-    from convlens.graph import trace  # the tracer is only needed for 4-D maps
-
-    graph = trace(model, x=x[:1])
-    out = Activations()
-    for name, t in acts.items():
-        m = _CALL.match(name)
-        c = (graph.call(m.group(1), int(m.group(2))) if m else graph.call(name)) if t.ndim == 4 else None
-        dims = graph.spatial_dims(c.output) if c is not None and c.output is not None else None
-        if (
-            dims is not None
-            and tuple(dims) != (2, 3)
-            and 0 not in dims
-            and graph.nodes[c.output].shape[1:] == tuple(t.shape[1:])
-        ):
-            t = t.permute(0, next(i for i in (1, 2, 3) if i not in dims), dims[0], dims[1])
-        out[name] = t
-    return out
+    return Activations(as_nchw(model, acts, tuple(x.shape[1:])))
 
 
 def top_channels(act: torch.Tensor, k: int = 8) -> list[ChannelScore]:

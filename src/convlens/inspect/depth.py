@@ -30,11 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from convlens.errors import InputError
-from convlens.graph import Graph, trace
+from convlens.errors import InputError, LayerError
+from convlens.graph import trace
 from convlens.inspect.activations import get_activations
+from convlens.layers import first_conv, layer_layouts
 
-__all__ = ["StageProfile", "DepthProfile", "depth_profile", "spatial_frequency", "first_conv"]
+__all__ = ["StageProfile", "DepthProfile", "depth_profile", "spatial_frequency"]
 
 
 @dataclass(frozen=True)
@@ -104,23 +105,6 @@ def spatial_frequency(maps: torch.Tensor) -> tuple[float, float] | tuple[None, N
     return float((power * r).sum()) / total, float(power[r > 0.25].sum()) / total
 
 
-def first_conv(model: nn.Module, graph: Graph) -> tuple[str, torch.Tensor] | None:
-    """The first convolution applied to the input (module name, weight (C_out, C_in, kH, kW)), if any.
-
-    Example:
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 5))
-        >>> first_conv(net, trace(net, (3, 8, 8)))[0]
-        '0'
-    """
-    modules = dict(model.named_modules())
-    for node in graph.nodes:
-        if node.kind == "conv" and node.module is not None:
-            w = getattr(modules.get(node.module), "weight", None)
-            if isinstance(w, torch.Tensor) and w.ndim == 4:
-                return node.module, w.detach()
-    return None
-
-
 def depth_profile(
     model: nn.Module,
     x: torch.Tensor,
@@ -141,6 +125,7 @@ def depth_profile(
         raise InputError(f"x must be an (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}.")
     acts = get_activations(model, x[:1], layers)
     graph = trace(model, x=x[:1])
+    layouts = layer_layouts(model, tuple(x.shape[1:]))
     modules = dict(model.named_modules())
     # stage boundaries: the output node of each stage layer's last call, in execution order
     bounds = []
@@ -173,10 +158,9 @@ def depth_profile(
         geo = graph.nodes[b].geometry if b >= 0 else None
         macs = sum(nd.macs for nd in graph.nodes[prev + 1 : b + 1])
         prev = max(prev, b)
-        dims = graph.spatial_dims(b) if b >= 0 else None
-        if t.ndim == 4 and dims is not None and tuple(dims) != (2, 3) and 0 not in dims:
-            # channels-last map (Swin, ConvNeXt blocks): bring it to (N, C, H, W) as traced
-            t = t.permute(0, next(i for i in (1, 2, 3) if i not in dims), dims[0], dims[1])
+        lay = layouts.get(n)
+        if lay is not None and lay.fmt == "NHWC" and lay.is_map:
+            t = lay.to_nchw(t)  # channels-last map (Swin, ConvNeXt blocks) -> (N, C, H, W), one conversion
         maps[n] = t[0]
         if t.ndim == 4:
             sp = (int(t.shape[2]), int(t.shape[3]))
@@ -202,7 +186,11 @@ def depth_profile(
                 mfi,
             )
         )
-    fc = first_conv(model, graph)
+    try:
+        ref = first_conv(model, tuple(x.shape[1:]))
+        fc: tuple[str, torch.Tensor] | None = (ref.name, ref.module.weight.detach())  # type: ignore[union-attr]
+    except LayerError:
+        fc = None
     c_in, h, w = x.shape[1:]
     return DepthProfile(
         name or type(model).__name__,

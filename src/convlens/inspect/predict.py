@@ -10,18 +10,18 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from convlens.errors import InputError
 from convlens.hooks import preserve_state
-from convlens.io import list_images, load_image
-from convlens.models import ModelBundle, load_model
+from convlens.io import SkippedFile, iter_image_batches
+from convlens.models import ModelBundle, load_model, logits
 
 __all__ = ["TopClass", "Prediction", "predict", "predict_files"]
 
@@ -60,17 +60,8 @@ def predict(
     with preserve_state(bundle.model, train=False), torch.no_grad():
         for i in range(0, len(images), batch_size):
             x = bundle.preprocess(list(images[i : i + batch_size])).to(dev)
-            logits = bundle.model(x)
-            if isinstance(logits, (tuple, list)) and logits and isinstance(logits[0], torch.Tensor):
-                logits = logits[0]  # (logits, aux...) outputs: the first tensor is the prediction
-            if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-                got = (
-                    f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
-                )
-                raise InputError(
-                    f"the model's output is not a (N, classes) tensor of logits (got {got}); predict needs a classifier."
-                )
-            probs = logits.float().softmax(-1)
+            scores = logits(bundle.model(x))  # tensor, (logits, aux) tuple, {'logits': ...}, .logits
+            probs = scores.float().softmax(-1)
             k = min(topk, probs.shape[1])
             vals, idx = probs.topk(k, dim=1)
             for v_row, i_row in zip(vals.tolist(), idx.tolist(), strict=True):
@@ -78,6 +69,15 @@ def predict(
                     [TopClass(int(c), bundle.label(int(c)), float(v)) for v, c in zip(v_row, i_row, strict=True)]
                 )
     return out
+
+
+@dataclass(frozen=True)
+class PredictionRun:
+    """What :func:`predict_files` returns: one :class:`Prediction` per readable image, in file order, and the
+    files skipped inside folders (unreadable) with their reasons."""
+
+    predictions: list[Prediction]
+    skipped: list[SkippedFile] = field(default_factory=list)
 
 
 def predict_files(
@@ -88,36 +88,31 @@ def predict_files(
     topk: int = 5,
     device: str = "cpu",
     batch_size: int = 32,
-    skipped: list[tuple[str, str]] | None = None,
-) -> list[Prediction]:
+) -> PredictionRun:
     """Load a model and predict every image file (folders expanded), ``batch_size`` images in memory at a time.
 
-    A file named explicitly must be readable (InputError otherwise); unreadable files found inside a
-    folder are skipped and, when ``skipped`` is a list, appended to it as ``(path, reason)``.
+    Files are read by :func:`convlens.io.iter_image_batches` (the one policy): a file named explicitly must
+    be readable (InputError otherwise); unreadable files found inside a folder are skipped and listed in
+    the result's ``skipped``.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from PIL import Image
+        >>> d = tempfile.mkdtemp()
+        >>> Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(f"{d}/grey.png")
+        >>> _ = open(f"{d}/broken.jpg", "wb").write(b"not a jpeg")
+        >>> run = predict_files([d], model="resnet18", topk=1)
+        >>> [Path(p.image).name for p in run.predictions], [Path(s.path).name for s in run.skipped]
+        (['grey.png'], ['broken.jpg'])
     """
-    files: list[tuple[Path, bool]] = []  # (file, came from a folder)
-    for p in paths:
-        found = list_images(p)
-        files += [(f, Path(p).is_dir()) for f in found]
-    if not files:
-        raise InputError("no image files found in the given paths.")
+    batches = iter_image_batches(paths, batch_size)
+    first = next(batches)  # files are found (and named files checked) before the model loads
     bundle = load_model(model, weights=weights, device=device)
     results: list[Prediction] = []
-    for i in range(0, len(files), batch_size):
-        names, imgs = [], []
-        for f, in_folder in files[i : i + batch_size]:
-            try:
-                imgs.append(load_image(f))
-            except InputError as e:
-                if not in_folder:
-                    raise
-                if skipped is not None:
-                    skipped.append((str(f), str(e)))
-                continue
-            names.append(str(f))
-        if imgs:
-            tops = predict(bundle, imgs, topk=topk, batch_size=batch_size)
-            results += [Prediction(n, t, bundle.pretrained) for n, t in zip(names, tops, strict=True)]
-    if not results:
-        raise InputError(f"none of the {len(files)} image file(s) found could be read (corrupt or not images).")
-    return results
+    skipped: list[SkippedFile] = []
+    for batch in itertools.chain([first], batches):
+        skipped += batch.skipped
+        if batch.images:
+            tops = predict(bundle, batch.images, topk=topk, batch_size=batch_size)
+            results += [Prediction(str(f), t, bundle.pretrained) for f, t in zip(batch.files, tops, strict=True)]
+    return PredictionRun(results, skipped)

@@ -7,6 +7,7 @@ Example:
 """
 
 from convlens.models import efficientnet_lite as _efficientnet_lite  # noqa: F401  (registers the embedded model)
+from convlens.models.logits import logits
 from convlens.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from convlens.models.registry import (
     ModelBundle,
@@ -35,6 +36,7 @@ __all__ = [
     "load_model",
     "load_weights_into",
     "random_weights_message",
+    "logits",
     "read_state_dict",
     "register_model",
 ]

@@ -86,6 +86,14 @@ class ModelBundle:
     labels: list[str] | None
     meta: ModelMeta
 
+    def __post_init__(self) -> None:
+        # the registry's preferred layer travels with the module, so every front end's 'auto' honours it
+        # (convlens.layers.auto_layer reads it; a plain nn.Module attribute, not part of the state dict)
+        if self.meta.default_layer and isinstance(self.model, nn.Module):
+            from convlens.layers import DEFAULT_LAYER_ATTR
+
+            setattr(self.model, DEFAULT_LAYER_ATTR, self.meta.default_layer)
+
     @property
     def pretrained(self) -> bool:
         """True when the weights are trained ones (embedded or from ``--weights``), False for random init.
@@ -402,9 +410,9 @@ def _default_preprocess(model: nn.Module) -> Preprocess:
 
 def _probe_outputs(model: nn.Module, pre: Preprocess, name: str) -> int | None:
     """One zero-input forward of a user's model (eval, no grad): materializes lazy layers and returns the
-    number of classes of its (N, K) logits -- a tensor, the first tensor of a tuple, or a dict's
-    ``'logits'`` -- or None when the output is not a logits tensor."""
-    from convlens.hooks import first_tensor, preserve_state
+    number of classes of its (N, K) logits (:func:`convlens.models.logits`), or None when it has none."""
+    from convlens.hooks import preserve_state
+    from convlens.models.logits import logits
 
     try:
         with preserve_state(model, train=False), torch.no_grad():
@@ -416,10 +424,8 @@ def _probe_outputs(model: nn.Module, pre: Preprocess, name: str) -> int | None:
                 f"({type(e).__name__}: {e})."
             ) from None
         return None  # the model may want another input size; its head stays unknown
-    if isinstance(out, dict) and isinstance(out.get("logits"), torch.Tensor):
-        out = out["logits"]
-    t = first_tensor(out)
-    return int(t.shape[1]) if t is not None and t.ndim == 2 else None
+    t = logits(out, required=False)
+    return int(t.shape[1]) if t is not None else None
 
 
 def _load_user_file(spec: str) -> tuple[nn.Module, str]:

@@ -201,34 +201,42 @@ def image_report(
 ) -> Path:
     """Write the per-image report for ``images`` (files or folders) to ``out_dir``; returns ``index.html``.
 
-    An image whose analysis fails gets its error in the report; the others go on. Bad arguments
-    (no images, unknown model, CAM method or layer) raise before any work.
+    Files are read by :func:`convlens.io.iter_image_batches` (the one policy): an unreadable file named
+    explicitly is an error; one found inside a folder is skipped, listed in ``summary.json``'s
+    ``skipped`` (path and reason) and on the page. An image whose analysis fails gets its error in the
+    report; the others go on. Bad arguments (no images, unknown model, CAM method or layer) raise before
+    any work.
     """
     from convlens.explain import get_method
-    from convlens.io import list_images, load_image
+    from convlens.io import find_images, iter_image_batches
     from convlens.models import load_model
 
     if not methods:
         raise InputError("give at least one CAM method (e.g. --methods gradcam).")
     for m in methods:
         get_method(m)  # unknown names fail now, with suggestions
-    files = [f for p in images for f in list_images(p)]
-    if not files:
-        raise InputError(f"no images found in {', '.join(str(p) for p in images)}.")
+    n_files = len(find_images(images))  # no images at all: an error before the model loads
     bundle = load_model(model, weights=weights, device=device)
     from convlens.layers import resolve
 
     resolve(bundle.model, layer, input_shape=bundle.meta.input_size)  # a bad --layer fails now, not once per image
     sections: list[Section] = []
+    skipped = []
     t_all = time.perf_counter()
-    for i, f in enumerate(files, 1):
+    for batch in iter_image_batches(images, 1):
+        skipped += batch.skipped
+        if not batch.images:
+            if progress:
+                progress(f"[{batch.start + 1}/{n_files}] skipped {batch.skipped[0].path}: {batch.skipped[0].reason}")
+            continue
+        f, i = batch.files[0], len(sections) + 1
         if progress:
-            progress(f"[{i}/{len(files)}] {f}")
+            progress(f"[{batch.start + 1}/{n_files}] {f}")
         t0 = time.perf_counter()
         try:
             sec = image_section(
                 bundle,
-                load_image(f),
+                batch.images[0],
                 name=str(f),
                 number=i,
                 methods=methods,
@@ -254,9 +262,9 @@ def image_report(
         sections.append(sec)
     out = Path(out_dir)
     weights_note = "pretrained weights" if bundle.pretrained else "RANDOM weights: results mean nothing"
-    meta = (
-        f"{bundle.meta.name} ({weights_note}), {len(files)} image(s), {time.perf_counter() - t_all:.0f} s on {device}"
-    )
+    meta = f"{bundle.meta.name} ({weights_note}), {len(sections)} image(s), {time.perf_counter() - t_all:.0f} s on {device}"
+    if skipped:
+        meta += f"; skipped {len(skipped)} unreadable file(s): " + ", ".join(s.path for s in skipped)
     page = write_page(
         sections,
         out,
@@ -273,5 +281,6 @@ def image_report(
         device=device,
         methods=list(methods),
         ok=all(s.ok for s in sections),
+        skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
     )
     return page

@@ -56,6 +56,7 @@ from convlens.data import (
     load_dataset,
 )
 from convlens.errors import ConvlensError, DataError, InputError, ModelError, RandomWeightsWarning
+from convlens.models.logits import logits as class_scores
 from convlens.train import checkpoint as ckpt
 from convlens.train.surgery import (
     apply_train_mode,
@@ -277,8 +278,9 @@ def _check_forward(
                 f"model '{name}' cannot run on {size}x{size} images ({msg}); use a --image-size it accepts "
                 "(e.g. the model's own input size) or a convolutional backbone."
             ) from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    scores = class_scores(out, required=False)
+    if scores is None or tuple(scores.shape) != (2, num_classes):
+        got = tuple(scores.shape) if scores is not None else type(out).__name__
         raise ModelError(
             f"after its head was replaced, model '{name}' must return (N, {num_classes}) logits for the "
             f"{num_classes} classes, got {got}; give a model whose forward returns one logits tensor."
@@ -519,7 +521,7 @@ class _Loop:
                     logits = self.model.get_submodule(self.head_name)(self.feats["val"][idx])
                 else:
                     x, _ = self.data.val.batch(idx)
-                    logits = self.model(self.normalize(x.to(self.device)))
+                    logits = class_scores(self.model(self.normalize(x.to(self.device))))
                 loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
                 n += len(idx)
                 pred = logits.argmax(1)
@@ -620,7 +622,7 @@ class _Loop:
                 else:
                     xb, yb = ds.batch(idx)
                     x, y = self.normalize(xb.to(self.device, non_blocking=True)), yb.to(self.device, non_blocking=True)
-                logits = net(x)
+                logits = class_scores(net(x))  # tensor, (logits, aux) tuple, dict or .logits
                 loss = F.cross_entropy(logits, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
