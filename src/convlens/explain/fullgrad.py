@@ -22,12 +22,12 @@ from convlens.explain.base import (
     BaseCAM,
     CAMResult,
     Targets,
-    as_spatial,
     first_component,
     normalize_maps,
     target_scores,
 )
 from convlens.hooks import capture, device_of, preserve_state
+from convlens.layers import layer_layouts
 
 __all__ = ["FullGrad", "bias_layers", "implicit_bias", "BIAS_ATTR", "BIAS_RELU_ATTR"]
 
@@ -134,11 +134,13 @@ class FullGrad(BaseCAM):
             with torch.no_grad():
                 terms = [_scale_channels((grads[0] * xi).abs().float(), size)]  # (N, 3, H, W)
                 mods = dict(layers)
+                lays = layer_layouts(model, tuple(x.shape[1:]))
                 for n, a, g in zip(used, acts, grads[1:], strict=True):
-                    g4 = None if g is None else as_spatial(g, size)
-                    if g4 is not None and getattr(mods[n], BIAS_RELU_ATTR, False):
-                        a4 = as_spatial(a.detach(), size)
-                        g4 = g4 * (a4 > 0) if a4 is not None and a4.shape == g4.shape else None
+                    lay = lays.get(n)
+                    g4 = None if g is None or lay is None or not lay.is_map else lay.to_nchw(g)
+                    if g4 is not None and lay is not None and getattr(mods[n], BIAS_RELU_ATTR, False):
+                        a4 = lay.to_nchw(a.detach())
+                        g4 = g4 * (a4 > 0) if a4.shape == g4.shape else None
                     if g4 is None or g4.shape[1] != implicit_bias(mods[n]).numel():
                         continue  # a layer off the target's path (no gradient) adds nothing
                     b = implicit_bias(mods[n]).to(g4.device, torch.float32)

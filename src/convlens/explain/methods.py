@@ -32,7 +32,6 @@ from convlens.explain.base import (
     Targets,
     _check_input,
     _leaf,
-    as_spatial,
     first_component,
     normalize_maps,
     target_scores,
@@ -40,6 +39,7 @@ from convlens.explain.base import (
 from convlens.explain.fullgrad import FullGrad
 from convlens.explain.perturbation import ISCAM, SSCAM, AblationCAM
 from convlens.hooks import capture, device_of, preserve_state
+from convlens.layers import layer_layouts
 
 __all__ = [
     "GradCAM",
@@ -168,7 +168,6 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         self.num_samples, self.std, self.seed = num_samples, float(std), int(seed)
 
     def weights(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
-        hw = (ctx.x.shape[2], ctx.x.shape[3])
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         idx = torch.arange(a.shape[0], device=a.device)
         d1, d2, d3 = torch.zeros_like(a), torch.zeros_like(a), torch.zeros_like(a)
@@ -183,9 +182,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
                         out = cap.run(xn)
                     act = cap.activations[ctx.layer]
                 (gs,) = torch.autograd.grad(ctx.score(out, idx).float().sum(), act)
-            gs4 = as_spatial(gs.detach(), hw)
-            assert gs4 is not None
-            gs4 = gs4.float()
+            gs4 = layer_layouts(ctx.model, tuple(ctx.x.shape[1:]))[ctx.layer].to_nchw(gs.detach()).float()
             d1 += gs4
             d2 += gs4 * gs4
             d3 += gs4 * gs4 * gs4

@@ -101,6 +101,7 @@ def predict_files(
         >>> d = tempfile.mkdtemp()
         >>> Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(f"{d}/grey.png")
         >>> _ = open(f"{d}/broken.jpg", "wb").write(b"not a jpeg")
+        >>> from pathlib import Path
         >>> run = predict_files([d], model="resnet18", topk=1)
         >>> [Path(p.image).name for p in run.predictions], [Path(s.path).name for s in run.skipped]
         (['grey.png'], ['broken.jpg'])
