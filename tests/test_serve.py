@@ -176,6 +176,8 @@ def test_upload_caps_size_and_pixels(lite0, chelsea):
         {"input": "128x128x32", "kernel": "3", "stride": "2", "filters": "16", "padding": "same", "convention": "tf"},
         {"input": "7x9x3", "kernel": "3x5", "stride": "2x1", "padding": "1,2", "dilation": "2", "filters": "4"},
         {"input": "13x13x8", "kernel": "3", "stride": "2", "op": "maxpool", "ceil_mode": "true"},
+        {"input": "63x63x8", "kernel": "3", "stride": "2", "filters": "4", "op": "convtranspose", "output_padding": "1"},
+        {"input": "7x7x3", "op": "upsample", "scale": "2"},
     ],
 )
 def test_shape_equals_the_cli_json(client, capsys, params):

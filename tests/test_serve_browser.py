@@ -204,6 +204,17 @@ def test_explorer_in_chromium():
                     timeout=30_000,
                 )
                 assert "63" in page.text_content("#pg-formula")
+                # ... and its transposed convolution: 63 back to 127, or 128 with output_padding 1
+                page.select_option("#pg-op", "convtranspose")
+                page.fill("#pg-input-n", "63")
+                page.fill("#pg-outpad", "1")
+                page.wait_for_function(
+                    "() => document.getElementById('pg-torch').textContent === '128'", timeout=30_000
+                )
+                assert "ConvTranspose2d" in page.text_content("#pg-code")
+                page.select_option("#pg-op", "conv")
+                page.fill("#pg-input-n", "128")
+                page.wait_for_function("() => document.getElementById('pg-torch').textContent === '63'", timeout=30_000)
 
                 # 5. a corrupt upload: an error message, and the page keeps working
                 page.set_input_files(

@@ -25,6 +25,11 @@ def register(app: typer.Typer) -> None:
         upload_mb: int = typer.Option(20, "--upload-mb", help="largest accepted upload, in MB"),
     ) -> None:
         """Explore a model on your images in the browser: prediction, graph, activations, units, CAM, arithmetic."""
+        import os
+
+        # a long-running server waits between requests: idle OpenMP threads should sleep, not spin
+        # (read when torch loads, which happens below unless another command loaded it already)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from convlens.errors import InputError
         from convlens.serve import Explorer, serve
 

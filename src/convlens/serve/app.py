@@ -573,7 +573,7 @@ def create_app(explorer: Explorer) -> FastAPI:
     @app.get("/api/shape")
     def shape(
         input: str,
-        kernel: str,
+        kernel: str | None = None,
         stride: str | None = None,
         padding: str = "0",
         dilation: str = "1",
@@ -582,8 +582,10 @@ def create_app(explorer: Explorer) -> FastAPI:
         op: str = "conv",
         ceil_mode: bool = False,
         convention: str = "torch",
+        output_padding: str | None = None,
+        scale: str | None = None,
     ) -> dict[str, Any]:
-        """The same JSON as ``convlens shape --json`` for the same numbers."""
+        """The same JSON as ``convlens shape --json`` for the same numbers (conv, pools, convtranspose, upsample)."""
         from convlens.arith.query import shape_query
 
         q = shape_query(
@@ -597,6 +599,8 @@ def create_app(explorer: Explorer) -> FastAPI:
             op=op,
             ceil_mode=ceil_mode,
             convention=convention,
+            output_padding=output_padding,
+            scale=scale,
         )
         return q.to_dict()
 

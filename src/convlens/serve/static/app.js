@@ -413,17 +413,21 @@ function pgValues() {
   const v = {};
   for (const k of PG) v[k] = parseInt($(`pg-${k}-n`).value, 10);
   v.op = $("pg-op").value; v.same = $("pg-same").checked; v.ceil = $("pg-ceil").checked;
+  v.outpad = parseInt($("pg-outpad").value || "0", 10);
   return v;
 }
 function pgQuery(v, convention, padding) {
   const q = new URLSearchParams({ input: `${v.input}x${v.input}x1`, kernel: v.kernel, stride: v.stride, padding, dilation: v.dilation, op: v.op, convention });
-  if (v.op === "conv") q.set("filters", 1);
+  if (v.op === "conv" || v.op === "convtranspose") q.set("filters", 1);
+  if (v.op === "convtranspose" && convention === "torch") q.set("output_padding", v.outpad);
   if (v.ceil && v.op !== "conv" && convention === "torch") q.set("ceil_mode", "true");
   return `/api/shape?${q}`;
 }
 async function pgUpdate() {
   const v = pgValues();
-  const torchPad = v.same ? "same" : String(v.padding);
+  const torchPad = v.same && v.op !== "convtranspose" ? "same" : String(v.padding);
+  const tLabel = v.op === "convtranspose" ? "Keras Conv2DTranspose" : "TensorFlow";
+  $("pg-tf-same-label").textContent = `${tLabel} SAME`; $("pg-tf-valid-label").textContent = `${tLabel} VALID`;
   const settle = (p) => p.then((r) => ({ ok: true, r }), (e) => ({ ok: false, e }));
   const [t, s, va] = await Promise.all([
     settle(api(pgQuery(v, "torch", torchPad))),
@@ -438,6 +442,12 @@ async function pgUpdate() {
   $("pg-formula").textContent = `${r.formula}\nH: ${r.axes[0].substituted}`;
   $("pg-note").textContent = r.notes.join(" ");
   const pad = v.same ? "'same'" : String(v.padding);
+  if (v.op === "convtranspose") {
+    $("pg-code").textContent = `torch.nn.ConvTranspose2d(in_channels=1, out_channels=1, kernel_size=${v.kernel}, stride=${v.stride}, padding=${v.padding}, output_padding=${v.outpad}, dilation=${v.dilation})  # ${v.input}x${v.input} -> ${r.output[0]}x${r.output[1]}`;
+    drawPg(null);
+    $("pg-step").textContent = "a transposed convolution scatters each input value as a kernel-sized stamp at stride spacing (no sliding window to animate)";
+    return;
+  }
   const code = v.op === "conv"
     ? `torch.nn.Conv2d(in_channels=1, out_channels=1, kernel_size=${v.kernel}, stride=${v.stride}, padding=${pad}, dilation=${v.dilation})  # ${v.input}x${v.input} -> ${r.output[0]}x${r.output[1]}`
     : `torch.nn.${v.op === "maxpool" ? "MaxPool2d" : "AvgPool2d"}(kernel_size=${v.kernel}, stride=${v.stride}, padding=${v.padding}${v.op === "maxpool" ? `, dilation=${v.dilation}` : ""}, ceil_mode=${v.ceil ? "True" : "False"})  # ${v.input}x${v.input} -> ${r.output[0]}x${r.output[1]}`;
@@ -511,6 +521,7 @@ function setupPlayground() {
     num.addEventListener("input", () => { if (num.value !== "") { range.value = num.value; schedulePg(); } });
   }
   for (const id of ["pg-op", "pg-same", "pg-ceil"]) $(id).addEventListener("change", schedulePg);
+  $("pg-outpad").addEventListener("input", schedulePg);
   pgUpdate();
 }
 function schedulePg() { clearTimeout(pgTimer); pgTimer = setTimeout(pgUpdate, 120); }
