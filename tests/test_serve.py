@@ -176,7 +176,14 @@ def test_upload_caps_size_and_pixels(lite0, chelsea):
         {"input": "128x128x32", "kernel": "3", "stride": "2", "filters": "16", "padding": "same", "convention": "tf"},
         {"input": "7x9x3", "kernel": "3x5", "stride": "2x1", "padding": "1,2", "dilation": "2", "filters": "4"},
         {"input": "13x13x8", "kernel": "3", "stride": "2", "op": "maxpool", "ceil_mode": "true"},
-        {"input": "63x63x8", "kernel": "3", "stride": "2", "filters": "4", "op": "convtranspose", "output_padding": "1"},
+        {
+            "input": "63x63x8",
+            "kernel": "3",
+            "stride": "2",
+            "filters": "4",
+            "op": "convtranspose",
+            "output_padding": "1",
+        },
         {"input": "7x7x3", "op": "upsample", "scale": "2"},
     ],
 )
@@ -451,3 +458,25 @@ def test_top_patches_job_finds_the_largest_activations(client, lite0):
     assert all(p["crop"].startswith("data:image/png;base64,") and len(p["box"]) == 4 for p in patches)
     _error(client.post("/api/top-patches", params={"layer": layer, "channel": 10**5}), 400)
     _error(client.post("/api/top-patches", params={"layer": layer, "channel": 0, "k": 0}), 400)
+
+
+def test_a_capture_larger_than_the_cache_is_served_layer_by_layer(lite0, chelsea):
+    ex = Explorer(lite0, cache_bytes=10 * 1024 * 1024)  # far below one full capture (~131 MB)
+    try:
+        c = TestClient(create_app(ex))
+        cid = next(im["id"] for im in c.get("/api/images").json() if im["name"] == "chelsea")
+        r = c.get(f"/api/images/{cid}/activations", params={"layer": "blocks.6", "limit": 1}).json()
+        got = {}
+        h = dict(lite0.model.named_modules())["blocks.6"].register_forward_hook(lambda m, i, o: got.setdefault("a", o))
+        try:
+            with torch.no_grad():
+                lite0.model(lite0.preprocess([chelsea]))
+        finally:
+            h.remove()
+        ref = got["a"][0, r["maps"][0]["channel"]].numpy()
+        np.testing.assert_allclose(
+            np.frombuffer(base64.b64decode(r["maps"][0]["data"]), "<f4").reshape(ref.shape), ref, atol=1e-5
+        )
+        assert c.get("/api/status").json()["cache_bytes"] == 0
+    finally:
+        ex.close()

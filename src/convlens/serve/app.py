@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -188,9 +189,25 @@ class Explorer:
             self.cache.put(e.id, acts)
         return acts
 
+    def capture_bytes(self) -> int:
+        """Bytes of one all-layer capture (float32), from the summary's output shapes."""
+        total = 0
+        for r in self.summary().layers:
+            if r.output_shape is not None and len(r.output_shape) == 3:
+                h, w, c = r.output_shape
+                total += 4 * int(h) * int(w) * int(c)
+        return total
+
     def layer_activation(self, e: ImageEntry, layer: str) -> torch.Tensor:
         if layer not in self.map_layers():
             raise LayerError(f"layer '{layer}' has no spatial output map in this model (see /api/layers).")
+        if self.cache.get(e.id) is None and self.capture_bytes() > self.cache.limit_bytes:
+            # a full capture would not fit the cache: capture only this layer (nothing kept)
+            from convlens.inspect.activations import get_activations, to_nchw
+
+            with self.lock:
+                x = self.input(e)
+                return to_nchw(self.bundle.model, x, get_activations(self.bundle.model, x, [layer]))[layer].cpu()
         return self.activations(e)[layer]
 
 
@@ -318,7 +335,7 @@ def create_app(explorer: Explorer) -> FastAPI:
         if not data:
             raise InputError("the uploaded file is empty.")
         # decoded through convlens.io (bomb, truncation and format guards) from a server-named temp file
-        tmp = ex.tmp / f"upload-{threading.get_ident()}-{id(data)}"
+        tmp = ex.tmp / f"upload-{uuid.uuid4().hex}"
         try:
             tmp.write_bytes(data)
             try:
