@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -241,14 +242,21 @@ def test_checkpoint_files_and_errors(folder, tiny_data, tmp_path):
     state = json.loads((tmp_path / "checkpoint.json").read_text())
     assert {"epoch", "stage", "optimizer", "scheduler", "rng", "history", "config"} <= set(state)
     assert not list(tmp_path.glob("*.tmp"))
-    with pytest.raises(DataError, match="was made with epochs=2"):
-        fit(cfg(folder, strategy="frozen+aug", epochs=3), data=tiny_data, run_dir=tmp_path, resume=True)
+    # a run may grow (issue 17: --resume --epochs N extends it), never change its past
+    with pytest.raises(DataError, match="was made with lr=0.003"):
+        fit(cfg(folder, strategy="frozen+aug", epochs=2, lr=1e-2), data=tiny_data, run_dir=tmp_path, resume=True)
+    with pytest.raises(DataError, match="cannot shorten"):
+        fit(cfg(folder, strategy="frozen+aug", epochs=1), data=tiny_data, run_dir=tmp_path, resume=True)
     with pytest.raises(DataError, match="has none"):
         fit(c, data=tiny_data, run_dir=tmp_path / "nothing", resume=True)
     # images added or changed under the same --data path: resuming would mix two datasets in one run
     other = load_dataset(make_folder(tmp_path / "grown", n_per_class=21, size=24), image_size=32, seed=0)
     with pytest.raises(DataError, match="changed since the checkpoint"):
         fit(c, data=other, run_dir=tmp_path, resume=True)
+    grown = tmp_path / "grown-run"
+    shutil.copytree(tmp_path, grown, ignore=shutil.ignore_patterns("grown*", "nothing"))
+    longer = fit(cfg(folder, strategy="frozen+aug", epochs=3), data=tiny_data, run_dir=grown, resume=True)
+    assert [h["epoch"] for h in longer.history] == [1, 2, 3]
     (tmp_path / "checkpoint-0002.safetensors").write_bytes(b"broken")
     with pytest.raises(DataError, match="damaged"):
         fit(c, data=tiny_data, run_dir=tmp_path, resume=True)
