@@ -231,3 +231,68 @@ def test_hwc_inputs_are_refused_and_numpy_int_levels_accepted(chelsea):
     img = chelsea[:40, :50].transpose(2, 0, 1) / 255.0
     m = find_template_multiscale(img, img[:, 5:17, 6:20], levels=np.int64(2), template_levels=np.int64(1))
     assert m.peak == (5, 6)
+
+
+# -- several detections: threshold, max_matches, non-maximum suppression -------------------------
+
+
+def _scene(seed=0):
+    rng = np.random.default_rng(seed)
+    img = rng.random((90, 120)) * 0.3
+    tpl = rng.random((12, 15))
+    spots = [(5, 10), (40, 70), (70, 20)]
+    for y, x in spots:
+        img[y : y + 12, x : x + 15] = tpl
+    return img, tpl, spots
+
+
+def test_find_matches_finds_every_copy_with_skimage_scores():
+    from skimage.feature import match_template
+
+    from convlens.match import find_matches, find_template
+
+    img, tpl, spots = _scene()
+    dets = find_matches(img, tpl, threshold=0.5, max_matches=10)
+    assert sorted(d.peak for d in dets) == sorted(spots)
+    ref = match_template(img, tpl)  # ZNCC, top-left anchored (H-h+1, W-w+1)
+    for d in dets:
+        assert d.score == pytest.approx(float(ref[d.peak]), abs=1e-6) and d.size == (12, 15) and d.scale == 1.0
+    assert dets[0].peak == find_template(img, tpl).peak
+    # without a threshold: K detections, none overlapping another by IoU > 0.3, best first
+    many = find_matches(img, tpl, max_matches=8)
+    assert len(many) == 8 and [d.score for d in many] == sorted((d.score for d in many), reverse=True)
+    from convlens.match.search import _iou
+
+    assert all(_iou(a, b) <= 0.3 for i, a in enumerate(many) for b in many[i + 1 :])
+    assert find_matches(img, tpl, threshold=1.5) == []
+    with pytest.raises(InputError):
+        find_matches(img, tpl, max_matches=0)
+
+
+def test_find_matches_pyramid_keeps_the_multiscale_best():
+    from convlens.match import find_matches, find_template_multiscale
+
+    rng = np.random.default_rng(3)
+    img = rng.random((64, 80))
+    tpl = img[8:28, 16:40]
+    best = find_template_multiscale(img, tpl)
+    d0 = find_matches(img, tpl, pyramid=True, max_matches=3)[0]
+    assert (d0.peak, d0.scale) == (best.peak, best.scale) and d0.score == pytest.approx(best.score)
+
+
+def test_cli_match_json_keeps_best_and_adds_matches(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from convlens.cli import main
+
+    img, tpl, spots = _scene(1)
+    Image.fromarray((img * 255).astype(np.uint8)).save(tmp_path / "img.png")
+    Image.fromarray((tpl * 255).astype(np.uint8)).save(tmp_path / "tpl.png")
+    argv = ["match", str(tmp_path / "img.png"), str(tmp_path / "tpl.png"), "--out", str(tmp_path / "m")]
+    assert main([*argv, "--max-matches", "5", "--threshold", "0.9", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert sorted(tuple(m["peak"]) for m in d["matches"]) == sorted(spots)
+    assert d["matches"][0]["peak"] == d["peak"] and d["matches"][0]["score"] == d["score"]
+    assert {"peak", "score", "scale"} <= set(d["matches"][0])

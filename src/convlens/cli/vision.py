@@ -41,10 +41,19 @@ def _luma(chw: Any) -> Any:
     return (0.299 * chw[0] + 0.587 * chw[1] + 0.114 * chw[2])[None]
 
 
-def _match(image: str, template: str, method: str, pyramid: bool, levels: int, out: str) -> dict[str, Any]:
+def _match(
+    image: str,
+    template: str,
+    method: str,
+    pyramid: bool,
+    levels: int,
+    out: str,
+    threshold: float | None = None,
+    max_matches: int = 1,
+) -> dict[str, Any]:
 
     from convlens.io import load_image
-    from convlens.match import find_template, find_template_multiscale, image_to_chw
+    from convlens.match import find_matches, find_template, find_template_multiscale, image_to_chw
     from convlens.plot.vision import match_figure
 
     img_u8, tpl_u8 = load_image(image), load_image(template)
@@ -102,8 +111,22 @@ def _match(image: str, template: str, method: str, pyramid: bool, levels: int, o
             f"ZNCC match), while ZNCC subtracts each window's mean and divides by its contrast, so it peaks where the "
             f"pattern matches (ZNCC score {zn['score']:.3f})."
         )
+    dets = find_matches(
+        img,
+        tpl,
+        method,
+        threshold=threshold,
+        max_matches=max_matches,
+        pyramid=pyramid,
+        levels=levels,
+        template_levels=2,
+    )
     fig = match_figure(
-        img_u8, tpl_u8, hits, title=f"template matching ({'pyramid search' if pyramid else 'single scale'})"
+        img_u8,
+        tpl_u8,
+        hits,
+        title=f"template matching, {method} ({'pyramid search' if pyramid else 'single scale'})",
+        detections=dets,
     )
     png = _save(fig, out_dir / "match.png")
     result = {
@@ -116,6 +139,9 @@ def _match(image: str, template: str, method: str, pyramid: bool, levels: int, o
         "grayscale": gray,
         "comparison": comparison,
         "explanation": explanation,
+        "matches": [{"peak": list(d.peak), "score": d.score, "scale": d.scale, "size": list(d.size)} for d in dets],
+        "threshold": threshold,
+        "max_matches": max_matches,
         "files": [png],
     }
     (out_dir / "match.json").write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
@@ -189,14 +215,21 @@ def register(app: typer.Typer) -> None:
         levels: int = typer.Option(
             4, "--levels", help="Image pyramid levels searched with --pyramid (scales 1, 2, 4, ...)."
         ),
+        threshold: float | None = typer.Option(
+            None, "--threshold", help="Keep detections scoring at least this (ZNCC: -1..1), e.g. 0.8."
+        ),
+        max_matches: int = typer.Option(
+            1, "--max-matches", min=1, help="Detections to keep, best first, after non-maximum suppression."
+        ),
         out: str = typer.Option(..., "--out", help="Output folder for match.png and match.json."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     ) -> None:
-        """Find TEMPLATE in IMAGE by correlation: peak (top-left y, x), score, scale; raw vs ZNCC side by side."""
+        """Find TEMPLATE in IMAGE by correlation: peak (top-left y, x), score, scale; raw vs ZNCC side by side;
+        several detections with --max-matches K and --threshold T (non-maximum suppression, IoU > 0.3)."""
         check_choice(method, MATCH_METHODS, name="--method")
         if levels < 1:
             raise InputError(f"--levels must be >= 1, got {levels}.")
-        result = _match(image, template, method, pyramid, levels, out)
+        result = _match(image, template, method, pyramid, levels, out, threshold, max_matches)
         if as_json:
             print_json(result)
             return
@@ -216,6 +249,10 @@ def register(app: typer.Typer) -> None:
             )
         con.print(t)
         con.print(result["explanation"])
+        if max_matches > 1 or threshold is not None:
+            con.print(f"{len(result['matches'])} detection(s) with {method} (best first):")
+            for i, d in enumerate(result["matches"], 1):
+                con.print(f"  {i}. peak {tuple(d['peak'])}, score {d['score']:.4g}, scale {d['scale']:g}")
         con.print("wrote " + ", ".join(result["files"]))
 
     @app.command("pyramid")

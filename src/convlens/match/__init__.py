@@ -12,9 +12,11 @@ Example:
 
 from convlens.match.correlate import METHODS, box_sum, correlate, ncc, raw_correlation, zero_mean_correlation
 from convlens.match.search import (
+    Detection,
     MatchResult,
     MultiScaleMatch,
     ScaleCandidate,
+    find_matches,
     find_template,
     find_template_multiscale,
     image_to_chw,
@@ -28,6 +30,8 @@ __all__ = [
     "ncc",
     "box_sum",
     "MatchResult",
+    "Detection",
+    "find_matches",
     "ScaleCandidate",
     "MultiScaleMatch",
     "find_template",

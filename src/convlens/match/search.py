@@ -38,6 +38,8 @@ __all__ = [
     "find_template",
     "find_template_multiscale",
     "image_to_chw",
+    "Detection",
+    "find_matches",
 ]
 
 
@@ -226,3 +228,108 @@ def find_template_multiscale(
     c = candidates[best_i]
     best = MatchResult(c.peak, c.score, c.scale, name, c.size, responses[best_i].cpu().numpy())
     return MultiScaleMatch(best, candidates)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detection of :func:`find_matches`: top-left ``peak`` (y, x) and ``size`` (h, w) in input
+    pixels, the response ``score`` and the ``scale`` (matched object size / template size)."""
+
+    peak: tuple[int, int]
+    score: float
+    scale: float
+    size: tuple[int, int]
+
+
+def _iou(a: Detection, b: Detection) -> float:
+    """Intersection over union of two boxes (top-left + size)."""
+    (ay, ax), (ah, aw) = a.peak, a.size
+    (by, bx), (bh, bw) = b.peak, b.size
+    ih = max(0, min(ay + ah, by + bh) - max(ay, by))
+    iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    inter = ih * iw
+    return inter / float(ah * aw + bh * bw - inter) if inter else 0.0
+
+
+def find_matches(
+    image: Any,
+    template: Any,
+    method: str = "zncc",
+    *,
+    threshold: float | None = None,
+    max_matches: int = 10,
+    nms_iou: float = 0.3,
+    pyramid: bool = False,
+    levels: int = 4,
+    template_levels: int = 2,
+    min_template_size: int = 8,
+) -> list[Detection]:
+    """Every place the template matches: local maxima of the response (at each scale of the pyramid
+    search with ``pyramid=True``), at least ``threshold``, best first, with greedy non-maximum
+    suppression (a detection overlapping a better one by IoU > ``nms_iou`` is dropped), at most
+    ``max_matches``.
+
+    The first detection is :func:`find_template`'s (or :func:`find_template_multiscale`'s) best
+    match whenever its score reaches ``threshold``.
+
+    Raises:
+        InputError: ``max_matches < 1``, ``nms_iou`` outside [0, 1], a non-finite threshold, or
+        what :func:`find_template` refuses.
+
+    Example (two copies of a pattern on a flat image):
+        >>> img = np.zeros((20, 30)); pat = np.arange(16.0).reshape(4, 4)
+        >>> img[2:6, 3:7] = pat; img[12:16, 20:24] = pat
+        >>> [(d.peak, round(d.score, 6)) for d in find_matches(img, pat, threshold=0.99)]
+        [((2, 3), 1.0), ((12, 20), 1.0)]
+    """
+    if isinstance(max_matches, bool) or not isinstance(max_matches, (int, np.integer)) or max_matches < 1:
+        raise InputError(f"max_matches must be an integer >= 1, got {max_matches!r}.")
+    if not 0.0 <= float(nms_iou) <= 1.0:
+        raise InputError(f"nms_iou must lie in [0, 1], got {nms_iou!r}.")
+    if threshold is not None and not np.isfinite(float(threshold)):
+        raise InputError(f"threshold must be a finite number, got {threshold!r}.")
+    img = _single_image(image, "image")
+    tpl = _single_image(template, "template").to(device=img.device)
+    _check_contrast(tpl, method)
+    th, tw = int(tpl.shape[2]), int(tpl.shape[3])
+    if th > img.shape[2] or tw > img.shape[3]:
+        raise InputError(
+            f"template {th}x{tw} is larger than the image {img.shape[2]}x{img.shape[3]}; crop a smaller template."
+        )
+    runs: list[tuple[torch.Tensor, torch.Tensor, int, int]] = [(img, tpl, 0, 0)]
+    if pyramid:  # the same scales as find_template_multiscale, in the same order
+        level_img = img
+        for lvl in range(1, int(levels)):
+            level_img = _blur(level_img)[:, :, ::2, ::2]
+            if level_img.shape[2] < th or level_img.shape[3] < tw:
+                break
+            runs.append((level_img, tpl, lvl, 0))
+        level_tpl = tpl
+        for k in range(1, int(template_levels)):
+            level_tpl = _blur(level_tpl)[:, :, ::2, ::2]
+            if min(level_tpl.shape[2], level_tpl.shape[3]) < min_template_size:
+                break
+            runs.append((img, level_tpl, 0, k))
+    found: list[Detection] = []
+    for i_img, i_tpl, lvl, k in runs:
+        resp = correlate(i_img, i_tpl[0], method).squeeze(0)  # (H', W')
+        # local maxima: equal to the max of their 3x3 neighbourhood (plateaus give several; NMS merges them)
+        peak_map = torch.nn.functional.max_pool2d(resp[None, None], 3, stride=1, padding=1)[0, 0]
+        mask = resp >= peak_map
+        if threshold is not None:
+            mask &= resp >= float(threshold)
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        scores = resp[ys, xs].double().cpu().numpy()
+        order = np.argsort(-scores, kind="stable")[: max(64, 32 * int(max_matches))]  # row-major on ties
+        f, scale = 2**lvl, 2.0 ** (lvl - k)
+        size = (round(th * scale), round(tw * scale))
+        ys_np, xs_np = ys.cpu().numpy(), xs.cpu().numpy()
+        found += [Detection((int(ys_np[j]) * f, int(xs_np[j]) * f), float(scores[j]), scale, size) for j in order]
+    found.sort(key=lambda d: -d.score)  # stable: level order, then row-major, as the single best match
+    kept: list[Detection] = []
+    for d in found:
+        if all(_iou(d, other) <= nms_iou for other in kept):
+            kept.append(d)
+            if len(kept) == max_matches:
+                break
+    return kept

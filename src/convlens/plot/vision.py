@@ -36,11 +36,16 @@ def match_figure(
     hits: Mapping[str, Mapping[str, Any]],
     *,
     title: str = "",
+    detections: Sequence[Any] | None = None,
 ) -> Figure:
-    """Image with one box per method's best match, the template, and each method's response map.
+    """Top row: the image with the detections drawn on it, and the template beside it AT ITS TRUE
+    SCALE (same pixels per inch as the image, so a 40x40 template on a 400x600 photo looks a tenth
+    as tall); bottom row: each method's response map with its peak.
 
     ``hits[name]`` holds ``peak`` (top-left y, x in image pixels), ``size`` (h, w), ``score`` and
-    ``response`` (2-D map; its peak is marked).
+    ``response`` (2-D map). ``detections`` (from :func:`convlens.match.find_matches`: ``peak``,
+    ``size``, ``score``, ``scale``) are drawn numbered, best first; without them each method's best
+    match is drawn.
 
     Example:
         >>> img = np.zeros((10, 12, 3), np.uint8)
@@ -48,23 +53,53 @@ def match_figure(
         >>> len(match_figure(img, img[:3, :3], h).axes)   # image, template, response + its colorbar
         4
     """
-    n = 2 + len(hits)
-    fig = Figure(figsize=(3.6 * n, 3.8), dpi=100)
-    ax = fig.add_subplot(1, n, 1)
+    ih, iw = image.shape[:2]
+    th, tw = template.shape[:2]
+    n = max(1, len(hits))
+    width_in = max(7.0, 3.4 * n)
+    gap = 0.25 * iw  # pixels between image and template
+    ppi = (width_in - 0.6) / (iw + gap + tw)  # inches per image pixel, shared by image and template
+    top_in = ppi * max(ih, th)
+    fig = Figure(figsize=(width_in, top_in + 3.6 + (0.4 if title else 0)), dpi=100)
+    h_total = fig.get_figheight()
+    top_y = 1 - (0.35 + (0.4 if title else 0) + top_in) / h_total
+    # image and template as axes sized in inches by their pixel counts: the template keeps its true scale
+    ax = fig.add_axes((0.3 / width_in, top_y, ppi * iw / width_in, top_in * ih / max(ih, th) / h_total))
     ax.imshow(image)
-    for i, (name, hit) in enumerate(hits.items()):
-        (y, x), (h, w) = hit["peak"], hit["size"]
-        color = _COLORS[i % len(_COLORS)]
-        ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, lw=2, ec=color, label=f"{name} peak"))
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.02), ncol=2, frameon=False)
-    ax.set_title("image + best matches", fontsize=9)
+    if detections:
+        for rank, d in enumerate(detections, 1):
+            (y, x), (h, w) = d.peak, d.size
+            color = _COLORS[0] if rank == 1 else _COLORS[2]
+            ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, lw=2, ec=color))
+            ax.text(
+                x, y - 1, f"{rank}: {d.score:.2f}" + (f" x{d.scale:g}" if d.scale != 1 else ""),
+                color="white", fontsize=7, va="bottom", bbox={"fc": color, "ec": "none", "pad": 1},
+            )  # fmt: skip
+        ax.set_title(f"image {ih}x{iw}: {len(detections)} detection(s), best first", fontsize=9)
+    else:
+        for i, (name, hit) in enumerate(hits.items()):
+            (y, x), (h, w) = hit["peak"], hit["size"]
+            color = _COLORS[i % len(_COLORS)]
+            ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, lw=2, ec=color, label=f"{name} peak"))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.02), ncol=2, frameon=False)
+        ax.set_title(f"image {ih}x{iw} + best matches", fontsize=9)
     ax.set_axis_off()
-    ax = fig.add_subplot(1, n, 2)
-    ax.imshow(template)
-    ax.set_title(f"template {template.shape[0]}x{template.shape[1]}", fontsize=9)
-    ax.set_axis_off()
+    tx0 = (0.3 + ppi * (iw + gap)) / width_in
+    ax_t = fig.add_axes((tx0, top_y + (top_in - ppi * th) / h_total, ppi * tw / width_in, ppi * th / h_total))
+    ax_t.imshow(template)
+    ax_t.set_title(f"template {th}x{tw}\n(true scale)", fontsize=8)
+    ax_t.set_xticks([])
+    ax_t.set_yticks([])
+    bottom_h = 2.6 / h_total
     for i, (name, hit) in enumerate(hits.items()):
-        ax = fig.add_subplot(1, n, 3 + i)
+        ax = fig.add_axes(
+            (
+                (0.3 + i * (width_in - 0.6) / n) / width_in,
+                0.35 / h_total,
+                0.8 * (width_in - 0.6) / n / width_in,
+                bottom_h,
+            )
+        )
         resp = np.asarray(hit["response"], dtype=np.float64)
         im = ax.imshow(resp, cmap="magma", interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
@@ -72,14 +107,13 @@ def match_figure(
         ax.plot([rx], [ry], marker="x", color="cyan", ms=9, mew=2)
         scale = hit.get("scale", 1.0)
         ax.set_title(
-            f"{name}: peak {tuple(hit['peak'])}, score {hit['score']:.3g}"
+            f"{name} response: peak {tuple(hit['peak'])}, score {hit['score']:.3g}"
             + (f", scale {scale:g}" if scale != 1 else ""),
             fontsize=8,
         )
         ax.set_axis_off()
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=10, y=1 - 0.08 / h_total, va="top")
     return fig
 
 
