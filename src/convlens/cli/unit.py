@@ -77,20 +77,43 @@ def _print_trace(t, out: Path | None) -> None:  # noqa: ANN001 -- a UnitTrace
     at = ",".join(map(str, t.at))
     con.print(f"[bold]{t.layer}[/bold] ({t.module_type}, call {t.call}) unit [{at}]: {t.op} ({t.kind})")
     con.print(f"  {t.formula}")
+    one_by_one = t.op == "conv2d" and t.patch is not None and t.patch.shape[1:] == (1, 1)
     if t.terms:
         table = Table(show_header=True, header_style="bold")
         label = {"linear": "feature", "add": "branch", "multiply": "factor", "concat": "input"}.get(t.kind, "channel")
-        for col in (label, "sum", "from"):
-            table.add_column(col, justify="right" if col == "sum" else "left")
+        cols = [label, "x", "w", "x*w"] if one_by_one else [label, "sum", "from"]
+        for col in cols:
+            table.add_column(col, justify="left" if col in (label, "from") else "right")
         shown = sorted(t.terms, key=lambda s: (-abs(s.sum), s.channel))[:16]
+        pos = {ch: k for k, ch in enumerate(t.in_channels)}
         for term in shown:
-            table.add_row(str(term.channel), f"{term.sum:.6g}", term.source or "")
+            if one_by_one:
+                k = pos[term.channel]
+                table.add_row(
+                    str(term.channel), f"{t.patch[k, 0, 0]:.5g}", f"{t.kernel[k, 0, 0]:.5g}", f"{term.sum:.6g}"
+                )
+            else:
+                table.add_row(str(term.channel), f"{term.sum:.6g}", term.source or "")
         con.print(table)
         if len(t.terms) > len(shown):
             rest = sum(s.sum for s in t.terms) - sum(s.sum for s in shown)
             con.print(f"  ... {len(t.terms) - len(shown)} more terms, together {rest:.6g}")
-    for k, v in t.numbers.items():
-        con.print(f"  {k} = {v:.6g}")
+    if t.op == "conv2d" and not one_by_one and t.patch is not None and t.kernel is not None:
+        pos = {ch: k for k, ch in enumerate(t.in_channels)}
+        for term in sorted(t.terms, key=lambda s: (-abs(s.sum), s.channel))[:2]:
+            k = pos[term.channel]
+            con.print(
+                f"  input channel {term.channel}: patch (rows {t.rows[0]}..{t.rows[-1]}, cols {t.cols[0]}..{t.cols[-1]}; 'pad' = padding) x kernel = {term.sum:.6g}"
+            )
+            for r in range(t.patch.shape[1]):
+                xs = " ".join(
+                    "    pad" if t.in_padding[r, q] else f"{t.patch[k, r, q]:7.3f}" for q in range(t.patch.shape[2])
+                )
+                ws = " ".join(f"{t.kernel[k, r, q]:7.3f}" for q in range(t.kernel.shape[2]))
+                con.print(f"    {xs}   |   {ws}")
+    elif t.op != "conv2d":
+        for k, v in t.numbers.items():
+            con.print(f"  {k} = {v:.6g}")
     if t.bias is not None:
         con.print(f"  bias = {t.bias:.6g}")
     ok = "ok" if t.abs_error < 1e-4 else "MISMATCH"
@@ -110,9 +133,12 @@ def _print_trace(t, out: Path | None) -> None:  # noqa: ANN001 -- a UnitTrace
     if t.rf is not None:
         r = t.rf
         con.print(
-            f"  receptive field {r.size[0]}x{r.size[1]}: box (top, left, bottom, right) {r.box}, inside the image "
-            f"{r.clipped_box}; padding rows/cols top {r.padding[0]}, left {r.padding[1]}, bottom {r.padding[2]}, right {r.padding[3]}"
+            f"  receptive field {r.size[0]}x{r.size[1]}: box (top, left, bottom, right) {r.box}, in the image {r.clipped_box}"
         )
+        if any(r.padding):
+            con.print(
+                f"    in the padding: {r.padding[0]} rows above, {r.padding[1]} cols left, {r.padding[2]} rows below, {r.padding[3]} cols right"
+            )
     if t.erf is not None:
         e = t.erf
         if e.zero_gradient:

@@ -334,9 +334,13 @@ def _conv(ctx: _Ctx, op: _Op, pos: tuple[int, ...]) -> _Step:
     terms = [Term(ch, float(v), src) for ch, v in zip(chans, sums.tolist(), strict=True)]
     total = float(sums.sum()) + (bias or 0.0)
     kind = "depthwise conv" if cin_g == 1 and groups > 1 else ("grouped conv" if groups > 1 else "conv")
+    pad_text = f"padding {p[0]}x{p[1]}"
+    if padded is not None:  # timm's Conv2dSame / TF 'SAME': the layer pads itself, unevenly, then convolves
+        pt, pl, pb, pr = padded[0]
+        pad_text = f"zero padding top {pt + p[0]}, left {pl + p[1]}, bottom {pb + p[0]}, right {pr + p[1]} (the layer's own F.pad)"
     formula = (
         f"y[{c},{i},{j}] = Σ over {len(chans)} input channel(s) of Σ patch × kernel ({k[0]}x{k[1]}, "
-        f"stride {s[0]}x{s[1]}, padding {p[0]}x{p[1]}, dilation {d[0]}x{d[1]}, groups {groups})"
+        f"stride {s[0]}x{s[1]}, {pad_text}, dilation {d[0]}x{d[1]}, groups {groups})"
         + (" + bias" if bias is not None else "")
     )
     return _Step(
