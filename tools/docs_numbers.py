@@ -211,6 +211,40 @@ def train_bench() -> str:
     )
 
 
+def unit_bench() -> str:
+    d = _result("unit")
+    t, tp, m = d["trace_unit"], d["top_patches"], d["memory"]
+    lines = [
+        f"`benchmarks/bench_unit.py` (embedded efficientnet_lite0, CPU, {d['rounds']} interleaved rounds, medians, "
+        f"{d['torch_threads']} torch thread, {_load(d['machine'])}; `benchmarks/results/unit.json`):",
+        "",
+        f"| `trace_unit` on chelsea (one forward pass: {_ms(t['forward_median_s'])}) | time | ratio to one forward (goal <= 1.2) |",
+        "|---|---|---|",
+    ]
+    for k, v in t["trace_unit_median_s"].items():
+        lines.append(f"| `{k}` | {_ms(v)} | {t['ratio_trace_unit_over_forward'][k]:.2f}x |")
+    lines += [
+        "",
+        f"| `top_patches`, {tp['images']} images, batch {tp['batch_size']}, {tp['channels']} channels, k={tp['k']} | "
+        "plain no-grad forward, images/s | top_patches, images/s | ratio (goal >= 0.9) |",
+        "|---|---|---|---|",
+    ]
+    for layer, v in tp["layers"].items():
+        lines.append(
+            f"| up to `{layer}` | {v['forward_images_per_s']:.1f} | {v['top_patches_images_per_s']:.1f} | "
+            f"{v['ratio_images_per_s_top_patches_over_forward']:.2f}x |"
+        )
+    lines += [
+        "",
+        f"Flat memory: {m['images']:,} JPEG files through `top_patches` (`{m['layer']}`, batch {m['batch_size']}, 16 "
+        f"channels, k=9) in a fresh process: resident set {m['rss_mb_after_250_images']:.0f} MB after 250 images, "
+        f"{m['rss_mb_after_all_images']:.0f} MB after all {m['images']:,}; peak {m['peak_rss_mb']:.0f} MB vs "
+        f"{m['peak_rss_mb_of_a_250_image_run']:.0f} MB for a 250-image run ({m['images_per_s']:.1f} images/s "
+        "including JPEG decoding).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _median(v: list[float]) -> float:
     s = sorted(v)
     n = len(s)
@@ -231,6 +265,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "featvis-bench": featvis_bench,
     "train-bench": train_bench,
     "pooling-shifts": pooling_shifts,
+    "unit-bench": unit_bench,
     **{f"cmd-{name}": _console(name) for name in COMMANDS},
 }
 
