@@ -352,3 +352,21 @@ def test_default_is_the_last_call_also_when_remembered() -> None:
         t = trace_unit(net, x, "act", (1, 2, 3))
         assert t.call == 1 and t.value == pytest.approx(float(last[0, 1, 2, 3]))
     assert trace_unit(net, x, "act#0", (0, 2, 3)).call == 0
+
+
+def test_channels_last_blocks_and_group_norm() -> None:
+    """ConvNeXt's block (permute to NHWC, LayerNorm, Linear, permute back) and GroupNorm: exact at every step."""
+    import torchvision
+
+    torch.manual_seed(0)
+    m = torchvision.models.convnext_tiny().eval()
+    x = torch.randn(1, 3, 64, 64)
+    for layer in ("features.1.0.block", "features.1.0.block.2", "features.4.0", "features.1.0", "features.0"):
+        t = trace_unit(m, x, layer, (5, 3, 2))
+        assert t.abs_error < 1e-4, layer
+    assert trace_unit(m, x, "features.1.0.block", (5, 3, 2)).op == "linear"  # through the permute back to NCHW
+    g = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.GELU()).eval()
+    t = trace_unit(g, x, "1", (7, 2, 3))
+    conv = get_activations(g, x, "0")["0"][0, 4:8]  # channel 7's group: channels 4..7
+    assert t.numbers["mean"] == pytest.approx(float(conv.double().mean()), abs=1e-6) and t.abs_error < 1e-5
+    assert trace_unit(g, x, "2", (7, 2, 3)).inner.kind == "norm"

@@ -684,6 +684,78 @@ def _passthrough(ctx: _Ctx, op: _Op, pos: tuple[int, ...]) -> _Step:
     )
 
 
+def _permute(ctx: _Ctx, op: _Op, pos: tuple[int, ...]) -> _Step:
+    """``x.permute(perm)`` (NHWC <-> NCHW in ConvNeXt blocks): output axis d is input axis perm[d]."""
+    x = op.args[0] if op.args else op.kwargs["input"]
+    perm = list(op.args[1:]) or list(op.kwargs.get("dims", ()))
+    if len(perm) == 1 and isinstance(perm[0], (tuple, list)):
+        perm = list(perm[0])
+    if op.name in ("transpose", "swapaxes", "swapdims"):
+        a0, a1 = (int(v) % x.ndim for v in perm[:2])
+        perm = list(range(x.ndim))
+        perm[a0], perm[a1] = perm[a1], perm[a0]
+    perm = [int(v) % x.ndim for v in perm]
+    xpos = [0] * x.ndim
+    for d, p in enumerate(perm):
+        xpos[p] = pos[d]
+    v = float(x[tuple(xpos)].double())
+    return _Step(
+        op.name,
+        "passthrough",
+        v,
+        [Term(0, v, ctx.source(op, 0))],
+        None,
+        f"{op.name}: same value",
+        follow=(0, tuple(xpos)),
+    )
+
+
+def _norm_step(
+    ctx: _Ctx, op: _Op, pos: tuple[int, ...], vals: torch.Tensor, ch: int, w: Any, b: Any, eps: float, what: str
+) -> _Step:
+    """``(x - mean) / sqrt(var + eps) · γ + β`` with the statistics over ``vals`` (biased variance)."""
+    xv = float(op.args[0][pos].double())
+    mean, var = float(vals.mean()), float(vals.var(unbiased=False))
+    gamma = float(w.reshape(-1)[ch]) if w is not None else 1.0
+    beta = float(b.reshape(-1)[ch]) if b is not None else 0.0
+    xhat = (xv - mean) / math.sqrt(var + eps)
+    return _Step(
+        op.name,
+        "norm",
+        xhat * gamma + beta,
+        [Term(ch, xhat * gamma, ctx.source(op, 0))],
+        beta,
+        f"(x - mean) / sqrt(var + eps) * gamma + beta, mean and var over {what} ({vals.numel()} values)",
+        {"x": xv, "mean": mean, "var": var, "eps": eps, "gamma": gamma, "beta": beta, "x_hat": xhat},
+        input_shape=tuple(op.args[0].shape),
+        follow=(0, pos),
+    )
+
+
+def _layer_norm(ctx: _Ctx, op: _Op, pos: tuple[int, ...]) -> _Step:
+    """LayerNorm over the last dims (ConvNeXt's channels-last norm): this position's statistics."""
+    a = dict(zip(("input", "normalized_shape", "weight", "bias", "eps"), op.args))
+    a.update(op.kwargs)
+    x, n = a["input"], len(tuple(a["normalized_shape"]))
+    vals = x[pos[: x.ndim - n]].double()
+    ch = int(np.ravel_multi_index(pos[x.ndim - n :], tuple(x.shape[x.ndim - n :])))
+    eps = float(a.get("eps", 1e-5))
+    return _norm_step(ctx, op, pos, vals, ch, a.get("weight"), a.get("bias"), eps, "the normalized dims")
+
+
+def _group_norm(ctx: _Ctx, op: _Op, pos: tuple[int, ...]) -> _Step:
+    """GroupNorm: statistics over this channel's group of channels and all positions."""
+    a = dict(zip(("input", "num_groups", "weight", "bias", "eps"), op.args))
+    a.update(op.kwargs)
+    x, g = a["input"], int(a["num_groups"])
+    per = x.shape[1] // g
+    c = pos[1]
+    grp = c // per
+    vals = x[pos[0], grp * per : (grp + 1) * per].double()
+    eps = float(a.get("eps", 1e-5))
+    return _norm_step(ctx, op, pos, vals, c, a.get("weight"), a.get("bias"), eps, f"group {grp}")
+
+
 class _Unsupported(Exception):
     pass
 
@@ -703,12 +775,15 @@ for _fns, _h in (
     (torch_functions("add", "add_", "__add__", "__radd__", "__iadd__", "sub", "sub_", "__sub__", "__rsub__",
                      "__isub__", "mul", "mul_", "__mul__", "__rmul__", "__imul__"), _merge),
     (torch_functions("cat", "concat", "concatenate"), _cat),
+    (torch_functions("permute", "transpose", "swapaxes", "swapdims"), _permute),
+    (torch_functions("layer_norm"), _layer_norm),
+    (torch_functions("group_norm"), _group_norm),
     (torch_functions("flatten", "view", "reshape", "contiguous", "clone", "dropout", "dropout2d", "squeeze",
                      "unsqueeze", "detach", "alias", "to", "float"), _passthrough),
 ):  # fmt: skip
     for _f in _fns:
         _HANDLERS[_f] = _h
-_SINGLE = ("batchnorm", "activation", "passthrough")  # ops of one input number: their input is traced too
+_SINGLE = ("batchnorm", "norm", "activation", "passthrough")  # ops of one input number: their input is traced too
 
 
 def _resolve_step(ctx: _Ctx, op_index: int, pos: tuple[int, ...]) -> tuple[_Step, int, tuple[int, ...]]:
