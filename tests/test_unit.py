@@ -365,8 +365,9 @@ def test_channels_last_blocks_and_group_norm() -> None:
         t = trace_unit(m, x, layer, (5, 3, 2))
         assert t.abs_error < 1e-4, layer
     assert trace_unit(m, x, "features.1.0.block", (5, 3, 2)).op == "linear"  # through the permute back to NCHW
-    g = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.GELU()).eval()
-    t = trace_unit(g, x, "1", (7, 2, 3))
+    g = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Sequential(nn.GroupNorm(2, 8), nn.GELU())).eval()
+    t = trace_unit(g, x, "1.0", (7, 2, 3))
     conv = get_activations(g, x, "0")["0"][0, 4:8]  # channel 7's group: channels 4..7
     assert t.numbers["mean"] == pytest.approx(float(conv.double().mean()), abs=1e-6) and t.abs_error < 1e-5
-    assert trace_unit(g, x, "2", (7, 2, 3)).inner.kind == "norm"
+    act = trace_unit(g, x, "1", (7, 2, 3))  # GELU <- GroupNorm inside one block
+    assert act.op == "gelu" and act.inner.kind == "norm" and act.inner.total == pytest.approx(t.total)
