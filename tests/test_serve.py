@@ -480,3 +480,19 @@ def test_a_capture_larger_than_the_cache_is_served_layer_by_layer(lite0, chelsea
         assert c.get("/api/status").json()["cache_bytes"] == 0
     finally:
         ex.close()
+
+
+@pytest.mark.timeout(300)  # with the model lock held by the job, the predict below would wait for the whole job
+def test_a_long_job_does_not_block_interactive_requests(client, chelsea_id):
+    import time
+
+    job = client.post("/api/featvis", params={"layer": "blocks.5", "channel": 7, "steps": 256, "size": 224}).json()
+    ex = client.app.state.explorer
+    t0 = time.monotonic()
+    while ex.jobs.get(job["id"]).status == "queued" and time.monotonic() - t0 < 60:
+        time.sleep(0.05)
+    assert ex.jobs.get(job["id"]).status == "running"
+    assert client.get(f"/api/images/{chelsea_id}/predict").status_code == 200  # served while the job runs
+    assert ex.jobs.get(job["id"]).status == "running"
+    client.delete(f"/api/jobs/{job['id']}")
+    assert ex.jobs.wait(job["id"], timeout=120).status == "cancelled"

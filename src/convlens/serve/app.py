@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import threading
 import uuid
@@ -117,6 +118,7 @@ class Explorer:
         self._inputs = ActivationCache(64 * 1024 * 1024)  # preprocessed tensors, small
         self.erf_maps = ActivationCache(16 * 1024 * 1024)  # effective fields of recently traced units
         self.graphs: dict[str, Any] = {}  # traced network graphs by depth
+        self._job_bundle: tuple[Any, Any] | None = None
 
     @classmethod
     def for_model(
@@ -126,6 +128,23 @@ class Explorer:
         from convlens.models import load_model
 
         return cls(load_model(model, weights=weights, device=device), **kw)
+
+    def job_bundle(self) -> tuple[Any, Any]:
+        """The bundle background jobs use, and the lock to hold while using it.
+
+        Jobs (feature visualization, top patches) run for seconds to minutes; on a private copy of the
+        model they leave the shared one (and its lock) to the interactive requests. A model that
+        cannot be copied is shared, under the lock.
+        """
+        if self._job_bundle is None:
+            import copy
+            import dataclasses
+
+            try:
+                self._job_bundle = (dataclasses.replace(self.bundle, model=copy.deepcopy(self.bundle.model)), None)
+            except Exception:  # e.g. a wrapped framework object that refuses deepcopy  # noqa: BLE001
+                self._job_bundle = (self.bundle, self.lock)
+        return self._job_bundle
 
     def close(self) -> None:
         """Stop background jobs and remove the temp folder."""
@@ -517,8 +536,9 @@ def create_app(explorer: Explorer) -> FastAPI:
         base = layer.split("#")[0]
 
         def run(job: Any) -> str:
-            with ex.lock:
-                img = visualize(ex.bundle, base, [channel], steps=steps, size=size, callback=job.progress)
+            bundle, lock = ex.job_bundle()
+            with lock or contextlib.nullcontext():
+                img = visualize(bundle, base, [channel], steps=steps, size=size, callback=job.progress)
             arr = (img[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
             return _data_uri(arr)
 
@@ -543,8 +563,9 @@ def create_app(explorer: Explorer) -> FastAPI:
         def run(job: Any) -> list[dict[str, Any]]:
             arrays = [e.array for e in entries]
             job.progress(0, len(arrays))
-            with ex.lock:
-                res = top_patches(ex.bundle, arrays, layer, [channel], k=k, batch_size=8, progress=job.progress)
+            bundle, lock = ex.job_bundle()
+            with lock or contextlib.nullcontext():
+                res = top_patches(bundle, arrays, layer, [channel], k=k, batch_size=8, progress=job.progress)
             out = []
             for p in res.channels[0].patches:
                 e = entries[p.index]
