@@ -301,3 +301,35 @@ def test_randomization_check_on_the_pretrained_model(lite0, chelsea):
     assert rho[-1] < 0.5 and rho[-1] < rho[0], rho  # the whole cascade: much less of the trained map remains
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_ssim_matches_skimage():
+    from skimage.metrics import structural_similarity
+
+    from convlens.explain.metrics import ssim
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 20, 24, generator=g)
+    b = (a + 0.3 * torch.rand(3, 20, 24, generator=g)).clamp(0, 1)
+    ours = ssim(a, b)
+    for i in range(3):
+        ref = structural_similarity(a[i].numpy(), b[i].numpy(), data_range=1.0)
+        assert ours[i].item() == pytest.approx(ref, abs=1e-5)
+
+
+def test_sanity_check_gradcam_passes_and_model_ignoring_edge_detector_fails(resnet18_bundle):
+    """Adebayo et al.'s point: Grad-CAM changes once the top block is random; an edge detector does not."""
+    model = resnet18_bundle.model
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    sc = randomization_check(model, x, "gradcam", "layer3", [1, 2])
+    assert sc.layers[0] == "fc" and float(sc.mean[0]) < 0.5 and sc.ssim.shape == sc.correlation.shape
+
+    def edges(_model, xb, _targets):  # Sobel magnitude of the image: ignores the model entirely
+        k = torch.tensor([[1.0, 0, -1], [2, 0, -2], [1, 0, -1]])
+        gray = xb.mean(1, keepdim=True)
+        gx = torch.nn.functional.conv2d(gray, k[None, None], padding=1)
+        gy = torch.nn.functional.conv2d(gray, k.t()[None, None], padding=1)
+        return (gx**2 + gy**2).sqrt()[:, 0]
+
+    bad = randomization_check(model, x, edges)
+    assert float(bad.correlation.min()) > 0.99 and float(bad.ssim.min()) > 0.99  # fails the check

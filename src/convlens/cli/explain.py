@@ -7,30 +7,12 @@ also ``<stem>_methods.png`` (side-by-side grid). ``--json`` prints one record pe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from convlens.cli.common import check_choice, console, ensure_out_dir, print_json
 from convlens.cli.models import DEVICE_OPT, MODEL_OPT, WEIGHTS_OPT
-
-
-@dataclass
-class CamRecord:
-    """One image explained by one method (the ``--json`` record)."""
-
-    image: str
-    target: int
-    label: str
-    score: float  # softmax probability of the target class
-    method: str
-    layer: str
-    map_file: str
-    overlay_file: str
-    metrics: dict[str, Any] | None = field(default=None)
-    pretrained: bool = True  # False: the model's weights are random, the map means nothing
 
 
 def all_methods() -> list[str]:
@@ -42,7 +24,7 @@ def all_methods() -> list[str]:
 
 
 def _parse_methods(text: str) -> list[str]:
-    from convlens.explain import get_method
+    from convlens.explain import ATTRIBUTIONS, get_method
 
     if text.strip().lower() == "all":
         return all_methods()
@@ -51,7 +33,8 @@ def _parse_methods(text: str) -> list[str]:
         raise_input("--method is empty; give a method name, a comma list, or 'all'.")
     out = []
     for n in names:
-        name = get_method(n).name  # raises InputError with the valid names
+        key = n.lower().replace("_", "").replace("-", "")
+        name = key if key in ATTRIBUTIONS else get_method(n).name  # raises InputError with the valid names
         if name not in out:
             out.append(name)
     return out
@@ -63,175 +46,19 @@ def raise_input(msg: str) -> None:
     raise InputError(msg)
 
 
-def _parse_target(text: str) -> int | None:
-    t = text.strip().lower()
-    if t == "top1":
-        return None
-    if not t.isdigit():
-        raise_input(f"--target must be 'top1' or a class index (non-negative int), got '{text}'.")
-    return int(t)
+class _Rate:
+    """A rich progress column: images per second."""
 
+    def __new__(cls):  # built lazily so that importing the CLI does not import rich.progress
+        from rich.progress import ProgressColumn
+        from rich.text import Text
 
-def _unique_stems(files: list[Path]) -> list[str]:
-    seen: dict[str, int] = {}
-    stems = []
-    for f in files:
-        s = f.stem
-        k = seen.get(s, 0)
-        seen[s] = k + 1
-        stems.append(s if k == 0 else f"{s}_{k + 1}")
-    return stems
+        class Rate(ProgressColumn):
+            def render(self, task):  # type: ignore[no-untyped-def]
+                speed = task.finished_speed or task.speed
+                return Text("  -- img/s" if speed is None else f"{speed:6.1f} img/s")
 
-
-def run_cam(
-    images: list[Path],
-    *,
-    model: str,
-    weights: Path | None,
-    methods: list[str],
-    layer: str,
-    target: int | None,
-    batch_size: int,
-    device: str,
-    out: Path,
-    metrics: bool,
-    cmap: str,
-    alpha: float,
-    progress: bool = True,
-) -> tuple[list[CamRecord], list[str]]:
-    """Explain every image file (folders expanded) with each method; write PNG/NPY files; return records and warnings."""
-    import sys
-    import warnings
-
-    import numpy as np
-    from PIL import Image
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from convlens.errors import InputError
-    from convlens.explain import explain
-    from convlens.explain.metrics import confidence_change, deletion_curve, insertion_curve, road
-    from convlens.io import list_images, load_image
-    from convlens.models import load_model
-    from convlens.plot.explain import cam_overlay, methods_grid
-
-    files = [f for p in images for f in list_images(p)]
-    if not files:
-        raise_input("no image files found in the given paths.")
-    skipped: list[str] = []
-    bundle = load_model(model, weights=weights, device=device)
-    # num_classes is 0 when the registry could not read it (tuple/dict outputs): the explain call checks then
-    if target is not None and bundle.meta.num_classes > 0 and target >= bundle.meta.num_classes:
-        raise_input(f"--target must be < {bundle.meta.num_classes} (the model's classes), got {target}.")
-    layer_spec: Any = layer  # 'auto' is convlens.layers.auto_layer (the registry's default layer included)
-    if "," in layer:
-        layer_spec = [s.strip() for s in layer.split(",") if s.strip()]
-    out_dir = ensure_out_dir(out)
-    stems = _unique_stems(files)
-    records: list[CamRecord] = []
-    prog = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console(stderr=True),
-        transient=True,
-        disable=not (progress and sys.stderr.isatty()),  # no bar (nor its newline) in pipes and logs
-    )
-    with prog, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        task = prog.add_task("cam", total=len(files))
-        for start in range(0, len(files), batch_size):
-            chunk_all = files[start : start + batch_size]
-            # a corrupt or unreadable file is skipped and reported, never the end of a folder's run
-            chunk, chunk_stems, raw_imgs = [], [], []
-            for k, f in enumerate(chunk_all):
-                try:
-                    raw_imgs.append(load_image(f))
-                except InputError as e:
-                    skipped.append(str(e))
-                    continue
-                chunk.append(f)
-                chunk_stems.append(stems[start + k])
-            if not chunk:
-                prog.advance(task, len(chunk_all))
-                continue
-            seen = [bundle.preprocess.resize_image(im) for im in raw_imgs]  # the frame the maps live in
-            x = bundle.preprocess(raw_imgs).to(bundle.device)
-            per_image_maps: list[dict[str, Any]] = [{} for _ in chunk]
-            per_image_records: list[list[CamRecord]] = [[] for _ in chunk]
-            for method in methods:
-                prog.update(task, description=f"{method}")
-                res = explain(bundle.model, x, method, layer_spec, target, batch_size=batch_size)
-                maps = res.maps.detach().float().cpu()
-                met: dict[str, Any] = {}
-                if metrics:
-                    dele = deletion_curve(bundle.model, x, res.maps, res.targets, batch_size=batch_size)
-                    ins = insertion_curve(bundle.model, x, res.maps, res.targets, batch_size=batch_size)
-                    cc = confidence_change(bundle.model, x, res.maps, res.targets, batch_size=batch_size)
-                    morf = road(
-                        bundle.model,
-                        x,
-                        res.maps,
-                        res.targets,
-                        order="morf",
-                        percentiles=(20, 50, 80),
-                        batch_size=batch_size,
-                    )
-                    lerf = road(
-                        bundle.model,
-                        x,
-                        res.maps,
-                        res.targets,
-                        order="lerf",
-                        percentiles=(20, 50, 80),
-                        batch_size=batch_size,
-                    )
-                    met = {
-                        "deletion_auc": dele.auc.cpu().tolist(),
-                        "insertion_auc": ins.auc.cpu().tolist(),
-                        "drop_percent": cc.drop.cpu().tolist(),
-                        "increase": cc.increase.cpu().tolist(),
-                        "road_morf": morf.mean.cpu().tolist(),
-                        "road_lerf": lerf.mean.cpu().tolist(),
-                    }
-                safe = method.replace("+", "p")
-                for i, f in enumerate(chunk):
-                    m = maps[i].numpy().astype(np.float32)
-                    map_file = out_dir / f"{chunk_stems[i]}_{safe}.npy"
-                    png_file = out_dir / f"{chunk_stems[i]}_{safe}.png"
-                    np.save(map_file, m)
-                    Image.fromarray(cam_overlay(seen[i], m, alpha=alpha, cmap=cmap)).save(png_file)
-                    per_image_maps[i][method] = m
-                    cls = int(res.targets[i])
-                    per_image_records[i].append(
-                        CamRecord(
-                            image=str(f),
-                            target=cls,
-                            label=bundle.label(cls),
-                            score=float(res.probs[i]) if res.probs is not None else float(res.scores[i]),
-                            method=method,
-                            layer=",".join(res.layers),
-                            map_file=str(map_file),
-                            overlay_file=str(png_file),
-                            metrics={k: v[i] for k, v in met.items()} if metrics else None,
-                            pretrained=bundle.pretrained,
-                        )
-                    )
-            for recs in per_image_records:  # image order, then method order
-                records.extend(recs)
-            if len(methods) > 1:
-                for i, _ in enumerate(chunk):
-                    fig = methods_grid(seen[i], per_image_maps[i], cmap=cmap, alpha=alpha, title=Path(chunk[i]).name)
-                    fig.savefig(out_dir / f"{chunk_stems[i]}_methods.png")
-            prog.advance(task, len(chunk_all))
-    if len(skipped) == len(files):
-        raise_input(f"none of the {len(files)} image file(s) could be read; first: {skipped[0]}")
-    notes: list[str] = [f"skipped unreadable file: {t}" for t in skipped]
-    for w in caught:
-        text = str(w.message)
-        if text not in notes:
-            notes.append(text)
-    return records, notes
+        return Rate()
 
 
 def register(app: typer.Typer) -> None:
@@ -250,7 +77,12 @@ def register(app: typer.Typer) -> None:
         layer: str = typer.Option(
             "auto", "--layer", help="'auto' (last spatial layer), a name, a glob, or a comma list (maps averaged)"
         ),
-        target: str = typer.Option("top1", "--target", help="'top1' (each image's prediction) or a class index"),
+        target: str = typer.Option(
+            "top1",
+            "--target",
+            help="top1 (each image's prediction), topK (its K-th class), a class index or name ('Egyptian cat'), "
+            "box:x0,y0,x1,y1[:class] (detectors), mask:FILE.png[:class] (segmenters), like:REF.jpg (embedding similarity)",
+        ),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="images per forward (and Score-CAM chunk)"),
         device: str = DEVICE_OPT,
         out: Path = typer.Option(..., "--out", help="output folder for the PNG overlays and .npy maps"),
@@ -259,36 +91,74 @@ def register(app: typer.Typer) -> None:
         ),
         cmap: str = typer.Option("turbo", "--cmap", help="turbo or jet"),
         alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="map opacity over the image"),
+        sanity: bool = typer.Option(
+            False, "--sanity", help="model-randomization sanity check: Spearman and SSIM per randomized block"
+        ),
+        resume: bool = typer.Option(False, "--resume", help="skip images whose outputs are already in --out"),
+        workers: int | None = typer.Option(
+            None, "--workers", min=0, help="image-decoding worker processes (default: min(4, cores - 1))"
+        ),
         json_out: bool = typer.Option(False, "--json", help="machine-readable records on stdout"),
     ) -> None:
-        """Class activation maps (Grad-CAM family): where the network looked for each image's class."""
+        """Class activation maps (Grad-CAM family) and pixel attributions, for files or whole folders.
+
+        Writes per image and method <stem>_<method>.npy/.png and OUT/index.jsonl (one --json record per
+        line); --resume skips images already done. Under torchrun each process takes a share of the files.
+        """
+        import sys
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from convlens.explain.folder import cam_files
+
         methods = _parse_methods(method)
         check_choice(cmap, ("turbo", "jet"), name="--cmap")
-        records, notes = run_cam(
-            images,
-            model=model,
-            weights=weights,
-            methods=methods,
-            layer=layer,
-            target=_parse_target(target),
-            batch_size=batch_size,
-            device=device,
-            out=out,
-            metrics=metrics,
-            cmap=cmap,
-            alpha=alpha,
+        ensure_out_dir(out)
+        prog = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _Rate(),
+            TimeRemainingColumn(),
+            console=console(stderr=True),
+            transient=True,
+            disable=not sys.stderr.isatty(),  # no bar (nor its newline) in pipes and logs
         )
+        with prog:
+            task = prog.add_task("cam", total=None)
+            res = cam_files(
+                images,
+                model=model,
+                weights=weights,
+                methods=methods,
+                layer=layer,
+                target=target,
+                target_option="--target",
+                batch_size=batch_size,
+                device=device,
+                out=out,
+                metrics=metrics,
+                sanity=sanity,
+                cmap=cmap,
+                alpha=alpha,
+                resume=resume,
+                workers=workers,
+                progress=lambda k: prog.advance(task, k),
+            )
         err = console(stderr=True)
-        for n in notes:
-            err.print(f"warning: {n}")
-        if json_out:
-            from convlens.cli.common import to_jsonable
+        for n in [f"skipped unreadable file: {t}" for t in res.skipped] + res.warnings:
+            err.print(f"warning: {n}", markup=False)
+        if res.rank != 0:
+            return  # rank 0 reports the merged set
+        records = res.records
+        if res.world_size > 1:
+            import json
 
-            rows = [to_jsonable(r) for r in records]
-            for row in rows:
-                if row["metrics"] is None:
-                    del row["metrics"]  # present only with --metrics
-            print_json(rows)
+            from convlens.explain.folder import CamRecord
+
+            records = [CamRecord(**json.loads(line)) for line in res.index.read_text().splitlines() if line.strip()]
+        if json_out:
+            print_json([r.to_dict() for r in records])
             return
         con = console()
         for r in records:
@@ -300,3 +170,13 @@ def register(app: typer.Typer) -> None:
                     + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.metrics.items()),
                     markup=False,
                 )
+            if r.sanity:
+                pairs = zip(r.sanity["layers"], r.sanity["spearman"], r.sanity["ssim"], strict=True)
+                con.print(
+                    "    sanity (randomized top-down: spearman/ssim): "
+                    + "  ".join(f"{n}={sp:.2f}/{ss:.2f}" for n, sp, ss in pairs),
+                    markup=False,
+                    soft_wrap=True,
+                )
+        if res.resumed:
+            err.print(f"resumed: {res.resumed} image(s) were already done in {res.out}", markup=False)

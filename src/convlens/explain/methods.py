@@ -9,7 +9,7 @@ Example:
     ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
     >>> x = torch.randn(2, 3, 8, 8)
     >>> sorted(METHODS)[:3]
-    ['eigencam', 'gradcam', 'gradcam++']
+    ['ablationcam', 'eigencam', 'eigengradcam']
     >>> all(tuple(METHODS[m](net, "1")(x).maps.shape) == (2, 8, 8) for m in METHODS)
     True
 """
@@ -516,7 +516,11 @@ def explain(
 ) -> CAMResult:
     """Run one CAM method on a batch; the full :class:`CAMResult` (maps, raw low-res maps, targets, scores).
 
-    ``kw`` goes to the method's constructor (``amp=True``, ``batch_size=`` for Score-CAM).
+    ``kw`` goes to the method's constructor (``amp=True``, ``batch_size=`` for Score-CAM,
+    ``aug_smooth``, ``eigen_smooth``, ``create_graph``). A pixel attribution name
+    (``explain.ATTRIBUTIONS``: ``saliency``, ``integratedgradients`` ...) runs
+    :func:`~convlens.explain.attribute` and returns its map (channel sum of ``|attr|``, normalized)
+    with the raw attribution in ``extra['attribution']``; ``target_layer`` is then unused.
 
     Example:
         >>> import torch
@@ -525,8 +529,40 @@ def explain(
         >>> res.method, res.layers, tuple(res.raw["0"].shape)
         ('hirescam', ['0'], (1, 4, 4))
     """
+    from convlens.explain.pixel import ATTRIBUTIONS
+
+    key = method.lower().replace("_", "").replace("-", "") if isinstance(method, str) else method
+    if key in ATTRIBUTIONS:
+        return _attribution_result(model, x, key, targets, **kw)
     cls = get_method(method)
     return cls(model, target_layer, **kw)(x, targets)  # type: ignore[arg-type]
+
+
+def _attribution_result(model: nn.Module, x: torch.Tensor, method: str, targets: Targets, **kw: object) -> CAMResult:
+    """A pixel attribution as a :class:`CAMResult`: ``maps`` = :func:`attribution_map` (channel sum of
+    ``|attr|``, min-max), ``raw['input']`` the channel sum of the attribution, ``extra['attribution']``
+    the (N, C, H, W) values; targets/scores/probs from one no-grad forward."""
+    from convlens.explain.pixel import attribute, attribution_map
+
+    model = model if isinstance(model, nn.Module) else getattr(model, "model", model)
+    x = _check_input(x)
+    kw = dict(kw)
+    if "batch_size" in kw:  # the CAM chunk size is the attribution's memory budget
+        kw.setdefault("internal_batch_size", kw.pop("batch_size"))
+    attr = attribute(model, x, method, targets, **kw)
+    dev = device_of(model)
+    with torch.no_grad(), preserve_state(model, train=False):
+        scores, cls, probs = target_scores(model(x.to(dev)), targets, x.shape[0])
+    return CAMResult(
+        maps=attribution_map(attr),
+        raw={"input": attr.sum(1)},
+        targets=cls,
+        scores=scores.float(),
+        probs=probs,
+        method=method,
+        layers=["input"],
+        extra={"attribution": attr},
+    )
 
 
 def cam(

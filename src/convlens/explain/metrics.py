@@ -63,6 +63,7 @@ __all__ = [
     "confidence_change",
     "randomization_check",
     "spearman",
+    "ssim",
     "saliency_ranks",
 ]
 
@@ -131,12 +132,14 @@ class SanityCheck:
         correlation: (K, N) Spearman rank correlation per step and image.
         mean: (K,) average over images.
         maps: (K + 1, N, H, W) the original maps then the maps after each step (for figures).
+        ssim: (K, N) structural similarity (:func:`ssim`) of each randomized map to the original.
     """
 
     layers: list[str]
     correlation: torch.Tensor
     mean: torch.Tensor
     maps: torch.Tensor
+    ssim: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -545,6 +548,41 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return rho.float()
 
 
+def ssim(a: torch.Tensor, b: torch.Tensor, *, win_size: int = 7, data_range: float = 1.0) -> torch.Tensor:
+    r"""Structural similarity per image of (N, H, W) maps, as ``skimage.metrics.structural_similarity``
+    with its defaults (uniform ``win_size`` window, sample covariance, K1 = 0.01, K2 = 0.03, the mean
+    over positions whose window lies inside the image), batched in torch.
+
+    .. math:: \mathrm{SSIM} = \frac{(2\mu_a\mu_b + C_1)(2\sigma_{ab} + C_2)}{(\mu_a^2 + \mu_b^2 + C_1)(\sigma_a^2 + \sigma_b^2 + C_2)}
+
+    Wang et al., "Image Quality Assessment: From Error Visibility to Structural Similarity", IEEE TIP 2004.
+
+    Example:
+        >>> m = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> round(float(ssim(m, m)[0]), 6)
+        1.0
+    """
+    if a.shape != b.shape or a.ndim != 3:
+        raise InputError(
+            f"ssim needs two (N, H, W) stacks of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}."
+        )
+    if min(a.shape[1:]) < win_size:
+        raise InputError(f"ssim needs maps of at least {win_size}x{win_size}, got {tuple(a.shape[1:])}.")
+    x, y = a[:, None].double(), b[:, None].double()
+
+    def mean(t: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(t, win_size, stride=1)
+
+    ux, uy = mean(x), mean(y)
+    cov = win_size**2 / (win_size**2 - 1)
+    vx = cov * (mean(x * x) - ux * ux)
+    vy = cov * (mean(y * y) - uy * uy)
+    vxy = cov * (mean(x * y) - ux * uy)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.mean(dim=(1, 2, 3)).float()
+
+
 def _randomize_(module: nn.Module, gen: torch.Generator) -> None:
     """Replace each parameter of ``module`` (all depths) by Gaussian noise with the tensor's own mean and std
     (a constant tensor, e.g. a fresh BatchNorm weight, gets std 0.1 * max(|mean|, 1))."""
@@ -561,7 +599,7 @@ def _randomize_(module: nn.Module, gen: torch.Generator) -> None:
 def randomization_check(
     model: nn.Module,
     x: torch.Tensor,
-    method: str = "gradcam",
+    method: str | Callable[[nn.Module, torch.Tensor, Targets], torch.Tensor] = "gradcam",
     target_layer: LayerSpec = "auto",
     targets: Targets = None,
     *,
@@ -571,6 +609,9 @@ def randomization_check(
 ) -> SanityCheck:
     r"""Cascading model randomization (Adebayo et al. 2018), top-down, on a deep COPY of ``model``.
 
+    Works for every method of ``explain.METHODS`` and ``explain.ATTRIBUTIONS``, and for any callable
+    ``method(model, x, targets) -> (N, H, W)`` maps (to check a saliency method of your own). A method
+    that ignores the model (an edge detector) keeps Spearman and SSIM near 1 and fails the check.
     Step k re-draws the parameters of the k last parameterized children (``granularity='children'``)
     or modules with own parameters (``'modules'``), each tensor from a Gaussian with its own mean and
     std, and recomputes the maps for the SAME targets. Reported: the Spearman correlation
@@ -586,13 +627,12 @@ def randomization_check(
     """
     import warnings
 
-    from convlens.explain.methods import get_method
+    from convlens.explain.methods import explain
 
     if granularity not in ("children", "modules"):
         raise InputError(f"granularity must be 'children' or 'modules', got {granularity!r}.")
     model = model if isinstance(model, nn.Module) else getattr(model, "model", model)
     x = _check_input(x)
-    cls = get_method(method)
     work = copy.deepcopy(model)
     # the same layer(s), by name, in the copy
     names = [n for n, _ in resolve_layers(model, target_layer, tuple(x.shape[1:]))]
@@ -606,14 +646,28 @@ def randomization_check(
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # randomized models often give flat maps
-        first = cls(work, names, **kw)(x, targets)
+
+        def run(t: Targets) -> Any:
+            if callable(method):
+                from types import SimpleNamespace
+
+                maps = method(work, x, t)
+                return SimpleNamespace(maps=maps, targets=torch.full((x.shape[0],), -1))
+            return explain(work, x, method, names, t, **kw)
+
+        first = run(targets)
         fixed = first.targets if first.targets.min() >= 0 else targets  # same classes after randomization
         all_maps = [first.maps]
         corr = []
+        sims: list[torch.Tensor | None] = []
         for _, m in groups:
             _randomize_(m, gen)
-            res = cls(work, names, **kw)(x, fixed)
+            res = run(fixed)
             all_maps.append(res.maps)
             corr.append(spearman(first.maps, res.maps))
+            sims.append(ssim(first.maps.float().cpu(), res.maps.float().cpu()) if min(x.shape[2:]) >= 7 else None)
     c = torch.stack(corr)
-    return SanityCheck(layers=[n for n, _ in groups], correlation=c, mean=c.mean(1), maps=torch.stack(all_maps).cpu())
+    sim = torch.stack(sims) if all(v is not None for v in sims) else None  # type: ignore[arg-type]
+    return SanityCheck(
+        layers=[n for n, _ in groups], correlation=c, mean=c.mean(1), maps=torch.stack(all_maps).cpu(), ssim=sim
+    )
