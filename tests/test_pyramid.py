@@ -211,3 +211,26 @@ def test_hwc_image_is_refused_not_read_as_channels(chelsea):
         5,
         2,
     )  # a narrow (C, H, W) as a batch is allowed
+
+
+def test_tall_and_wide_images_get_all_their_levels():
+    """max_levels follows the LONGER side: a 16x2 image has 5 levels (16, 8, 4, 2, 1 rows), its transpose too."""
+    for shape in ((16, 2), (2, 16)):
+        levels = gaussian_pyramid(np.ones(shape), 5)
+        assert [lv.shape for lv in levels][-1] == (1, 1) and len(levels) == 5
+        assert len(laplacian_pyramid(np.ones(shape), 5)) == 5
+        with pytest.raises(InputError, match="levels <= 5"):
+            gaussian_pyramid(np.ones(shape), 6)
+
+
+def test_reconstruct_names_the_bad_level_and_keeps_the_finest_dtype():
+    x = np.random.default_rng(0).normal(size=(6, 10))
+    lap = laplacian_pyramid(x, 3)
+    with pytest.raises(InputError, match="level 1"):
+        reconstruct([lap[0], np.full((2, 2), np.nan), lap[2]])
+    with pytest.raises(InputError, match="level 2 has shape"):
+        reconstruct([lap[0], lap[1], np.ones((3, 3))])
+    mixed = [torch.from_numpy(lap[0]).float(), torch.from_numpy(lap[1]), torch.from_numpy(lap[2])]
+    out = reconstruct(mixed)  # float32 finest level, float64 coarser ones: the result is the finest level's dtype
+    assert out.dtype == torch.float32 and out.shape == (6, 10)
+    torch.testing.assert_close(out, torch.from_numpy(x).float(), atol=1e-5, rtol=0)

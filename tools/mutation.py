@@ -99,9 +99,32 @@ def run(module: str, tests: list[str], max_children: int) -> dict[str, int | flo
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, check=False)
     (work / "mutmut-run.log").write_text(proc.stdout + proc.stderr)
     c = _counts(proc.stdout + proc.stderr)
+    c["survived_first_pass"] = c["survived"]
+    # a batch run reported survivors that the same mutant, run alone, kills (seen with hypothesis tests under
+    # parallel workers): every survivor is re-run alone before it counts
+    rechecked = recheck(work, env)
+    c["survived"] = len(rechecked)
+    c["killed"] += c["survived_first_pass"] - c["survived"]
     decided = c["killed"] + c["timeout"] + c["survived"] + c["suspicious"]
     c["score_percent"] = round(100 * (c["killed"] + c["timeout"]) / decided, 1) if decided else 0
     return c
+
+
+def survivors(work: Path) -> list[str]:
+    """Names of the mutants ``mutmut results`` lists as survived."""
+    mutmut = str(Path(sys.executable).parent / "mutmut")
+    out = subprocess.run([mutmut, "results"], cwd=work, capture_output=True, text=True, check=False).stdout
+    return re.findall(r"^\s*(\S+): survived", out, re.M)
+
+
+def recheck(work: Path, env: dict[str, str]) -> list[str]:
+    """Re-run each survivor alone (one worker); returns the names that still survive."""
+    mutmut = str(Path(sys.executable).parent / "mutmut")
+    for name in survivors(work):
+        subprocess.run(
+            [mutmut, "run", "--max-children", "1", name], cwd=work, env=env, capture_output=True, check=False
+        )
+    return survivors(work)
 
 
 def results(module: str, diff: bool) -> None:
