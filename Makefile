@@ -30,10 +30,12 @@ demo: install
 test: install-test browser lint
 	$(PY) -m pytest -q
 
-# Habits checked on every run: lint and format (configured in pyproject.toml).
+# Habits checked on every run: lint and format (configured in pyproject.toml), and the layer contracts of
+# docs/architecture.md ([tool.importlinter] in pyproject.toml; a violation names the offending import chain).
 lint: install-test
 	$(VENV)/bin/ruff check src tests benchmarks tools
 	$(VENV)/bin/ruff format --check src tests benchmarks tools
+	PYTHONPATH=src $(VENV)/bin/lint-imports
 
 # Numbers in the docs: re-render every generated region from benchmarks/results/*.json and the recorded command
 # runs in docs/generated/ (tests/test_docs.py fails when they drift). RUN=all (or a name) re-runs the commands first.

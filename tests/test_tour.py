@@ -12,7 +12,7 @@ import torch
 from _tour_run import quick_tour
 
 from convlens.errors import InputError
-from convlens.tour import Body, Progress, Table, TourContext, core, run_tour, section, section_specs
+from convlens.tour import Body, Progress, Table, TourContext, run_tour, section, section_specs
 
 # ---------------------------------------------------------------- runner on a private registry
 
@@ -203,10 +203,10 @@ def test_quick_tour_cli_lines_are_real_commands(run):
 
 
 def test_tour_cli_failing_section_exits_nonzero_after_writing_report(tmp_path, monkeypatch, capsys):
-    import convlens.tour.sections  # noqa: F401  (the real registry is filled before we swap it)
     from convlens.cli import main
+    from convlens.tour import course
 
-    monkeypatch.setattr(core, "SECTIONS", _registry())
+    monkeypatch.setattr(course, "COURSE", tuple(_registry().values()))
     rc = main(["tour", "--quick", "--out", str(tmp_path), "--only", "1,2,5"])
     err = capsys.readouterr().err
     assert rc == 1

@@ -18,11 +18,24 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from convlens.report.html import render_page, section_summary, write_page, write_summary
-from convlens.tour.core import TourResult
+from convlens.report.page import Section, Table, TourFigure
 
-__all__ = ["write_tour_report", "write_page", "write_summary", "render_page", "section_summary"]
+if TYPE_CHECKING:  # the tour sits above the report: it is rendered here, never imported at run time
+    from convlens.tour.core import TourResult
+
+__all__ = [
+    "write_tour_report",
+    "write_page",
+    "write_summary",
+    "render_page",
+    "section_summary",
+    "Section",
+    "Table",
+    "TourFigure",
+]
 
 TOUR_INTRO = (
     "Every topic of the course, computed live on the embedded pretrained EfficientNet-Lite0 and on "

@@ -4,7 +4,7 @@ and a ``summary.json``. No scripts, no web fonts, no network resources: it opens
 
 Example:
     >>> import tempfile, pathlib
-    >>> from convlens.tour.core import Section, Table
+    >>> from convlens.report.page import Section, Table
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> s = Section("q1", 1, "One", "Why?", tables=[Table(["a"], [[1]])], explanation="Because.")
     >>> page = write_page([s], d, title="demo")
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from convlens.plot.html import format_value, table_html
-from convlens.tour.core import Section, Table
+from convlens.report.page import Section, Table
 
 __all__ = ["write_page", "write_summary", "render_page", "format_value", "save_figures"]
 

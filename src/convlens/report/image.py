@@ -29,7 +29,7 @@ import numpy as np
 
 from convlens.errors import InputError
 from convlens.report.html import write_page, write_summary
-from convlens.tour.core import Section, Table, TourFigure
+from convlens.report.page import Section, Table, TourFigure
 
 __all__ = ["image_report", "image_section"]
 

@@ -1,6 +1,8 @@
 """The guided tour: every course topic computed live on the embedded pretrained model and bundled
-real data. Sections (``q1``..``q21``, in course order) live in :mod:`convlens.tour.sections`; the
-machinery (dataclasses, registry, runner) in :mod:`convlens.tour.core`. Rendering is
+real data. The course (``q1``..``q21``, in order) is the explicit list :data:`convlens.tour.course.COURSE`
+of functions in the topic modules :mod:`~convlens.tour.arithmetic`, :mod:`~convlens.tour.vision`,
+:mod:`~convlens.tour.training` and :mod:`~convlens.tour.explain`; the machinery (Body, context, runner)
+is :mod:`convlens.tour.core`, the page model :mod:`convlens.report.page`. Rendering is
 :mod:`convlens.report`'s job; this package never prints or writes the report.
 
 Example:
@@ -11,22 +13,18 @@ Example:
 
 from __future__ import annotations
 
+from convlens.report.page import Section, Table, TourFigure
 from convlens.tour.core import (
-    SECTIONS,
     Body,
     Progress,
-    Section,
     SectionSpec,
-    Table,
     TourContext,
-    TourFigure,
     TourResult,
     run_tour,
     section,
 )
 
 __all__ = [
-    "SECTIONS",
     "Body",
     "Progress",
     "Section",
@@ -42,7 +40,12 @@ __all__ = [
 
 
 def section_specs() -> list[SectionSpec]:
-    """All registered sections in course order."""
-    from convlens.tour import sections as _sections  # noqa: F401  (registers them)
+    """The course's sections in order (:data:`convlens.tour.course.COURSE`).
 
-    return [SECTIONS[k] for k in sorted(SECTIONS)]
+    Example:
+        >>> [s.id for s in section_specs()][-1]
+        'q21'
+    """
+    from convlens.tour.course import COURSE
+
+    return list(COURSE)

@@ -1,10 +1,12 @@
-"""The tour's machinery: what a section returns, how sections are registered, and the runner.
+"""The tour's machinery: what a section computes (:class:`Body`), the context, and the runner.
 
 A *section* is one course topic computed live. Its function takes a :class:`TourContext` (quick or
 full sizes, seed, device, the shared pretrained model and images) and returns a :class:`Section`
 (numbers, tables, figures, explanation, and the API call and CLI command that reproduce it). The
 runner times each one, turns a failure into a ``Section`` with ``status='error'`` and goes on, and
-reports progress through a callback -- it never prints.
+reports progress through a callback -- it never prints. The course is the explicit ordered list
+:data:`convlens.tour.course.COURSE`; the page model (``Section``, ``Table``, ``TourFigure``) is
+:mod:`convlens.report.page`'s.
 
 Example:
     >>> from convlens.tour.core import Body, TourContext, section, run_tour
@@ -19,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import tempfile
 import time
 import traceback
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from convlens.errors import InputError
+from convlens.report.page import Section, Table, TourFigure
 
 __all__ = [
     "Table",
@@ -44,26 +46,7 @@ __all__ = [
     "Progress",
     "section",
     "run_tour",
-    "SECTIONS",
 ]
-
-
-@dataclass
-class Table:
-    """A small table of live numbers: ``columns`` names, ``rows`` of plain values."""
-
-    columns: list[str]
-    rows: list[list[Any]]
-    caption: str = ""
-
-
-@dataclass
-class TourFigure:
-    """A matplotlib Figure with its caption; ``file`` is set by the report writer once saved."""
-
-    caption: str
-    figure: Any = field(repr=False)  # matplotlib.figure.Figure (None after saving to free memory)
-    file: str | None = None
 
 
 @dataclass
@@ -78,53 +61,19 @@ class Body:
     cli: str = ""
 
 
-@dataclass
-class Section:
-    """One topic of the tour, computed live (or the error that stopped it).
-
-    ``id`` is ``qN`` (the HTML element id in the report: a contract). ``status`` is ``'ok'`` or
-    ``'error'``; on error, ``error`` is one line and ``traceback`` the details.
-    """
-
-    id: str
-    number: int
-    title: str
-    question: str
-    results: dict[str, Any] = field(default_factory=dict)
-    tables: list[Table] = field(default_factory=list)
-    figures: list[TourFigure] = field(default_factory=list)
-    explanation: str = ""
-    api: str = ""
-    cli: str = ""
-    status: str = "ok"
-    error: str | None = None
-    traceback: str | None = None
-    seconds: float = 0.0  # wall clock
-    cpu_seconds: float = 0.0  # CPU time of this process (all threads): comparable across loaded machines
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-
 @dataclass(frozen=True)
 class SectionSpec:
-    """A registered section: its number, title, one-line question, the function, and which
-    convlens modules it needs (named in the error when one is missing)."""
+    """One section of a course: its number, title, one-line question and the function computing its
+    :class:`Body` (the runner turns it into a :class:`~convlens.report.page.Section`)."""
 
     number: int
     title: str
     question: str
-    fn: Callable[[TourContext], Section] = field(repr=False)
-    needs: tuple[str, ...] = ()
+    fn: Callable[[TourContext], Body] = field(repr=False)
 
     @property
     def id(self) -> str:
         return f"q{self.number}"
-
-
-# The tour's sections, by number (filled by convlens.tour.sections).
-SECTIONS: dict[int, SectionSpec] = {}
 
 
 def section(
@@ -132,36 +81,17 @@ def section(
     title: str,
     question: str,
     *,
-    needs: Sequence[str] = (),
-    registry: dict[int, SectionSpec] | None = None,
-) -> Callable[[Callable[[TourContext], Body]], Callable[[TourContext], Section]]:
-    """Register ``fn(ctx) -> Body`` as section ``number``; the wrapped function returns a full
-    :class:`Section` (id ``q{number}``, title, question, and the body's fields)."""
-    reg = SECTIONS if registry is None else registry
+    registry: dict[int, SectionSpec],
+) -> Callable[[Callable[[TourContext], Body]], Callable[[TourContext], Body]]:
+    """Add ``fn(ctx) -> Body`` to ``registry`` (a course of your own for :func:`run_tour`) as section
+    ``number``; a number may be used once. The course itself is the explicit list
+    :data:`convlens.tour.course.COURSE`, not a registry filled by imports."""
 
-    def deco(fn: Callable[[TourContext], Body]) -> Callable[[TourContext], Section]:
-        @functools.wraps(fn)
-        def wrapped(ctx: TourContext) -> Section:
-            body = fn(ctx)
-            if not isinstance(body, Body):
-                raise TypeError(f"section q{number} returned {type(body).__name__}, expected Body")
-            return Section(
-                id=f"q{number}",
-                number=number,
-                title=title,
-                question=question,
-                results=body.results,
-                tables=body.tables,
-                figures=body.figures,
-                explanation=body.explanation,
-                api=body.api,
-                cli=body.cli,
-            )
-
-        if number in reg:
+    def deco(fn: Callable[[TourContext], Body]) -> Callable[[TourContext], Body]:
+        if number in registry:
             raise ValueError(f"section q{number} is registered twice")
-        reg[number] = SectionSpec(number, title, question, wrapped, tuple(needs))
-        return wrapped
+        registry[number] = SectionSpec(number, title, question, fn)
+        return fn
 
     return deco
 
@@ -270,6 +200,23 @@ def _seeded_rng(seed: int) -> Iterator[None]:
         yield
 
 
+def _as_section(spec: SectionSpec, body: Body) -> Section:
+    if not isinstance(body, Body):
+        raise TypeError(f"section {spec.id} returned {type(body).__name__}, expected Body")
+    return Section(
+        id=spec.id,
+        number=spec.number,
+        title=spec.title,
+        question=spec.question,
+        results=body.results,
+        tables=body.tables,
+        figures=body.figures,
+        explanation=body.explanation,
+        api=body.api,
+        cli=body.cli,
+    )
+
+
 def _error_line(exc: BaseException, spec: SectionSpec) -> str:
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith("convlens"):
         msg = str(exc)
@@ -289,16 +236,18 @@ def run_tour(
     *,
     only: Sequence[str | int] | None = None,
     progress: Callable[[Progress], None] | None = None,
-    registry: Mapping[int, SectionSpec] | None = None,
+    registry: Mapping[int, SectionSpec] | Sequence[SectionSpec] | None = None,
 ) -> TourResult:
     """Run the sections in course order; a failing section becomes ``status='error'`` and the tour
     goes on. ``only`` selects sections (``'q7'`` or ``7``); ``progress`` gets a :class:`Progress`
     before and after each section.
     """
     if registry is None:
-        from convlens.tour import sections as _sections  # noqa: F401  (registers the course sections)
+        from convlens.tour import course  # the course's explicit, ordered list of sections
 
-        registry = SECTIONS
+        registry = course.COURSE
+    if not isinstance(registry, Mapping):
+        registry = {s.number: s for s in registry}
     ctx = ctx or TourContext()
     specs = [registry[k] for k in sorted(registry)]
     if only:
@@ -319,7 +268,7 @@ def run_tour(
             # each section sees torch's CPU RNG seeded with ctx.seed (deterministic, whatever ran before)
             # and the caller's RNG state is restored afterwards
             with _seeded_rng(ctx.seed):
-                sec = spec.fn(ctx)
+                sec = _as_section(spec, spec.fn(ctx))
         except Exception as exc:  # one failing section must not stop the tour
             sec = Section(
                 id=spec.id,
