@@ -1,4 +1,6 @@
-"""Slow, process-level training tests: SIGKILL mid-run then ``--resume``; 2-process torchrun (gloo) == 1 process."""
+"""Slow, process-level training tests: SIGKILL mid-run then ``--resume``; 2-process torchrun (gloo) == 1 process.
+
+Both run the one training command, ``python -m convlens train`` (under torchrun: ``-m convlens train``)."""
 
 from __future__ import annotations
 
@@ -57,7 +59,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(folder, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "convlens.train",
+        "convlens",
+        "train",
         "--strategy",
         "finetune",
         "--epochs",
@@ -103,7 +106,8 @@ def test_torchrun_two_processes_match_one_process(folder, tmp_path):
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "convlens.train",
+        "convlens",
+        "train",
         "--strategy",
         "finetune",
         "--epochs",

@@ -123,11 +123,14 @@ def register(app: typer.Typer) -> None:
         """Train a classifier on small data: from scratch, with augmentation, on cached features, or by fine-tuning.
 
         An --out folder that already holds files is refused unless --resume (continue its checkpoint;
-        a larger --epochs extends it) or --overwrite (start again in it) is given."""
+        a larger --epochs extends it) or --overwrite (start again in it) is given. Under
+        `torchrun --nproc_per_node=N -m convlens train ...` each process is one rank of a
+        DistributedDataParallel run (--batch-size is the global batch); rank 0 writes and prints."""
         from dataclasses import asdict
 
         from convlens.cli.common import check_choice
         from convlens.train import STRATEGIES, TrainConfig
+        from convlens.train.dist import process_group
         from convlens.train.run import compare as compare_runs
         from convlens.train.run import parse_strategies, run_training
 
@@ -157,18 +160,26 @@ def register(app: typer.Typer) -> None:
                 f"--out '{out}' already holds files (a previous run?); pass --resume to continue it, "
                 "--overwrite to train again into it, or choose a new folder."
             )
-        ensure_out_dir(out)
-        with _Progress(not json_out) as prog:
-            if strategies is not None:
-                comp = compare_runs(strategies, cfg, out, resume=resume, progress=prog)
-                if json_out:
-                    print_json({"data": data, "model": model, "rows": comp.table()})
+        with process_group(device) as (rank_device, rank):  # torchrun: this process is one rank
+            if rank_device != device:
+                cfg = TrainConfig(**{**cfg.to_dict(), "device": rank_device})
+            if rank == 0:
+                ensure_out_dir(out)
+            with _Progress(not json_out and rank == 0) as prog:
+                if strategies is not None:
+                    comp = compare_runs(strategies, cfg, out, resume=resume, progress=prog)
+                    if rank != 0:
+                        return
+                    if json_out:
+                        print_json({"data": data, "model": model, "rows": comp.table()})
+                        return
+                    con = console()
+                    con.print(comp.markdown())
+                    con.print(f"wrote {out}/comparison.json, comparison.md, comparison.csv, comparison.png")
                     return
-                con = console()
-                con.print(comp.markdown())
-                con.print(f"wrote {out}/comparison.json, comparison.md, comparison.csv, comparison.png")
-                return
-            run = run_training(cfg, out, resume=resume, progress=prog)
+                run = run_training(cfg, out, resume=resume, progress=prog)
+        if rank != 0:
+            return
         if json_out:
             print_json(asdict(run.result))
             return

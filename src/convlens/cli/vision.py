@@ -16,9 +16,6 @@ import typer
 from convlens.cli.common import check_choice, console, ensure_out_dir, parse_size, print_json, to_jsonable
 from convlens.errors import InputError
 
-MATCH_METHODS = ("raw", "zero_mean", "zncc")
-EXPERIMENT_NAMES = ("vanishing-gradient", "pooling", "depth-vs-resolution")
-
 
 def _save(fig: Any, path: Path) -> str:
     fig.savefig(path, dpi=100)
@@ -226,6 +223,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Find TEMPLATE in IMAGE by correlation: peak (top-left y, x), score, scale; raw vs ZNCC side by side;
         several detections with --max-matches K and --threshold T (non-maximum suppression, IoU > 0.3)."""
+        from convlens.match import METHODS as MATCH_METHODS  # the names come from the registry, never a copy
+
         check_choice(method, MATCH_METHODS, name="--method")
         if levels < 1:
             raise InputError(f"--levels must be >= 1, got {levels}.")
@@ -452,8 +451,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     ) -> None:
         """Run a live experiment on sklearn digits; writes PNG plots and JSON."""
-        check_choice(name, EXPERIMENT_NAMES, name="NAME")
-        from convlens.experiments import run_experiment
+        from convlens.experiments import EXPERIMENTS, run_experiment
+
+        check_choice(name, sorted(EXPERIMENTS), name="NAME")  # the names come from the registry, never a copy
 
         result = run_experiment(name, quick=quick, seed=seed, device=device)
         files = _experiment_files(name, result, ensure_out_dir(out))
