@@ -156,3 +156,9 @@ def test_cam_dict_output_model_file_with_target(img_dir, tmp_path, capsys):
     assert [(r["method"], r["target"], r["layer"]) for r in rows] == [("gradcam", 5, "conv"), ("scorecam", 5, "conv")]
     assert main([*args, "--target", "6"]) == 2
     assert "got 6" in capsys.readouterr().err
+
+
+def test_cam_writes_a_labelled_figure_per_map(img_dir, tmp_path, capsys):
+    rows = _json(capsys, ["cam", str(img_dir / "chelsea.png"), "--out", str(tmp_path), "--json"])
+    fig = np.asarray(Image.open(rows[0]["figure_file"]))
+    assert fig.ndim == 3 and fig.shape[1] > 224  # the overlay plus its colorbar, title above

@@ -66,6 +66,7 @@ class CamRecord:
     overlay_file: str
     metrics: dict[str, Any] | None = field(default=None)
     sanity: dict[str, Any] | None = field(default=None)
+    figure_file: str | None = None  # the overlay labelled for a lecture: class, score, method, layer, colorbar
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record (``metrics``/``sanity`` only when computed; non-finite floats -> ``None``)."""
@@ -432,10 +433,11 @@ def _explain_batch(
         randomization_check,
         road,
     )
-    from convlens.plot.explain import cam_overlay, methods_grid
+    from convlens.plot.explain import cam_figure, cam_overlay, methods_grid
 
     per_image: list[list[CamRecord]] = [[] for _ in files]
     per_maps: list[dict[str, np.ndarray]] = [{} for _ in files]
+    per_guided: list[dict[str, Any]] = [{} for _ in files]  # Guided Grad-CAM: drawn as RGB, not as a heatmap
     for method in methods:
         res = explain(bundle.model, x, method, layer_spec, targets, batch_size=batch_size)
         maps = res.maps.detach().float().cpu()
@@ -470,6 +472,17 @@ def _explain_batch(
             atomic_write(png_file, lambda t, ov=ov: Image.fromarray(ov).save(t, format="PNG"))
             per_maps[i][method] = m
             cls = int(res.targets[i])
+            label = bundle.label(cls) if cls >= 0 else "custom target"
+            score = float(res.probs[i]) if res.probs is not None else float(res.scores[i])
+            guided = res.extra.get("guided")
+            if guided is not None:
+                per_guided[i][method] = guided[i]
+            fig_file = out_dir / f"{stems[i]}_{tag}_labelled.png"
+            fig = cam_figure(
+                seen[i], m, label=label, score=score, method=method, layer=",".join(res.layers), alpha=alpha,
+                cmap=cmap, guided=None if guided is None else guided[i],
+            )  # fmt: skip
+            atomic_write(fig_file, lambda t, fig=fig: fig.savefig(t, format="png"))
             per_image[i].append(
                 CamRecord(
                     image=str(f),
@@ -480,6 +493,7 @@ def _explain_batch(
                     layer=",".join(res.layers),
                     map_file=str(map_file),
                     overlay_file=str(png_file),
+                    figure_file=str(fig_file),
                     metrics={k: v[i] for k, v in met.items()} if metrics else None,
                     sanity=None
                     if san is None
@@ -492,7 +506,11 @@ def _explain_batch(
             )
     if len(methods) > 1:
         for i, f in enumerate(files):
-            fig = methods_grid(seen[i], per_maps[i], cmap=cmap, alpha=alpha, title=Path(f).name)
+            first = per_image[i][0]
+            fig = methods_grid(
+                seen[i], per_maps[i], cmap=cmap, alpha=alpha, title=Path(f).name, label=first.label,
+                score=first.score, layer=first.layer, guided=per_guided[i],
+            )  # fmt: skip
             atomic_write(out_dir / f"{stems[i]}_methods.png", lambda t, fig=fig: fig.savefig(t, format="png"))
     return per_image
 
