@@ -152,3 +152,29 @@ def test_svg_renders_in_chromium(r18, tmp_path: Path) -> None:
             browser.close()
     assert problems == []
     assert facts == {"n": 70, "merges": 8, "drawn": 70, "edges": 77, "svgw": facts["svgw"]} and facts["svgw"] > 200
+
+
+def test_collapse_keeps_a_containers_own_ops_as_op_nodes() -> None:
+    """A container shallower than --depth is expanded: its children are nodes and its own functional op
+    (torchvision's BasicConv2d applies F.relu after its conv and bn children) is an op node, not a second
+    copy of the container with its parameters counted again."""
+
+    class BasicConv(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.bn(self.conv(x)))
+
+    net = nn.Sequential(BasicConv(), nn.Flatten())
+    g = network_graph(net, (3, 6, 6), depth=2)
+    assert [(n.name, n.kind) for n in g.nodes] == [
+        ("input", "input"),
+        ("0.conv", "module"),
+        ("0.bn", "module"),
+        ("0 · relu", "op"),
+        ("1", "module"),
+    ]
+    assert sum(n.params for n in g.nodes) == sum(p.numel() for p in net.parameters())
+    assert [n.name for n in network_graph(net, (3, 6, 6), depth=1).nodes] == ["input", "0", "1"]

@@ -296,6 +296,8 @@ def test_effective_field_on_real_model(lite0, chelsea: np.ndarray) -> None:
     assert t.erf.mass_in_box == pytest.approx(1.0, abs=1e-6)
     assert t.erf.r90 < t.rf.size[0] / 2  # Luo et al.: the effective field is much smaller
     assert float(np.abs(t.erf.map).sum()) == pytest.approx(1.0, abs=1e-4)
+    head = trace_unit(lite0.model, x, "classifier", (285,), field=True)  # a flat layer: the global hull
+    assert head.rf.is_global and head.rf.clipped_box == (0, 0, 223, 223) and head.erf.mass_in_box == 1.0
 
 
 @pytest.mark.slow

@@ -205,7 +205,10 @@ def network_graph(
             first_call.add(ci)
     groups: dict[Any, list[int]] = {}
     for i in keep:
-        key = ("call", owner[i]) if i in owner else ("op", i)
+        # a module at the collapse depth (or a leaf) is one node; a shallower container's own functional ops
+        # (the F.relu after a BasicConv2d's children, a block's residual add) stay op nodes beside its children
+        c = g.calls[owner[i]] if i in owner else None
+        key = ("call", owner[i]) if c is not None and (c.depth == depth or c.leaf) else ("op", i)
         groups.setdefault(key, []).append(i)
     order = sorted(groups, key=lambda k: min(groups[k]))
     gid = {k: n for n, k in enumerate(order)}

@@ -987,10 +987,11 @@ def trace_unit(
         op_out = ops[idx].out
         inner = _as_trace(st, name, k, at, mtype, float(op_out[p]), tuple(op_out.shape), inner)
     result = _as_trace(chain[0][0], name, k, at, mtype, float(out[pos]), tuple(out.shape), inner)
-    if field and out.ndim == 4:
+    if field:  # (a flat layer's field is the hull of everything before it: one box for every feature)
         from convlens.inspect.erf import effective_receptive_field, unit_receptive_field
 
-        result.rf = unit_receptive_field(model, name, (at[1], at[2]), tuple(x.shape[1:]), call=k)
+        ij = (at[1], at[2]) if out.ndim == 4 else (0, 0)
+        result.rf = unit_receptive_field(model, name, ij, tuple(x.shape[1:]), call=k)
         result.erf = effective_receptive_field(model, x, name, tuple(at), call=k, rf=result.rf)
     return result
 
