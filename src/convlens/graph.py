@@ -172,7 +172,9 @@ class Node:
 
     index: int
     op: str  # function name, e.g. 'conv2d', 'add_', 'cat', 'input'
-    kind: str  # input | conv | pool | pad | adaptive_pool | resize | linear | matmul | elementwise | global | unknown | constant
+    # input | conv | conv_transpose | pool | pad | adaptive_pool | resize | layout | linear | matmul | elementwise |
+    # global | unknown | constant
+    kind: str
     inputs: tuple[int, ...]
     shape: tuple[int, ...]
     geometry: Geometry | None  # None: the output does not depend on the model input
@@ -715,6 +717,25 @@ def _taps(
     return out
 
 
+def _tap_axis(ax: Axis, taps: Sequence[tuple[int, int] | None], r: float) -> tuple[Axis, bool]:
+    """The field of output units that read input units ``taps[o] = (first, last)`` (None: no input unit):
+    the exact size of the widest unit, jump ``r`` input jumps, the start at the mean offset of the inner
+    units' centres; True when every unit is exactly that translate."""
+    step = None if ax.step is None else ax.step * r
+    if ax.jump is None:
+        return Axis(ax.lo, ax.hi, None, step), True
+    jump = ax.jump * r
+    live = [(o, t) for o, t in enumerate(taps) if t is not None]
+    if not live:
+        return Axis(ax.lo, ax.hi, jump, step), False
+    offs = [(ax.lo + ax.hi) / 2 + (a + b) / 2 * ax.jump - o * jump for o, (a, b) in live]
+    sizes = [(b - a) * ax.jump for _, (a, b) in live]
+    mid = offs[len(offs) // 4 : len(offs) - len(offs) // 4]  # border units may read clamped taps
+    start, half = sum(mid) / len(mid), (ax.hi - ax.lo + max(sizes)) / 2
+    exact = len(live) == len(taps) and max(offs) - min(offs) < 1e-9 and min(sizes) == max(sizes)
+    return Axis(start - half, start + half, jump, step), exact
+
+
 @handles("interpolate", "upsample", "upsample_nearest", "upsample_bilinear")
 def _resize(op: OpCall) -> OpResult:
     """Resizing: each output unit reads the input units :func:`_taps` names. Its field is their hull:
@@ -735,19 +756,10 @@ def _resize(op: OpCall) -> OpResult:
     antialias = bool(op.arg(6, "antialias", False))
     axes, exact = [], g.exact
     for ax, n_in, n_out, scale in zip((g.h, g.w), op.main.shape[-2:], op.shape[-2:], sfs, strict=True):
-        r = n_in / n_out
-        step = None if ax.step is None else ax.step * r
-        if ax.jump is None:
-            axes.append(Axis(ax.lo, ax.hi, None, step))
-            continue
         taps = _taps(str(mode), int(n_in), int(n_out), float(scale) if scale else None, align, antialias)
-        jump = ax.jump * r
-        offs = [(ax.lo + ax.hi) / 2 + (a + b) / 2 * ax.jump - o * jump for o, (a, b) in enumerate(taps)]
-        sizes = [(b - a) * ax.jump for a, b in taps]
-        mid = offs[len(offs) // 4 : len(offs) - len(offs) // 4]  # border units read clamped taps
-        start, half = sum(mid) / len(mid), (ax.hi - ax.lo + max(sizes)) / 2
-        exact = exact and max(offs) - min(offs) < 1e-9 and min(sizes) == max(sizes)
-        axes.append(Axis(start - half, start + half, jump, step))
+        axis, ok = _tap_axis(ax, taps, n_in / n_out)
+        axes.append(axis)
+        exact = exact and ok
     return OpResult("resize", Geometry(axes[0], axes[1], exact))
 
 
@@ -931,9 +943,27 @@ def _rnn_cell(op: OpCall) -> OpResult:
 
 @handles("conv_transpose2d")
 def _conv_transpose2d(op: OpCall) -> OpResult:
-    """Transposed conv: ``in_numel · (C_out/groups) · kH·kW`` MACs; field not tracked (``unknown``)."""
+    """Transposed conv: ``in_numel · (C_out/groups) · kH·kW`` MACs. Output unit ``o`` receives input
+    unit ``i`` through tap ``k`` when ``o = i·s - p + k·d``: it reads ``i`` from ``ceil((o + p - d(K-1))/s)``
+    to ``floor((o + p)/s)`` (units beyond the map count, as padding does for a conv). Stride 1 is exactly
+    a conv; stride s > 1 repeats inputs in steps (a U-Net's 2x2/2 up-conv reads one unit per output)."""
     w, inp = op.arg(1, "weight"), op.args[0]
-    return OpResult("unknown", macs=int(inp.numel() * w.shape[1] * w.shape[-2] * w.shape[-1]) // op.batch)
+    macs = int(inp.numel() * w.shape[1] * w.shape[-2] * w.shape[-1]) // op.batch
+    g = op.spatial()
+    if g is None or op.out.ndim != 4 or op.main is None:
+        return OpResult("unknown", macs=macs)
+    s, p, d = _pair(op.arg(3, "stride", 1), 1), _pair(op.arg(4, "padding", 0), 0), _pair(op.arg(7, "dilation", 1), 1)
+    axes, exact = [], g.exact
+    for i, ax in enumerate((g.h, g.w)):
+        k, n_in, n_out = int(w.shape[2 + i]), int(op.main.shape[2 + i]), int(op.shape[2 + i])
+        taps = []
+        for o in range(n_out):
+            src = [(o + p[i] - t * d[i]) // s[i] for t in range(k) if (o + p[i] - t * d[i]) % s[i] == 0]
+            taps.append((min(src), max(src)) if src else None)
+        axis, ok = _tap_axis(ax, taps, 1 / s[i])
+        axes.append(axis)
+        exact = exact and ok
+    return OpResult("conv_transpose", Geometry(axes[0], axes[1], exact), macs=macs)
 
 
 @handles("conv1d", "conv3d", "conv_transpose1d", "conv_transpose3d")
