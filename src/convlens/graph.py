@@ -955,7 +955,7 @@ def _conv_transpose2d(op: OpCall) -> OpResult:
     s, p, d = _pair(op.arg(3, "stride", 1), 1), _pair(op.arg(4, "padding", 0), 0), _pair(op.arg(7, "dilation", 1), 1)
     axes, exact = [], g.exact
     for i, ax in enumerate((g.h, g.w)):
-        k, n_in, n_out = int(w.shape[2 + i]), int(op.main.shape[2 + i]), int(op.shape[2 + i])
+        k, n_out = int(w.shape[2 + i]), int(op.shape[2 + i])
         taps = []
         for o in range(n_out):
             src = [(o + p[i] - t * d[i]) // s[i] for t in range(k) if (o + p[i] - t * d[i]) % s[i] == 0]
