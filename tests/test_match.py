@@ -296,3 +296,31 @@ def test_cli_match_json_keeps_best_and_adds_matches(tmp_path, capsys):
     assert sorted(tuple(m["peak"]) for m in d["matches"]) == sorted(spots)
     assert d["matches"][0]["peak"] == d["peak"] and d["matches"][0]["score"] == d["score"]
     assert {"peak", "score", "scale"} <= set(d["matches"][0])
+
+
+def test_match_template_is_the_cli_pipeline_and_its_json(tmp_path, capsys):
+    """The CLI prints the core report's serialization (plus the files it wrote): same fields, same numbers."""
+    import json as _json
+
+    from PIL import Image
+
+    from convlens.cli import main
+    from convlens.match import match_template
+    from convlens.serialize import to_jsonable
+
+    rng = np.random.default_rng(3)
+    img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    img[:, :32] //= 4  # a dark half: raw correlation prefers the bright half, ZNCC the pattern
+    tpl = img[20:32, 6:22].copy()
+    rep = match_template(img, tpl, "zncc", max_matches=2)
+    assert rep.peak == [20, 6] and rep.comparison["zncc"].peak == [20, 6] and set(rep.comparison) == {"zncc", "raw"}
+    # the window mean is the brightness of the matched window (hand check on the array)
+    assert rep.comparison["zncc"].window_mean == pytest.approx(img[20:32, 6:22].mean() / 255, abs=1e-4)
+    data = to_jsonable(rep)
+    assert "best" not in data and data["matches"][0]["peak"] == [20, 6]
+    Image.fromarray(img).save(tmp_path / "img.png")
+    Image.fromarray(tpl).save(tmp_path / "tpl.png")
+    args = ["match", str(tmp_path / "img.png"), str(tmp_path / "tpl.png"), "--max-matches", "2"]
+    assert main([*args, "--out", str(tmp_path / "o"), "--json"]) == 0
+    printed = _json.loads(capsys.readouterr().out)
+    assert {k: v for k, v in printed.items() if k != "files"} == _json.loads(_json.dumps(data))

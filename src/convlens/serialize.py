@@ -27,7 +27,8 @@ __all__ = ["to_jsonable", "fmt_num"]
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses, numpy and torch values -> plain JSON types (NaN/inf -> null).
 
-    A dataclass may rename fields for JSON (``cls`` -> ``class``) with a ``_json_names`` class mapping.
+    A dataclass may rename fields for JSON (``cls`` -> ``class``) with a ``_json_names`` class mapping, and
+    leave a field out (response maps kept for figures) with ``field(metadata={"json": False})``.
 
     Example:
         >>> to_jsonable({"a": np.float32(0.5), 1: np.arange(2)})
@@ -35,7 +36,11 @@ def to_jsonable(obj: Any) -> Any:
     """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         rename = getattr(obj, "_json_names", {})
-        return {rename.get(f.name, f.name): to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            rename.get(f.name, f.name): to_jsonable(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if f.metadata.get("json", True)
+        }
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

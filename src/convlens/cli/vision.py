@@ -22,22 +22,6 @@ def _save(fig: Any, path: Path) -> str:
     return str(path)
 
 
-def _window_mean(chw: Any, peak: tuple[int, int], size: tuple[int, int]) -> float:
-    y, x = peak
-    h, w = size
-    return float(chw[:, y : y + h, x : x + w].mean())
-
-
-def _is_gray(chw: Any) -> bool:
-    """True when the 3 channels are equal (a grayscale file read as RGB)."""
-    return bool((chw[0] == chw[1]).all() and (chw[1] == chw[2]).all())
-
-
-def _luma(chw: Any) -> Any:
-    """(3, H, W) -> (1, H, W) ITU-R 601 luma 0.299 R + 0.587 G + 0.114 B (what Pillow's 'L' mode stores)."""
-    return (0.299 * chw[0] + 0.587 * chw[1] + 0.114 * chw[2])[None]
-
-
 def _match(
     image: str,
     template: str,
@@ -48,100 +32,38 @@ def _match(
     threshold: float | None = None,
     max_matches: int = 1,
 ) -> dict[str, Any]:
-
+    """Read the files, call :func:`convlens.match.match_template` (the pipeline), render the figure and
+    match.json; the JSON is the report's serialization plus the files written."""
     from convlens.io import load_image
-    from convlens.match import find_matches, find_template, find_template_multiscale, image_to_chw
+    from convlens.match import match_template
     from convlens.plot.vision import match_figure
 
     img_u8, tpl_u8 = load_image(image), load_image(template)
-    img, tpl = image_to_chw(img_u8), image_to_chw(tpl_u8)
-    gray = _is_gray(img) or _is_gray(tpl)
-    if gray:  # a gray template on a colour photo (or the reverse): compare brightness only, not colour
-        img, tpl = _luma(img), _luma(tpl)
-    if tpl.shape[1] > img.shape[1] or tpl.shape[2] > img.shape[2]:
-        raise InputError(
-            f"template {tpl.shape[1]}x{tpl.shape[2]} is larger than the image {img.shape[1]}x{img.shape[2]}; crop a smaller template."
-        )
-    if float(tpl.max() - tpl.min()) == 0.0:  # raw and ZNCC are always compared; ZNCC of a flat template is 0 everywhere
-        raise InputError(
-            f"template '{template}' is one constant colour, so no position matches it better than another; "
-            "crop a template with some texture."
-        )
-    out_dir = ensure_out_dir(out)
-    hits: dict[str, dict[str, Any]] = {}
-    comparison: dict[str, Any] = {}
-    for m in dict.fromkeys((method, "raw", "zncc")):  # the chosen method first; raw and zncc always, to compare
-        if pyramid:
-            res = find_template_multiscale(img, tpl, m, levels=levels, template_levels=2)
-            best = res.best
-            candidates = [to_jsonable(c) for c in res.candidates]
-        else:
-            best = find_template(img, tpl, m)
-            candidates = None
-        brightness = _window_mean(img, best.peak, best.size)
-        hits[m] = {
-            "peak": best.peak,
-            "size": best.size,
-            "score": best.score,
-            "scale": best.scale,
-            "response": best.response,
-        }
-        entry: dict[str, Any] = {
-            "peak": list(best.peak),
-            "score": best.score,
-            "scale": best.scale,
-            "size": list(best.size),
-            "window_mean": round(brightness, 4),
-        }
-        if candidates is not None:
-            entry["candidates"] = candidates
-        comparison[m] = entry
-    chosen = comparison[method]
-    raw, zn = comparison["raw"], comparison["zncc"]
-    dy, dx = raw["peak"][0] - zn["peak"][0], raw["peak"][1] - zn["peak"][1]
-    if max(abs(dy), abs(dx)) <= 2:
-        explanation = "raw correlation and ZNCC agree on the location here."
-    else:
-        explanation = (
-            f"raw correlation peaks at {tuple(raw['peak'])}, {abs(dy)}/{abs(dx)} px away from the ZNCC match {tuple(zn['peak'])}: "
-            f"raw = <window, template> grows with brightness (mean {raw['window_mean']:.2f} there vs {zn['window_mean']:.2f} at the "
-            f"ZNCC match), while ZNCC subtracts each window's mean and divides by its contrast, so it peaks where the "
-            f"pattern matches (ZNCC score {zn['score']:.3f})."
-        )
-    dets = find_matches(
-        img,
-        tpl,
+    rep = match_template(
+        img_u8,
+        tpl_u8,
         method,
-        threshold=threshold,
-        max_matches=max_matches,
         pyramid=pyramid,
         levels=levels,
-        template_levels=2,
+        threshold=threshold,
+        max_matches=max_matches,
+        template_name=str(template),
     )
+    out_dir = ensure_out_dir(out)
+    hits = {
+        m: {"peak": b.peak, "size": b.size, "score": b.score, "scale": b.scale, "response": b.response}
+        for m, b in rep.best.items()
+    }
     fig = match_figure(
         img_u8,
         tpl_u8,
         hits,
         title=f"template matching, {method} ({'pyramid search' if pyramid else 'single scale'})",
-        detections=dets,
+        detections=rep.matches,
     )
     png = _save(fig, out_dir / "match.png")
-    result = {
-        "peak": chosen["peak"],
-        "score": chosen["score"],
-        "scale": chosen["scale"],
-        "method": method,
-        "size": chosen["size"],
-        "pyramid": pyramid,
-        "grayscale": gray,
-        "comparison": comparison,
-        "explanation": explanation,
-        "matches": [{"peak": list(d.peak), "score": d.score, "scale": d.scale, "size": list(d.size)} for d in dets],
-        "threshold": threshold,
-        "max_matches": max_matches,
-        "files": [png],
-    }
-    (out_dir / "match.json").write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
+    result = {**to_jsonable(rep), "files": [png]}
+    (out_dir / "match.json").write_text(json.dumps(result, indent=2) + "\n")
     result["files"].append(str(out_dir / "match.json"))
     return result
 

@@ -11,6 +11,7 @@ Example:
 """
 
 from convlens.match.correlate import METHODS, box_sum, correlate, ncc, raw_correlation, zero_mean_correlation
+from convlens.match.pipeline import MethodMatch, TemplateMatchReport, match_template
 from convlens.match.search import (
     Detection,
     MatchResult,
@@ -37,4 +38,7 @@ __all__ = [
     "find_template",
     "find_template_multiscale",
     "image_to_chw",
+    "match_template",
+    "TemplateMatchReport",
+    "MethodMatch",
 ]
