@@ -83,6 +83,8 @@ async function selectImage(id) {
   $("cam-heat").removeAttribute("src");
   $("erf-image").removeAttribute("src");
   $("rf-box").hidden = true;
+  $("acts-grid").replaceChildren(); // the old image's cells must not be clickable while the new ones load
+  $("top5").replaceChildren();
   await guarded(loadPrediction);
   if (state.layer) await guarded(loadActivations);
   guarded(runCam);
@@ -205,6 +207,7 @@ async function selectLayer(name) {
   state.layer = name;
   state.offset = 0;
   state.unit = null;
+  $("acts-grid").replaceChildren();
   for (const tr of document.querySelectorAll("tr.layer-row")) tr.classList.toggle("selected", tr.dataset.layer === name);
   for (const g of document.querySelectorAll("#network-graph g.node")) g.classList.toggle("selected", g.getAttribute("data-module") === name);
   await guarded(loadActivations);
