@@ -322,7 +322,7 @@ def test_grayscale_model_gets_luma_input():
 
 
 def test_cli_class_objective_reports_output_and_clear_range_error(tmp_path, capsys):
-    """The class objective ignores --layer: the report used to name that layer, and the range error said 'classs'."""
+    """The class objective works at the output (--layer is refused, see below); the range error said 'classs'."""
     from convlens.cli import main
 
     out = tmp_path / "c.png"
@@ -330,8 +330,6 @@ def test_cli_class_objective_reports_output_and_clear_range_error(tmp_path, caps
         "filters",
         "--model",
         "resnet18",
-        "--layer",
-        "layer4",
         "--objective",
         "class",
         "--steps",
@@ -575,3 +573,17 @@ def test_transforms_equal_lucent_where_claimed():
     assert list(rec.scales) == pytest.approx(params[2]["scales"]) and list(rec.angles) == params[3]["angles"]
     assert sorted(-a for a in rec.angles) == sorted(rec.angles)  # symmetric: the rotation sign cannot matter
     assert (rec.parameterization, rec.decorrelate, rec.optimizer, rec.lr) == ("fourier", True, "adam", 0.05)
+
+
+def test_cli_filters_class_objective_refuses_a_layer_and_titles_by_class(capsys, tmp_path):
+    from convlens.cli import main
+    from convlens.plot.featvis import featvis_grid
+
+    argv = ["filters", "--objective", "class", "--channels", "285", "--steps", "1", "--size", "16"]
+    assert main([*argv, "--layer", "blocks.3", "--out", str(tmp_path / "f.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--layer blocks.3 would be ignored" in err and err.count("\n") == 1 and not (tmp_path / "f.png").exists()
+    assert main(["filters", "--channels", "0", "--out", str(tmp_path / "f.png")]) == 2
+    assert "--layer is required" in capsys.readouterr().err
+    fig = featvis_grid(torch.rand(2, 3, 4, 4), [285, 967], values=[1.0, 2.0], labels=["Egyptian cat", "espresso"])
+    assert [ax.get_title() for ax in fig.axes] == ["Egyptian cat (285)  (1)", "espresso (967)  (2)"]

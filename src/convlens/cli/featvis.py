@@ -46,10 +46,15 @@ def register(app: typer.Typer) -> None:
     def filters_cmd(
         model: str = MODEL_OPT,
         weights: Path | None = WEIGHTS_OPT,
-        layer: str = typer.Option(
-            ..., "--layer", help="layer name (see `convlens summary`); with --kernels, 'auto' = first RGB conv"
+        layer: str | None = typer.Option(
+            None,
+            "--layer",
+            help="layer name (see `convlens summary`); with --kernels, 'auto' = first RGB conv; "
+            "not with --objective class (it optimizes the output)",
         ),
-        channels: str = typer.Option("0-15", "--channels", help="channel indices: '0-15', '1,3,7'"),
+        channels: str = typer.Option(
+            "0-15", "--channels", help="channel indices: '0-15', '1,3,7' (class indices with --objective class)"
+        ),
         objective: str = typer.Option("channel", "--objective", help="channel | neuron | layer | class"),
         recipe: str = typer.Option("lucid", "--recipe", help="lucid (readable) | keras (the book's pixel ascent)"),
         steps: int = typer.Option(256, "--steps", min=0),
@@ -69,6 +74,7 @@ def register(app: typer.Typer) -> None:
         import time
 
         from convlens.cli.common import check_choice, console, out_file, parse_int_list, prepare_out_file, print_json
+        from convlens.errors import InputError
         from convlens.featvis import OBJECTIVES, RECIPES, first_layer_kernels, visualize
         from convlens.featvis.render import target_layer
         from convlens.models import load_model
@@ -77,6 +83,14 @@ def register(app: typer.Typer) -> None:
         check_choice(objective, OBJECTIVES, name="--objective")
         check_choice(recipe, list(RECIPES), name="--recipe")
         chans = parse_int_list(channels, name="--channels")
+        if objective == "class" and layer is not None and not kernels:
+            raise InputError(
+                f"--objective class maximizes class logits at the model's output, so --layer {layer} would be "
+                "ignored; leave --layer out (or use --objective channel to visualize that layer)."
+            )
+        if layer is None and objective != "class":
+            raise InputError("--layer is required (a layer name from `convlens summary`, or 'auto').")
+        layer = layer or "auto"
         out = out_file(out, default_name="filters.png")  # before any work: a bad --out fails in a second
         bundle = load_model(model, weights=weights, device=device)
         if kernels:
@@ -140,6 +154,7 @@ def register(app: typer.Typer) -> None:
             chans,
             values=values,
             title=f"{bundle.meta.name} {layer_name} ({objective}, {recipe}, {steps} steps)",
+            labels=[bundle.label(c) for c in chans] if objective == "class" else None,
         )
         fig.savefig(prepare_out_file(out))
         import dataclasses
@@ -168,4 +183,7 @@ def register(app: typer.Typer) -> None:
             f"wrote {out}: {len(chans)} channels of {layer_name} ({objective}, recipe {recipe}, {steps} steps, {size} px) in {seconds:.1f} s"
         )
         for cv in report.channels:
-            con.print(f"  ch {cv.channel:4d}  objective {cv.start_value:10.4g} -> {cv.value:10.4g}")
+            name = (
+                f"class {cv.channel:4d} {bundle.label(cv.channel)}" if objective == "class" else f"ch {cv.channel:4d}"
+            )
+            con.print(f"  {name}  objective {cv.start_value:10.4g} -> {cv.value:10.4g}")

@@ -52,21 +52,30 @@ def featvis_grid(
     layer: str = "",
     title: str | None = None,
     ncols: int | None = None,
+    labels: Sequence[str] | None = None,
 ) -> Figure:
-    """One tile per channel, titled ``ch <c>`` (and the final objective value when given).
+    """One tile per channel, titled ``ch <c>`` -- or, for class objectives, the class name ``labels[i]``
+    with its index -- and the final objective value when given.
 
     Example:
         >>> featvis_grid(torch.rand(2, 3, 4, 4), [5, 9]).axes[1].get_title()
         'ch 9'
+        >>> featvis_grid(torch.rand(1, 3, 4, 4), [285], labels=["Egyptian cat"]).axes[0].get_title()
+        'Egyptian cat (285)'
     """
     tiles = to_hwc(images)
     if len(channels) != len(tiles):
         raise InputError(f"got {len(channels)} channel labels for {len(tiles)} images.")
     if values is not None and len(values) != len(tiles):
         raise InputError(f"got {len(values)} values for {len(tiles)} images.")
+    if labels is not None and len(labels) != len(tiles):
+        raise InputError(f"got {len(labels)} labels for {len(tiles)} images.")
+    names = (
+        [f"{lab} ({c})" for lab, c in zip(labels, channels, strict=True)] if labels else [f"ch {c}" for c in channels]
+    )
     titles = [
-        f"ch {c}" if values is None else f"ch {c}  ({float(v):.3g})"
-        for c, v in zip(channels, values or [None] * len(tiles), strict=True)
+        n if values is None else f"{n}  ({float(v):.3g})"
+        for n, v in zip(names, values or [None] * len(tiles), strict=True)
     ]
     sup = title if title is not None else (f"{layer}" if layer else None)
     return image_grid(tiles, titles=titles, ncols=ncols or _default_cols(len(tiles)), suptitle=sup, tile_inches=1.8)
