@@ -261,3 +261,36 @@ def test_ablation_needs_nchw_layer_error():
     with pytest.raises(LayerError, match="Ablation-CAM"):
         explain(net, torch.randn(1, 3, 16, 16), "ablationcam", "1", 0)
     _ = F  # keep the import used
+
+
+@pytest.mark.parametrize("name", ["gradcam", "layercam"])
+def test_create_graph_maps_carry_parameter_gradients_equal_to_finite_differences(name):
+    """explain(..., create_graph=True) inside a loss: d loss / d theta equals a central difference."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.Tanh(), nn.Conv2d(6, 5, 3, padding=1), nn.Softplus(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3),
+    )  # fmt: skip
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    weight = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(2))
+
+    def loss() -> torch.Tensor:
+        return (explain(net, x, name, "3", [0, 2], create_graph=True).maps * weight).sum()
+
+    val = loss()
+    params = list(net.parameters())
+    grads = torch.autograd.grad(val, params, allow_unused=True)  # the head's bias does not move the map
+    assert grads[5] is None and all(p.grad is None for p in params) and all(p.requires_grad for p in params)
+    assert any(float(g.abs().max()) > 0 for g in grads[:4])  # the conv layers get gradients from the map
+    for pi, idx in ((0, (1, 0, 1, 1)), (2, (3, 2, 0, 2)), (4, (1, 3))):
+        p = params[pi]
+        h = 1e-3
+        with torch.no_grad():
+            old = float(p[idx])
+            p[idx] = old + h
+            up = float(loss())
+            p[idx] = old - h
+            down = float(loss())
+            p[idx] = old
+        fd = (up - down) / (2 * h)
+        assert float(grads[pi][idx]) == pytest.approx(fd, rel=2e-2, abs=1e-3)

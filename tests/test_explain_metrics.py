@@ -333,3 +333,25 @@ def test_sanity_check_gradcam_passes_and_model_ignoring_edge_detector_fails(resn
 
     bad = randomization_check(model, x, edges)
     assert float(bad.correlation.min()) > 0.99 and float(bad.ssim.min()) > 0.99  # fails the check
+
+
+def test_pointing_game_and_energy_by_hand():
+    from convlens.explain.metrics import energy_in_box, pointing_game
+
+    m = torch.zeros(3, 20, 30)
+    m[0, 5, 7] = 1.0  # inside the box
+    m[1, 5, 14] = 1.0  # 3 px right of it: a hit only with tolerance
+    m[2, 18, 28] = 1.0  # far away
+    box = torch.tensor([2.0, 3.0, 12.0, 9.0])  # x in [2, 12), y in [3, 9)
+    assert pointing_game(m, box, tolerance=0).hit.tolist() == [True, False, False]
+    pg = pointing_game(m, box, tolerance=3)
+    assert pg.hit.tolist() == [True, True, False] and pg.accuracy == pytest.approx(2 / 3)
+    assert pg.point[1].tolist() == [14, 5]
+    u = torch.rand(2, 20, 30, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(20, 30)
+    mask[3:9, 2:12] = 1
+    e = energy_in_box(u, box)
+    want = [float(u[i, 3:9, 2:12].sum() / u[i].sum()) for i in range(2)]
+    assert e.tolist() == pytest.approx(want) and energy_in_box(u, mask).tolist() == pytest.approx(want)
+    with pytest.raises(InputError, match="x1 > x0"):
+        energy_in_box(u, torch.tensor([5.0, 0, 5, 3]))

@@ -9,6 +9,7 @@
   (:func:`noisy_linear_impute`) so the removal's shape leaks no class information.
 * :func:`confidence_change`: Average Drop and Increase in Confidence (Chattopadhyay et al.,
   Grad-CAM++, https://arxiv.org/abs/1710.11063) on the explanation ``x * map``.
+* :func:`pointing_game` and :func:`energy_in_box`: does the map point at a user-given box or mask?
 * :func:`randomization_check`: the model-randomization sanity check (Adebayo et al., "Sanity Checks
   for Saliency Maps", NeurIPS 2018, https://arxiv.org/abs/1810.03292): randomize weights top-down,
   cascading, on a deep copy of the model; a map that does not change (high rank correlation) is not
@@ -64,6 +65,9 @@ __all__ = [
     "randomization_check",
     "spearman",
     "ssim",
+    "PointingGame",
+    "pointing_game",
+    "energy_in_box",
     "saliency_ranks",
 ]
 
@@ -671,3 +675,95 @@ def randomization_check(
     return SanityCheck(
         layers=[n for n, _ in groups], correlation=c, mean=c.mean(1), maps=torch.stack(all_maps).cpu(), ssim=sim
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# localization against a user-given box or mask
+
+
+def _regions(regions: Any, n: int, hw: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """Boxes (4,) / (N, 4) ``(x0, y0, x1, y1)`` in pixels (x1, y1 exclusive) or masks (H, W) / (N, H, W)
+    -> (N, H, W) bool."""
+    r = torch.as_tensor(np.asarray(regions) if not isinstance(regions, torch.Tensor) else regions)
+    h, w = hw
+    if r.ndim in (1, 2) and r.shape[-1] == 4 and not (r.ndim == 2 and tuple(r.shape) == (h, w)):
+        boxes = r.reshape(-1, 4).float().to(device)
+        if boxes.shape[0] == 1:
+            boxes = boxes.expand(n, 4)
+        if boxes.shape[0] != n:
+            raise InputError(f"give one box or one per image ({n}), got {boxes.shape[0]}.")
+        if bool(((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])).any()):
+            raise InputError("boxes are (x0, y0, x1, y1) with x1 > x0 and y1 > y0.")
+        ys = torch.arange(h, device=device)[None, :, None]
+        xs = torch.arange(w, device=device)[None, None, :]
+        b = boxes[:, :, None, None]
+        return (xs >= b[:, 0]) & (xs < b[:, 2]) & (ys >= b[:, 1]) & (ys < b[:, 3])
+    if r.ndim == 2:
+        r = r[None].expand(n, -1, -1)
+    if r.ndim != 3 or tuple(r.shape[1:]) != (h, w) or r.shape[0] != n:
+        raise InputError(
+            f"regions must be boxes (N, 4) or masks (N, H, W) matching the maps {(n, h, w)}, got {tuple(r.shape)}."
+        )
+    r = r.to(device) != 0
+    if not bool(r.flatten(1).any(1).all()):
+        raise InputError("every mask must mark at least one pixel.")
+    return r
+
+
+@dataclass
+class PointingGame:
+    """Pointing game per image: does the map's maximum fall in the region (within ``tolerance`` px)?
+
+    Attributes:
+        hit: (N,) bool; ``accuracy``: their mean; ``point``: (N, 2) the maximum's (x, y).
+    """
+
+    hit: torch.Tensor
+    accuracy: float
+    point: torch.Tensor
+
+
+def pointing_game(maps: Any, regions: Any, *, tolerance: int = 15) -> PointingGame:
+    """The pointing game (Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016,
+    https://arxiv.org/abs/1608.00507): a hit when the map's maximum lies inside the box or mask, grown
+    by ``tolerance`` pixels (15 in the paper). Batched on the maps' device.
+
+    Example:
+        >>> m = torch.zeros(2, 8, 8); m[0, 1, 1] = 1; m[1, 6, 6] = 1
+        >>> pointing_game(m, torch.tensor([0, 0, 3, 3]), tolerance=0).hit.tolist()
+        [True, False]
+    """
+    m = torch.as_tensor(maps).float()
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3 or not bool(torch.isfinite(m).all()):
+        raise InputError(f"maps must be finite (N, H, W), got shape {tuple(m.shape)}.")
+    n, h, w = m.shape
+    reg = _regions(regions, n, (h, w), m.device).float()
+    if tolerance > 0:
+        k = 2 * int(tolerance) + 1
+        reg = F.max_pool2d(reg[:, None], k, stride=1, padding=int(tolerance))[:, 0]
+    flat = m.reshape(n, -1).argmax(1)
+    ys, xs = flat // w, flat % w
+    hit = reg[torch.arange(n, device=m.device), ys, xs] > 0
+    return PointingGame(hit=hit, accuracy=float(hit.float().mean()), point=torch.stack([xs, ys], 1))
+
+
+def energy_in_box(maps: Any, regions: Any) -> torch.Tensor:
+    r"""Energy-based pointing game (Wang et al., Score-CAM, CVPR-W 2020): the share of the map's mass
+    inside the box or mask, :math:`\sum_{p \in R} M_p / \sum_p M_p` per image (0 for an all-zero map).
+
+    Example:
+        >>> m = torch.ones(1, 4, 4)
+        >>> energy_in_box(m, torch.tensor([0, 0, 2, 2])).tolist()
+        [0.25]
+    """
+    m = torch.as_tensor(maps).float()
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3 or not bool(torch.isfinite(m).all()) or bool((m < 0).any()):
+        raise InputError("maps must be finite, non-negative (N, H, W) (CAM maps in [0, 1]).")
+    reg = _regions(regions, m.shape[0], tuple(m.shape[1:]), m.device)  # type: ignore[arg-type]
+    total = m.flatten(1).sum(1)
+    inside = (m * reg).flatten(1).sum(1)
+    return torch.where(total > 0, inside / total.clamp_min(1e-30), torch.zeros_like(total))
