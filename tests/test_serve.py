@@ -496,3 +496,25 @@ def test_a_long_job_does_not_block_interactive_requests(client, chelsea_id):
     assert ex.jobs.get(job["id"]).status == "running"
     client.delete(f"/api/jobs/{job['id']}")
     assert ex.jobs.wait(job["id"], timeout=120).status == "cancelled"
+
+
+def test_an_unexpected_failure_is_a_json_500_and_the_server_keeps_serving(lite0, monkeypatch):
+    import importlib
+
+    core = importlib.import_module(
+        "convlens.inspect.predict"
+    )  # the module (the package exports a function of that name)
+    ex = Explorer(lite0)
+    try:
+        c = TestClient(create_app(ex), raise_server_exceptions=False)
+        cid = c.get("/api/images").json()[0]["id"]
+
+        def broken(*a, **k):
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(core, "predict", broken)
+        r = c.get(f"/api/images/{cid}/predict")
+        assert r.status_code == 500 and r.json() == {"error": "internal error (RuntimeError: boom)"}
+        assert c.get("/api/status").status_code == 200
+    finally:
+        ex.close()

@@ -246,6 +246,11 @@ def create_app(explorer: Explorer) -> FastAPI:
         status = 404 if isinstance(exc, (_NotFound, LayerError)) else 400
         return JSONResponse({"error": str(exc)}, status_code=status)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # a bug or an unsupported model surfaces as one JSON sentence; the server keeps serving
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}: {exc})"}, status_code=500)
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errs = exc.errors()

@@ -136,6 +136,7 @@ let layerData = null;
 const expanded = new Set();
 async function loadNetwork() {
   layerData = await api("/api/layers");
+  $("cam-layers").replaceChildren(...["auto", ...layerData.map_layers].map((n) => el("option", { value: n })));
   $("net-totals").textContent = `${layerData.total_params.toLocaleString()} params, ${(layerData.total_macs / 1e9).toFixed(3)} GMACs`;
   renderNetwork();
 }
@@ -544,6 +545,7 @@ async function start() {
   });
   $("cam-run").addEventListener("click", () => { clearError(); guarded(runCam); });
   $("cam-method").addEventListener("change", () => guarded(runCam));
+  $("cam-layer").addEventListener("change", () => { clearError(); guarded(runCam); });
   $("cam-alpha").addEventListener("input", () => { $("cam-heat").style.opacity = $("cam-alpha").value; });
   $("cam-metrics").addEventListener("click", () => guarded(camMetrics));
   $("featvis-run").addEventListener("click", runFeatvis);
