@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +40,7 @@ from convlens.graph import trace
 from convlens.hooks import capture, device_of, first_tensor, preserve_state
 from convlens.inspect.erf import field_box
 from convlens.inspect.unit import parse_layer_call
-from convlens.io import list_images, load_image
+from convlens.io import find_images, iter_image_batches
 from convlens.layers import resolve
 
 __all__ = ["Patch", "ChannelPatches", "TopPatches", "top_patches"]
@@ -122,32 +121,22 @@ def _batches(
                 yield names[i : i + batch_size], preprocess(items[i : i + batch_size])
 
         return len(items), arrays()
-    files: list[tuple[Path, bool]] = []
+    paths: list[str | os.PathLike[str]] = []
     for it in items:
         if not isinstance(it, (str, os.PathLike)):
             raise InputError(f"images must be a folder, files, image arrays or a tensor; got {type(it).__name__}.")
-        files += [(f, Path(it).is_dir()) for f in list_images(it)]
-    if not files:
-        raise InputError("no image files found in the given paths.")
+        paths.append(it)
     if preprocess is None:
         raise InputError("image files need the model's preprocessing: pass a ModelBundle or preprocess=.")
+    total = len(find_images(paths))
 
     def read() -> Iterator[tuple[list[str], torch.Tensor]]:
-        for i in range(0, len(files), batch_size):
-            names, imgs = [], []
-            for f, in_folder in files[i : i + batch_size]:
-                try:
-                    imgs.append(load_image(f))
-                except InputError as e:
-                    if not in_folder:
-                        raise
-                    skipped.append((str(f), str(e)))
-                    continue
-                names.append(str(f))
-            if imgs:
-                yield names, preprocess(imgs)
+        for batch in iter_image_batches(paths, batch_size):  # io's one policy for unreadable files
+            skipped.extend((s.path, s.reason) for s in batch.skipped)
+            if batch.images:
+                yield [str(f) for f in batch.files], preprocess(batch.images)
 
-    return len(files), read()
+    return total, read()
 
 
 # --------------------------------------------------------------------------------------------- ranking
