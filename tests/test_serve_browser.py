@@ -213,6 +213,7 @@ def test_explorer_in_chromium():
                 )
                 assert "ConvTranspose2d" in page.text_content("#pg-code")
                 page.select_option("#pg-op", "conv")
+                page.fill("#pg-outpad", "0")
                 page.fill("#pg-input-n", "128")
                 page.wait_for_function("() => document.getElementById('pg-torch').textContent === '63'", timeout=30_000)
 
