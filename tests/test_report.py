@@ -213,7 +213,8 @@ def test_image_report_bad_arguments(tmp_path, tiny_model):
     [
         "convlens.tour",
         "convlens.tour.core",
-        "convlens.tour.sections",
+        "convlens.tour.course",
+        "convlens.report.page",
         "convlens.report",
         "convlens.report.html",
         "convlens.plot.tour",

@@ -31,7 +31,7 @@ from convlens.errors import InputError
 from convlens.report.html import write_page, write_summary
 from convlens.report.page import Section, Table, TourFigure
 
-__all__ = ["image_report", "image_section"]
+__all__ = ["image_report", "image_section", "render_analysis"]
 
 
 def image_section(
@@ -50,25 +50,38 @@ def image_section(
     filter_size: int = 96,
     seed: int = 0,
 ) -> Section:
-    """Everything about one image, as a report :class:`~convlens.tour.core.Section` (id ``img{number}``)."""
-    from convlens.explain import explain
-    from convlens.featvis import visualize
-    from convlens.inspect import activation_stats, get_activations, predict
+    """Everything about one image, as a report :class:`~convlens.report.page.Section` (id ``img{number}``):
+    :func:`convlens.analyze.analyze_image` computes it, this only renders tables and figures."""
+    from convlens.analyze import analyze_image
+
+    a = analyze_image(
+        bundle,
+        image,
+        name=name,
+        methods=methods,
+        layer=layer,
+        topk=topk,
+        metrics=metrics,
+        metric_steps=metric_steps,
+        n_filters=n_filters,
+        filter_steps=filter_steps,
+        filter_size=filter_size,
+        seed=seed,
+    )
+    return render_analysis(a, number=number, filter_steps=filter_steps)
+
+
+def render_analysis(a, *, number: int = 1, filter_steps: int | None = None) -> Section:  # a: ImageAnalysis
+    """The report section of an :class:`~convlens.analyze.ImageAnalysis`: its tables and figures."""
     from convlens.plot import image_grid, overlay
     from convlens.plot.featvis import featvis_grid
     from convlens.plot.inspect import activation_grid
 
-    if not methods:
-        raise InputError("give at least one CAM method (e.g. --methods gradcam).")
-    model = bundle.model
-    x = bundle.preprocess([image]).to(bundle.device)
-    shown = bundle.preprocess.resize_image(image)
+    shown = a.shown
     tables: list[Table] = []
     figures: list[TourFigure] = []
-    results: dict[str, object] = {"image": name, "model": bundle.meta.name, "input": list(x.shape[1:])}
-
-    # 1. prediction
-    top = predict(bundle, [image], topk=topk)[0]
+    results: dict[str, object] = {"image": a.image, "model": a.model, "input": a.input}
+    top = a.top
     results["top-1"] = f"{top[0].label} ({top[0].prob:.1%})"
     tables.append(
         Table(
@@ -77,10 +90,7 @@ def image_section(
             caption="prediction",
         )
     )
-
-    # 2. activations per stage
-    acts = get_activations(model, x, "stages")
-    stats = activation_stats(acts, topk=8)
+    stats = a.stages
     tables.append(
         Table(
             ["layer", "output HxWxC", "mean", "max", "share <= 0", "most active channels"],
@@ -98,87 +108,65 @@ def image_section(
             caption="activations per stage",
         )
     )
-    names = list(acts)
+    names = [s.layer for s in stats]
     for lname in [names[0], names[len(names) // 2], names[-1]] if len(names) > 2 else names:
         st = next(s for s in stats if s.layer == lname)
-        if acts[lname].ndim == 4:
+        act = a.activations.get(lname)
+        if act is not None and act.ndim == 3:
             figures.append(
                 TourFigure(
                     f"{lname}: the 8 most active channels",
-                    activation_grid(acts[lname][0], [c.channel for c in st.top_channels], title=lname),
+                    activation_grid(act, [c.channel for c in st.top_channels], title=lname),
                 )
             )
-
-    # 3. CAM methods side by side (+ faithfulness metrics)
-    res = {m: explain(model, x, m, layer) for m in methods}
-    first = res[methods[0]]
-    target = int(first.targets[0])
-    results["explained class"] = f"{target} {bundle.label(target)}"
-    results["CAM layer"] = first.layers
-    tiles = [shown] + [overlay(shown, r.maps[0].float().cpu().numpy(), alpha=0.5) for r in res.values()]
+    results["explained class"] = f"{a.explained_class} {a.explained_label}"
+    results["CAM layer"] = a.cam_layers
+    methods = [c.method for c in a.cams]
+    tiles = [shown] + [overlay(shown, c.map.numpy(), alpha=0.5) for c in a.cams]
     figures.append(
         TourFigure(
             "CAM methods side by side (explained class: top-1)",
             image_grid(tiles, titles=["image", *methods], ncols=min(len(tiles), 5), tile_inches=2.4),
         )
     )
-    if metrics:
-        from convlens.explain.metrics import confidence_change, deletion_curve, insertion_curve
-
-        rows = []
-        for m, r in res.items():
-            d = deletion_curve(model, x, r.maps, [target], steps=metric_steps)
-            ins = insertion_curve(model, x, r.maps, [target], steps=metric_steps)
-            cc = confidence_change(model, x, r.maps, [target])
-            rows.append([m, float(d.auc[0]), float(ins.auc[0]), cc.average_drop])
+    if any(c.deletion_auc is not None for c in a.cams):
         tables.append(
             Table(
                 ["method", "deletion AUC (lower better)", "insertion AUC (higher better)", "average drop %"],
-                rows,
+                [[c.method, c.deletion_auc, c.insertion_auc, c.average_drop] for c in a.cams],
                 caption="faithfulness",
             )
         )
-
-    # 4. top filters: the channels of a middle stage that respond most to this image
-    mid = names[len(names) // 2]
-    st = next(s for s in stats if s.layer == mid)
-    chans = [c.channel for c in st.top_channels[:n_filters]]
-    if chans and acts[mid].ndim == 4:
-        a = acts[mid][0]
+    f = a.filters
+    if f is not None:
         maps = [
-            overlay(
-                shown,
-                (a[c] - a[c].min()).div((a[c].max() - a[c].min()).clamp_min(1e-12)).float().cpu().numpy(),
-                alpha=0.6,
-            )
-            for c in chans
+            overlay(shown, (m - m.min()).div((m.max() - m.min()).clamp_min(1e-12)).float().numpy(), alpha=0.6)
+            for m in f.maps
         ]
         figures.append(
             TourFigure(
-                f"{mid}: where the top channels fire",
-                image_grid(maps, titles=[f"ch {c}" for c in chans], ncols=len(chans), tile_inches=2.2),
+                f"{f.layer}: where the top channels fire",
+                image_grid(maps, titles=[f"ch {c}" for c in f.channels], ncols=len(f.channels), tile_inches=2.2),
             )
         )
-        vis = visualize(
-            bundle, mid, chans, recipe="lucid", steps=filter_steps, size=filter_size, seed=seed, return_result=True
-        )
+        steps = f" ({filter_steps} steps of gradient ascent)" if filter_steps is not None else ""
         figures.append(
             TourFigure(
-                f"{mid}: what the top channels respond to ({filter_steps} steps of gradient ascent)",
-                featvis_grid(vis.images, chans, values=vis.values.tolist(), layer=mid),
+                f"{f.layer}: what the top channels respond to{steps}",
+                featvis_grid(f.images, f.channels, values=f.values, layer=f.layer),
             )
         )
-        results["top filters"] = {"layer": mid, "channels": chans}
+        results["top filters"] = {"layer": f.layer, "channels": f.channels}
     return Section(
         id=f"img{number}",
         number=number,
-        title=name,
-        question=f"What does {bundle.meta.name} see in this image, and where did it look?",
+        title=a.image,
+        question=f"What does {a.model} see in this image, and where did it look?",
         results=results,
         tables=tables,
         figures=figures,
-        api=f"from convlens.report.image import image_report\nimage_report(['{name}'], 'out/', model='{bundle.meta.name}')",
-        cli=f"convlens report {name} --model {bundle.meta.name} --out out/",
+        api=f"from convlens.report.image import image_report\nimage_report(['{a.image}'], 'out/', model='{a.model}')",
+        cli=f"convlens report {a.image} --model {a.model} --out out/",
     )
 
 
