@@ -121,3 +121,35 @@ def test_default_threads_leave_busy_cores_alone():
     assert free_cores(cores=64, load=0.0) == 8
     assert resolve_threads(None, environ={"OMP_NUM_THREADS": "3"}, cores=2, load=2.0) == 3  # the user's choice wins
     assert resolve_threads(None, environ={"CONVLENS_THREADS": "2", "OMP_NUM_THREADS": "5"}) == 2
+
+
+def test_max_pixels_global_option_is_followable_advice(tmp_path, capsys, monkeypatch):
+    import os
+
+    from PIL import Image
+
+    monkeypatch.delenv("CONVLENS_MAX_PIXELS", raising=False)
+    Image.new("RGB", (300, 200), (120, 30, 200)).save(tmp_path / "big.png")
+    argv = ["predict", str(tmp_path / "big.png"), "--topk", "1", "--json"]
+    assert main([*argv, "--max-pixels", "50000"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --max-pixels 60000" in err and err.count("\n") == 1  # the advice names the flag and the number
+    assert main(["--max-pixels", "60000", *argv]) == 0  # following it works
+    capsys.readouterr()
+    assert main([*argv, "--max-pixels", "0"]) == 0  # 0 = no limit
+    assert "CONVLENS_MAX_PIXELS" not in os.environ  # the limit holds for one run only
+    assert main([*argv, "--max-pixels", "-1"]) == 2
+
+
+def test_activations_refuse_empty_layers_and_explain_missing_figures(tmp_path, capsys, chelsea):
+    from PIL import Image
+
+    Image.fromarray(chelsea).save(tmp_path / "cat.png")
+    out = tmp_path / "acts"
+    assert main(["activations", str(tmp_path / "cat.png"), "--layers", "", "--out", str(out)]) == 2
+    assert "--layers is empty" in capsys.readouterr().err and not out.exists()
+    argv = ["activations", str(tmp_path / "cat.png"), "--layers", "classifier,bn2", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    rows = {r["layer"]: r for r in json.loads(capsys.readouterr().out)["layers"]}
+    assert rows["classifier"]["figure"] is None and "no spatial grid" in rows["classifier"]["note"]
+    assert rows["bn2"]["figure"] and rows["bn2"]["note"] is None

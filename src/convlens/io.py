@@ -30,6 +30,7 @@ from convlens.errors import InputError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "default_max_pixels",
     "IMAGE_EXTENSIONS",
     "load_image",
     "to_rgb",
@@ -74,13 +75,36 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def default_max_pixels() -> int | None:
+    """The pixel limit used when a caller does not choose one: ``CONVLENS_MAX_PIXELS`` (set by the CLI's
+    global ``--max-pixels N``; 0 = no limit) or :data:`DEFAULT_MAX_PIXELS`.
+
+    Example:
+        >>> default_max_pixels() == DEFAULT_MAX_PIXELS or "CONVLENS_MAX_PIXELS" in os.environ
+        True
+    """
+    text = os.environ.get("CONVLENS_MAX_PIXELS", "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        n = int(text)
+    except ValueError:
+        raise InputError(
+            f"CONVLENS_MAX_PIXELS must be a whole number of pixels (0 = no limit), got '{text}'."
+        ) from None
+    if n < 0:
+        raise InputError(f"CONVLENS_MAX_PIXELS must be >= 0 (0 = no limit), got {n}.")
+    return n or None
+
+
 def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as an ``(H, W, 3)`` uint8 RGB array.
 
     Args:
         path: a local file. ``http://`` and similar URLs are refused: convlens never downloads.
         max_pixels: refuse images with more pixels than this (decompression-bomb guard);
-            ``None`` disables the check.
+            ``None`` disables the check. Left at :data:`DEFAULT_MAX_PIXELS`, the process-wide
+            :func:`default_max_pixels` applies (the CLI's ``--max-pixels``).
 
     Raises:
         InputError: missing file, URL, not an image, truncated/corrupt data, or too many pixels.
@@ -100,6 +124,12 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
         raise InputError(f"image file '{p}' does not exist.")
     if p.is_dir():
         raise InputError(f"image path '{p}' is a folder; give an image file.")
+    if max_pixels == DEFAULT_MAX_PIXELS:
+        max_pixels = default_max_pixels()
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    # Pillow's own bomb guard must not undercut a limit the user raised on purpose
+    if max_pixels is None or (pil_limit is not None and max_pixels > pil_limit):
+        Image.MAX_IMAGE_PIXELS = None if max_pixels is None else max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -107,8 +137,8 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
                 w, h = im.size
                 if max_pixels is not None and w * h > max_pixels:
                     raise InputError(
-                        f"image '{p}' has {w}x{h} = {w * h:,} pixels, more than max_pixels={max_pixels:,}; "
-                        "raise max_pixels if you trust the file."
+                        f"image '{p}' has {w}x{h} = {w * h:,} pixels, more than the limit of {max_pixels:,}; "
+                        f"if you trust the file, pass --max-pixels {w * h} (0 = no limit; max_pixels= in Python)."
                     )
                 im.load()  # decode now so truncation is caught here, not later
                 im = ImageOps.exif_transpose(im) or im
@@ -122,6 +152,8 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
         raise InputError(f"file '{p}' is not an image Pillow can read.") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"image '{p}' is truncated or corrupt ({e}).") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(f"image '{p}' decoded to an unusable array of shape {arr.shape}.")
     return arr

@@ -57,23 +57,35 @@ def _global_options(
         "Default: OMP_NUM_THREADS if set, else the free cores (usable cores minus the 1-minute load "
         "average, 1..8), so a busy machine is not oversubscribed.",
     ),
+    max_pixels: int | None = typer.Option(
+        None,
+        "--max-pixels",
+        help="largest image (in pixels) any command reads; larger files are refused before decoding "
+        "(default 64,000,000; 0 = no limit; also CONVLENS_MAX_PIXELS; may follow the command name).",
+    ),
 ) -> None:
     """Every core idea of convolutional networks, computable and inspectable on real models."""
+    import os
+
     from convlens.runtime import apply_threads, resolve_threads
 
     apply_threads(resolve_threads(threads))
+    if max_pixels is not None:  # read by convlens.io.load_image wherever an image is read
+        if max_pixels < 0:
+            raise ConvlensError(f"--max-pixels must be >= 0 (0 = no limit), got {max_pixels}.")
+        os.environ["CONVLENS_MAX_PIXELS"] = str(max_pixels)
 
 
 _register_all()
 
-_GLOBAL_OPTIONS = ("--threads",)  # options of the app that may also be written after the command name
+_GLOBAL_OPTIONS = ("--threads", "--max-pixels")  # options of the app that may also be written after the command name
 
 
 def _hoist_global_options(args: list[str]) -> list[str]:
     """Move ``--threads N`` / ``--threads=N`` written after the command name to before it, where click
     reads the app's own options (so ``convlens cam x.png --threads 2`` works like ``convlens --threads 2 cam``)."""
     command = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
-    if command is None or any(a.split("=")[0] in _GLOBAL_OPTIONS for a in args[:command]):
+    if command is None:
         return args
     if "--" in args:
         stop = args.index("--")
@@ -130,9 +142,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("always", RandomWeightsWarning)  # deduplicated by _loud_random_weights
         warnings.showwarning = _loud_random_weights(set())
         rc = 1
+        import os
+
+        saved_limit = os.environ.get("CONVLENS_MAX_PIXELS")  # --max-pixels holds for this run only
         try:
             rc = _main(argv)
         finally:
+            if saved_limit is None:
+                os.environ.pop("CONVLENS_MAX_PIXELS", None)
+            else:
+                os.environ["CONVLENS_MAX_PIXELS"] = saved_limit
             from convlens.cli.common import forget_created_dirs, remove_created_empty_dirs
 
             # a failed command leaves no empty output folder behind

@@ -198,6 +198,10 @@ def register(app: typer.Typer) -> None:
         folder = ensure_out_dir(out)  # before any work (removed again if the command fails)
         img = load_image(image)
         specs = [p.strip() for item in layers for p in item.split(",") if p.strip()]
+        if not specs:
+            raise InputError(
+                "--layers is empty; give layer names or globs (see `convlens summary`), 'stages' or 'auto'."
+            )
         bundle = load_model(model, weights=weights, device=device)
         x = bundle.preprocess([img]).to(bundle.device)
         acts = to_nchw(bundle.model, x, get_activations(bundle.model, x, specs if len(specs) != 1 else specs[0]))
@@ -215,8 +219,17 @@ def register(app: typer.Typer) -> None:
                 )
                 fig_path = folder / f"act_{st.layer}.png"
                 fig.savefig(fig_path)
+            note = (
+                None
+                if fig_path
+                else f"output {tuple(t.shape)} has no spatial grid (e.g. pooled features or logits): statistics only, no figure"
+            )
             rows.append(
-                {"figure": str(fig_path) if fig_path else None, **{k: getattr(st, k) for k in st.__dataclass_fields__}}
+                {
+                    "figure": str(fig_path) if fig_path else None,
+                    **{k: getattr(st, k) for k in st.__dataclass_fields__},
+                    "note": note,
+                }
             )
         result = {"image": str(image), "model": bundle.meta.name, "pretrained": bundle.pretrained, "layers": rows}
         if json_out:
@@ -230,6 +243,8 @@ def register(app: typer.Typer) -> None:
             )
             if r["figure"]:
                 con.print(f"  -> {r['figure']}")
+            elif r["note"]:
+                con.print(f"  (no figure: {r['note']})")
 
     @app.command("depth-profile")
     def depth_profile_cmd(
