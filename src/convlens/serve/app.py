@@ -493,10 +493,10 @@ def create_app(explorer: Explorer) -> FastAPI:
         nc = ex.bundle.meta.num_classes
         if target is not None and (target < 0 or (nc > 0 and target >= nc)):
             raise InputError(f"target must be a class index in 0..{nc - 1}, got {target}.")
-        spec: Any = layer
-        if layer == "auto" and ex.bundle.meta.default_layer:  # the registry's preferred layer, as `convlens cam`
-            spec = ex.bundle.meta.default_layer
-        elif layer != "auto" and layer not in dict(ex.bundle.model.named_modules()):
+        spec: Any = (
+            layer  # 'auto' is convlens.layers.auto_layer (the registry's default layer included), as `convlens cam`
+        )
+        if layer != "auto" and layer not in dict(ex.bundle.model.named_modules()):
             raise LayerError(f"layer '{layer}' is not a module of this model.")
         with ex.lock:
             x = ex.input(e)
