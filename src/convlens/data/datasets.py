@@ -26,7 +26,7 @@ from PIL import Image
 
 from convlens.data.augment import Augment, sample_seed
 from convlens.errors import ConvlensError, DataError
-from convlens.io import IMAGE_EXTENSIONS, as_uint8_rgb, load_image
+from convlens.io import IMAGE_EXTENSIONS, SkippedFile, as_uint8_rgb, load_image  # SkippedFile: io's, one type
 
 __all__ = [
     "ImageDataset",
@@ -39,14 +39,6 @@ __all__ = [
 ]
 
 BUILTIN_DATASETS = ("lfw", "digits")
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    """A file left out of a dataset, and why."""
-
-    path: str
-    reason: str
 
 
 class ImageDataset(torch.utils.data.Dataset):
