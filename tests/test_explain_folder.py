@@ -82,6 +82,9 @@ def test_cam_files_returns_records_and_rate(folder, tiny, tmp_path):
     res = cam_files([folder / "img00.png", folder / "img01.png"], model=tiny, out=tmp_path, workers=0)
     assert [Path(r.image).name for r in res.records] == ["img00.png", "img01.png"]
     assert res.images == 2 and res.resumed == 0 and res.images_per_second > 0
+    assert all(Path(r.figure_file).is_file() for r in res.records)  # a small run gets labelled figures
+    quick = cam_files([folder / "img02.png"], model=tiny, out=tmp_path / "q", workers=0, figures=False)
+    assert quick.records[0].figure_file is None and not list((tmp_path / "q").glob("*_labelled.png"))
     with pytest.raises(InputError, match="none of the 1 image"):
         cam_files([folder / "broken.jpg"], model=tiny, out=tmp_path / "b", workers=0)
 

@@ -98,6 +98,11 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(
             None, "--workers", min=0, help="image-decoding worker processes (default: min(4, cores - 1))"
         ),
+        figures: bool | None = typer.Option(
+            None,
+            "--figures/--no-figures",
+            help="labelled figures per map and method grids (default: only for runs of at most 64 images)",
+        ),
         json_out: bool = typer.Option(False, "--json", help="machine-readable records on stdout"),
     ) -> None:
         """Class activation maps (Grad-CAM family) and pixel attributions, for files or whole folders.
@@ -144,6 +149,7 @@ def register(app: typer.Typer) -> None:
                 resume=resume,
                 workers=workers,
                 progress=lambda k: prog.advance(task, k),
+                figures=figures,
             )
         err = console(stderr=True)
         for n in [f"skipped unreadable file: {t}" for t in res.skipped] + res.warnings:

@@ -44,6 +44,9 @@ from torch import nn
 
 from convlens.errors import InputError
 
+#: runs of at most this many images get labelled figures by default (``figures=None``)
+FIGURES_UP_TO = 64
+
 __all__ = ["CamRecord", "CamFolderResult", "cam_files", "atomic_write", "unique_stems", "method_file_tag"]
 
 
@@ -232,6 +235,7 @@ def cam_files(
     max_pixels: int | None = -1,
     progress: Callable[[int], None] | None = None,
     target_option: str = "target",
+    figures: bool | None = None,
 ) -> CamFolderResult:
     """Explain every image file (folders expanded, recursively) with each method; write maps, overlays,
     records and ``OUT/index.jsonl`` (module docstring).
@@ -252,6 +256,10 @@ def cam_files(
         max_pixels: the decompression-bomb limit for each file (``-1``: :func:`convlens.io.load_image`'s default).
         progress: called with the number of images finished after each batch (a progress bar).
         target_option: how errors name the target (the CLI passes ``'--target'``).
+        figures: also a labelled matplotlib figure per map (``<stem>_<method>_labelled.png``, the
+            record's ``figure_file``). ``None`` (default): only for runs of at most
+            ``FIGURES_UP_TO`` images -- drawing one costs about 20 forwards of the embedded model, so
+            folder-scale runs write the maps and overlays only (``figure_file`` is then ``null``).
     """
     from convlens.explain.targets import batch_targets, parse_target
     from convlens.io import list_images
@@ -290,6 +298,8 @@ def cam_files(
     def rec_path(i: int, tag: str) -> Path:
         return rec_dir / f"{stems[i]}_{tag}.json"
 
+    if figures is None:
+        figures = len(files) <= FIGURES_UP_TO
     done = [i for i in mine if resume and all(rec_path(i, t).exists() for t in tags)]
     todo = [i for i in mine if i not in set(done)]
     records_by_image: dict[int, list[CamRecord]] = {i: _read_records(rec_path, i, tags) for i in done}
@@ -316,7 +326,7 @@ def cam_files(
                 tg = batch_targets(spec, bundle.model, x)
                 recs = _explain_batch(
                     bundle, x, [g[1] for g in good], [files[i] for i in idx], [stems[i] for i in idx], methods,
-                    layer_spec, tg, batch_size, out_dir, metrics, sanity, cmap, alpha,
+                    layer_spec, tg, batch_size, out_dir, metrics, sanity, cmap, alpha, figures,
                 )  # fmt: skip
                 for i, rs in zip(idx, recs, strict=True):
                     for r, tag in zip(rs, tags, strict=True):
@@ -422,6 +432,7 @@ def _explain_batch(
     sanity: bool,
     cmap: str,
     alpha: float,
+    figures: bool = True,
 ) -> list[list[CamRecord]]:
     from PIL import Image
 
@@ -469,7 +480,8 @@ def _explain_batch(
             png_file = out_dir / f"{stems[i]}_{tag}.png"
             atomic_write(map_file, lambda t, m=m: _save_npy(t, m))
             ov = cam_overlay(seen[i], m, alpha=alpha, cmap=cmap)
-            atomic_write(png_file, lambda t, ov=ov: Image.fromarray(ov).save(t, format="PNG"))
+            # fast zlib level: the overlay is a preview; the exact map is the .npy
+            atomic_write(png_file, lambda t, ov=ov: Image.fromarray(ov).save(t, format="PNG", compress_level=1))
             per_maps[i][method] = m
             cls = int(res.targets[i])
             label = bundle.label(cls) if cls >= 0 else "custom target"
@@ -477,12 +489,13 @@ def _explain_batch(
             guided = res.extra.get("guided")
             if guided is not None:
                 per_guided[i][method] = guided[i]
-            fig_file = out_dir / f"{stems[i]}_{tag}_labelled.png"
-            fig = cam_figure(
-                seen[i], m, label=label, score=score, method=method, layer=",".join(res.layers), alpha=alpha,
-                cmap=cmap, guided=None if guided is None else guided[i],
-            )  # fmt: skip
-            atomic_write(fig_file, lambda t, fig=fig: fig.savefig(t, format="png"))
+            fig_file = out_dir / f"{stems[i]}_{tag}_labelled.png" if figures else None
+            if fig_file is not None:
+                fig = cam_figure(
+                    seen[i], m, label=label, score=score, method=method, layer=",".join(res.layers), alpha=alpha,
+                    cmap=cmap, guided=None if guided is None else guided[i],
+                )  # fmt: skip
+                atomic_write(fig_file, lambda t, fig=fig: fig.savefig(t, format="png"))
             per_image[i].append(
                 CamRecord(
                     image=str(f),
@@ -493,7 +506,7 @@ def _explain_batch(
                     layer=",".join(res.layers),
                     map_file=str(map_file),
                     overlay_file=str(png_file),
-                    figure_file=str(fig_file),
+                    figure_file=None if fig_file is None else str(fig_file),
                     metrics={k: v[i] for k, v in met.items()} if metrics else None,
                     sanity=None
                     if san is None
@@ -504,7 +517,7 @@ def _explain_batch(
                     },
                 )
             )
-    if len(methods) > 1:
+    if len(methods) > 1 and figures:
         for i, f in enumerate(files):
             first = per_image[i][0]
             fig = methods_grid(
