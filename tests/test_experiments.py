@@ -160,3 +160,28 @@ def test_thread_count_restored():
     with pytest.raises(InputError, match="num_threads"):
         pooling(quick=True, num_threads=0)
     assert torch.get_num_threads() == before
+
+
+# -- a run either shows its lesson or says why it cannot ------------------------------------------
+
+
+def test_too_short_runs_say_so_instead_of_teaching_the_wrong_lesson():
+    from convlens.experiments.depth_resolution import depth_vs_resolution
+    from convlens.experiments.vanishing_gradient import vanishing_gradient
+
+    r = depth_vs_resolution(train_steps=1)
+    assert not r.lesson_shown or max(n.val_accuracy for n in r.nets.values()) < 0.2
+    assert r.caveat and ("chance" in r.caveat or "too short" in r.caveat) and r.findings[-1].startswith("CAVEAT")
+    v = vanishing_gradient(depths=(4, 8), quick=True, train_steps=1)
+    assert "chance" in v.caveat and v.findings[-1].startswith("CAVEAT")
+
+
+@pytest.mark.slow
+def test_quick_depth_vs_resolution_shows_the_lesson():
+    """30 quick steps reversed the lesson (doubling 0.21 < fixed 0.41); the quick run must now show it."""
+    from convlens.experiments.depth_resolution import depth_vs_resolution
+
+    r = depth_vs_resolution(quick=True)
+    d, f, w = r.nets["doubling"], r.nets["fixed"], r.nets["fixed_wide"]
+    assert r.lesson_shown and r.caveat is None
+    assert d.val_accuracy > f.val_accuracy + 0.1 and w.macs > 5 * d.macs

@@ -69,6 +69,9 @@ class PoolingResult:
     seed: int
     quick: bool
     seconds: float
+    #: max pooling changes the features less than no pooling for a 1-pixel shift (the lesson)
+    lesson_shown: bool = True
+    caveat: str | None = None
 
 
 def _shift_right(x: torch.Tensor, s: int) -> torch.Tensor:
@@ -165,6 +168,15 @@ def pooling(
             f"({100 * table[0].removed_fraction:.0f}% fewer); a dense layer on top needs {table[0].dense_params_out} instead of "
             f"{table[0].dense_params_in} coefficients.",
         ]
+        shown = max_shift >= 1 and change["max pool 2x2/s2"][1] < change["no pooling"][1]
+        caveat = (
+            None
+            if shown
+            else "this run does not show pooling's tolerance to small shifts (max pooling changed the features as "
+            "much as no pooling, or no shift was measured); use more images or max_shift >= 1."
+        )
+        if caveat:
+            findings.append("CAVEAT: " + caveat)
         return PoolingResult(
             shifts=list(range(max_shift + 1)),
             feature_change=change,
@@ -179,4 +191,6 @@ def pooling(
             seed=seed,
             quick=quick,
             seconds=round(time.perf_counter() - start, 2),
+            lesson_shown=shown,
+            caveat=caveat,
         )

@@ -82,6 +82,29 @@ class VanishingGradientResult:
     seed: int
     quick: bool
     seconds: float
+    #: the gradients show the lesson (a deep plain net's first conv gets a far smaller gradient than a residual one's)
+    lesson_shown: bool = True
+    #: what the numbers of this run cannot show (e.g. accuracies at chance after a short run), or None
+    caveat: str | None = None
+
+
+def _lesson(depths: list[int], v: dict[str, VariantResult], steps: int) -> tuple[bool, str | None]:
+    """Whether the run shows the lesson, and a caveat about what it cannot show."""
+    plain, res = v["plain"].first_layer_grad_norm[-1], v["residual"].first_layer_grad_norm[-1]
+    shown = res > 0 and plain < 0.1 * res
+    acc = max(a for r in v.values() for a in r.val_accuracy)
+    notes = []
+    if not shown:
+        notes.append(
+            f"at depth {depths[-1]} the plain net's first-conv gradient ({_fmt(plain)}) is not far below the residual "
+            f"net's ({_fmt(res)}): use deeper nets (e.g. depths 8, 20, 56) to see it vanish"
+        )
+    if acc < 0.25:
+        notes.append(
+            f"val accuracies after {steps} step(s) are at chance (0.10 for 10 digits): training is far too short to "
+            "compare them; the lesson of this run is the gradient norms (run without --quick for trained accuracies)"
+        )
+    return shown, ("; ".join(notes) + ".") if notes else None
 
 
 def build_net(
@@ -216,6 +239,8 @@ def vanishing_gradient(
             f"Frobenius norm of dLoss/dW for every conv weight at initialisation on one fixed batch of {xg.shape[0]} "
             "training images (cross-entropy, BatchNorm in training mode), then validation accuracy after the brief training."
         )
+        shown, caveat = _lesson(depths, results, steps)
+        findings = _findings(depths, results) + (["CAVEAT: " + caveat] if caveat else [])
         return VanishingGradientResult(
             depths=depths,
             variants=results,
@@ -223,11 +248,13 @@ def vanishing_gradient(
             init=INIT_NOTE,
             setup=setup,
             measures=measures,
-            findings=_findings(depths, results),
+            findings=findings,
             train_steps=steps,
             batch_size=batch_size,
             lr=lr,
             seed=seed,
             quick=quick,
+            lesson_shown=shown,
+            caveat=caveat,
             seconds=round(time.perf_counter() - start, 2),
         )
