@@ -416,3 +416,28 @@ def test_fullgrad_on_keras_equals_fullgrad_on_its_torch_twin(saved, bundles):
     ours = explain(b.model, x, "fullgrad", "auto", [2])
     ref = explain(twin, x, "fullgrad", "auto", [2])
     assert ours.layers and torch.allclose(ours.maps, ref.maps, atol=1e-4), float((ours.maps - ref.maps).abs().max())
+
+
+def test_nested_models_expose_their_layers(tmp_path):
+    """The book's pattern: a data_augmentation Sequential, Rescaling, and a conv base used as one layer."""
+    aug = keras.Sequential([L.RandomFlip("horizontal"), L.RandomZoom(0.2)], name="data_augmentation")
+    base = keras.Sequential(
+        [keras.Input((20, 20, 3)), L.Conv2D(4, 3, activation="relu", name="b1"), L.MaxPooling2D(name="bp")],
+        name="conv_base",
+    )
+    inp = keras.Input((20, 20, 3))
+    x = base(L.Rescaling(1 / 255)(aug(inp)))
+    m = keras.Model(inp, L.Dense(2, activation="softmax", name="out")(L.GlobalAveragePooling2D()(x)))
+    _randomize(m.get_layer("conv_base"), 9)
+    m.save(tmp_path / "nested.keras")
+    b = load_model(str(tmp_path / "nested.keras"))
+    names = {n for n, _ in b.model.named_modules()}
+    assert {"conv_base", "conv_base.b1", "conv_base.bp", "data_augmentation.random_flip"} <= names
+    assert b.meta.num_params == m.count_params() and b.meta.extra["rescaling"]  # Rescaling after augmentation
+    x = b.preprocess(np.random.default_rng(2).integers(0, 256, (30, 30, 3), dtype=np.uint8))
+    with torch.no_grad():
+        got = torch.softmax(b.model(x), 1).numpy()
+    np.testing.assert_allclose(got, m.predict(x.permute(0, 2, 3, 1).numpy(), verbose=0), atol=1e-5)
+    assert summarize(b.model, b.meta.input_size).layer("conv_base.b1").receptive_field == (3, 3)
+    acts = get_activations(b.model, x, ["conv_base.b1"])
+    assert acts["conv_base.b1"].shape[0] == 1 and 18 in acts["conv_base.b1"].shape

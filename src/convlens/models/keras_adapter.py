@@ -90,8 +90,10 @@ def import_keras() -> Any:
 
 def _nested(layer: Any) -> list[Any]:
     """The layers of a nested model (Sequential/Functional used as a layer); [] for a plain layer."""
+    keras = sys.modules.get("keras")
     inner = getattr(layer, "layers", None)
-    return list(inner) if isinstance(inner, list) and getattr(layer, "_is_model", False) else []
+    is_model = keras is not None and isinstance(layer, keras.Model)
+    return list(inner) if is_model and isinstance(inner, list) else []
 
 
 def _module_name(name: str) -> str:
