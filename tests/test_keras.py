@@ -441,3 +441,41 @@ def test_nested_models_expose_their_layers(tmp_path):
     assert summarize(b.model, b.meta.input_size).layer("conv_base.b1").receptive_field == (3, 3)
     acts = get_activations(b.model, x, ["conv_base.b1"])
     assert acts["conv_base.b1"].shape[0] == 1 and 18 in acts["conv_base.b1"].shape
+
+
+@pytest.mark.parametrize("layer", ["conv1", "bn1", "pool1", "conv2", "pool2"])
+def test_unit_traces_the_keras_layer_value_at_channel_row_column(saved, bundles, layer):
+    """(c, i, j) is channel c at row i, column j of the Keras (1, h, w, C) output, read through the layer's
+    declared NHWC layout and the permutes Keras runs around its convolutions and pools."""
+    from convlens.inspect import trace_unit
+
+    _, m = saved["chollet"]
+    b = bundles["chollet"]
+    x = b.preprocess(np.random.default_rng(6).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    sub = keras.Model(m.inputs, m.get_layer(layer).output)
+    ref = np.asarray(sub(x.permute(0, 2, 3, 1), training=False).detach())  # (1, h, w, C)
+    c, i, j = 3, 5, 6
+    t = trace_unit(b.model, x, layer, (c, i, j))
+    assert t.value == pytest.approx(float(ref[0, i, j, c]), abs=1e-5)
+    assert t.total == pytest.approx(t.value, abs=1e-4)  # the expansion adds up to the value
+
+
+def test_the_explorer_serves_a_keras_model(saved):
+    from fastapi.testclient import TestClient
+
+    from convlens.serve import Explorer, create_app
+
+    ex = Explorer(load_model(str(saved["chollet"][0])))
+    try:
+        c = TestClient(create_app(ex))
+        status = c.get("/api/status").json()
+        assert status["pretrained"] is True and status["input_size"] == [3, 32, 32] and status["num_classes"] == 5
+        assert c.get("/api/layers").json()["total_params"] == saved["chollet"][1].count_params()
+        iid = c.get("/api/images").json()[0]["id"]
+        assert c.get(f"/api/images/{iid}/predict").json()[0]["label"] in "abcde"
+        assert c.get(f"/api/images/{iid}/activations", params={"layer": "conv2"}).json()["shape"] == [16, 15, 15]
+        assert c.get(f"/api/images/{iid}/cam", params={"layer": "conv2"}).json()["layer"] == "conv2"
+        unit = c.get(f"/api/images/{iid}/unit", params={"layer": "conv2", "c": 1, "i": 5, "j": 6})
+        assert unit.status_code == 200, unit.text
+    finally:
+        ex.close()

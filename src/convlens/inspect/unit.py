@@ -966,7 +966,9 @@ def trace_unit(
         memo[key] = state["count"]
     if call is not None and k != call:
         raise LayerError(f"layer '{name}' was called {state['count']} time(s); call index {call} does not exist.")
-    channels_last = src is not None and ops[src].name in ("linear", "layer_norm") and out.ndim == 4
+    # channels-last maps: a linear/layer-norm over the last axis, or a layer that declares it (Keras adapter)
+    declared_nhwc = getattr(module, "convlens_layout", None) == "NHWC"
+    channels_last = out.ndim == 4 and (declared_nhwc or (src is not None and ops[src].name in ("linear", "layer_norm")))
     pos = _position(out, at, channels_last)
     mtype = type(module).__name__
     if src is None:
