@@ -21,7 +21,7 @@ keras = pytest.importorskip("keras")
 
 from convlens.cli import main  # noqa: E402
 from convlens.errors import ModelError  # noqa: E402
-from convlens.explain import explain  # noqa: E402
+from convlens.explain import METHODS, explain  # noqa: E402
 from convlens.inspect import summarize  # noqa: E402
 from convlens.inspect.activations import get_activations  # noqa: E402
 from convlens.inspect.predict import predict  # noqa: E402
@@ -223,14 +223,7 @@ def _gradcam_by_hand(m, layer_name: str, x_nhwc: torch.Tensor, target: int, size
 @pytest.mark.parametrize(
     "name, layer",
     [
-        pytest.param(
-            "chollet",
-            "conv2",
-            marks=pytest.mark.xfail(
-                reason="a square (1, 15, 15, 16) NHWC map: explain still guesses layouts by shape until it reads "
-                "the declared layout through layers.as_nchw (issue 12, landing now)"
-            ),
-        ),
+        ("chollet", "conv2"),  # a square (1, 15, 15, 16) NHWC map: read by its declared layout, not its shape
         ("chollet", "bn1"),
         ("branchy", "concat"),
     ],
@@ -401,21 +394,20 @@ def _torch_twin(m) -> torch.nn.Module:
     return Twin().eval()
 
 
-@pytest.mark.xfail(
-    reason="conv2's square (1, 15, 15, 16) NHWC map: explain reads layouts by shape until it uses layers.as_nchw"
-)
-def test_fullgrad_on_keras_equals_fullgrad_on_its_torch_twin(saved, bundles):
-    """FullGrad needs each layer's bias and the gradient at the biased pre-activation: Keras's fused
-    Conv2D(activation='relu') declares both, so the map equals FullGrad on the same network in plain torch."""
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_cam_method_on_keras_equals_it_on_the_torch_twin(saved, bundles, method):
+    """The same network in Keras and in plain torch gives the same map for every method: Keras's fused
+    Conv2D(activation='relu') output is the twin's ReLU output, FullGrad reads each layer's declared bias
+    and pre-activation gradient, Ablation-CAM puts its ablated copies back in the layer's NHWC layout."""
     _, m = saved["chollet"]
     b = bundles["chollet"]
     twin = _torch_twin(m)
     x = b.preprocess(np.random.default_rng(8).integers(0, 256, (32, 32, 3), dtype=np.uint8))
     with torch.no_grad():
         assert torch.allclose(twin(x), b.model(x), atol=1e-4)
-    ours = explain(b.model, x, "fullgrad", "auto", [2])
-    ref = explain(twin, x, "fullgrad", "auto", [2])
-    assert ours.layers and torch.allclose(ours.maps, ref.maps, atol=1e-4), float((ours.maps - ref.maps).abs().max())
+    ours = explain(b.model, x, method, "conv2", [2])
+    ref = explain(twin, x, method, "relu2", [2])
+    assert torch.allclose(ours.maps, ref.maps, atol=1e-4), float((ours.maps - ref.maps).abs().max())
 
 
 def test_nested_models_expose_their_layers(tmp_path):

@@ -166,6 +166,26 @@ class Layout:
             return t.transpose(1, 2)
         return t
 
+    def from_nchw(self, t: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`to_nchw` for maps without prefix tokens: an (N, C, h, w) map back in this
+        layer's own layout, to replace the layer's output (Ablation-CAM's ablated copies).
+
+        Example:
+            >>> tuple(Layout("NHWC", grid=(2, 5)).from_nchw(torch.zeros(1, 7, 2, 5)).shape)
+            (1, 2, 5, 7)
+        """
+        if t.ndim == 4 and self.fmt == "NCHW":
+            return t
+        if t.ndim == 4 and self.fmt == "NHWC":
+            return t.permute(0, 2, 3, 1)  # (N, C, h, w) -> (N, h, w, C)
+        if t.ndim == 4 and self.fmt == "NCL":
+            return t.flatten(2)
+        if t.ndim == 4 and self.fmt == "NLC" and self.prefix == 0:
+            return t.flatten(2).transpose(1, 2)  # (N, h*w, C)
+        raise LayerError(
+            f"an (N, C, h, w) map cannot be put back into a {self.fmt} output with {self.prefix} prefix tokens."
+        )
+
 
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
     """Compile a layer glob: ``*`` matches within one dotted segment, ``**`` across segments, ``?`` one char.

@@ -356,6 +356,11 @@ class ScoreCAM(BaseCAM):
 # guided backpropagation
 
 
+#: a module whose output is a ReLU's output (a Keras layer with ``activation="relu"``) may say so with
+#: this attribute set to True: guided backpropagation then treats it as a ReLU
+RELU_OUTPUT_ATTR = "convlens_relu_output"
+
+
 def _guide(t: torch.Tensor) -> torch.Tensor:
     """Register the guided rule on a ReLU output: only positive gradients flow back through it."""
     if t.requires_grad:
@@ -379,7 +384,9 @@ def guided_backprop(
 
     The rule is attached through :func:`convlens.hooks.capture` (``replace=``) on every module of
     ``relu_types`` as a tensor hook on that forward's output: the model's modules are never swapped,
-    nothing remains after the call. Functional ``F.relu`` calls are not modules and stay ordinary.
+    nothing remains after the call. Functional ``F.relu`` calls are not modules and stay ordinary, except
+    in a module that declares its output is a ReLU's (:data:`RELU_OUTPUT_ATTR`: a Keras layer with
+    ``activation="relu"``), which gets the same rule on its output.
 
     Springenberg et al., "Striving for Simplicity: The All Convolutional Net", ICLR-W 2015.
     https://arxiv.org/abs/1412.6806
@@ -393,7 +400,11 @@ def guided_backprop(
     model = model if isinstance(model, nn.Module) else getattr(model, "model", model)
     x = _check_input(x)
     types = tuple(relu_types)
-    names = [n for n, m in model.named_modules() if n and isinstance(m, types)]
+    names = [
+        n
+        for n, m in model.named_modules()
+        if n and (isinstance(m, types) or getattr(m, RELU_OUTPUT_ATTR, False) is True)
+    ]
     dev = device_of(model)
     with torch.inference_mode(False), torch.enable_grad(), preserve_state(model, train=False, requires_grad=False):
         xi = x.detach().to(dev).clone().requires_grad_(True)

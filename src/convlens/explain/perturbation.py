@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from convlens.errors import InputError, LayerError
 from convlens.explain.base import BaseCAM, CAMContext, LayerSpec
 from convlens.hooks import capture
+from convlens.layers import layer_layouts
 
 __all__ = ["AblationCAM", "SSCAM", "ISCAM"]
 
@@ -70,6 +71,8 @@ class AblationCAM(BaseCAM):
     def weights(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
         n, c = a.shape[:2]
         assert ctx.scores is not None
+        lay = layer_layouts(ctx.model, tuple(ctx.x.shape[1:])).get(ctx.layer)
+        own = lay is not None and lay.fmt == "NHWC" and lay.is_map  # channels-last maps (Keras layers, Swin stages)
         total = n * c
         ablated = torch.empty(total, device=a.device, dtype=torch.float32)
         for start in range(0, total, ctx.batch_size):
@@ -78,6 +81,10 @@ class AblationCAM(BaseCAM):
             rows = torch.arange(idx.shape[0], device=a.device)
 
             def swap(t: torch.Tensor, img: torch.Tensor = img, ch: torch.Tensor = ch, rows: torch.Tensor = rows):
+                if own and lay is not None and lay.to_nchw(t).shape[1:] == a.shape[1:]:
+                    out = a[img].to(t.dtype)
+                    out[rows, ch] = self.ablation_value
+                    return lay.from_nchw(out).contiguous()  # back to the layer's own layout
                 if t.shape[1:] != a.shape[1:]:
                     raise LayerError(
                         f"Ablation-CAM needs a layer with a (N, C, h, w) output; '{ctx.layer}' gives "

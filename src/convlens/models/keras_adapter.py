@@ -258,6 +258,12 @@ def _declare_layouts(net: KerasModule, input_shape: tuple[int, int, int], device
     modules = dict(net.named_modules())
     keras = import_keras()
     for name, ndim in seen.items():
+        layer = modules[name]
+        act = getattr(getattr(layer, "activation", None), "__name__", None)
+        if act == "relu" or (
+            isinstance(layer, keras.layers.ReLU) and layer.max_value is None and not layer.negative_slope
+        ):
+            layer.convlens_relu_output = True  # guided backpropagation's ReLU rule applies to its output
         if ndim == 4:
             modules[name].convlens_layout = fmt  # read by convlens.layers' one layout conversion
             _declare_bias(modules[name], keras)
