@@ -35,8 +35,10 @@ SHOT = ROOT / "docs" / "serve-screenshot.png"
 
 
 class Served:
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, tmp: Path | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+        if tmp is not None:  # the server's temp folder goes here (tempfile reads TMPDIR)
+            env["TMPDIR"] = str(tmp)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "convlens", "serve", "--port", "0", *args],
             stdout=subprocess.PIPE,
@@ -68,20 +70,19 @@ class Served:
 
 
 @pytest.mark.slow
-def test_serve_starts_answers_and_stops_cleanly_on_ctrl_c():
+def test_serve_starts_answers_and_stops_cleanly_on_ctrl_c(tmp_path):
     import json
-    import tempfile
 
-    before = set(Path(tempfile.gettempdir()).glob("convlens-serve-*"))
-    s = Served("--model", "resnet18")
+    s = Served("--model", "resnet18", tmp=tmp_path)
     try:
         status = json.loads(urllib.request.urlopen(s.url + "api/status", timeout=30).read())
         assert status["model"] == "resnet18" and status["pretrained"] is False
+        assert len(list(tmp_path.glob("convlens-serve-*"))) == 1  # its private temp folder, while it runs
     finally:
         rc, err = s.stop()
     assert rc == 0, err
     assert "stopped." in err and "Traceback" not in err
-    assert set(Path(tempfile.gettempdir()).glob("convlens-serve-*")) == before  # temp folder removed
+    assert list(tmp_path.glob("convlens-serve-*")) == []  # removed on Ctrl-C
 
 
 @pytest.mark.slow

@@ -13,11 +13,13 @@ Contract (kept; more endpoints are added for the page):
 
 Example:
     >>> from fastapi.testclient import TestClient
-    >>> client = TestClient(create_app(Explorer.for_model("resnet18", bundled=False)))
+    >>> explorer = Explorer.for_model("resnet18", bundled=False)
+    >>> client = TestClient(create_app(explorer))
     >>> client.get("/api/shape", params={"input": "128x128x3", "kernel": 3, "stride": 2, "filters": 8}).json()["output"]
     [63, 63, 8]
     >>> client.get("/api/images/../../etc/passwd/predict").status_code
     404
+    >>> explorer.close()  # stops the job thread, removes the temp folder
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import io
 import threading
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +117,7 @@ class Explorer:
         self.max_pixels = int(max_pixels)
         self.jobs = JobRunner()
         self.tmp = make_temp_dir()
+        weakref.finalize(self, remove_temp_dir, self.tmp)  # also removed when never closed (exit, GC)
         self._summary: Any = None
         self._inputs = ActivationCache(64 * 1024 * 1024)  # preprocessed tensors, small
         self.erf_maps = ActivationCache(16 * 1024 * 1024)  # effective fields of recently traced units
