@@ -243,3 +243,19 @@ def test_name_hash_k_picks_one_call_of_a_reused_module() -> None:
     with pytest.raises(LayerError, match="did you mean"):
         get_activations(net, x, "sharred#0")
     assert hook_count(net) == 0
+
+
+@pytest.mark.slow
+def test_cli_activations_draws_vit_token_layers_on_their_patch_grid(
+    tmp_path: Path, chelsea: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`activations --model vit_tiny_patch16_224` wrote nothing: its stages are (N, 197, 192) tokens.
+    Through the one layout conversion they are (192, 14, 14) maps, drawn and ranked per feature."""
+    img = tmp_path / "cat.png"
+    Image.fromarray(chelsea).save(img)
+    args = ["activations", str(img), "--model", "vit_tiny_patch16_224", "--layers", "blocks.11,auto"]
+    assert main([*args, "--max-channels", "4", "--out", str(tmp_path / "o"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["layers"]
+    assert [r["layer"] for r in rows] == ["blocks.11", "blocks.11.norm1"]
+    for r in rows:
+        assert r["output_shape"] == [14, 14, 192] and Path(r["figure"]).is_file()
