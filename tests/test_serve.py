@@ -518,3 +518,23 @@ def test_an_unexpected_failure_is_a_json_500_and_the_server_keeps_serving(lite0,
         assert c.get("/api/status").status_code == 200
     finally:
         ex.close()
+
+
+def test_images_folder_is_offered_by_id_and_a_bad_file_is_a_400(lite0, chelsea, tmp_path):
+    from convlens.errors import InputError
+
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(chelsea).save(tmp_path / "sub" / "cat.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    (tmp_path / ".hidden.png").write_bytes(_png_bytes(chelsea))  # hidden files are skipped (convlens.io)
+    ex = Explorer(lite0, bundled=False, images_dir=tmp_path)
+    try:
+        c = TestClient(create_app(ex))
+        ims = {im["name"]: im for im in c.get("/api/images").json()}
+        assert set(ims) == {"broken.jpg", "sub/cat.png"} and all(im["source"] == "folder" for im in ims.values())
+        assert c.get(f"/api/images/{ims['sub/cat.png']['id']}/predict").json()[0]["label"] == "Egyptian cat"
+        assert "corrupt" in _error(c.get(f"/api/images/{ims['broken.jpg']['id']}/predict"), 400)
+    finally:
+        ex.close()
+    with pytest.raises(InputError, match="not a folder"):
+        Explorer(lite0, images_dir=tmp_path / "nope")
