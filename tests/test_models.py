@@ -300,3 +300,22 @@ def test_aux_head_models_are_built_as_torchvision_builds_them(tmp_path, name: st
     with torch.no_grad():
         torch.testing.assert_close(bundle.model(x), ref.eval()(x))
     assert load_model(name, device="meta").meta.num_params == n_params  # random init: the same architecture
+
+
+@pytest.mark.slow
+def test_training_setup_runs_inception_v3_below_its_aux_head_size(tmp_path) -> None:
+    """inception_v3 is built with its aux head (issue 16.4), which cannot run in train mode below ~300 px;
+    training reads the main logits only, so the training loop removes it: a train-mode forward at 96 px works."""
+    from convlens.data import load_dataset
+    from convlens.train.loop import TrainConfig, _Loop
+
+    cfg = TrainConfig(data="digits", strategy="features", model="inception_v3", epochs=1, image_size=96)
+    data = load_dataset("digits", image_size=96, val_fraction=0.2, seed=0)
+    loop = _Loop(cfg.validated(), data, None, None)
+    loop.model.train()
+    out = loop.model(torch.zeros(2, 3, 96, 96))
+    assert tuple(out.shape) == (2, data.num_classes)
+    # the weights it saves (no aux keys) load back into load_model's inception_v3
+    path = tmp_path / "trained.pth"
+    torch.save(loop.model.state_dict(), path)
+    assert load_model("inception_v3", weights=path).meta.num_params == sum(p.numel() for p in loop.model.parameters())

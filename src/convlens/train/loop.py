@@ -339,6 +339,15 @@ class _Loop:
             )
         self.pretrained = bundle.pretrained and not scratch
         self.model = bundle.model
+        if getattr(self.model, "aux_logits", False):
+            # inception_v3 is built with its auxiliary classifier, as torchvision builds it (its checkpoints
+            # hold it); the loss here reads the main logits only, and the aux branch cannot run below ~300 px
+            # in train mode (its 5x5 conv meets a 1x1-3x3 map): it is removed for training, as torchvision's
+            # aux_logits=False does (the saved weights then have no aux keys; load_model accepts both)
+            self.model.aux_logits = False
+            for head in ("AuxLogits", "aux1", "aux2"):
+                if getattr(self.model, head, None) is not None:
+                    setattr(self.model, head, None)
         self.normalize = bundle.preprocess.normalize
         self.head_name, _ = replace_head(self.model, data.num_classes, seed=cfg.seed)
         if cfg.strategy.startswith("scratch"):
