@@ -566,3 +566,26 @@ def test_eigencam_sign_is_pinned_by_a_known_answer(kind):
         else:
             assert int(raw[i].flatten().argmin()) == spot and float(raw[i, r, c]) < 0
             assert float(maps[i, r, c]) == pytest.approx(0.0, abs=1e-6)
+
+
+# -- Grad-CAM split by channel (Captum's attr_dim_summation=False) --------------------------------
+
+
+def test_gradcam_channels_equal_captum_per_channel_layergradcam(resnet18_bundle):
+    from captum.attr import LayerGradCam
+
+    from convlens.explain import explain, gradcam_channels
+
+    model = resnet18_bundle.model
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    c = gradcam_channels(model, x, "layer3", targets=[3, 7])
+    ref = LayerGradCam(model, model.layer3).attribute(x, target=[3, 7], attr_dim_summation=False)
+    torch.testing.assert_close(c.maps, ref.detach(), rtol=1e-4, atol=1e-6)
+    # the channel terms sum to the Grad-CAM map before its ReLU
+    raw = explain(model, x, "gradcam", "layer3", [3, 7]).raw["layer3"]
+    torch.testing.assert_close(c.maps.sum(1), raw, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(c.share.abs().sum(1), torch.ones(2))
+    top = c.top(0, 5)
+    assert len(top) <= 5 and all(s > 0 for _, s in top)
+    assert [ch for ch, _ in top] == c.contribution[0].topk(len(top)).indices.tolist()
+    assert not model.training and all(p.grad is None for p in model.parameters())

@@ -27,6 +27,7 @@ from convlens.explain.base import (
     resolve_layers,
     target_scores,
 )
+from convlens.explain.channels import ChannelContributions, gradcam_channels
 from convlens.explain.methods import (
     ISCAM,
     METHODS,
@@ -51,6 +52,8 @@ from convlens.explain.methods import (
 from convlens.explain.pixel import ATTRIBUTIONS, attribute, attribution_map
 
 __all__ = [
+    "gradcam_channels",
+    "ChannelContributions",
     "ATTRIBUTIONS",
     "attribute",
     "attribution_map",

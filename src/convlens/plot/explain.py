@@ -29,6 +29,7 @@ __all__ = [
     "cam_figure",
     "methods_grid",
     "guided_to_rgb",
+    "channels_figure",
     "curves_figure",
     "map_to_rgb",
     "to_numpy_map",
@@ -215,3 +216,45 @@ def map_to_rgb(cam_map: Any, cmap: str = "turbo") -> np.ndarray:
         (2, 3, 3)
     """
     return apply_colormap(np.clip(to_numpy_map(cam_map), 0.0, 1.0), cmap)
+
+
+def channels_figure(image: np.ndarray, contrib: Any, *, index: int = 0, k: int = 7, cmap: str = "turbo") -> Figure:
+    """Which channels carry the map: the Grad-CAM map, then the ``k`` channels with the largest
+    contribution (:func:`convlens.explain.gradcam_channels`), each titled with its share of the total.
+
+    Example:
+        >>> import torch
+        >>> from convlens.explain import ChannelContributions
+        >>> m = torch.rand(1, 3, 4, 4)
+        >>> c = ChannelContributions("l", torch.zeros(1), torch.ones(1, 3), m, m.sum((2, 3)), m.sum((2, 3)) / m.sum())
+        >>> len(channels_figure(np.zeros((8, 8, 3), np.uint8), c, k=2).axes)  # map + 2 channels + colorbar
+        4
+    """
+    import torch
+    import torch.nn.functional as F
+
+    size = np.asarray(image).shape[:2]
+
+    def up(t: Any) -> np.ndarray:
+        t = t[None, None].float()
+        return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].cpu().numpy()
+
+    total = torch.relu(contrib.maps[index].sum(0))
+    tiles, titles = [], []
+    full = up(total)
+    tiles.append(cam_overlay(image, full / full.max() if full.max() > 0 else full, cmap=cmap))
+    titles.append(f"Grad-CAM ({contrib.layer})")
+    for ch, share in contrib.top(index, k):
+        m = up(torch.relu(contrib.maps[index, ch]))
+        tiles.append(cam_overlay(image, m / m.max() if m.max() > 0 else m, cmap=cmap))
+        titles.append(f"channel {ch}: {share:+.1%}")
+    fig = image_grid(
+        tiles, titles=titles, ncols=min(len(tiles), 4), suptitle="channels that carry the map (share of the total)"
+    )
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(w + 0.9, h)
+    for ax in fig.axes:
+        x0, y0, bw, bh = ax.get_position().bounds
+        ax.set_position((x0 * w / (w + 0.9), y0, bw * w / (w + 0.9), bh))
+    _colorbar(fig, cmap, ((w + 0.15) / (w + 0.9), 0.15, 0.2 / (w + 0.9), 0.6))
+    return fig
