@@ -340,6 +340,7 @@ def test_unit_bad_positions(client, chelsea_id):
     _error(client.get(f"/api/images/{chelsea_id}/unit", params={"layer": "conv_stem", "c": 0, "i": 0}), 422)
 
 
+@pytest.mark.slow
 def test_featvis_job_runs_bounded_and_cancels(client):
     r = client.post("/api/featvis", params={"layer": "blocks.0", "channel": 3, "steps": 2, "size": 32})
     assert r.status_code == 202
