@@ -234,3 +234,17 @@ def test_reconstruct_names_the_bad_level_and_keeps_the_finest_dtype():
     out = reconstruct(mixed)  # float32 finest level, float64 coarser ones: the result is the finest level's dtype
     assert out.dtype == torch.float32 and out.shape == (6, 10)
     torch.testing.assert_close(out, torch.from_numpy(x).float(), atol=1e-5, rtol=0)
+
+
+def test_hwc_rule_boundaries_and_messages_name_the_input():
+    """The (H, W, C) guess: a 3-D input whose last axis is 3 or 4 wide AND whose first is longer than 4."""
+    with pytest.raises(InputError, match=r"^x has shape \(5, 2, 3\), which looks like an \(H, W, C\)"):
+        reduce(np.zeros((5, 2, 3)))  # 5 rows > 4: an image, refused (whatever the width)
+    with pytest.raises(InputError, match=r"^x has shape \(9, 2, 4\)"):
+        reduce(np.zeros((9, 2, 4)))
+    assert reduce(np.zeros((4, 9, 3))).shape == (4, 5, 2)  # 4 channels of 9x3: a valid (C, H, W)
+    assert reduce(np.zeros((9, 9, 5))).shape == (9, 5, 3)  # last axis 5: not a colour axis
+    with pytest.raises(InputError, match=r"^x contains NaN"):
+        reduce(np.full((4, 4), np.nan))
+    with pytest.raises(InputError, match=r"^level 1 has shape \(6, 2, 3\), which looks like"):
+        reconstruct([np.zeros((12, 4)), np.zeros((6, 2, 3))])
