@@ -117,13 +117,28 @@ def survivors(work: Path) -> list[str]:
     return re.findall(r"^\s*(\S+): survived", out, re.M)
 
 
+def forget(work: Path, names: list[str]) -> None:
+    """Drop the recorded verdicts of ``names`` (mutmut keeps them in ``mutants/**/*.py.meta``) so they run again."""
+    drop = set(names)
+    for meta in (work / "mutants").rglob("*.py.meta"):
+        d = json.loads(meta.read_text())
+        if drop & set(d.get("exit_code_by_key", {})):
+            for key in ("exit_code_by_key", "durations_by_key"):
+                d[key] = {k: v for k, v in d.get(key, {}).items() if k not in drop}
+            meta.write_text(json.dumps(d))
+
+
 def recheck(work: Path, env: dict[str, str]) -> list[str]:
-    """Re-run each survivor alone (one worker); returns the names that still survive."""
-    mutmut = str(Path(sys.executable).parent / "mutmut")
-    for name in survivors(work):
-        subprocess.run(
-            [mutmut, "run", "--max-children", "1", name], cwd=work, env=env, capture_output=True, check=False
-        )
+    """Re-run every survivor alone (one worker, current tests); returns the names that still survive."""
+    names = survivors(work)
+    if names:
+        # the tests may have grown since the mutants were made
+        shutil.rmtree(work / "mutants" / "tests", ignore_errors=True)
+        shutil.copytree(work / "tests", work / "mutants" / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+        forget(work, names)
+        mutmut = str(Path(sys.executable).parent / "mutmut")
+        cmd = [mutmut, "run", "--max-children", "1", *names]
+        subprocess.run(cmd, cwd=work, env=env, capture_output=True, check=False)
     return survivors(work)
 
 
@@ -145,11 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-children", type=int, default=2)
     ap.add_argument("--results", action="store_true", help="list the survivors of the last run instead of running")
     ap.add_argument("--diff", action="store_true", help="with --results: show each survivor's diff")
+    ap.add_argument("--recheck", action="store_true", help="re-run the last run's survivors against the current tests")
     a = ap.parse_args(argv)
     mods = a.modules or list(table)
     unknown = [m for m in mods if m not in table]
     if unknown:
         raise SystemExit(f"unknown module {unknown[0]!r}; core modules: {', '.join(table)}")
+    if a.recheck:
+        env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", CONVLENS_STRICT_TRACE="1")
+        env.pop("PYTHONPATH", None)
+        for m in mods:
+            shutil.copytree(ROOT / "tests", SCRATCH / m / "tests", dirs_exist_ok=True)
+            left = recheck(SCRATCH / m, env)
+            print(f"{m}: {len(left)} survivors after recheck: {' '.join(left)}", flush=True)
+        return 0
     if a.results:
         for m in mods:
             results(m, a.diff)
