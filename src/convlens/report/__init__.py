@@ -53,6 +53,9 @@ def write_tour_report(tour: TourResult, out_dir: str | Path) -> Path:
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     meta = f"{mode} tour, {n_ok}/{len(tour.sections)} sections ok, {tour.seconds:.0f} s on {tour.device}, {stamp}"
     page = write_page(tour.sections, out, title="convlens guided tour", intro=TOUR_INTRO, meta=meta)
+    from convlens.report.page import write_cli_inputs
+
+    write_cli_inputs(tour.sections, out)  # the files the CLI lines name: each line runs as printed from out/
     write_summary(
         out / "summary.json",
         tour.sections,

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import os
+import shlex
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -166,7 +167,7 @@ def render_analysis(a, *, number: int = 1, filter_steps: int | None = None) -> S
         tables=tables,
         figures=figures,
         api=f"from convlens.report.image import image_report\nimage_report(['{a.image}'], 'out/', model='{a.model}')",
-        cli=f"convlens report {a.image} --model {a.model} --out out/",
+        cli=f"convlens report {shlex.quote(str(a.image))} --model {shlex.quote(str(a.model))} --out out/",
     )
 
 

@@ -11,10 +11,12 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Table", "TourFigure", "Section"]
+__all__ = ["Table", "TourFigure", "Section", "write_cli_inputs"]
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Section:
     explanation: str = ""
     api: str = ""
     cli: str = ""
+    #: input files the ``cli`` lines name (name -> image array or JSON-able value), written beside index.html
+    files: dict[str, Any] = field(default_factory=dict, repr=False)
     status: str = "ok"
     error: str | None = None
     traceback: str | None = None
@@ -62,3 +66,33 @@ class Section:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+def write_cli_inputs(sections: Sequence[Section], out_dir: str | Path) -> list[Path]:
+    """Write the input files the sections' CLI lines name (``x.json``, ``template.png``...) into ``out_dir``,
+    so that each line runs as printed from there. Arrays become PNG (uint8, or floats in [0, 1]); other
+    values JSON. Returns the paths written.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> [p.name for p in write_cli_inputs([Section("q1", 1, "t", "q", files={"x.json": [[1, 2]]})], d)]
+        ['x.json']
+    """
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    out = Path(out_dir)
+    written: list[Path] = []
+    for sec in sections:
+        for name, value in sec.files.items():
+            path = out / name
+            if isinstance(value, np.ndarray):
+                a = value if value.dtype == np.uint8 else (np.clip(value, 0.0, 1.0) * 255).round().astype(np.uint8)
+                Image.fromarray(a).save(path)
+            else:
+                path.write_text(json.dumps(value) + "\n")
+            written.append(path)
+    return written

@@ -95,6 +95,7 @@ def multichannel_convolution(ctx: TourContext) -> Body:
             "[c.sum for c in t.channels], t.total   # ([9.0, 18.0, 18.0], 45.0)"
         ),
         cli="convlens conv --input x.json --kernel k.json --trace 1,1",
+        files={"x.json": x.tolist(), "k.json": w.tolist()},
     )
 
 
@@ -383,7 +384,8 @@ def max_pooling_worked_example(ctx: TourContext) -> Body:
             "it keeps the strongest response of each neighbourhood, wherever in the window it was."
         ),
         api="from convlens.arith import pool2d\npool2d(x, 'max', kernel=2, stride=2)",
-        cli="convlens pool --input x.json --kind max --kernel 2 --stride 2",
+        cli="convlens pool --input pool_x.json --kind max --kernel 2 --stride 2 --trace 0,0",
+        files={"pool_x.json": x.tolist()},
     )
 
 

@@ -59,6 +59,9 @@ class Body:
     explanation: str = ""
     api: str = ""
     cli: str = ""
+    #: the input files the ``cli`` lines name (file name -> image array or JSON-able value), written next to
+    #: the report so that every line runs as printed from the report folder
+    files: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,7 @@ def _as_section(spec: SectionSpec, body: Body) -> Section:
         explanation=body.explanation,
         api=body.api,
         cli=body.cli,
+        files=dict(body.files),
     )
 
 

@@ -176,4 +176,5 @@ def gradcam_family(ctx: TourContext) -> Body:
             "maps = cam(bundle.model, x, 'gradcam', 'auto')\ndeletion_curve(bundle.model, x, maps, steps=20).auc"
         ),
         cli="convlens cam chelsea.png coffee.png --method all --metrics --out cam/",
+        files={"chelsea.png": ctx.image("chelsea"), "coffee.png": ctx.image("coffee")},
     )

@@ -113,6 +113,7 @@ def augmentation_preview(ctx: TourContext) -> Body:
             "aug(image_chw_uint8, torch.Generator().manual_seed(0))"
         ),
         cli="convlens augment chelsea.png --n 16 --options rotation=30,shift=0.15,shear=15,zoom=0.2,flip=true,fill_mode=reflect --out grid.png",
+        files={"chelsea.png": ctx.image("chelsea")},
     )
 
 

@@ -88,7 +88,8 @@ def template_matching(ctx: TourContext) -> Body:
             "and the peak lands on the template."
         ),
         api="from convlens.match import find_template\nfind_template(image, template, 'raw').peak\nfind_template(image, template, 'zncc').peak",
-        cli="convlens match chelsea.png template.png --method zncc --out match/\nconvlens match chelsea.png template.png --method raw --out match/",
+        cli="convlens match search.png template.png --method zncc --out match/\nconvlens match search.png template.png --method raw --out match/",
+        files={"search.png": np.clip(search, 0.0, 1.0), "template.png": template},
     )
 
 
@@ -161,6 +162,11 @@ def pyramid_multiscale_search(ctx: TourContext) -> Body:
             "m = find_template_multiscale(image, template, 'zncc', levels=3)\nm.peak, m.scale"
         ),
         cli="convlens match chelsea_x2.png template.png --pyramid --out match/ --json\nconvlens pyramid chelsea.png --levels 4 --kind laplacian --out pyramid/",
+        files={
+            "chelsea_x2.png": np.clip(rescale(gray, 2.0), 0.0, 1.0),
+            "template.png": template,
+            "chelsea.png": ctx.image("chelsea"),
+        },
     )
 
 
@@ -219,6 +225,7 @@ def depth_vs_resolution(ctx: TourContext) -> Body:
         ),
         api="from convlens.inspect import depth_profile\np = depth_profile(bundle.model, bundle.preprocess([image]))\n[(s.name, s.spatial, s.channels, s.weights) for s in p.stages]",
         cli="convlens depth-profile chelsea.png --out depth/",
+        files={"chelsea.png": ctx.image("chelsea")},
     )
 
 
@@ -290,6 +297,7 @@ def early_vs_deep_layers(ctx: TourContext) -> Body:
         ),
         api="from convlens.inspect import depth_profile, get_activations\np = depth_profile(bundle.model, x)\np.kernels, p.maps['blocks.0'], p.maps['blocks.6']",
         cli="convlens depth-profile chelsea.png --out depth/\nconvlens activations chelsea.png --layers blocks.0,blocks.6 --out acts/",
+        files={"chelsea.png": ctx.image("chelsea")},
     )
 
 
@@ -413,4 +421,5 @@ def intermediate_activations(ctx: TourContext) -> Body:
         ),
         api="from convlens.inspect import get_activations, activation_stats\nacts = get_activations(bundle.model, x, 'stages')\nactivation_stats(acts, topk=8)",
         cli="convlens activations coffee.png --layers stages --max-channels 16 --out acts/",
+        files={"coffee.png": ctx.image("coffee")},
     )
