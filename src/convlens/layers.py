@@ -366,7 +366,7 @@ def _traced_layouts(model: nn.Module, input_shape: tuple[int, ...], stop_after: 
                 npt, (gh, gw) = timm_tokens
                 if shape[1] in (npt + gh * gw, gh * gw):
                     lay = Layout("NLC", (gh, gw), shape[1] - gh * gw, source="timm")
-            else:
+            if lay.fmt == "other":  # not timm's token grid (or not timm): the traced patch-embedding grid
                 a = ancestor_grid(c.output)
                 if a is not None:
                     (gh, gw), area = a[1], a[1][0] * a[1][1]
