@@ -175,6 +175,23 @@ def test_quick_tour_numbers_match_oracles(run):
     assert q2["output"] == [4, 4]
 
 
+def test_quick_tour_real_model_parts(run, lite0, chelsea):
+    """q1/q10/q19's real-model parts: the traced conv_stem sum is the pretrained model's own value (read
+    here through get_activations), every stage's effective field lies inside its box, top patches exist."""
+    from convlens.inspect import get_activations
+
+    secs = {s["id"]: s for s in run.summary["sections"]}
+    q1 = secs["q1"]["results"]
+    sums = q1["EfficientNet-Lite0 conv_stem (7, 60, 60): channel sums"]
+    total, value = (float(v) for v in q1["conv_stem: traced total / model's value"].split(" / "))
+    want = float(get_activations(lite0.model, lite0.preprocess([chelsea]), "conv_stem")["conv_stem"][0, 7, 60, 60])
+    assert len(sums) == 3 and sum(sums) == pytest.approx(total, abs=1e-3) and value == pytest.approx(want, abs=1e-4)
+    assert total == pytest.approx(want, abs=1e-4)
+    q10 = next(t for t in secs["q10"]["tables"] if "effective field" in t["caption"])
+    assert len(q10["rows"]) >= 3 and all(r[4] == pytest.approx(1.0) and r[5] <= r[6] for r in q10["rows"])
+    assert "top patches" in secs["q19"]["results"]
+
+
 @pytest.mark.slow
 def test_quick_tour_cli_lines_are_real_commands(run):
     """Every 'CLI' line the report shows names an existing command and only its real options."""

@@ -8,6 +8,7 @@ returns a :class:`~convlens.tour.core.Body`; :mod:`convlens.tour.course` lists t
 from __future__ import annotations
 
 from convlens.report.page import Table, TourFigure  # noqa: F401
+from convlens.tour import units
 from convlens.tour.core import Body, TourContext
 
 __all__ = [
@@ -55,7 +56,7 @@ def multichannel_convolution(ctx: TourContext) -> Body:
     wr = np.stack([k, -k, np.zeros((3, 3))])[None]  # (1, 3, 3, 3)
     tr = trace(xr, wr, 19, 19)
     real = conv2d(xr, wr)
-    return Body(
+    body = Body(
         results={
             "input": "3 x 5 x 5 (channels x H x W)",
             "filter": "1 x 3 x 3 x 3",
@@ -97,6 +98,7 @@ def multichannel_convolution(ctx: TourContext) -> Body:
         cli="convlens conv --input x.json --kernel k.json --trace 1,1",
         files={"x.json": x.tolist(), "k.json": w.tolist()},
     )
+    return units.extend(body, units.unit_in_real_model(ctx))
 
 
 def zero_padding(ctx: TourContext) -> Body:

@@ -8,6 +8,7 @@ returns a :class:`~convlens.tour.core.Body`; :mod:`convlens.tour.course` lists t
 from __future__ import annotations
 
 from convlens.report.page import Table, TourFigure  # noqa: F401
+from convlens.tour import units
 from convlens.tour.core import Body, TourContext
 
 __all__ = [
@@ -264,7 +265,7 @@ def early_vs_deep_layers(ctx: TourContext) -> Body:
         ]
         for s in p.stages
     ]
-    return Body(
+    body = Body(
         results={
             "first conv": p.first_conv,
             "first-layer kernels": list(p.kernels.shape) if p.kernels is not None else None,
@@ -299,6 +300,7 @@ def early_vs_deep_layers(ctx: TourContext) -> Body:
         cli="convlens depth-profile chelsea.png --out depth/\nconvlens activations chelsea.png --layers blocks.0,blocks.6 --out acts/",
         files={"chelsea.png": ctx.image("chelsea")},
     )
+    return units.extend(body, units.fields_per_stage(ctx))
 
 
 def pooling_experiment(ctx: TourContext) -> Body:
@@ -399,7 +401,7 @@ def intermediate_activations(ctx: TourContext) -> Body:
         ]
         for s in stats
     ]
-    return Body(
+    body = Body(
         results={
             "image": "skimage coffee",
             "prediction": f"{top[0].label} ({top[0].prob:.1%})",
@@ -423,3 +425,4 @@ def intermediate_activations(ctx: TourContext) -> Body:
         cli="convlens activations coffee.png --layers stages --max-channels 16 --out acts/",
         files={"coffee.png": ctx.image("coffee")},
     )
+    return units.extend(body, units.top_patches_of_photos(ctx))
