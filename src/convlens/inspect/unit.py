@@ -984,6 +984,11 @@ def trace_unit(
             f"trace_unit cannot expand {e} that ends layer '{name}' ({mtype}); it expands convolutions, linear layers, "
             "batch norm, activations, pooling, adds and concatenations: pick one of those layers."
         ) from None
+    except (IndexError, KeyError, TypeError, ValueError) as e:  # arguments in a form no handler expected
+        raise LayerError(
+            f"trace_unit could not read the arguments of the op '{ops[src].name}' that ends layer '{name}' "
+            f"({mtype}): {type(e).__name__}: {e}"
+        ) from e
     inner = None
     for st, idx, p in reversed(chain[1:]):
         op_out = ops[idx].out
