@@ -73,26 +73,32 @@ def _hand() -> nn.Module:
     return net.eval()
 
 
-def _positions(shape: tuple[int, ...], rng: random.Random) -> list[tuple[int, ...]]:
+def _positions(shape: tuple[int, ...], rng: random.Random, n_corners: int = 3) -> list[tuple[int, ...]]:
     if len(shape) == 2:
         return [(rng.randrange(shape[1]),), (shape[1] - 1,)]
     c, h, w = shape[1:]
-    corners = [(0, 0), (h - 1, w - 1), (0, w - 1)]
+    corners = [(0, 0), (h - 1, w - 1), (0, w - 1)][:n_corners]
     return [(rng.randrange(c), i, j) for i, j in corners] + [(rng.randrange(c), rng.randrange(h), rng.randrange(w))]
 
 
-def _check_all(model: nn.Module, x: torch.Tensor) -> int:
+def _check_all(model: nn.Module, x: torch.Tensor, *, oracle: bool = True) -> int:
+    """Every traced layer type at border and random positions: traced total == the model's own value
+    (with ``oracle``, that value is also read independently through get_activations)."""
     rng = random.Random(0)
     n = 0
     for name, m in model.named_modules():
         if not isinstance(m, TRACED):
             continue
-        acts = get_activations(model, x, f"{name}#0")[f"{name}#0"]
-        for at in _positions(tuple(acts.shape), rng):
+        if oracle:
+            acts = get_activations(model, x, f"{name}#0")[f"{name}#0"]
+            shape = tuple(acts.shape)
+        else:
+            shape = trace_unit(model, x, name, (0, 0, 0), call=0).output_shape
+        for at in _positions(shape, rng, 3 if oracle else 2):
             t = trace_unit(model, x, name, at, call=0)
             assert t.abs_error < 1e-4, (name, at, t.value, t.total)
-            # the model's own value, read independently through get_activations
-            assert t.value == pytest.approx(float(acts[(0, *at)]), abs=1e-6), (name, at)
+            if oracle:
+                assert t.value == pytest.approx(float(acts[(0, *at)]), abs=1e-6), (name, at)
             n += 1
     return n
 
@@ -111,7 +117,7 @@ def test_every_layer_of_real_models(name: str, chelsea: np.ndarray) -> None:
 
     b = load_model(name)
     x = b.preprocess([chelsea])
-    assert _check_all(b.model, x) > 100
+    assert _check_all(b.model, x, oracle=False) > 100
 
 
 def test_conv_terms_equal_per_channel_torch_convs() -> None:
