@@ -1,6 +1,6 @@
 """``convlens serve`` end to end: the real command as a subprocess on a free port, driven in Debian's
 headless Chromium (Playwright, no browser download). Every request that is not for 127.0.0.1 is
-blocked and recorded; console errors fail the test. Saves ``docs/serve-screenshot.png``.
+blocked and recorded; console errors fail the test. Takes the page screenshot (copied to ``docs/serve-screenshot.png`` with ``CONVLENS_UPDATE_DOCS=1``).
 
 Also checks the process itself: the URL is printed once the server answers, and SIGINT (Ctrl-C)
 stops it cleanly (exit 0, temp folder removed).
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SHOT = ROOT / "docs" / "serve-screenshot.png"
+DOCS_SHOT = ROOT / "docs" / "serve-screenshot.png"
 
 
 class Served:
@@ -118,7 +119,7 @@ def test_serve_warns_when_not_on_loopback_and_refuses_a_busy_port():
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make test installs it with apt-get)")
-def test_explorer_in_chromium():
+def test_explorer_in_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
 
     s = Served()
@@ -253,9 +254,10 @@ def test_explorer_in_chromium():
                     assert abs(total - shown) < 1e-4, (total, shown)
                 page.wait_for_timeout(1500)
 
-                # 7. the screenshot for the README
-                SHOT.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(SHOT), full_page=True)
+                # 7. the screenshot for the README: taken on every run, copied over docs/ only when asked
+                # (CONVLENS_UPDATE_DOCS=1), so a test run never dirties the checkout
+                shot = tmp_path / "serve-screenshot.png"
+                page.screenshot(path=str(shot), full_page=True)
             finally:
                 browser.close()
     finally:
@@ -264,4 +266,6 @@ def test_explorer_in_chromium():
     assert problems == [], problems
     assert outside == [], outside
     assert rc == 0, err
-    assert SHOT.stat().st_size > 50_000
+    assert shot.stat().st_size > 50_000
+    if os.environ.get("CONVLENS_UPDATE_DOCS") == "1":
+        shutil.copyfile(shot, DOCS_SHOT)
