@@ -471,3 +471,27 @@ def test_the_explorer_serves_a_keras_model(saved):
         assert unit.status_code == 200, unit.text
     finally:
         ex.close()
+
+
+def test_depth_profile_weights_and_first_conv_kernels(saved, bundles, tmp_path, capsys):
+    from convlens.featvis import first_layer_kernels
+    from convlens.inspect.depth import depth_profile
+
+    _, m = saved["chollet"]
+    b = bundles["chollet"]
+    x = b.preprocess(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    p = depth_profile(b.model, x)
+    # every weight is in exactly one stage or the head: conv1 + bn1 in the first stage, conv2 in the second
+    assert sum(s.weights for s in p.stages) + p.head_weights == m.count_params()
+    by_stage = {s.name: s.weights for s in p.stages}
+    assert by_stage["rescaling"] == 0  # the 32x32 stage: the input, rescaled
+    assert by_stage["bn1"] == m.get_layer("conv1").count_params() + m.get_layer("bn1").count_params()  # 30x30
+    assert p.first_conv == "conv1"
+    kernel = torch.as_tensor(m.get_layer("conv1").get_weights()[0]).permute(3, 2, 0, 1)  # (8, 3, 3, 3)
+    assert torch.allclose(p.kernels, kernel)
+    tiles = first_layer_kernels(b.model)
+    scale = kernel.abs().flatten(1).max(1).values.view(-1, 1, 1, 1)
+    assert torch.allclose(tiles, (0.5 + kernel / (2 * scale)).clamp(0, 1), atol=1e-6)
+    out = tmp_path / "k.png"
+    assert main(["filters", "--model", str(saved["chollet"][0]), "--kernels", "--layer", "auto", "--out", str(out)]) == 0
+    assert out.is_file() and "8 kernels of conv1" in capsys.readouterr().out

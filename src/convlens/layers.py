@@ -56,6 +56,8 @@ __all__ = [
     "layer_layouts",
     "as_nchw",
     "first_conv",
+    "conv_weight",
+    "CONV_WEIGHT_ATTR",
     "DEFAULT_LAYER_ATTR",
     "LAYOUT_ATTR",
     "MAX_PREFIX_TOKENS",
@@ -563,6 +565,26 @@ def _is_spatial(s: LayerShape) -> bool:
     return len(s.shape) == 4 and s.shape[2] >= 2 and s.shape[3] >= 2 and s.type not in _POOL_TYPES
 
 
+#: a module that is no torch ``Conv2d`` (a Keras ``Conv2D``) may expose its kernel in torch's layout: a
+#: callable returning ``(C_out, C_in / groups, kH, kW)``
+CONV_WEIGHT_ATTR = "convlens_conv_weight"
+
+
+def conv_weight(module: nn.Module) -> torch.Tensor | None:
+    """The ``(C_out, C_in / groups, kH, kW)`` kernel of a 2-D convolution: an ``nn.Conv2d``'s weight, or the
+    kernel a module declares (:data:`CONV_WEIGHT_ATTR`); None for any other module.
+
+    Example:
+        >>> tuple(conv_weight(torch.nn.Conv2d(3, 8, 5)).shape), conv_weight(torch.nn.ReLU())
+        ((8, 3, 5, 5), None)
+    """
+    if isinstance(module, nn.Conv2d):
+        return module.weight
+    declared = getattr(module, CONV_WEIGHT_ATTR, None)
+    w = declared() if callable(declared) else None
+    return w if isinstance(w, torch.Tensor) and w.ndim == 4 else None
+
+
 def first_conv(model: nn.Module, input_shape: Sequence[int] | None = None) -> LayerRef:
     """The convolution that reads the image: the first ``nn.Conv2d`` called in a forward pass whose input
     channels are the image's (3 for RGB, 1 for a grayscale model) and that is not grouped.
@@ -584,12 +606,15 @@ def first_conv(model: nn.Module, input_shape: Sequence[int] | None = None) -> La
     modules = dict(model.named_modules())
 
     def reads_image(m: nn.Module, c: int | None) -> bool:
-        return isinstance(m, nn.Conv2d) and m.groups == 1 and (m.in_channels == c if c else m.in_channels in (1, 3))
+        w = conv_weight(m)
+        return w is not None and getattr(m, "groups", 1) == 1 and (w.shape[1] == c if c else w.shape[1] in (1, 3))
 
     in_order = [n for n, m in modules.items() if n and reads_image(m, None)]
     if not in_order:
         raise LayerError("the model has no Conv2d with 3 (or 1) input channels; name the layer whose kernels to show.")
-    shape = tuple(input_shape) if input_shape is not None else (modules[in_order[0]].in_channels, 224, 224)  # type: ignore[union-attr]
+    first_w = conv_weight(modules[in_order[0]])
+    assert first_w is not None
+    shape = tuple(input_shape) if input_shape is not None else (int(first_w.shape[1]), 224, 224)
     try:
         called = [c.name for c in _probe(model, shape)]
     except ConvlensError:

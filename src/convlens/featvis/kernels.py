@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from convlens.errors import LayerError
-from convlens.layers import first_conv, resolve
+from convlens.layers import conv_weight, first_conv, resolve
 
 __all__ = ["first_layer_kernels"]
 
@@ -40,16 +40,19 @@ def first_layer_kernels(model: nn.Module, layer: str | None = None, *, shared: b
     else:
         ref = resolve(model, layer)[0]
         name, conv = ref.name, ref.module  # type: ignore[assignment]
-        if not isinstance(conv, nn.Conv2d) or conv.in_channels not in (1, 3) or conv.groups != 1:
+        kernel = conv_weight(conv)
+        if kernel is None or kernel.shape[1] not in (1, 3) or getattr(conv, "groups", 1) != 1:
             got = (
-                f"a Conv2d with {conv.in_channels} input channels"
-                if isinstance(conv, nn.Conv2d)
+                f"a {type(conv).__name__} with {kernel.shape[1] * getattr(conv, 'groups', 1)} input channels"
+                if kernel is not None
                 else f"a {type(conv).__name__}"
             )
             raise LayerError(
                 f"layer '{name}' is {got}; only kernels of a conv on the image (3 input channels, or 1 for grayscale) are images."
             )
-    w = conv.weight.detach().float()  # (C_out, 3 or 1, kh, kw)
+    kernel = conv_weight(conv)
+    assert kernel is not None
+    w = kernel.detach().float()  # (C_out, 3 or 1, kh, kw)
     if shared:
         scale = w.abs().max().clamp_min(1e-12)
     else:

@@ -33,7 +33,7 @@ from torch import nn
 from convlens.errors import InputError, LayerError
 from convlens.graph import trace
 from convlens.inspect.activations import get_activations
-from convlens.layers import first_conv, layer_layouts
+from convlens.layers import conv_weight, first_conv, layer_layouts
 
 __all__ = ["StageProfile", "DepthProfile", "depth_profile", "spatial_frequency"]
 
@@ -105,6 +105,9 @@ def spatial_frequency(maps: torch.Tensor) -> tuple[float, float] | tuple[None, N
     return float((power * r).sum()) / total, float(power[r > 0.25].sum()) / total
 
 
+_PARAM_CONTAINERS = (nn.ParameterDict, nn.ParameterList)
+
+
 def depth_profile(
     model: nn.Module,
     x: torch.Tensor,
@@ -141,15 +144,19 @@ def depth_profile(
         owner[c.name] = next((n for b, n in bounds if c.output <= b), None)
     weights: dict[str | None, int] = {}
     seen: set[int] = set()
-    for mname, stage in owner.items():
-        for p in modules[mname].parameters(recurse=False):
-            if id(p) not in seen:
-                seen.add(id(p))
-                weights[stage] = weights.get(stage, 0) + p.numel()
-    for p in model.parameters(recurse=False):  # parameters held by the root (cls tokens, ...) are used first
-        if id(p) not in seen and bounds:
-            seen.add(id(p))
-            weights[bounds[0][1]] = weights.get(bounds[0][1], 0) + p.numel()
+    # a parameter belongs to the module holding it, or, when that is a ParameterDict/List container (a Keras
+    # layer keeps its weights in one), to the module holding the container; parameters of the root (cls
+    # tokens, ...) are used first; those of modules that never run are not counted
+    for pname, p in model.named_parameters():
+        parts = pname.split(".")[:-1]
+        while parts and ".".join(parts) not in owner and isinstance(modules[".".join(parts)], _PARAM_CONTAINERS):
+            parts = parts[:-1]
+        mname = ".".join(parts)
+        if id(p) in seen or (parts and mname not in owner) or (not parts and not bounds):
+            continue
+        seen.add(id(p))
+        stage = owner[mname] if parts else bounds[0][1]
+        weights[stage] = weights.get(stage, 0) + p.numel()
     stages = []
     maps: dict[str, torch.Tensor] = {}
     prev = 0
@@ -188,7 +195,8 @@ def depth_profile(
         )
     try:
         ref = first_conv(model, tuple(x.shape[1:]))
-        fc: tuple[str, torch.Tensor] | None = (ref.name, ref.module.weight.detach())  # type: ignore[union-attr]
+        kernel = conv_weight(ref.module)
+        fc: tuple[str, torch.Tensor] | None = (ref.name, kernel.detach()) if kernel is not None else None
     except LayerError:
         fc = None
     c_in, h, w = x.shape[1:]

@@ -264,6 +264,9 @@ def _declare_layouts(net: KerasModule, input_shape: tuple[int, int, int], device
             isinstance(layer, keras.layers.ReLU) and layer.max_value is None and not layer.negative_slope
         ):
             layer.convlens_relu_output = True  # guided backpropagation's ReLU rule applies to its output
+        if isinstance(layer, keras.layers.Conv2D) and getattr(layer, "kernel", None) is not None:
+            # Keras's (kh, kw, C_in/groups, C_out) kernel in torch's (C_out, C_in/groups, kh, kw) layout
+            layer.convlens_conv_weight = lambda layer=layer: layer.kernel.value.permute(3, 2, 0, 1)
         if ndim == 4:
             modules[name].convlens_layout = fmt  # read by convlens.layers' one layout conversion
             _declare_bias(modules[name], keras)
