@@ -61,6 +61,9 @@ def _commands(d, out):
             str(out / "f.png"),
         ],
         "filters --kernels": ["filters", *model, "--kernels", "--layer", "auto", "--out", str(out / "k.png")],
+        "unit": ["unit", img, *model, "--layer", "2", "--at", "1,3,4"],
+        "graph": ["graph", *model],
+        "top-patches": ["top-patches", img, *model, "--layer", "2", "--channels", "0-1"],
     }
 
 
@@ -70,7 +73,19 @@ def _pretrained_flags(data) -> list[bool]:
 
 
 @pytest.mark.parametrize(
-    "command", ["predict", "cam", "summary", "activations", "depth-profile", "filters", "filters --kernels"]
+    "command",
+    [
+        "predict",
+        "cam",
+        "summary",
+        "activations",
+        "depth-profile",
+        "filters",
+        "filters --kernels",
+        "unit",
+        "graph",
+        "top-patches",
+    ],
 )
 def test_every_model_command_states_pretrained_and_warns_once(files, tmp_path, capsys, command):
     args = _commands(files, tmp_path)[command]

@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
         x = bundle.preprocess([img]).to(bundle.device)
         t = trace_unit(bundle.model, x, layer, pos, field=True)
         data = t.to_dict()
+        data["pretrained"] = bundle.pretrained
         if out is not None:
             from convlens.plot.unit import field_figure, trace_figure
 
@@ -187,7 +188,7 @@ def register_graph(app: typer.Typer) -> None:
             except OSError as e:
                 raise InputError(f"cannot write '{out}' ({e.strerror or e}).") from None
         if json_out:
-            print_json(g.to_dict())
+            print_json({**g.to_dict(), "pretrained": bundle.pretrained})
             return
         con = console()
         con.print(
@@ -248,7 +249,7 @@ def register_top_patches(app: typer.Typer) -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             top_patches_figure(res).savefig(out)
         if json_out:
-            print_json(res.to_json())
+            print_json([{**rec, "pretrained": bundle.pretrained} for rec in res.to_json()])
             return
         con = console()
         con.print(f"{res.layer}: top {res.k} of {res.images} images for {len(res.channels)} channels")
