@@ -234,8 +234,9 @@ def class_index(name: str, labels: Sequence[str] | None, *, what: str = "target"
     key = name.strip().lower()
     if key in low:
         return low.index(key)
-    close = difflib.get_close_matches(key, low, n=3, cutoff=0.6)
-    close += [lbl for lbl in low if key in lbl and lbl not in close][: max(0, 3 - len(close))]
+    # names containing the word first ('cat' -> 'tiger cat', 'Egyptian cat'), then spelling neighbours
+    words = [lbl for lbl in low if key in re.split(r"[\s,'-]+", lbl)]
+    close = (words + [c for c in difflib.get_close_matches(key, low, n=3, cutoff=0.6) if c not in words])[:3]
     hint = f"; did you mean {', '.join(repr(labels[low.index(c)]) for c in close)}?" if close else "."
     raise InputError(f"{what} must be top1, topK, a class index or a class name of this model; '{name}' is none{hint}")
 
