@@ -138,3 +138,11 @@ def test_constant_model_gives_zero_attribution():
         net[1].weight.zero_()
     a = attribute(net, torch.randn(2, 3, 4, 4), "saliency", [0, 1])
     assert torch.isfinite(a).all() and float(a.abs().max()) == 0.0
+
+
+def test_occlusion_defaults_are_an_eighth_of_each_side_with_half_window_strides():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    x = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    auto = attribute(net, x, "occlusion", [0, 3])
+    ref = captum.Occlusion(net).attribute(x, sliding_window_shapes=(3, 4, 6), strides=(3, 2, 3), target=[0, 3])
+    _close(auto, ref)

@@ -177,10 +177,14 @@ def _integrated_gradients(
 def _occlusion(
     ctx: _Ctx,
     x: torch.Tensor,
-    sliding_window_shapes: Sequence[int] = (3, 8, 8),
-    strides: int | Sequence[int] = 1,
+    sliding_window_shapes: Sequence[int] | None = None,
+    strides: int | Sequence[int] | None = None,
     baselines: Any = None,
 ) -> torch.Tensor:
+    if sliding_window_shapes is None:  # all channels, 1/8 of each side (28 px at 224)
+        sliding_window_shapes = (x.shape[1], *(max(1, d // 8) for d in x.shape[2:]))
+    if strides is None:  # half a window: each pixel is covered by about 4 windows
+        strides = (x.shape[1], *(max(1, int(s) // 2) for s in tuple(sliding_window_shapes)[1:]))
     shape = tuple(int(s) for s in sliding_window_shapes)
     if len(shape) != x.ndim - 1 or any(s < 1 for s in shape) or any(s > d for s, d in zip(shape, x.shape[1:])):
         raise InputError(
@@ -369,7 +373,8 @@ def attribute(
     ``abs`` (saliency, default True); ``baselines``, ``n_steps`` (50), ``method`` ('gausslegendre'),
     ``return_convergence_delta`` (integrated gradients: returns ``(attr, delta)`` with
     ``delta = sum(attr) - (y(x) - y(baseline))``); ``sliding_window_shapes``, ``strides``,
-    ``baselines`` (occlusion); ``base``, ``nt_samples`` (5), ``stdevs`` (1.0), ``nt_type``, ``seed``
+    ``baselines`` (occlusion; Captum has no defaults, convlens uses all channels x 1/8 of each side,
+    stride half a window: 225 windows at 224 px); ``base``, ``nt_samples`` (5), ``stdevs`` (1.0), ``nt_type``, ``seed``
     and the base method's keywords (smoothgrad); ``n_masks``, ``mask_size``, ``p``, ``seed`` (rise).
     ``create_graph=True`` keeps the graph of the gradient methods (parameters keep their flags).
 
