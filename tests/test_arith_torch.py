@@ -300,7 +300,9 @@ def test_pool_trace_window_and_winner_match_torch(c, h, w, kp, s, d, ceil_mode, 
     t = pool_trace(x[0], kind, k, i, j, channel=ch, stride=s, padding=p, dilation=d, ceil_mode=ceil_mode,
                    count_include_pad=include)  # fmt: skip
     assert t.value == pytest.approx(float(want[0, ch, i, j]), abs=1e-12)
-    if kind == "max":
+    if kind == "max" and t.padded.all():  # a dilated window reading padding only: -inf, nothing wins
+        assert t.argmax is None and t.value == float("-inf")
+    elif kind == "max":
         a, b = t.argmax
         flat = int(idx[0, ch, i, j])  # torch: flat index into the (H, W) input of the winning cell
         assert (t.input_rows[a], t.input_cols[b]) == divmod(flat, w) and not t.padded[a, b]

@@ -118,7 +118,7 @@ class PoolTrace:
     counts it as 0). Max: ``value = window[argmax]``, ``argmax = [i, j]`` within the window (the
     first maximum in row-major order, as PyTorch's ``return_indices``). Average: ``value = sum /
     divisor`` (``divisor`` = window size, or real cells only without ``count_include_pad``);
-    ``argmax`` is ``None``.
+    ``argmax`` is ``None`` (and for a dilated max window that reads padding only, whose value is -inf).
     """
 
     kind: str
@@ -203,6 +203,10 @@ def pool_trace(
     window = [[None if padded[i, j] else float(vals[i, j]) for j in range(kw)] for i in range(kh)]
     value = float(out[channel, row, col])
     if kind == "max":
+        if bool(padded.all()):  # a dilated window that reads padding only: -inf, and no cell wins
+            return PoolTrace(
+                kind, channel, row, col, tuple(rows.tolist()), tuple(cols.tolist()), window, padded, value, None
+            )
         masked = np.where(padded, -np.inf, vals)
         i, j = divmod(int(np.argmax(masked)), kw)
         return PoolTrace(

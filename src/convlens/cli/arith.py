@@ -201,10 +201,12 @@ def _print_pool_trace(con, t) -> None:
         f"[bold]trace of {t.kind} pool output[{t.channel}][{t.row}][{t.col}][/bold]: window reads input rows "
         f"{list(t.input_rows)}, cols {list(t.input_cols)} (* = padding cell)"
     )
-    pad_value = -np.inf if t.argmax is not None else 0.0  # max pooling pads with -inf, avg with 0
+    pad_value = -np.inf if t.kind == "max" else 0.0  # max pooling pads with -inf, avg with 0
     vals = np.array([[pad_value if v is None else v for v in row] for row in t.window])
     con.print(_matrix(vals, t.padded))
-    if t.argmax is not None:
+    if t.kind == "max" and t.argmax is None:
+        con.print("the window reads padding only: its max is -inf (no input cell)")
+    elif t.argmax is not None:
         i, j = t.argmax
         con.print(
             f"max = {_fmt(t.value)} at window [{i}, {j}] = input ({t.input_rows[i]}, {t.input_cols[j]}); "
