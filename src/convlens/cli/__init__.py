@@ -81,12 +81,27 @@ _register_all()
 _GLOBAL_OPTIONS = ("--threads", "--max-pixels")  # options of the app that may also be written after the command name
 
 
-def _hoist_global_options(args: list[str]) -> list[str]:
-    """Move ``--threads N`` / ``--threads=N`` written after the command name to before it, where click
-    reads the app's own options (so ``convlens cam x.png --threads 2`` works like ``convlens --threads 2 cam``)."""
-    command = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+def _command_index(args: list[str]) -> int | None:
+    """Index of the command name: the first token that is neither an option nor a global option's value."""
+    i = 0
+    while i < len(args):
+        if args[i] in _GLOBAL_OPTIONS:
+            i += 2
+            continue
+        if not args[i].startswith("-"):
+            return i
+        i += 1
+    return None
+
+
+def _hoist_global_options(args: list[str], own: frozenset[str] = frozenset()) -> list[str]:
+    """Move ``--threads N`` / ``--threads=N`` (and ``--max-pixels``) written after the command name to before
+    it, where click reads the app's own options (so ``convlens cam x.png --threads 2`` works like
+    ``convlens --threads 2 cam``). Options the command itself defines (``own``) stay where they are."""
+    command = _command_index(args)
     if command is None:
         return args
+    hoist = tuple(o for o in _GLOBAL_OPTIONS if o not in own)
     if "--" in args:
         stop = args.index("--")
         head, tail = args[:stop], args[stop:]
@@ -97,11 +112,11 @@ def _hoist_global_options(args: list[str]) -> list[str]:
     i = command + 1
     while i < len(head):
         a = head[i]
-        if a in _GLOBAL_OPTIONS and i + 1 < len(head):
+        if a in hoist and i + 1 < len(head):
             moved += [a, head[i + 1]]
             i += 2
             continue
-        if a.split("=")[0] in _GLOBAL_OPTIONS and "=" in a:
+        if a.split("=")[0] in hoist and "=" in a:
             moved.append(a)
         else:
             rest.append(a)
@@ -161,7 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     command = typer.main.get_command(app)
-    args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    k = _command_index(args)
+    sub = command.commands.get(args[k]) if k is not None and hasattr(command, "commands") else None
+    own = frozenset(o for p in getattr(sub, "params", []) for o in getattr(p, "opts", ()))
+    args = _hoist_global_options(args, own)
     try:
         result = command.main(args=args, prog_name="convlens", standalone_mode=False)
     except ConvlensError as e:
