@@ -70,6 +70,7 @@ class CamRecord:
     metrics: dict[str, Any] | None = field(default=None)
     sanity: dict[str, Any] | None = field(default=None)
     figure_file: str | None = None  # the overlay labelled for a lecture: class, score, method, layer, colorbar
+    pretrained: bool = True  # False: the model's weights are random, so the map means nothing (issue 16.1)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record (``metrics``/``sanity`` only when computed; non-finite floats -> ``None``)."""
@@ -507,6 +508,7 @@ def _explain_batch(
                     map_file=str(map_file),
                     overlay_file=str(png_file),
                     figure_file=None if fig_file is None else str(fig_file),
+                    pretrained=bundle.pretrained,
                     metrics={k: v[i] for k, v in met.items()} if metrics else None,
                     sanity=None
                     if san is None
