@@ -2,8 +2,10 @@
 pytorch-grad-cam loop vs the decode + forward limit.
 
 500 JPEGs of the bundled images' sizes (crops and flips of skimage's chelsea, coffee, astronaut, rocket),
-the embedded EfficientNet-Lite0 at 224 px, Grad-CAM for each image's top-1, batches of 32. In ONE process
-and ONE run each (the order rotates with ``--order``):
+the embedded EfficientNet-Lite0 at 224 px, Grad-CAM for each image's top-1, batches of 32. In ONE process,
+each contender processes every image once; the images are split into ``--rounds`` folders and the three
+contenders take turns folder by folder (rotating order), so a machine whose load changes during the run
+slows all of them alike:
 
 * ``limit``: the same DataLoader (decode + preprocess in workers) and one no-grad forward per batch,
   no outputs -- the speed a CAM pipeline cannot beat;
@@ -34,13 +36,18 @@ import numpy as np
 import torch
 
 
-def make_images(folder: Path, n: int) -> list[Path]:
+def _fresh(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
     """``n`` JPEGs: random crops (60-100 % of each side) and flips of four skimage photos, quality 90."""
     import skimage.data
     from PIL import Image
 
     srcs = [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.astronaut(), skimage.data.rocket()]
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     paths = []
     for i in range(n):
         img = srcs[i % len(srcs)]
@@ -102,6 +109,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "cam_folder.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -111,14 +119,28 @@ def main() -> None:
     bundle = load_model("efficientnet_lite0")
     tmp = Path(tempfile.mkdtemp(prefix="bench_cam_folder_"))
     try:
-        folder = tmp / "images"
-        folder.mkdir()
-        paths = make_images(folder, args.images)
-        secs = {}
-        secs["limit"] = run_limit(bundle, paths, args.batch, args.workers)
-        (tmp / "pgc").mkdir()
-        secs["pytorch_grad_cam_loop"] = run_pgc_loop(bundle, paths, args.batch, tmp / "pgc")
-        secs["convlens"] = run_convlens(bundle, folder, args.batch, args.workers, tmp / "convlens")
+        per = -(-args.images // args.rounds)
+        rounds = []
+        for k in range(args.rounds):
+            sub = tmp / "images" / f"round{k}"
+            sub.mkdir(parents=True)
+            n = min(per, args.images - k * per)
+            if n > 0:
+                rounds.append((sub, make_images(sub, n, seed=k)))
+        secs = {"limit": 0.0, "pytorch_grad_cam_loop": 0.0, "convlens": 0.0}
+        for k, (sub, paths) in enumerate(rounds):
+            runs = {
+                "limit": lambda paths=paths: run_limit(bundle, paths, args.batch, args.workers),
+                "pytorch_grad_cam_loop": lambda k=k, paths=paths: run_pgc_loop(
+                    bundle, paths, args.batch, _fresh(tmp / f"pgc{k}")
+                ),
+                "convlens": lambda k=k, sub=sub: run_convlens(
+                    bundle, sub, args.batch, args.workers, tmp / f"convlens{k}"
+                ),
+            }
+            names = list(runs)
+            for name in names[k % 3 :] + names[: k % 3]:
+                secs[name] += runs[name]()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ips = {k: args.images / v for k, v in secs.items()}
@@ -130,6 +152,7 @@ def main() -> None:
         "batch": args.batch,
         "workers": args.workers,
         "runs": 1,
+        "rounds": args.rounds,
         "seconds": {k: round(v, 3) for k, v in secs.items()},
         "images_per_second": {k: round(v, 2) for k, v in ips.items()},
         "ratio_convlens_vs_pytorch_grad_cam_loop": round(ips["convlens"] / ips["pytorch_grad_cam_loop"], 3),

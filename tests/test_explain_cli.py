@@ -113,7 +113,9 @@ def test_cam_only_unreadable_files_exit_2(tmp_path, capsys):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     assert main(["cam", str(tmp_path / "bad.png"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: none of the 1 image file(s) could be read") and "bad.png" in err
+    assert err.startswith("error: ") and "bad.png" in err and err.count("\n") == 1  # named: an error
+    assert main(["cam", str(tmp_path), "--out", str(tmp_path / "o2")]) == 2  # in a folder: all skipped
+    assert "none of the 1 image file(s) could be read" in capsys.readouterr().err
 
 
 _DICT_MODEL = """

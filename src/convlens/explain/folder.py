@@ -98,7 +98,8 @@ class CamFolderResult:
     Attributes:
         records: this process's records, image order then method order (resumed images included,
             read back from their record files).
-        skipped: one sentence per unreadable file (skipped, never the end of the run).
+        skipped: one sentence per unreadable file found inside a folder (skipped, never the end of the
+            run; an unreadable file named explicitly is an error, :func:`convlens.io.iter_image_batches`' policy).
         warnings: distinct warnings raised while explaining (constant maps, layer reuse ...).
         out: the output folder; ``index``: ``OUT/index.jsonl`` (written by rank 0).
         images: image files this process was given; ``resumed``: of those, already done before.
@@ -263,16 +264,16 @@ def cam_files(
             folder-scale runs write the maps and overlays only (``figure_file`` is then ``null``).
     """
     from convlens.explain.targets import batch_targets, parse_target
-    from convlens.io import list_images
+    from convlens.io import find_images
 
     t0 = time.perf_counter()
     if not methods:
         raise InputError("give at least one method.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}.")
-    files = [f for p in paths for f in list_images(p)]
-    if not files:
-        raise InputError("no image files found in the given paths.")
+    found = find_images(list(paths))  # the one policy of convlens.io: a named file's error is an error
+    files = [f for f, _ in found]
+    explicit = {i for i, (_, e) in enumerate(found) if e}
     rank, world = _dist_info()
     joined = False
     if world > 1:
@@ -320,6 +321,9 @@ def cam_files(
         warnings.simplefilter("always", RuntimeWarning)
         for items in loader:
             good = [(todo[j], seen, x) for j, seen, x in items if seen is not None]
+            for j, seen, err in items:
+                if seen is None and todo[j] in explicit:
+                    raise InputError(err)  # named explicitly: an error (inside a folder: skipped, reported)
             skipped.extend(err for _, seen, err in items if seen is None)
             if good:
                 idx = [g[0] for g in good]
