@@ -493,5 +493,25 @@ def test_depth_profile_weights_and_first_conv_kernels(saved, bundles, tmp_path, 
     scale = kernel.abs().flatten(1).max(1).values.view(-1, 1, 1, 1)
     assert torch.allclose(tiles, (0.5 + kernel / (2 * scale)).clamp(0, 1), atol=1e-6)
     out = tmp_path / "k.png"
-    assert main(["filters", "--model", str(saved["chollet"][0]), "--kernels", "--layer", "auto", "--out", str(out)]) == 0
+    assert (
+        main(["filters", "--model", str(saved["chollet"][0]), "--kernels", "--layer", "auto", "--out", str(out)]) == 0
+    )
     assert out.is_file() and "8 kernels of conv1" in capsys.readouterr().out
+
+
+def test_a_final_softmax_layer_gives_its_input_as_logits(tmp_path):
+    """keras.layers.Softmax at the end (not an activation argument): predict must not softmax twice."""
+    inp = keras.Input((8, 8, 3))
+    z = L.Dense(4, name="logits")(L.Flatten()(L.Conv2D(2, 3, name="c")(inp)))
+    m = keras.Model(inp, L.Softmax(name="probs")(z))
+    _randomize(m, 11)
+    m.save(tmp_path / "sm.keras")
+    b = load_model(str(tmp_path / "sm.keras"))
+    assert b.model.head == "softmax_layer" and b.meta.num_classes == 4
+    img = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    ref = m.predict(_keras_input(img, 8, 1 / 255), verbose=0)[0]
+    got = np.zeros_like(ref)
+    for t in predict(b, [img], topk=4)[0]:
+        got[t.cls] = t.prob
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert len(b.model.keras_model.get_layer("probs")._forward_pre_hooks) == 0

@@ -130,10 +130,18 @@ class KerasModule(nn.Module):
         self.channels_first = bool(channels_first)
         _register_layers(self, list(model.layers), keras)
         self._weights = {id(v.value) for v in model.weights}
-        last = model.layers[-1] if model.layers else None
+        # the layer that produces the (first) output; for a Sequential model, its last layer
+        outputs = getattr(model, "outputs", None) or []
+        history = getattr(outputs[0], "_keras_history", None) if outputs else None
+        last = getattr(history, "operation", None) or (model.layers[-1] if model.layers else None)
         act = getattr(getattr(last, "activation", None), "__name__", None)
-        units = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
-        self.head = "softmax" if act == "softmax" else ("sigmoid" if act == "sigmoid" and units == 1 else None)
+        units = outputs[0].shape[-1] if outputs else None
+        if isinstance(last, keras.layers.Softmax):
+            self.head: str | None = "softmax_layer"  # its input is the logits
+        elif act == "softmax":
+            self.head = "softmax"
+        else:
+            self.head = "sigmoid" if act == "sigmoid" and units == 1 else None
         self._last = last
 
     def named_parameters(  # type: ignore[override]
@@ -149,6 +157,18 @@ class KerasModule(nn.Module):
         """Take the final softmax/sigmoid off for one call (restored even on errors)."""
         if self.head is None:
             yield
+            return
+        if self.head == "softmax_layer":  # keep the Softmax layer's input: the logits
+            keep = self._logits
+
+            def grab(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+                keep.append(args[0] if args else next(iter(kwargs.values())))
+
+            handle = self._last.register_forward_pre_hook(grab, with_kwargs=True)
+            try:
+                yield
+            finally:
+                handle.remove()
             return
         keras = import_keras()
         saved = self._last.activation
@@ -166,10 +186,13 @@ class KerasModule(nn.Module):
         keras = import_keras()
         feed = x if self.channels_first else x.permute(0, 2, 3, 1)  # (N, H, W, C) for channels_last Keras
         dev = x.device
+        self._logits: list[torch.Tensor] = []
         with keras.device(f"{dev.type}:{dev.index or 0}" if dev.type != "cpu" else "cpu"), self._linear_head():
             y = self.keras_model(feed, training=self.training)
         if isinstance(y, (list, tuple)) and y:
             y = y[0]
+        if self.head == "softmax_layer" and self._logits:
+            y, self._logits = self._logits[-1], []  # the Softmax layer's input
         if self.head == "sigmoid" and isinstance(y, torch.Tensor) and y.ndim == 2 and y.shape[1] == 1:
             y = torch.cat([torch.zeros_like(y), y], dim=1)  # softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]
         return y
