@@ -189,8 +189,10 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json"),
     ) -> None:
         """Feature maps of chosen layers for one image: PNG grid per layer, top-k channels, statistics."""
+        import dataclasses
+
         from convlens.cli.common import ensure_out_dir
-        from convlens.inspect.activations import activation_stats, get_activations, to_nchw, top_channels
+        from convlens.inspect.activations import activation_report
         from convlens.io import load_image
         from convlens.models import load_model
         from convlens.plot.inspect import activation_grid
@@ -203,48 +205,33 @@ def register(app: typer.Typer) -> None:
                 "--layers is empty; give layer names or globs (see `convlens summary`), 'stages' or 'auto'."
             )
         bundle = load_model(model, weights=weights, device=device)
-        x = bundle.preprocess([img]).to(bundle.device)
-        acts = to_nchw(bundle.model, x, get_activations(bundle.model, x, specs if len(specs) != 1 else specs[0]))
-        stats = activation_stats(acts, topk=topk)
+        rep = activation_report(bundle, img, specs, topk=topk, max_channels=max_channels, image_name=str(image))
         rows = []
-        for st in stats:
-            t = acts[st.layer]
-            fig_path = None
-            if t.ndim == 4:
-                chans = [c.channel for c in top_channels(t, min(max_channels, t.shape[1]))]
+        for r in rep.layers:
+            if r.shown_channels:  # a spatial grid: draw the most active channels
                 fig = activation_grid(
-                    t[0],
-                    chans,
-                    title=f"{st.layer}  {'x'.join(map(str, st.output_shape))}  (most active {len(chans)} channels)",
+                    r.activation[0],
+                    r.shown_channels,
+                    title=f"{r.layer}  {'x'.join(map(str, r.output_shape))}  (most active {len(r.shown_channels)} channels)",
                 )
-                fig_path = folder / f"act_{st.layer}.png"
+                fig_path = folder / f"act_{r.layer}.png"
                 fig.savefig(fig_path)
-            note = (
-                None
-                if fig_path
-                else f"output {tuple(t.shape)} has no spatial grid (e.g. pooled features or logits): statistics only, no figure"
-            )
-            rows.append(
-                {
-                    "figure": str(fig_path) if fig_path else None,
-                    **{k: getattr(st, k) for k in st.__dataclass_fields__},
-                    "note": note,
-                }
-            )
-        result = {"image": str(image), "model": bundle.meta.name, "pretrained": bundle.pretrained, "layers": rows}
+                r = dataclasses.replace(r, figure=str(fig_path))
+            rows.append(r)
+        rep = dataclasses.replace(rep, layers=rows)
         if json_out:
-            print_json(result)
+            print_json(rep.to_dict())
             return
         con = console()
-        for r in rows:
-            top = ", ".join(f"{c.channel}:{c.mean:.2f}" for c in r["top_channels"])
+        for r in rep.layers:
+            top = ", ".join(f"{c.channel}:{c.mean:.2f}" for c in r.top_channels)
             con.print(
-                f"{r['layer']:<28} {'x'.join(map(str, r['output_shape'])):>14}  mean {r['mean']:.3f}  sparsity {r['sparsity']:.0%}  top {top}"
+                f"{r.layer:<28} {'x'.join(map(str, r.output_shape)):>14}  mean {r.mean:.3f}  sparsity {r.sparsity:.0%}  top {top}"
             )
-            if r["figure"]:
-                con.print(f"  -> {r['figure']}")
-            elif r["note"]:
-                con.print(f"  (no figure: {r['note']})")
+            if r.figure:
+                con.print(f"  -> {r.figure}")
+            elif r.note:
+                con.print(f"  (no figure: {r.note})")
 
     @app.command("depth-profile")
     def depth_profile_cmd(
@@ -257,7 +244,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Early vs deep layers: per stage size, channels, receptive field, activations vs weights, frequency content."""
         from convlens.cli.common import ensure_out_dir
-        from convlens.inspect.depth import depth_profile
+        from convlens.inspect.depth import depth_profile_image
         from convlens.io import load_image
         from convlens.models import load_model
         from convlens.plot.inspect import depth_profile_figure, kernel_tiles
@@ -265,8 +252,7 @@ def register(app: typer.Typer) -> None:
         folder = ensure_out_dir(out)  # before any work (removed again if the command fails)
         img = load_image(image)
         bundle = load_model(model, weights=weights, device=device)
-        x = bundle.preprocess([img]).to(bundle.device)
-        prof = depth_profile(bundle.model, x, name=bundle.meta.name)
+        prof = depth_profile_image(bundle, img, image_name=str(image))
         figures = {"profile": folder / "depth_profile.png"}
         depth_profile_figure(prof, title=f"{bundle.meta.name}: early vs deep layers ({Path(image).name})").savefig(
             figures["profile"]
@@ -276,12 +262,7 @@ def register(app: typer.Typer) -> None:
             kernel_tiles(prof.kernels, title=f"{prof.first_conv}: {tuple(prof.kernels.shape)} kernels as RGB").savefig(
                 figures["first_conv_kernels"]
             )
-        result = {
-            **prof.to_dict(),
-            "image": str(image),
-            "pretrained": bundle.pretrained,
-            "figures": {k: str(v) for k, v in figures.items()},
-        }
+        result = {**prof.to_dict(), "figures": {k: str(v) for k, v in figures.items()}}  # + the files written
         if json_out:
             print_json(result)
             return

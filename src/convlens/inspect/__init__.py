@@ -8,14 +8,17 @@ Example:
 """
 
 from convlens.inspect.activations import (
+    ActivationReport,
     Activations,
     ChannelScore,
+    LayerActivation,
     LayerActivationStats,
+    activation_report,
     activation_stats,
     get_activations,
     top_channels,
 )
-from convlens.inspect.depth import DepthProfile, StageProfile, depth_profile
+from convlens.inspect.depth import DepthProfile, StageProfile, depth_profile, depth_profile_image
 from convlens.inspect.erf import EffectiveRF, UnitReceptiveField, effective_receptive_field, unit_receptive_field
 from convlens.inspect.patches import ChannelPatches, Patch, TopPatches, top_patches
 from convlens.inspect.predict import Prediction, PredictionRun, TopClass, predict, predict_files
@@ -24,6 +27,10 @@ from convlens.inspect.summary import LayerRecord, Summary, summarize
 from convlens.inspect.unit import Term, UnitTrace, trace_unit
 
 __all__ = [
+    "ActivationReport",
+    "LayerActivation",
+    "activation_report",
+    "depth_profile_image",
     "Activations",
     "Prediction",
     "TopClass",

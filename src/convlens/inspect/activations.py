@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,6 +31,10 @@ from convlens.errors import InputError, LayerError
 from convlens.hooks import capture, preserve_state
 from convlens.inspect.summary import hwc
 from convlens.layers import as_nchw, resolve
+from convlens.serialize import to_jsonable
+
+if TYPE_CHECKING:
+    from convlens.models import ModelBundle
 
 _CALL = re.compile(r"^(.+?)\s*#(\d+)$")  # 'relu#1' / 'relu #1': call 1 of layer relu
 
@@ -41,6 +46,9 @@ __all__ = [
     "activation_stats",
     "top_channels",
     "to_nchw",
+    "LayerActivation",
+    "ActivationReport",
+    "activation_report",
 ]
 
 
@@ -191,3 +199,85 @@ def activation_stats(acts: Mapping[str, torch.Tensor], *, topk: int = 8) -> list
             )
         )
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerActivation:
+    """One layer of :func:`activation_report`: its statistics (as :class:`LayerActivationStats`), the
+    channels a figure shows (the most active first) and, for an output without a spatial grid, a note
+    saying why there is no figure. ``figure`` is the file a front end drew the maps to (None until one does)."""
+
+    figure: str | None = None
+    layer: str
+    output_shape: tuple[int, ...]
+    mean: float
+    std: float
+    min: float
+    max: float
+    sparsity: float
+    top_channels: list[ChannelScore]
+    note: str | None = None
+    #: the activation (N, C, H, W) (or (N, C) ...) on the model's device, for figures
+    activation: torch.Tensor | None = field(default=None, repr=False, compare=False, metadata={"json": False})
+    #: channels to draw, the most active first (empty without a spatial grid)
+    shown_channels: list[int] = field(default_factory=list, repr=False, metadata={"json": False})
+
+
+@dataclass(frozen=True)
+class ActivationReport:
+    """What one image does to chosen layers of a model (``convlens activations --json`` prints
+    :meth:`to_dict`; the tensors stay out of the JSON)."""
+
+    image: str
+    model: str
+    pretrained: bool
+    layers: list[LayerActivation]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: every field but the tensors (:func:`convlens.serialize.to_jsonable`)."""
+        return to_jsonable(self)
+
+
+def activation_report(
+    bundle: ModelBundle,
+    image: np.ndarray,
+    layers: str | Sequence[str] = "stages",
+    *,
+    topk: int = 8,
+    max_channels: int = 64,
+    image_name: str = "",
+) -> ActivationReport:
+    """The activations pipeline: preprocess ``image`` (H, W, 3) uint8 for ``bundle``'s model, record
+    ``layers`` (as :func:`get_activations`; a one-item list means that one spec, so ``["stages"]`` is
+    ``"stages"``), convert each to (N, C, H, W) (:func:`to_nchw`), and return per layer the statistics
+    (:func:`activation_stats`, ``topk`` channels listed) and the ``max_channels`` most active channels to draw.
+
+    Example:
+        >>> from convlens.models import load_model
+        >>> b = load_model("resnet18")
+        >>> r = activation_report(b, np.full((40, 40, 3), 128, np.uint8), ["layer1", "fc"], topk=2, max_channels=3)
+        >>> [(x.layer, len(x.top_channels), len(x.shown_channels), x.note is None) for x in r.layers]
+        [('layer1', 2, 3, True), ('fc', 2, 0, False)]
+    """
+    specs = [layers] if isinstance(layers, str) else list(layers)
+    if not specs:
+        raise InputError("layers is empty; give layer names or globs (see `convlens summary`), 'stages' or 'auto'.")
+    if max_channels < 1 or topk < 1:
+        raise InputError(f"topk and max_channels must be >= 1, got {topk} and {max_channels}.")
+    x = bundle.preprocess([image]).to(bundle.device)
+    acts = to_nchw(bundle.model, x, get_activations(bundle.model, x, specs if len(specs) != 1 else specs[0]))
+    rows = []
+    for st in activation_stats(acts, topk=topk):
+        t = acts[st.layer]
+        spatial = t.ndim == 4
+        rows.append(
+            LayerActivation(
+                **{k: getattr(st, k) for k in st.__dataclass_fields__},
+                note=None
+                if spatial
+                else f"output {tuple(t.shape)} has no spatial grid (e.g. pooled features or logits): statistics only, no figure",
+                activation=t,
+                shown_channels=[c.channel for c in top_channels(t, min(max_channels, t.shape[1]))] if spatial else [],
+            )
+        )
+    return ActivationReport(str(image_name), bundle.meta.name, bundle.pretrained, rows)

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,8 +35,12 @@ from convlens.errors import InputError, LayerError
 from convlens.graph import trace
 from convlens.inspect.activations import get_activations
 from convlens.layers import conv_weight, first_conv, layer_layouts
+from convlens.serialize import to_jsonable
 
-__all__ = ["StageProfile", "DepthProfile", "depth_profile", "spatial_frequency"]
+if TYPE_CHECKING:
+    from convlens.models import ModelBundle
+
+__all__ = ["StageProfile", "DepthProfile", "depth_profile", "depth_profile_image", "spatial_frequency"]
 
 
 @dataclass(frozen=True)
@@ -57,25 +62,23 @@ class StageProfile:
 
 @dataclass(frozen=True)
 class DepthProfile:
-    """Stages input to head, weights of the head, and the first conv (name + kernels, not in JSON)."""
+    """Stages input to head, weights of the head, and the first conv (name + kernels, not in JSON).
+    ``image`` and ``pretrained`` are set by :func:`depth_profile_image` (the image file's name and
+    whether the model's weights are pretrained); None for a bare :func:`depth_profile` call."""
 
     model: str
     input_shape: tuple[int, int, int]  # HxWxC
     stages: list[StageProfile]
     head_weights: int
     first_conv: str | None
-    maps: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
-    kernels: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    maps: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False, metadata={"json": False})
+    kernels: torch.Tensor | None = field(default=None, repr=False, compare=False, metadata={"json": False})
+    image: str | None = None
+    pretrained: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form (numbers only; maps and kernels left out)."""
-        return {
-            "model": self.model,
-            "input_shape": self.input_shape,
-            "stages": self.stages,
-            "head_weights": self.head_weights,
-            "first_conv": self.first_conv,
-        }
+        """JSON form (numbers only; maps and kernels left out): :func:`convlens.serialize.to_jsonable`."""
+        return to_jsonable(self)
 
 
 def spatial_frequency(maps: torch.Tensor) -> tuple[float, float] | tuple[None, None]:
@@ -209,3 +212,23 @@ def depth_profile(
         maps,
         fc[1] if fc else None,
     )
+
+
+def depth_profile_image(
+    bundle: ModelBundle, image: np.ndarray, layers: str | Sequence[str] = "stages", *, image_name: str = ""
+) -> DepthProfile:
+    """The depth-profile pipeline for one image: preprocess ``image`` (H, W, 3) uint8 for ``bundle``'s
+    model and :func:`depth_profile` it, named after the model, with ``image_name`` and whether the weights
+    are pretrained (``convlens depth-profile --json`` prints its :meth:`DepthProfile.to_dict`).
+
+    Example:
+        >>> from convlens.models import load_model
+        >>> p = depth_profile_image(load_model("resnet18"), np.full((40, 40, 3), 128, np.uint8), image_name="grey")
+        >>> p.model, p.image, p.pretrained, p.first_conv, [s.name for s in p.stages][:2]
+        ('resnet18', 'grey', False, 'conv1', ['conv1', 'maxpool'])
+    """
+    from dataclasses import replace
+
+    x = bundle.preprocess([image]).to(bundle.device)
+    prof = depth_profile(bundle.model, x, layers, name=bundle.meta.name)
+    return replace(prof, image=str(image_name), pretrained=bundle.pretrained)

@@ -1,0 +1,176 @@
+"""The JSON a command prints is its core result's serialization (issue 12, item 3), and moving each
+pipeline out of the CLI kept every field and value (the "behaviour unchanged" check).
+
+The goldens in tests/golden/cli_json/ were written by the CLI as it was BEFORE the pipelines moved
+(``python tests/test_cli_json.py WRITE`` run with PYTHONPATH pointing at that older src), on a tiny
+model whose weights are set from a seeded numpy generator, and a seeded random image. Paths are stored
+relative to the run's folder; floats are compared to 1e-6 relative (thread counts may change the last bits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden" / "cli_json"
+
+NET = """
+import torch.nn as nn
+
+def tiny():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    )
+"""
+
+
+def make_inputs(d: Path) -> tuple[list[str], str]:
+    """The tiny model (weights from numpy's seeded generator, saved as w.pt) and a 40x50 random image."""
+    import torch
+    from PIL import Image
+
+    from convlens.models import load_model
+
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "net.py").write_text(NET)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(d / "img.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_model(f"{d}/net.py:tiny").model
+    sd = {
+        k: torch.from_numpy(rng.normal(0, 0.5, tuple(v.shape)).astype(np.float32))
+        for k, v in model.state_dict().items()
+    }
+    torch.save(sd, d / "w.pt")
+    return ["--model", f"{d}/net.py:tiny", "--weights", str(d / "w.pt")], str(d / "img.png")
+
+
+def commands(d: Path) -> dict[str, list[str]]:
+    model, img = make_inputs(d / "in")
+    return {
+        "activations": ["activations", img, *model, "--out", str(d / "act"), "--layers", "0,2,6", "--topk", "2"],
+        "activations_stages": ["activations", img, *model, "--out", str(d / "act2"), "--max-channels", "2"],
+        "depth_profile": ["depth-profile", img, *model, "--out", str(d / "depth")],
+        "filters": [
+            "filters",
+            *model,
+            "--layer",
+            "2",
+            "--channels",
+            "0-1",
+            "--steps",
+            "2",
+            "--size",
+            "16",
+            "--out",
+            str(d / "f.png"),
+        ],
+        "filters_kernels": ["filters", *model, "--kernels", "--layer", "auto", "--out", str(d / "k.png")],
+        "summary": ["summary", *model],
+    }
+
+
+def run_json(argv: list[str], d: Path) -> object:
+    """Run the CLI with --json; the run's folder in paths becomes '$RUN'."""
+    from convlens.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*argv, "--json"]) == 0
+    return json.loads(buf.getvalue().replace(str(d), "$RUN"))
+
+
+UNSTABLE = {"seconds"}  # wall-clock time
+
+
+def assert_same(new: object, old: object, where: str = "") -> None:
+    """Every old key at every level (fields may be added, never removed), equal values (floats to 1e-6
+    relative), wall-clock fields skipped."""
+    if isinstance(old, dict):
+        assert isinstance(new, dict) and set(old) <= set(new), f"{where}: keys {sorted(set(old) - set(new))} lost"
+        for k in old:
+            if k not in UNSTABLE:
+                assert_same(new[k], old[k], f"{where}.{k}")
+    elif isinstance(old, list):
+        assert isinstance(new, list) and len(new) == len(old), where
+        for i, (a, b) in enumerate(zip(new, old, strict=True)):
+            assert_same(a, b, f"{where}[{i}]")
+    elif isinstance(old, float):
+        assert new == pytest.approx(old, rel=1e-6, abs=1e-9), where
+    else:
+        assert new == old, f"{where}: {new!r} != {old!r}"
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli_json")
+    return {name: run_json(argv, d) for name, argv in commands(d).items()}, d
+
+
+@pytest.mark.parametrize("name", ["activations", "activations_stages", "depth_profile", "filters", "filters_kernels"])
+def test_json_unchanged_since_the_pipeline_moved_to_the_core(outputs, name):
+    assert_same(outputs[0][name], json.loads((GOLDEN / f"{name}.json").read_text()), name)
+
+
+def test_activations_json_is_the_core_reports_serialization(outputs):
+    from convlens.inspect import activation_report
+    from convlens.io import load_image
+    from convlens.models import load_model
+
+    data, d = outputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = load_model(f"{d}/in/net.py:tiny", weights=d / "in" / "w.pt")
+    rep = activation_report(b, load_image(d / "in" / "img.png"), ["0", "2", "6"], topk=2, image_name="$RUN/in/img.png")
+    core = rep.to_dict()
+    cli = data["activations"]
+    assert [r.pop("figure") for r in cli["layers"]] == ["$RUN/act/act_0.png", "$RUN/act/act_2.png", None]
+    assert [r.pop("figure") for r in core["layers"]] == [None, None, None]  # the front end adds the figures it drew
+    assert_same(cli, core)
+    # an independent check of one number: layer 2's output mean, by hand from the model's own forward
+    import torch
+
+    x = b.preprocess([load_image(d / "in" / "img.png")])
+    with torch.no_grad():
+        a2 = b.model[:3](x)[0]
+    assert rep.layers[1].mean == pytest.approx(float(a2.mean()), rel=1e-6)
+    assert rep.layers[1].shown_channels == torch.argsort(a2.mean((1, 2)), descending=True).tolist()
+
+
+def test_depth_profile_json_is_the_core_profiles_serialization(outputs):
+    from convlens.inspect import depth_profile_image
+    from convlens.io import load_image
+    from convlens.models import load_model
+
+    data, d = outputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = load_model(f"{d}/in/net.py:tiny", weights=d / "in" / "w.pt")
+    core = depth_profile_image(b, load_image(d / "in" / "img.png"), image_name="$RUN/in/img.png").to_dict()
+    cli = dict(data["depth_profile"])
+    assert cli.pop("figures") == {
+        "profile": "$RUN/depth/depth_profile.png",
+        "first_conv_kernels": "$RUN/depth/first_conv_kernels.png",
+    }
+    assert_same(cli, core)
+    assert core["pretrained"] is True and core["image"] == "$RUN/in/img.png"
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["WRITE"]:  # regenerate the goldens (with the old code!)
+    import tempfile
+
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    run = Path(tempfile.mkdtemp())
+    for name, argv in commands(run).items():
+        (GOLDEN / f"{name}.json").write_text(json.dumps(run_json(argv, run), indent=2) + "\n")
+        print("wrote", name)
