@@ -539,3 +539,59 @@ def test_images_folder_is_offered_by_id_and_a_bad_file_is_a_400(lite0, chelsea, 
         ex.close()
     with pytest.raises(InputError, match="not a folder"):
         Explorer(lite0, images_dir=tmp_path / "nope")
+
+
+# ---------------------------------------------------------------- a module used several times
+class _ReusedPool(torch.nn.Module):
+    """A user's model whose one pooling module runs at two resolutions (call 0: 32x32 -> 16x16, call 1: 16 -> 8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 5, 3, padding=1)
+        self.pool = torch.nn.MaxPool2d(2)
+        self.fc = torch.nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_reused_module_layers_are_the_listed_calls():
+    """'pool' is listed (shape, RF) as its first call and 'pool#1' as its second: every endpoint must use that
+    call. Before, a plain 'pool' captured the LAST call (8x8 maps under a 16x16 row). Oracle: the model run
+    step by step with torch."""
+    from convlens.models import Preprocess
+    from convlens.models.registry import bundle_from_module
+
+    net = _ReusedPool()
+    b = bundle_from_module(net, "reused", "file", preprocess=Preprocess(size=32, resize="squash"))
+    ex = Explorer(b, bundled=False)
+    try:
+        c = TestClient(create_app(ex))
+        rgb = (np.arange(40 * 48 * 3) % 251).astype(np.uint8).reshape(40, 48, 3)
+        iid = c.post("/api/images", files={"file": ("r.png", _png_bytes(rgb), "image/png")}).json()["id"]
+        x = b.preprocess([rgb])
+        with torch.no_grad():
+            p0 = net.pool(torch.relu(net.conv1(x)))
+            p1 = net.pool(torch.relu(net.conv2(p0)))
+        for layer, want in (("pool", p0), ("pool#1", p1)):
+            r = c.get(f"/api/images/{iid}/activations", params={"layer": layer, "limit": 256})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["shape"] == list(want.shape[1:]), (layer, body["shape"])
+            for m in body["maps"]:
+                got = np.frombuffer(base64.b64decode(m["data"]), np.float32).reshape(want.shape[2:])
+                np.testing.assert_allclose(got, want[0, m["channel"]].numpy(), rtol=1e-5, atol=1e-6)
+            u = c.get(f"/api/images/{iid}/unit", params={"layer": layer, "c": 1, "i": 3, "j": 5})
+            assert u.status_code == 200, u.text
+            assert u.json()["value"] == pytest.approx(float(want[0, 1, 3, 5]), abs=1e-6)
+        # the first call's unit at a position only the 16x16 map has
+        assert c.get(f"/api/images/{iid}/unit", params={"layer": "pool", "c": 0, "i": 12, "j": 12}).status_code == 200
+        # CAM reads a module's last call: 'pool#1' is accepted, a stale call index is a clear 404
+        assert c.get(f"/api/images/{iid}/cam", params={"layer": "pool#1"}).json()["layer"] == "pool"
+        assert "last call" in _error(c.get(f"/api/images/{iid}/cam", params={"layer": "pool#0"}), 404)
+    finally:
+        ex.close()

@@ -178,6 +178,27 @@ class Explorer:
                 names.append(r.name if r.call == 0 else f"{r.name}#{r.call}")
         return list(dict.fromkeys(names))
 
+    def capture_name(self, layer: str) -> str:
+        """The name that captures exactly the call a listed layer stands for.
+
+        The layer list names a module's first call ``name`` and later calls ``name#k`` (as
+        ``convlens summary``), while a plain ``name`` given to ``get_activations`` / ``trace_unit`` means its
+        *last* call. For a module used several times (a pooling layer reused at each resolution, a block
+        applied twice) the plain name is therefore pinned to ``name#0``, so that its maps, units and fields
+        are the ones of the listed row (its shape and receptive field), not of a later call.
+        """
+        if "#" in layer:
+            return layer
+        return f"{layer}#0" if self.capture_calls(layer) > 1 else layer
+
+    def capture_calls(self, layer: str) -> int:
+        """How many times module ``layer`` runs in one forward pass at the model's input size (0: never)."""
+        calls = 0
+        for r in self.summary().layers:
+            if r.name == layer:
+                calls = max(calls, int(r.call) + 1)
+        return calls
+
     def entry(self, image_id: str) -> ImageEntry:
         e = self.images.get(image_id)
         if e is None:
@@ -207,8 +228,9 @@ class Explorer:
             if acts is not None:
                 return acts
             x = self.input(e)
-            raw = get_activations(self.bundle.model, x, self.map_layers())
-            acts = {k: v.cpu() for k, v in to_nchw(self.bundle.model, x, raw).items() if v.ndim == 4}
+            listed = {self.capture_name(n): n for n in self.map_layers()}
+            raw = get_activations(self.bundle.model, x, list(listed))
+            acts = {listed.get(k, k): v.cpu() for k, v in to_nchw(self.bundle.model, x, raw).items() if v.ndim == 4}
             self.cache.put(e.id, acts)
         return acts
 
@@ -230,7 +252,8 @@ class Explorer:
 
             with self.lock:
                 x = self.input(e)
-                return to_nchw(self.bundle.model, x, get_activations(self.bundle.model, x, [layer]))[layer].cpu()
+                name = self.capture_name(layer)
+                return to_nchw(self.bundle.model, x, get_activations(self.bundle.model, x, [name]))[name].cpu()
         return self.activations(e)[layer]
 
 
@@ -334,7 +357,7 @@ def create_app(explorer: Explorer) -> FastAPI:
     @app.get("/api/graph")
     def graph_json(depth: int | None = None) -> dict[str, Any]:
         """The same JSON as ``convlens graph --json`` (nodes with shapes, params, MACs, RF, jump; edges)."""
-        return to_jsonable(_graph(depth).to_dict())
+        return {**to_jsonable(_graph(depth).to_dict()), "pretrained": bool(ex.bundle.pretrained)}
 
     @app.get("/api/graph.svg")
     def graph_svg(depth: int | None = None) -> Response:
@@ -433,10 +456,10 @@ def create_app(explorer: Explorer) -> FastAPI:
         e = ex.entry(image_id)
         _check_position(_layer_shape(layer), c, i, j)
         with ex.lock:
-            t = trace_unit(ex.bundle.model, ex.input(e), layer, (c, i, j), field=True)
+            t = trace_unit(ex.bundle.model, ex.input(e), ex.capture_name(layer), (c, i, j), field=True)
         if t.erf is not None:
             ex.erf_maps.put(f"{e.id}|{layer}|{c}|{i}|{j}", {"map": torch.from_numpy(np.asarray(t.erf.map, np.float32))})
-        return to_jsonable(t.to_dict())
+        return {**to_jsonable(t.to_dict()), "pretrained": bool(ex.bundle.pretrained)}  # as `convlens unit --json`
 
     @app.get("/api/images/{image_id}/erf")
     def erf(image_id: str, layer: str, c: int, i: int, j: int) -> dict[str, Any]:
@@ -451,7 +474,8 @@ def create_app(explorer: Explorer) -> FastAPI:
         else:
             with ex.lock:
                 m = np.asarray(
-                    effective_receptive_field(ex.bundle.model, ex.input(e), layer, (c, i, j)).map, np.float32
+                    effective_receptive_field(ex.bundle.model, ex.input(e), ex.capture_name(layer), (c, i, j)).map,
+                    np.float32,
                 )
         peak = float(m.max()) if m.size else 0.0
         shown = m / peak if peak > 0 else m
@@ -500,6 +524,15 @@ def create_app(explorer: Explorer) -> FastAPI:
         spec: Any = (
             layer  # 'auto' is convlens.layers.auto_layer (the registry's default layer included), as `convlens cam`
         )
+        if "#" in layer:  # a listed later call 'name#k': CAM (explain) reads a module's last call
+            base, _, k = layer.rpartition("#")
+            last = ex.capture_calls(base) - 1
+            if last >= 0 and (not k.isdigit() or int(k) != last):
+                raise LayerError(
+                    f"CAM explains a module's last call: pick '{base}#{max(last, 0)}' or a module that runs once "
+                    f"(got '{layer}')."
+                )
+            spec = layer = base
         if layer != "auto" and layer not in dict(ex.bundle.model.named_modules()):
             raise LayerError(f"layer '{layer}' is not a module of this model.")
         with ex.lock:
@@ -568,13 +601,14 @@ def create_app(explorer: Explorer) -> FastAPI:
         if not 1 <= k <= 32:
             raise InputError(f"k must be in 1..32, got {k}.")
         entries = ex.images.list()[:MAX_TOP_PATCH_IMAGES]
+        captured = ex.capture_name(layer)  # the listed call of a module used several times
 
         def run(job: Any) -> list[dict[str, Any]]:
             arrays = [e.array for e in entries]
             job.progress(0, len(arrays))
             bundle, lock = ex.job_bundle()
             with lock or contextlib.nullcontext():
-                res = top_patches(bundle, arrays, layer, [channel], k=k, batch_size=8, progress=job.progress)
+                res = top_patches(bundle, arrays, captured, [channel], k=k, batch_size=8, progress=job.progress)
             out = []
             for p in res.channels[0].patches:
                 e = entries[p.index]
