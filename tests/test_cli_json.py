@@ -174,3 +174,31 @@ if __name__ == "__main__" and sys.argv[1:] == ["WRITE"]:  # regenerate the golde
     for name, argv in commands(run).items():
         (GOLDEN / f"{name}.json").write_text(json.dumps(run_json(argv, run), indent=2) + "\n")
         print("wrote", name)
+
+
+def test_filters_json_is_the_core_reports_serialization(outputs):
+    from convlens.featvis import filters_report, kernel_report
+    from convlens.models import load_model
+
+    data, d = outputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = load_model(f"{d}/in/net.py:tiny", weights=d / "in" / "w.pt")
+    rep = filters_report(b, "2", [0, 1], steps=2, size=16, seed=0)
+    core, cli = rep.to_dict(), dict(data["filters"])
+    assert core.pop("out") is None and cli.pop("out") == "$RUN/f.png"  # the file the front end wrote
+    assert_same(cli, core)
+    # the reported final value is the objective on the returned image: channel 0's mean at layer 2 (an oracle
+    # independent of featvis: the model's own forward on the normalized image)
+    import torch
+
+    mean = torch.tensor(b.preprocess.mean).view(1, 3, 1, 1)
+    std = torch.tensor(b.preprocess.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        a = b.model[:3]((rep.result.raw.cpu() - mean) / std)
+    assert rep.channels[0].value == pytest.approx(float(a[0, 0].mean()), rel=1e-4, abs=1e-6)
+    k = kernel_report(b, "auto")
+    kcore, kcli = k.to_dict(), dict(data["filters_kernels"])
+    assert kcore.pop("out") is None and kcli.pop("out") == "$RUN/k.png"
+    assert kcli == kcore and kcore["layer"] == "0" and kcore["kernel_shape"] == [3, 3, 3]
+    assert k.tiles.shape == (4, 3, 3, 3)

@@ -2,41 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
 
 from convlens.cli.models import DEVICE_OPT, MODEL_OPT, WEIGHTS_OPT
-
-
-@dataclass
-class ChannelValue:
-    """One rendered channel: the final and starting objective values."""
-
-    channel: int
-    value: float
-    start_value: float
-
-
-@dataclass
-class FiltersReport:
-    """What ``convlens filters --json`` prints."""
-
-    model: str
-    layer: str
-    objective: str
-    recipe: str
-    steps: int
-    size: int
-    seed: int
-    device: str
-    out: str
-    truncated_after: str | None
-    seconds: float
-    channels: list[ChannelValue] = field(default_factory=list)
-    recipe_params: dict = field(default_factory=dict)
-    pretrained: bool = True  # False: random weights, the images show nothing learned
 
 
 def register(app: typer.Typer) -> None:
@@ -70,13 +40,12 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     ) -> None:
         """Visualize what filters respond to: one optimized image per channel, in one batch, forward truncated at the layer."""
+        import dataclasses
         import sys
-        import time
 
         from convlens.cli.common import check_choice, console, out_file, parse_int_list, prepare_out_file, print_json
         from convlens.errors import InputError
-        from convlens.featvis import OBJECTIVES, RECIPES, first_layer_kernels, visualize
-        from convlens.featvis.render import target_layer
+        from convlens.featvis import OBJECTIVES, RECIPES, filters_report, kernel_report
         from convlens.models import load_model
         from convlens.plot.featvis import featvis_grid, kernel_grid
 
@@ -94,34 +63,20 @@ def register(app: typer.Typer) -> None:
         out = out_file(out, default_name="filters.png")  # before any work: a bad --out fails in a second
         bundle = load_model(model, weights=weights, device=device)
         if kernels:
-            from convlens.layers import first_conv
-
-            kname = first_conv(bundle.model, bundle.meta.input_size).name if layer == "auto" else layer
-            tiles = first_layer_kernels(bundle.model, kname)
-            fig = kernel_grid(tiles, layer=f"{bundle.meta.name} {kname}")
+            krep = kernel_report(bundle, layer)
+            fig = kernel_grid(krep.tiles, layer=f"{bundle.meta.name} {krep.layer}")
             fig.savefig(prepare_out_file(out))
+            krep = dataclasses.replace(krep, out=str(out))
             if json_out:
-                print_json(
-                    {
-                        "model": bundle.meta.name,
-                        "pretrained": bundle.pretrained,
-                        "layer": kname,
-                        "kernels": int(tiles.shape[0]),
-                        "kernel_shape": list(tiles.shape[1:]),
-                        "out": str(out),
-                    }
-                )
+                print_json(krep.to_dict())
             else:
                 console().print(
-                    f"wrote {out}: {tiles.shape[0]} kernels of {kname}, each {tuple(tiles.shape[1:])} (C, kh, kw) shown as RGB"
+                    f"wrote {out}: {krep.kernels} kernels of {krep.layer}, each {tuple(krep.kernel_shape)} (C, kh, kw) shown as RGB"
                 )
             return
-        # 'auto' is the layer every front end uses, at the size the model will see (a fixed-size model its own)
-        layer_name = target_layer(bundle, layer, size=size) if objective != "class" else "output"
 
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        t0 = time.perf_counter()
         with Progress(
             TextColumn("[bold]filters[/bold] {task.description}"),
             BarColumn(),
@@ -132,10 +87,11 @@ def register(app: typer.Typer) -> None:
             transient=True,
             disable=not sys.stderr.isatty(),  # no bar (nor the blank line it leaves) in pipes and logs
         ) as progress:
-            task = progress.add_task(f"{layer_name} x{len(chans)}", total=steps)
-            res = visualize(
+            task = progress.add_task(f"{layer if objective != 'class' else 'output'} x{len(chans)}", total=steps)
+            # 'auto' is the layer every front end uses, at the size the model will see (a fixed-size model its own)
+            report = filters_report(
                 bundle,
-                layer_name,
+                layer,
                 chans,
                 objective=objective,
                 recipe=recipe,
@@ -144,43 +100,23 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
                 device=device,
                 callback=lambda s, n: progress.update(task, completed=s),
-                return_result=True,
             )
-        seconds = time.perf_counter() - t0
-        values = res.values.cpu().tolist()
-        starts = res.start_values.cpu().tolist()
+        layer_name = report.layer
         fig = featvis_grid(
-            res.images,
+            report.result.images,
             chans,
-            values=values,
+            values=[c.value for c in report.channels],
             title=f"{bundle.meta.name} {layer_name} ({objective}, {recipe}, {steps} steps)",
             labels=[bundle.label(c) for c in chans] if objective == "class" else None,
         )
         fig.savefig(prepare_out_file(out))
-        import dataclasses
-
-        report = FiltersReport(
-            model=bundle.meta.name,
-            pretrained=bundle.pretrained,
-            layer=layer_name,
-            objective=objective,
-            recipe=recipe,
-            steps=steps,
-            size=size,
-            seed=seed,
-            device=str(res.images.device),
-            out=str(out),
-            truncated_after=res.truncated_after,
-            seconds=round(seconds, 3),
-            channels=[ChannelValue(c, float(v), float(s)) for c, v, s in zip(chans, values, starts, strict=True)],
-            recipe_params={k: v for k, v in dataclasses.asdict(res.recipe).items() if k != "extra"},
-        )
+        report = dataclasses.replace(report, out=str(out))
         if json_out:
-            print_json(report)
+            print_json(report.to_dict())
             return
         con = console()
         con.print(
-            f"wrote {out}: {len(chans)} channels of {layer_name} ({objective}, recipe {recipe}, {steps} steps, {size} px) in {seconds:.1f} s"
+            f"wrote {out}: {len(chans)} channels of {layer_name} ({objective}, recipe {recipe}, {steps} steps, {size} px) in {report.seconds:.1f} s"
         )
         for cv in report.channels:
             name = (

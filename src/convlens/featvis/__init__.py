@@ -36,6 +36,7 @@ from convlens.featvis.render import (
     target_layer,
     visualize,
 )
+from convlens.featvis.report import ChannelValue, FiltersReport, KernelsReport, filters_report, kernel_report
 from convlens.featvis.transforms import Jitter, Pad, Pipeline, RandomRotate, RandomScale
 from convlens.layers import first_conv  # the one home of 'the conv that reads the image'
 
@@ -71,4 +72,9 @@ __all__ = [
     "get_recipe",
     "first_layer_kernels",
     "first_conv",
+    "filters_report",
+    "kernel_report",
+    "FiltersReport",
+    "KernelsReport",
+    "ChannelValue",
 ]
