@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from convlens.cli import main
@@ -379,3 +381,50 @@ def test_channels_last_blocks_and_group_norm() -> None:
     assert t.numbers["mean"] == pytest.approx(float(conv.double().mean()), abs=1e-6) and t.abs_error < 1e-5
     act = trace_unit(g, x, "1", (7, 2, 3))  # GELU <- GroupNorm inside one block
     assert act.op == "gelu" and act.inner.kind == "norm" and act.inner.total == pytest.approx(t.total)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    k=st.integers(1, 4),
+    s=st.integers(1, 3),
+    p=st.integers(0, 3),
+    d=st.integers(1, 2),
+    g=st.sampled_from([1, 2, 4]),
+    size=st.integers(6, 13),
+    seed=st.integers(0, 2**16),
+    pool=st.sampled_from(["max", "avg", "avg_nopad"]),
+)
+def test_any_conv_and_pool_geometry(k: int, s: int, p: int, d: int, g: int, size: int, seed: int, pool: str) -> None:
+    """Random kernel/stride/padding/dilation/groups and pool windows: the traced total is the model's value at
+    every border and a random position, and each conv term is a one-channel F.conv2d."""
+    if d * (k - 1) + 1 > size + 2 * p:
+        return
+    gen = torch.Generator().manual_seed(seed)
+    conv = nn.Conv2d(4, 8, k, stride=s, padding=p, dilation=d, groups=g)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
+    kp = min(2, size)
+    layer = (
+        nn.MaxPool2d(kp, 2, padding=kp // 2, ceil_mode=True)
+        if pool == "max"
+        else nn.AvgPool2d(kp, 2, padding=kp // 2, ceil_mode=True, count_include_pad=pool == "avg")
+    )
+    net = nn.Sequential(conv, layer).eval()
+    x = torch.randn(1, 4, size, size + 1, generator=gen)
+    y = net[0](x)
+    rng = random.Random(seed)
+    for at in _positions((1, *y.shape[1:]), rng):
+        t = trace_unit(net, x, "0", at)
+        assert t.abs_error < 1e-4
+        c, i, j = at
+        grp = c // (8 // g)
+        for term in t.terms:
+            kk = term.channel - grp * (4 // g)
+            with torch.no_grad():
+                ref = F.conv2d(
+                    x[:, term.channel : term.channel + 1], conv.weight[c : c + 1, kk : kk + 1], None, s, p, d
+                )
+            assert term.sum == pytest.approx(float(ref[0, 0, i, j]), abs=1e-4)
+    z = net(x)
+    for at in _positions((1, *z.shape[1:]), rng):
+        assert trace_unit(net, x, "1", at).abs_error < 1e-4
