@@ -92,6 +92,9 @@ def field_figure(image: np.ndarray, rf: Any, erf: Any | None = None) -> Figure:
     if any(pad):
         title += f"\npadding rows/cols: top {pad[0]}, left {pad[1]}, bottom {pad[2]}, right {pad[3]}"
     items: list[Any] = [(title, img, box)]
+    if rf.size[0] * rf.size[1] <= 0.25 * img.shape[0] * img.shape[1]:  # a small field: also show it enlarged
+        crop = _pad_to_box(img[t : b + 1, l_ : r + 1], rf.box)
+        items.append((f"the box enlarged ({rf.size[0]}x{rf.size[1]} px; grey: padding)", crop))
     if erf is not None:
         if erf.zero_gradient:
             items.append(("effective field: zero gradient (unit is off)", np.zeros(img.shape[:2]), box))
@@ -104,6 +107,8 @@ def field_figure(image: np.ndarray, rf: Any, erf: Any | None = None) -> Figure:
                     box,
                 )
             )
+            if len(items) == 3:  # small field: its effective field enlarged too
+                items.append(("effective field in the box, enlarged", _pad_to_box(heat[t : b + 1, l_ : r + 1], rf.box)))
     return image_panels(items, tile_inches=4.0)
 
 
