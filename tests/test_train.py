@@ -327,8 +327,11 @@ def test_cli_train_json_and_compare(folder, tmp_path, capsys):
         "val_accuracy",
         "images_per_s",
         "pretrained",
+        "chance_accuracy",
+        "at_chance",
     }
     assert printed == json.loads((out / "metrics.json").read_text())
+    assert printed["chance_accuracy"] == pytest.approx(0.5)  # two balanced classes: 4 of 8 val images each
     assert main(args + ["--compare", "features,frozen+aug", "--out", str(tmp_path / "cmp"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [r["strategy"] for r in rows] == ["features", "frozen+aug"]

@@ -190,6 +190,11 @@ def register(app: typer.Typer) -> None:
             f"{r.strategy}: {r.epochs_done} epochs, train loss {r.train_loss:.4f}, val loss {r.val_loss:.4f}, "
             f"val accuracy {r.val_accuracy:.3f}, {r.images_per_s:.1f} images/s"
         )
+        if r.at_chance:
+            con.print(
+                f"note: val accuracy {r.val_accuracy:.3f} is at chance (always answering the most common class scores "
+                f"{r.chance_accuracy:.3f}): this run has not learned yet; train longer or check the data."
+            )
         if skipped:
             con.print(f"skipped {skipped} unreadable file(s); see {out}/data.json")
         con.print(f"wrote {out}/model.safetensors (+ model.json labels), metrics.json, curves.png, confusion.png")

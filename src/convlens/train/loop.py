@@ -200,6 +200,10 @@ class TrainResult:
     images_per_s: float
     #: the base started from trained weights (False for scratch strategies and for a random backbone)
     pretrained: bool = True
+    #: accuracy of always answering the most common validation class: the bar a model must clear
+    chance_accuracy: float | None = None
+    #: val accuracy within 2 points of chance: the run learned nothing usable yet (too short, or a bad setup)
+    at_chance: bool = False
 
 
 @dataclass
@@ -683,6 +687,8 @@ class _Loop:
         train_loss = self.history[-1]["train_loss"] if self.history else float("nan")
         total_img = sum(h["images"] for h in self.history)
         total_s = sum(h["seconds"] for h in self.history)
+        per_class = conf.sum(1)  # validation images per true class
+        chance = float(per_class.max() / per_class.sum()) if int(per_class.sum()) > 0 else None
         result = TrainResult(
             cfg.strategy,
             len(self.history),
@@ -691,6 +697,8 @@ class _Loop:
             float(val_acc),
             float(total_img / total_s) if total_s > 0 else float("nan"),
             self.pretrained,
+            chance,
+            bool(chance is not None and val_acc <= chance + 0.02),
         )
         for p in self.model.parameters():
             p.requires_grad_(True)

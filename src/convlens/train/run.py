@@ -6,7 +6,8 @@ A run folder ``RUN_DIR`` holds (rank 0 writes, other DDP ranks only train)::
     features/                                        cached base outputs (strategy 'features')
     model.safetensors + model.json                   final weights + {"labels": [...], ...}
     metrics.json                                     {"strategy", "epochs_done", "train_loss", "val_loss",
-                                                      "val_accuracy", "images_per_s"}
+                                                      "val_accuracy", "images_per_s", "pretrained",
+                                                      "chance_accuracy", "at_chance"}
     history.json, data.json                          per-epoch records; dataset summary (skipped files)
     curves.png, confusion.png                        learning curves; validation confusion matrix
 
@@ -17,7 +18,7 @@ Example:
     >>> import tempfile
     >>> cfg = TrainConfig(data="digits", strategy="features", model="resnet18", epochs=1, image_size=16)
     >>> run = run_training(cfg, tempfile.mkdtemp())
-    >>> sorted(vars(run.result))[:2]
+    >>> sorted(vars(run.result))[2:4]
     ['epochs_done', 'images_per_s']
 """
 
