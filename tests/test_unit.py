@@ -198,7 +198,7 @@ def test_linear_terms_sorted_and_sum() -> None:
     t = trace_unit(net, x, "fc", (3,))
     mags = [abs(s.sum) for s in t.terms]
     assert mags == sorted(mags, reverse=True) and len(t.terms) == 24
-    assert t.total == pytest.approx(sum(s.sum for s in t.terms) + float(net.fc.bias[3]), abs=1e-9)
+    assert t.total == pytest.approx(sum(s.sum for s in t.terms) + float(net.fc.bias[3].detach()), abs=1e-9)
     assert trace_unit(net, x, "fc", (3, 0, 0)).value == t.value
 
 

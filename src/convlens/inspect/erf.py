@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +122,21 @@ class EffectiveRF:
         }
 
 
+#: per model: the traced graph at an input size and module structure (geometry depends on neither the
+#: weights nor the image, so the explorer's many unit boxes trace once)
+_GRAPHS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+
+
+def _graph(model: nn.Module, shape: tuple[int, int, int]) -> Any:
+    key = (shape, tuple((n, type(m).__name__) for n, m in model.named_modules()))
+    cache = _GRAPHS.setdefault(model, {})
+    if key not in cache:
+        if len(cache) >= 4:
+            cache.pop(next(iter(cache)))
+        cache[key] = trace(model, shape)
+    return cache[key]
+
+
 def _size3(model: nn.Module, input_size: int | Sequence[int]) -> tuple[int, int, int]:
     if isinstance(input_size, int):
         dims: tuple[int, ...] = (input_size, input_size)
@@ -198,7 +214,7 @@ def unit_receptive_field(
         at = at[1:]
     if len(at) != 2:
         raise InputError(f"at must be (i, j) or (c, i, j), got {at}.")
-    graph = trace(model, shape)
+    graph = _graph(model, shape)
     c = graph.call(name, -1 if call is None else call)
     geo = graph.geometry(name, -1 if call is None else call)
     hw = None
