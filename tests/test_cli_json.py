@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convlens.serialize import to_jsonable
+
 GOLDEN = Path(__file__).parent / "golden" / "cli_json"
 
 NET = """
@@ -117,7 +119,9 @@ def outputs(tmp_path_factory):
     return {name: run_json(argv, d) for name, argv in commands(d).items()}, d
 
 
-@pytest.mark.parametrize("name", ["activations", "activations_stages", "depth_profile", "filters", "filters_kernels"])
+@pytest.mark.parametrize(
+    "name", ["activations", "activations_stages", "depth_profile", "filters", "filters_kernels", "summary"]
+)
 def test_json_unchanged_since_the_pipeline_moved_to_the_core(outputs, name):
     assert_same(outputs[0][name], json.loads((GOLDEN / f"{name}.json").read_text()), name)
 
@@ -202,3 +206,17 @@ def test_filters_json_is_the_core_reports_serialization(outputs):
     assert kcore.pop("out") is None and kcli.pop("out") == "$RUN/k.png"
     assert kcli == kcore and kcore["layer"] == "0" and kcore["kernel_shape"] == [3, 3, 3]
     assert k.tiles.shape == (4, 3, 3, 3)
+
+
+def test_summary_json_is_the_core_summarys_serialization(outputs):
+    from convlens.inspect import summarize_model
+    from convlens.models import load_model
+
+    data, d = outputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = load_model(f"{d}/in/net.py:tiny", weights=d / "in" / "w.pt")
+    s = summarize_model(b)
+    assert data["summary"] == json.loads(json.dumps(to_jsonable(s.to_dict(3))))
+    # an independent count: the model's own parameters, torch's numel
+    assert s.total_params == sum(p.numel() for p in b.model.parameters()) and s.pretrained is True

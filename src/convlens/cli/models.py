@@ -98,17 +98,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per-layer output shape, parameters, MACs, kernel/stride/padding and exact receptive field (max over all paths)."""
         from convlens.cli.common import parse_size
-        from convlens.inspect.summary import summarize
+        from convlens.inspect.summary import summarize_model
         from convlens.models import load_model
 
         bundle = load_model(model, weights=weights, device=device)
+        chw = None
         if input_size is not None:
             h, w, c = parse_size(input_size, channels_first=channels_first)
-        else:
-            c, h, w = bundle.meta.input_size
-        s = summarize(bundle.model, (c, h, w), name=bundle.meta.name)
+            chw = (c, h, w)
+        s = summarize_model(bundle, chw)
         data = s.to_dict(depth, channels_first=channels_first)
-        data["pretrained"] = bundle.pretrained
         if json_out:
             print_json(data)
             return

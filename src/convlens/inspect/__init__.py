@@ -23,7 +23,7 @@ from convlens.inspect.erf import EffectiveRF, UnitReceptiveField, effective_rece
 from convlens.inspect.patches import ChannelPatches, Patch, TopPatches, top_patches
 from convlens.inspect.predict import Prediction, PredictionRun, TopClass, predict, predict_files
 from convlens.inspect.rf import EmpiricalRF, receptive_field, receptive_field_empirical
-from convlens.inspect.summary import LayerRecord, Summary, summarize
+from convlens.inspect.summary import LayerRecord, Summary, summarize, summarize_model
 from convlens.inspect.unit import Term, UnitTrace, trace_unit
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "LayerRecord",
     "Summary",
     "summarize",
+    "summarize_model",
     "ChannelScore",
     "LayerActivationStats",
     "activation_stats",

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -35,7 +36,10 @@ from torch import nn
 from convlens.errors import InputError, LayerError
 from convlens.graph import Graph, trace
 
-__all__ = ["LayerRecord", "Summary", "summarize", "MAC_CONVENTION", "hwc"]
+if TYPE_CHECKING:
+    from convlens.models import ModelBundle
+
+__all__ = ["LayerRecord", "Summary", "summarize", "summarize_model", "MAC_CONVENTION", "hwc"]
 
 MAC_CONVENTION = (
     "multiply-accumulates per image: conv H'*W'*C_out*(C_in/groups)*kH*kW, linear out*in, matmul/bmm/einsum/"
@@ -118,6 +122,8 @@ class Summary:
     graph: Graph | None = field(default=None, repr=False, compare=False)
     #: ops the tracer saw that multiply but whose MACs are not counted: ``{"op", "module", "shape", "note"}``
     not_counted: list[dict] = field(default_factory=list)
+    #: whether the model's weights are pretrained (set by :func:`summarize_model`; None for a bare module)
+    pretrained: bool | None = None
 
     @property
     def macs_complete(self) -> bool:
@@ -257,6 +263,7 @@ class Summary:
             "mac_convention": self.mac_convention,
             "macs_complete": self.macs_complete,
             "not_counted": [dict(d) for d in self.not_counted],
+            "pretrained": self.pretrained,
         }
 
 
@@ -342,3 +349,20 @@ def summarize(
             for n in graph.not_counted
         ],
     )
+
+
+def summarize_model(bundle: ModelBundle, input_shape: Sequence[int] | None = None) -> Summary:
+    """:func:`summarize` a loaded model at ``input_shape`` = (C, H, W) (default: the model's own input
+    size), named after it and saying whether its weights are pretrained (``convlens summary --json``
+    prints this summary's :meth:`Summary.to_dict`).
+
+    Example:
+        >>> from convlens.models import load_model
+        >>> s = summarize_model(load_model("resnet18"), (3, 64, 64))
+        >>> s.model, s.input_shape, s.pretrained, s.to_dict()["pretrained"]
+        ('resnet18', (64, 64, 3), False, False)
+    """
+    from dataclasses import replace
+
+    shape = tuple(bundle.meta.input_size if input_shape is None else input_shape)
+    return replace(summarize(bundle.model, shape, name=bundle.meta.name), pretrained=bundle.pretrained)

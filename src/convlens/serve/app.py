@@ -164,10 +164,10 @@ class Explorer:
     def summary(self) -> Any:
         """:func:`convlens.inspect.summarize` of the model at its input size (computed once)."""
         if self._summary is None:
-            from convlens.inspect.summary import summarize
+            from convlens.inspect.summary import summarize_model
 
-            with self.lock:
-                self._summary = summarize(self.bundle.model, self.input_chw, name=self.bundle.meta.name)
+            with self.lock:  # the summary `convlens summary --json` prints (with "pretrained")
+                self._summary = summarize_model(self.bundle, self.input_chw)
         return self._summary
 
     def map_layers(self) -> list[str]:
