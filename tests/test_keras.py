@@ -507,7 +507,7 @@ def test_a_final_softmax_layer_gives_its_input_as_logits(tmp_path):
     _randomize(m, 11)
     m.save(tmp_path / "sm.keras")
     b = load_model(str(tmp_path / "sm.keras"))
-    assert b.model.head == "softmax_layer" and b.meta.num_classes == 4
+    assert b.meta.extra["head"] == "softmax_layer" and b.meta.num_classes == 4
     img = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     ref = m.predict(_keras_input(img, 8, 1 / 255), verbose=0)[0]
     got = np.zeros_like(ref)
@@ -515,3 +515,15 @@ def test_a_final_softmax_layer_gives_its_input_as_logits(tmp_path):
         got[t.cls] = t.prob
     np.testing.assert_allclose(got, ref, atol=1e-5)
     assert len(b.model.keras_model.get_layer("probs")._forward_pre_hooks) == 0
+
+
+def test_layer_names_that_are_module_attributes(tmp_path):
+    """A Keras layer named like an nn.Module attribute ('head' is common; 'forward', 'training') still works."""
+    m = keras.Sequential(
+        [keras.Input((6, 6, 3)), L.Conv2D(2, 3, name="forward"), L.Flatten(name="training"), L.Dense(3, name="head")]
+    )
+    m.save(tmp_path / "names.keras")
+    b = load_model(str(tmp_path / "names.keras"))
+    names = [n for n, _ in b.model.named_children()]
+    assert names == ["forward_", "training_", "head"]
+    assert b.model(torch.rand(1, 3, 6, 6)).shape == (1, 3) and not b.model.training

@@ -108,6 +108,8 @@ def _register_layers(parent: nn.Module, layers: list[Any], keras: Any) -> None:
         name = _module_name(layer.name)
         if name in parent._modules:
             continue
+        while hasattr(parent, name) and name not in parent._modules:  # 'forward', 'training', ... stay methods
+            name += "_"
         parent.add_module(name, layer)
         inner = _nested(layer)
         if inner:
@@ -120,7 +122,11 @@ class KerasModule(nn.Module):
     Attributes:
         keras_model: the wrapped ``keras.Model`` (not a registered submodule: its layers are).
         channels_first: the model's layers are ``channels_first`` (input fed as is).
-        head: ``'softmax'``, ``'sigmoid'`` or ``None``: the final activation taken off to give logits.
+        head_kind: ``'softmax'`` (a final softmax activation), ``'softmax_layer'`` (a final ``Softmax`` layer),
+            ``'sigmoid'`` (one sigmoid unit) or ``None``: what is taken off to give logits.
+
+    A Keras layer whose name is already an ``nn.Module`` attribute (``forward``, ``training``...) is
+    registered as ``name_``.
     """
 
     def __init__(self, model: Any, *, channels_first: bool = False) -> None:
@@ -128,7 +134,6 @@ class KerasModule(nn.Module):
         keras = import_keras()
         object.__setattr__(self, "keras_model", model)  # the layers are the submodules, not the container
         self.channels_first = bool(channels_first)
-        _register_layers(self, list(model.layers), keras)
         self._weights = {id(v.value) for v in model.weights}
         # the layer that produces the (first) output; for a Sequential model, its last layer
         outputs = getattr(model, "outputs", None) or []
@@ -137,12 +142,14 @@ class KerasModule(nn.Module):
         act = getattr(getattr(last, "activation", None), "__name__", None)
         units = outputs[0].shape[-1] if outputs else None
         if isinstance(last, keras.layers.Softmax):
-            self.head: str | None = "softmax_layer"  # its input is the logits
+            self.head_kind: str | None = "softmax_layer"  # its input is the logits
         elif act == "softmax":
-            self.head = "softmax"
+            self.head_kind = "softmax"
         else:
-            self.head = "sigmoid" if act == "sigmoid" and units == 1 else None
-        self._last = last
+            self.head_kind = "sigmoid" if act == "sigmoid" and units == 1 else None
+        object.__setattr__(self, "_last", last)  # a Keras layer, registered below under its own name
+        self._logits: list[torch.Tensor] = []
+        _register_layers(self, list(model.layers), keras)  # last: names taken by attributes above get a '_'
 
     def named_parameters(  # type: ignore[override]
         self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
@@ -155,10 +162,10 @@ class KerasModule(nn.Module):
     @contextlib.contextmanager
     def _linear_head(self) -> Iterator[None]:
         """Take the final softmax/sigmoid off for one call (restored even on errors)."""
-        if self.head is None:
+        if self.head_kind is None:
             yield
             return
-        if self.head == "softmax_layer":  # keep the Softmax layer's input: the logits
+        if self.head_kind == "softmax_layer":  # keep the Softmax layer's input: the logits
             keep = self._logits
 
             def grab(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -186,14 +193,14 @@ class KerasModule(nn.Module):
         keras = import_keras()
         feed = x if self.channels_first else x.permute(0, 2, 3, 1)  # (N, H, W, C) for channels_last Keras
         dev = x.device
-        self._logits: list[torch.Tensor] = []
+        self._logits = []
         with keras.device(f"{dev.type}:{dev.index or 0}" if dev.type != "cpu" else "cpu"), self._linear_head():
             y = self.keras_model(feed, training=self.training)
         if isinstance(y, (list, tuple)) and y:
             y = y[0]
-        if self.head == "softmax_layer" and self._logits:
+        if self.head_kind == "softmax_layer" and self._logits:
             y, self._logits = self._logits[-1], []  # the Softmax layer's input
-        if self.head == "sigmoid" and isinstance(y, torch.Tensor) and y.ndim == 2 and y.shape[1] == 1:
+        if self.head_kind == "sigmoid" and isinstance(y, torch.Tensor) and y.ndim == 2 and y.shape[1] == 1:
             y = torch.cat([torch.zeros_like(y), y], dim=1)  # softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]
         return y
 
@@ -346,6 +353,6 @@ def load_keras(
         "count_params": int(model.count_params()),
         "data_format": fmt,
         "rescaling": rescaling,
-        "head": net.head,
+        "head": net.head_kind,
     }
     return net, pre, info
