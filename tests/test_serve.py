@@ -595,3 +595,63 @@ def test_reused_module_layers_are_the_listed_calls():
         assert "last call" in _error(c.get(f"/api/images/{iid}/cam", params={"layer": "pool#0"}), 404)
     finally:
         ex.close()
+
+
+class _TinyAttention(torch.nn.Module):
+    """Patch embedding (a 4x4 map of 8 channels) -> tokens -> one softmax-attention layer (2 heads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Conv2d(3, 8, 8, stride=8)
+        self.tokens = torch.nn.Identity()
+        self.qkv = torch.nn.Linear(8, 24)
+        self.softmax = torch.nn.Softmax(dim=-1)
+        self.block = torch.nn.Linear(8, 8)
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.tokens(self.embed(x).flatten(2).transpose(1, 2))  # (N, 16, 8)
+        q, k, v = self.qkv(t).reshape(t.shape[0], t.shape[1], 3, 2, 4).permute(2, 0, 3, 1, 4)
+        a = self.softmax(q @ k.transpose(-2, -1))  # (N, 2, 16, 16): attention weights, no map of the image
+        t = self.block((a @ v).transpose(1, 2).reshape(t.shape) + t)
+        return self.fc(t.mean(1))
+
+
+def test_map_layers_follow_the_layout_rule_tokens_in_attention_weights_out():
+    """The activation grid offers what convlens.layers calls a map: patch tokens (N, 16, 8) on their 4x4 grid,
+    never the (N, heads, T, T) attention weights (before, a 4-D attention tensor was offered as a 16x16 map
+    of 2 'channels' and token layers were missing). Oracle: the tokens reshaped to the grid by hand."""
+    from convlens.models import Preprocess
+    from convlens.models.registry import bundle_from_module
+
+    net = _TinyAttention()
+    b = bundle_from_module(net, "tinyattn", "file", preprocess=Preprocess(size=32, resize="squash"))
+    ex = Explorer(b, bundled=False)
+    try:
+        c = TestClient(create_app(ex))
+        maps = c.get("/api/layers").json()["map_layers"]
+        assert "softmax" not in maps and {"embed", "tokens", "block"} <= set(maps), maps
+        rgb = (np.arange(32 * 32 * 3) % 253).astype(np.uint8).reshape(32, 32, 3)
+        iid = c.post("/api/images", files={"file": ("t.png", _png_bytes(rgb), "image/png")}).json()["id"]
+        with torch.no_grad():
+            want = net.embed(b.preprocess([rgb]))  # the tokens, as a (1, 8, 4, 4) map
+        body = c.get(f"/api/images/{iid}/activations", params={"layer": "tokens", "limit": 8}).json()
+        assert body["shape"] == [8, 4, 4] and len(body["maps"]) == 8
+        for m in body["maps"]:
+            got = np.frombuffer(base64.b64decode(m["data"]), np.float32).reshape(4, 4)
+            np.testing.assert_allclose(got, want[0, m["channel"]].numpy(), rtol=1e-5, atol=1e-6)
+        assert "no spatial output map" in _error(
+            c.get(f"/api/images/{iid}/activations", params={"layer": "softmax"}), 404
+        )
+    finally:
+        ex.close()
+
+
+def test_uploads_with_the_same_bytes_but_another_shape_are_two_images():
+    """A 4x6 and a 6x4 black image have the same pixel bytes; before, the second upload replaced the first."""
+    s = ImageStore()
+    a = s.add_array("wide", np.zeros((4, 6, 3), np.uint8))
+    b = s.add_array("tall", np.zeros((6, 4, 3), np.uint8))
+    assert a.id != b.id and s.get(a.id).array.shape == (4, 6, 3) and s.get(b.id).array.shape == (6, 4, 3)
+    assert s.add_array("again", np.zeros((4, 6, 3), np.uint8)).id == a.id  # the same image twice is one entry

@@ -119,6 +119,7 @@ class Explorer:
         self.tmp = make_temp_dir()
         weakref.finalize(self, remove_temp_dir, self.tmp)  # also removed when never closed (exit, GC)
         self._summary: Any = None
+        self._maps: dict[str, tuple[int, int, int]] | None = None  # map layers' (C, H, W), computed once
         self._inputs = ActivationCache(64 * 1024 * 1024)  # preprocessed tensors, small
         self.erf_maps = ActivationCache(16 * 1024 * 1024)  # effective fields of recently traced units
         self.graphs: dict[str, Any] = {}  # traced network graphs by depth
@@ -171,12 +172,48 @@ class Explorer:
         return self._summary
 
     def map_layers(self) -> list[str]:
-        """Layers whose output is a spatial map (H, W, C): what the activation grid can show, in forward order."""
-        names: list[str] = []
-        for r in self.summary().layers:
-            if r.output_shape is not None and len(r.output_shape) == 3:
-                names.append(r.name if r.call == 0 else f"{r.name}#{r.call}")
-        return list(dict.fromkeys(names))
+        """Layers whose output is a spatial map of the image: what the activation grid can show, in forward order.
+
+        "A map" is :func:`convlens.layers.layer_layouts`' rule (the one home of layouts): (N, C, H, W) and
+        channels-last maps, and the patch tokens of ViT-style models (shown on their grid), but not attention
+        internals such as Swin's (N, heads, T, T) weights, which are 4-D without being a map.
+        """
+        return list(self._map_shapes())
+
+    def map_shape(self, layer: str) -> tuple[int, int, int] | None:
+        """(C, H, W) of a listed map layer's output (as the activation endpoints return it), else None."""
+        return self._map_shapes().get(layer)
+
+    def _map_shapes(self) -> dict[str, tuple[int, int, int]]:
+        if self._maps is None:
+            from convlens.errors import ConvlensError as _Err
+            from convlens.layers import layer_layouts
+
+            try:
+                with self.lock:
+                    lay = layer_layouts(self.bundle.model, self.input_chw)
+            except _Err:  # the model cannot be probed: plain 4-D outputs count as (N, C, H, W) maps
+                lay = {}
+            maps: dict[str, tuple[int, int, int]] = {}
+            for r in self.summary().layers:
+                name = r.name if r.call == 0 else f"{r.name}#{r.call}"
+                ts = tuple(int(v) for v in (r.torch_shape or ()))
+                lo = lay.get(r.name)
+                if lo is None:
+                    if len(ts) == 4 and r.output_shape is not None and len(r.output_shape) == 3:
+                        h, w, c = r.output_shape
+                        maps.setdefault(name, (int(c), int(h), int(w)))
+                    continue
+                if not lo.is_map or not ts:
+                    continue
+                if lo.fmt == "NCHW" and len(ts) == 4:
+                    maps.setdefault(name, (ts[1], ts[2], ts[3]))
+                elif lo.fmt == "NHWC" and len(ts) == 4:
+                    maps.setdefault(name, (ts[3], ts[1], ts[2]))
+                elif lo.fmt in ("NLC", "NCL") and len(ts) == 3 and lo.grid is not None:
+                    maps.setdefault(name, (ts[2] if lo.fmt == "NLC" else ts[1], *lo.grid))
+            self._maps = maps
+        return self._maps
 
     def capture_name(self, layer: str) -> str:
         """The name that captures exactly the call a listed layer stands for.
@@ -235,13 +272,8 @@ class Explorer:
         return acts
 
     def capture_bytes(self) -> int:
-        """Bytes of one all-layer capture (float32), from the summary's output shapes."""
-        total = 0
-        for r in self.summary().layers:
-            if r.output_shape is not None and len(r.output_shape) == 3:
-                h, w, c = r.output_shape
-                total += 4 * int(h) * int(w) * int(c)
-        return total
+        """Bytes of one all-layer capture (float32), from the map layers' shapes."""
+        return sum(4 * c * h * w for c, h, w in self._map_shapes().values())
 
     def layer_activation(self, e: ImageEntry, layer: str) -> torch.Tensor:
         if layer not in self.map_layers():
@@ -488,12 +520,10 @@ def create_app(explorer: Explorer) -> FastAPI:
         }
 
     def _layer_shape(layer: str) -> tuple[int, int, int]:
-        for r in ex.summary().layers:
-            name = r.name if r.call == 0 else f"{r.name}#{r.call}"
-            if name == layer and r.output_shape is not None and len(r.output_shape) == 3:
-                h, w, ch = r.output_shape
-                return int(ch), int(h), int(w)
-        raise LayerError(f"layer '{layer}' has no spatial output map in this model (see /api/layers).")
+        shape = ex.map_shape(layer)
+        if shape is None:
+            raise LayerError(f"layer '{layer}' has no spatial output map in this model (see /api/layers).")
+        return shape
 
     def _check_position(shape: tuple[int, int, int], c: int, i: int, j: int) -> None:
         ch, h, w = shape

@@ -130,8 +130,11 @@ class ImageStore:
         return len(files)
 
     def add_array(self, name: str, array: np.ndarray, *, source: str = "upload") -> ImageEntry:
-        """Add a decoded image (an upload); its id comes from its pixels, so the same file twice is one entry."""
-        digest = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+        """Add a decoded image (an upload); its id comes from its pixels and shape, so the same file twice is one
+        entry."""
+        a = np.ascontiguousarray(array)
+        # the shape is part of the identity: a 4x6 and a 6x4 image of the same bytes are two images
+        digest = hashlib.sha256(f"{a.shape}{a.dtype}".encode() + a.tobytes()).hexdigest()
         e = ImageEntry(self._id(f"{source}:{digest}"), name, source, lambda: array, array)
         with self._lock:
             self._items.pop(e.id, None)
