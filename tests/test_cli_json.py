@@ -220,3 +220,18 @@ def test_summary_json_is_the_core_summarys_serialization(outputs):
     assert data["summary"] == json.loads(json.dumps(to_jsonable(s.to_dict(3))))
     # an independent count: the model's own parameters, torch's numel
     assert s.total_params == sum(p.numel() for p in b.model.parameters()) and s.pretrained is True
+
+
+def test_models_json_is_the_core_catalogs_serialization(tmp_path):
+    import torchvision
+
+    from convlens.models import model_catalog
+
+    cli = run_json(["models", "resnet1"], tmp_path)
+    assert cli == model_catalog("resnet1").to_dict()
+    # oracle: torchvision's own list of classifiers, every name containing 'resnet1', loadable by its bare name
+    tv = {n for n in torchvision.models.list_models(module=torchvision.models) if "resnet1" in n}  # classifiers
+    assert tv and {(r["name"], r["load_as"]) for r in cli["sources"] if r["source"] == "torchvision"} == {
+        (n, n) for n in tv
+    }
+    assert cli["models"] == list(dict.fromkeys(r["name"] for r in cli["sources"]))

@@ -33,30 +33,20 @@ def register(app: typer.Typer) -> None:
         """List the models convlens can load, with the library that builds each (nothing is downloaded:
         only the embedded efficientnet_lite0 is pretrained). A name both torchvision and timm have
         loads from torchvision; write timm:NAME for timm's."""
-        from convlens.models import list_model_sources
-        from convlens.models.registry import load_name
+        from convlens.models import model_catalog
 
-        pairs = list_model_sources(pattern, source=source)
-        names = list(dict.fromkeys(n for n, _ in pairs))
-        # the first library with a name owns the bare name; the others need their prefix
-        rows = [{"name": n, "source": src, "load_as": load_name(n, src)} for n, src in pairs]
-        if not pairs:
-            where = f" from {source}" if source else ""
-            raise InputError(
-                f"no model{where} matches '{pattern}'; a plain word matches as a substring, "
-                "a glob like 'resnet*' as a glob (`convlens models` lists all)."
-            )
+        cat = model_catalog(pattern, source=source)
         if json_out:
-            print_json({"models": names, "sources": rows})
+            print_json(cat.to_dict())
             return
         con = console()
         con.print(
-            f"{len(rows)} models match '{pattern}'. Pretrained offline: efficientnet_lite0 (embedded); "
+            f"{len(cat.sources)} models match '{pattern}'. Pretrained offline: efficientnet_lite0 (embedded); "
             "the rest start from random weights unless --weights FILE is given."
         )
-        width = max(len(r["load_as"]) for r in rows)
-        for r in rows:
-            con.print(f"{r['load_as']:<{width}}  {r['source']}")
+        width = max(len(r.load_as) for r in cat.sources)
+        for r in cat.sources:
+            con.print(f"{r.load_as:<{width}}  {r.source}")
 
     @app.command("predict")
     def predict_cmd(

@@ -7,6 +7,7 @@ Example:
 """
 
 from convlens.models import efficientnet_lite as _efficientnet_lite  # noqa: F401  (registers the embedded model)
+from convlens.models.catalog import ModelCatalog, ModelSource, model_catalog
 from convlens.models.logits import logits
 from convlens.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from convlens.models.registry import (
@@ -33,6 +34,9 @@ __all__ = [
     "imagenet_labels",
     "list_models",
     "list_model_sources",
+    "model_catalog",
+    "ModelCatalog",
+    "ModelSource",
     "load_model",
     "load_weights_into",
     "random_weights_message",
