@@ -333,7 +333,10 @@ def test_cli_train_json_and_compare(folder, tmp_path, capsys):
     assert printed == json.loads((out / "metrics.json").read_text())
     assert printed["chance_accuracy"] == pytest.approx(0.5)  # two balanced classes: 4 of 8 val images each
     assert main(args + ["--compare", "features,frozen+aug", "--out", str(tmp_path / "cmp"), "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)["rows"]
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((tmp_path / "cmp" / "comparison.json").read_text())  # one serialization
+    assert printed["data"] == str(folder) and printed["model"] == TINY_MODEL
+    rows = printed["rows"]
     assert [r["strategy"] for r in rows] == ["features", "frozen+aug"]
     for f in ("comparison.json", "comparison.md", "comparison.csv", "comparison.png", "frozen_aug/metrics.json"):
         assert (tmp_path / "cmp" / f).is_file(), f

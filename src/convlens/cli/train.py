@@ -126,7 +126,6 @@ def register(app: typer.Typer) -> None:
         a larger --epochs extends it) or --overwrite (start again in it) is given. Under
         `torchrun --nproc_per_node=N -m convlens train ...` each process is one rank of a
         DistributedDataParallel run (--batch-size is the global batch); rank 0 writes and prints."""
-        from dataclasses import asdict
 
         from convlens.cli.common import check_choice
         from convlens.train import STRATEGIES, TrainConfig
@@ -171,7 +170,7 @@ def register(app: typer.Typer) -> None:
                     if rank != 0:
                         return
                     if json_out:
-                        print_json({"data": data, "model": model, "rows": comp.table()})
+                        print_json(comp.to_dict())  # what comparison.json holds
                         return
                     con = console()
                     con.print(comp.markdown())
@@ -181,7 +180,7 @@ def register(app: typer.Typer) -> None:
         if rank != 0:
             return
         if json_out:
-            print_json(asdict(run.result))
+            print_json(run.result)  # the TrainResult's fields (as metrics.json)
             return
         r = run.result
         con = console()

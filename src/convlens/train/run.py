@@ -126,6 +126,13 @@ class Comparison:
     def table(self) -> list[dict[str, object]]:
         return [dict(asdict(r), seconds=round(s, 1)) for r, s in zip(self.rows, self.seconds, strict=True)]
 
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form (``comparison.json``, ``convlens train --compare --json``): the data, the model and
+        one row per strategy (its :class:`TrainResult` fields and ``seconds``), non-finite numbers as None."""
+        from convlens.serialize import to_jsonable
+
+        return to_jsonable({"data": self.data, "model": self.model, "rows": self.table()})
+
     def markdown(self) -> str:
         """A Markdown table of the comparison."""
         head = "| strategy | epochs | train loss | val loss | val accuracy | images/s | seconds |\n|---|---|---|---|---|---|---|\n"
@@ -169,14 +176,7 @@ def compare(
         rows.append(run.result)
         hists[s] = run.history
     comp = Comparison(rows, secs, config.data, config.model)
-    ckpt.atomic_write_json(
-        d / "comparison.json",
-        {
-            "data": config.data,
-            "model": config.model,
-            "rows": [{k: (_finite(v) if isinstance(v, float) else v) for k, v in row.items()} for row in comp.table()],
-        },
-    )
+    ckpt.atomic_write_json(d / "comparison.json", comp.to_dict())
     (d / "comparison.md").write_text(comp.markdown())
     (d / "comparison.csv").write_text(comp.csv())
     comparison_plot(hists, title=f"{config.model} on {config.data}").savefig(d / "comparison.png")
