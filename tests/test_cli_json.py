@@ -235,3 +235,22 @@ def test_models_json_is_the_core_catalogs_serialization(tmp_path):
         (n, n) for n in tv
     }
     assert cli["models"] == list(dict.fromkeys(r["name"] for r in cli["sources"]))
+
+
+def test_augment_json_is_the_core_previews_serialization(outputs):
+    from convlens.data.preview import augment_preview
+    from convlens.io import load_image
+
+    _, d = outputs
+    img = d / "in" / "img.png"
+    argv = ["augment", str(img), "--n", "6", "--options", "horizontal_flip=true", "--out", str(d / "aug.png")]
+    cli = run_json(argv, d)
+    prev = augment_preview(load_image(img), "horizontal_flip=true", n=6)
+    core = prev.to_dict()
+    assert core.pop("out") is None and cli.pop("out") == "$RUN/aug.png"
+    assert cli == core
+    # oracle: with flips only, a variant is the original mirrored (numpy) exactly when its draw says flip
+    flips = [p.flip for p in prev.params]
+    assert True in flips and False in flips
+    for tile, flip in zip(prev.tiles[1:], flips, strict=True):
+        assert np.array_equal(tile, np.fliplr(prev.tiles[0]) if flip else prev.tiles[0])

@@ -225,39 +225,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Preview augmentation: the original and N per-image random variants in a grid -- the same pipeline,
         defaults and per-image draws (seed, epoch 0, image i) that `convlens train` uses."""
-        import numpy as np
-        import torch
-        from PIL import Image
+        import dataclasses
 
-        from convlens.data import augment_for, sample_seed
-        from convlens.data.datasets import to_tensor_images
+        from convlens.data.preview import augment_preview
         from convlens.io import load_image
         from convlens.plot import image_grid
 
         out = out_file(out, default_name="augment.png")  # before any work
-        aug = augment_for(options, data)
-        img = load_image(image)
-        if image_size is not None:  # the training pipeline's resize
-            img = to_tensor_images([img], image_size)[0].permute(1, 2, 0).numpy()
-        h, w = img.shape[:2]
-        scale = size / max(h, w)
-        if scale < 1:
-            img = np.asarray(
-                Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-            )
-        t = torch.from_numpy(np.ascontiguousarray(img).copy()).permute(2, 0, 1).contiguous()
-        tiles, titles, params = [img], ["original"], []
-        for i in range(n):
-            gen = torch.Generator().manual_seed(sample_seed(seed, 0, i))
-            p = aug.sample(gen, tuple(t.shape[-2:]))
-            tiles.append(aug.apply(t, p).permute(1, 2, 0).numpy())
-            titles.append(_describe(p))
-            params.append(p)
+        prev = augment_preview(load_image(image), options, data, n=n, image_size=image_size, size=size, seed=seed)
+        titles = ["original"] + [_describe(p) for p in prev.params]
         shown = options if options is not None else f"train default for --data {data}"
         prepare_out_file(out)
-        image_grid(tiles, titles=titles, ncols=min(len(tiles), 6), suptitle=f"augment: {shown}").savefig(out)
+        image_grid(prev.tiles, titles=titles, ncols=min(len(prev.tiles), 6), suptitle=f"augment: {shown}").savefig(out)
+        prev = dataclasses.replace(prev, out=str(out))
         if json_out:
-            print_json({"out": str(out), "options": aug.to_dict(), "params": params})
+            print_json(prev.to_dict())
             return
         console().print(f"wrote {out} ({n} variants of {image}; options: {shown})")
 
