@@ -242,3 +242,27 @@ def test_the_same_auto_layer_in_every_front_end(name, tmp_path, capsys, chelsea)
     assert main([*args, "--out", str(tmp_path / "rep")]) == 0
     summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert json.dumps(summary).count(f'"CAM layer": ["{want}"]') == 1, summary
+
+
+def test_timm_mobilevitv2_stages_stay_maps_and_auto_is_in_the_last_stage():
+    """MobileViT-v2 unfolds each stage into patches for its attention, where the tracer loses the H/W axes.
+    timm models that declare no ``output_fmt`` compute NCHW, so their stage outputs (on timm's declared stage
+    grids) are still maps. Before, every layer after stage 2 was "other" and "auto" fell back to
+    ``stages.3.0.conv1_1x1``, at 1/8 of the input instead of the last 1/32 stage. Oracle: timm's
+    ``forward_intermediates`` (the stages' NCHW outputs)."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    net = timm.create_model("mobilevitv2_050").eval()
+    x = torch.randn(1, 3, 128, 128)
+    lays = layer_layouts(net, (3, 128, 128))
+    with torch.no_grad():
+        refs = net.forward_intermediates(x, indices=[3, 4], intermediates_only=True)
+    outs = {f"stages.{i}": _block_output(net, f"stages.{i}", x) for i in (3, 4)}
+    ours = as_nchw(net, outs, (3, 128, 128))
+    for i, ref in zip((3, 4), refs, strict=True):
+        assert lays[f"stages.{i}"].fmt == "NCHW" and lays[f"stages.{i}"].grid == tuple(ref.shape[2:])
+        assert torch.equal(ours[f"stages.{i}"], ref)
+    auto = resolve(net, "auto", input_shape=(3, 128, 128))[0].name
+    assert lays[auto].grid == tuple(refs[-1].shape[2:]), auto  # a layer of the last (4x4) stage
+    # the patches x tokens tensors inside the attention are no map of the image
+    assert not lays["stages.3.1.transformer"].is_map

@@ -353,8 +353,11 @@ def _traced_layouts(model: nn.Module, input_shape: tuple[int, ...], stop_after: 
                 lay = Layout(decl, (int(shape[d[0]]), int(shape[d[1]])), source="declared")
             else:
                 g = own_grid(c.output)
-                if g is None and model_fmt in ("NCHW", "NHWC"):  # timm: stages in the model's declared format
-                    d = (2, 3) if model_fmt == "NCHW" else (1, 2)
+                # timm: stages in the model's declared format; a timm model declaring none computes NCHW
+                # (MobileViT: the tracer loses the axes in its unfold/fold attention, the stages stay maps)
+                fmt = model_fmt if model_fmt in ("NCHW", "NHWC") else ("NCHW" if model_fmt is None else None)
+                if g is None and fmt is not None and stage_grids:
+                    d = (2, 3) if fmt == "NCHW" else (1, 2)
                     if (int(shape[d[0]]), int(shape[d[1]])) in stage_grids:
                         g = (d, (int(shape[d[0]]), int(shape[d[1]])))
                 if g is None:  # H/W axes went through a reshape (Swin blocks): same sizes as the nearest map's
