@@ -254,3 +254,20 @@ def test_augment_json_is_the_core_previews_serialization(outputs):
     assert True in flips and False in flips
     for tile, flip in zip(prev.tiles[1:], flips, strict=True):
         assert np.array_equal(tile, np.fliplr(prev.tiles[0]) if flip else prev.tiles[0])
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "laplacian"])
+def test_pyramid_json_is_the_core_pyramids_serialization(outputs, kind):
+    from convlens.io import load_image
+    from convlens.match import image_to_chw
+    from convlens.pyramid import image_pyramid
+
+    _, d = outputs
+    img = d / "in" / "img.png"
+    cli = run_json(["pyramid", str(img), "--kind", kind, "--levels", "3", "--out", str(d / kind)], d)
+    files = cli.pop("files")
+    assert files[-1] == f"$RUN/{kind}/{kind}_pyramid.png" and len(files) == 4
+    assert cli == image_pyramid(image_to_chw(load_image(img)), kind, 3).to_dict()
+    # oracle: each level halves the size rounding up (OpenCV pyrDown: (n + 1) // 2), from the 40x50 image
+    assert [lv["shape"] for lv in cli["levels"]] == [[40, 50], [20, 25], [10, 13]]
+    assert (cli["reconstruction_max_abs_error"] is None) == (kind == "gaussian")

@@ -189,21 +189,18 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     ) -> None:
         """Build a Gaussian (pyrDown) or Laplacian (Burt-Adelson) pyramid and draw its levels."""
-        check_choice(kind, ("gaussian", "laplacian"), name="--kind")
         import numpy as np
         from PIL import Image
 
         from convlens.io import load_image
         from convlens.match import image_to_chw
         from convlens.plot.vision import pyramid_figure
-        from convlens.pyramid import gaussian_pyramid, laplacian_pyramid, max_levels, reconstruct
+        from convlens.pyramid import KINDS, image_pyramid
 
-        img = image_to_chw(load_image(image))
-        if levels is None:  # the default never exceeds what the image allows (an 8x8 image has 4 levels)
-            levels = min(5, max_levels(img.shape[1], img.shape[2]))
-        lv = (gaussian_pyramid if kind == "gaussian" else laplacian_pyramid)(img, levels)
+        check_choice(kind, KINDS, name="--kind")
+        pyr = image_pyramid(image_to_chw(load_image(image)), kind, levels)
         out_dir = ensure_out_dir(out)
-        hwc = [np.transpose(a, (1, 2, 0)) for a in lv]
+        hwc = [np.transpose(a, (1, 2, 0)) for a in pyr.arrays]
         files = []
         for i, a in enumerate(hwc):
             if kind == "laplacian" and i < len(hwc) - 1:
@@ -212,22 +209,15 @@ def register(app: typer.Typer) -> None:
             files.append(str(out_dir / f"{kind}_level{i}.png"))
             Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8)).save(files[-1])
         files.append(_save(pyramid_figure(hwc, kind=kind), out_dir / f"{kind}_pyramid.png"))
-        result: dict[str, Any] = {
-            "kind": kind,
-            "levels": [{"level": i, "shape": [int(a.shape[1]), int(a.shape[2])]} for i, a in enumerate(lv)],
-            "files": files,
-        }
-        if kind == "laplacian":
-            result["reconstruction_max_abs_error"] = float(np.abs(reconstruct(lv) - img).max())
         if as_json:
-            print_json(result)
+            print_json({**pyr.to_dict(), "files": files})  # + the files written
             return
         con = console()
-        for e in result["levels"]:
-            con.print(f"level {e['level']}: {e['shape'][0]}x{e['shape'][1]}")
-        if kind == "laplacian":
+        for e in pyr.levels:
+            con.print(f"level {e.level}: {e.shape[0]}x{e.shape[1]}")
+        if pyr.reconstruction_max_abs_error is not None:
             con.print(
-                f"reconstruct(levels) differs from the image by at most {result['reconstruction_max_abs_error']:.3g} (float64)"
+                f"reconstruct(levels) differs from the image by at most {pyr.reconstruction_max_abs_error:.3g} (float64)"
             )
         con.print("wrote " + ", ".join(files))
 

@@ -15,5 +15,18 @@ from convlens.pyramid.pyramids import (
     reconstruct,
     reduce,
 )
+from convlens.pyramid.result import KINDS, PyramidLevel, PyramidResult, image_pyramid
 
-__all__ = ["BINOMIAL_5", "reduce", "expand", "gaussian_pyramid", "laplacian_pyramid", "reconstruct", "max_levels"]
+__all__ = [
+    "BINOMIAL_5",
+    "reduce",
+    "expand",
+    "gaussian_pyramid",
+    "laplacian_pyramid",
+    "reconstruct",
+    "max_levels",
+    "image_pyramid",
+    "PyramidResult",
+    "PyramidLevel",
+    "KINDS",
+]
