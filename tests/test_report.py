@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -120,6 +121,7 @@ def test_image_report_cli(tmp_path, tiny_model, chelsea, coffee):
     Image.fromarray(chelsea).save(imgs / "chelsea.png")
     Image.fromarray(coffee).save(imgs / "coffee.jpg")
     out = tmp_path / "rep"
+    cpu0 = time.process_time()
     rc = main(
         [
             "report",
@@ -137,8 +139,12 @@ def test_image_report_cli(tmp_path, tiny_model, chelsea, coffee):
         ]
     )
     assert rc == 0
+    cpu = time.process_time() - cpu0
     data = json.loads((out / "summary.json").read_text())
     assert [s["id"] for s in data["sections"]] == ["img1", "img2"] and data["ok"] is True
+    # each section's CPU time is measured (it was always 0.0), and all of them fit in the whole run's
+    assert all(s["cpu_seconds"] > 0 for s in data["sections"])
+    assert sum(s["cpu_seconds"] for s in data["sections"]) <= cpu
     for s in data["sections"]:
         assert s["status"] == "ok", s["error"]
         assert len(s["tables"][0]["rows"]) == 3  # top-3 prediction

@@ -221,7 +221,7 @@ def image_report(
         f, i = batch.files[0], len(sections) + 1
         if progress:
             progress(f"[{batch.start + 1}/{n_files}] {f}")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             sec = image_section(
                 bundle,
@@ -248,6 +248,7 @@ def image_report(
                 traceback="".join(traceback.format_exception(exc)),
             )
         sec.seconds = time.perf_counter() - t0
+        sec.cpu_seconds = time.process_time() - c0  # as the tour's sections (it was always 0.0 here)
         sections.append(sec)
     out = Path(out_dir)
     weights_note = "pretrained weights" if bundle.pretrained else "RANDOM weights: results mean nothing"
