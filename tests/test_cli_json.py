@@ -271,3 +271,28 @@ def test_pyramid_json_is_the_core_pyramids_serialization(outputs, kind):
     # oracle: each level halves the size rounding up (OpenCV pyrDown: (n + 1) // 2), from the 40x50 image
     assert [lv["shape"] for lv in cli["levels"]] == [[40, 50], [20, 25], [10, 13]]
     assert (cli["reconstruction_max_abs_error"] is None) == (kind == "gaussian")
+
+
+def test_conv_and_pool_json_are_the_core_runs_serialization(tmp_path):
+    import torch
+    import torch.nn.functional as F
+
+    from convlens.arith.run import conv_run, pool_run
+
+    rng = np.random.default_rng(3)
+    x, k = rng.normal(size=(2, 6, 5)), rng.normal(size=(3, 2, 3, 3))
+    np.save(tmp_path / "x.npy", x), np.save(tmp_path / "k.npy", k)
+    argv = ["conv", "--input", str(tmp_path / "x.npy"), "--kernel", str(tmp_path / "k.npy")]
+    cli = run_json([*argv, "--stride", "2", "--padding", "1", "--trace", "1,1", "--filter", "2"], tmp_path)
+    run = conv_run(x, k, stride=(2, 2), padding=1, trace_at=(1, 1), filter=2)
+    assert cli == json.loads(json.dumps(run.to_dict()))
+    want = F.conv2d(torch.from_numpy(x)[None], torch.from_numpy(k), stride=2, padding=1)[0]  # oracle: torch
+    np.testing.assert_allclose(np.array(cli["output"]), want.numpy(), rtol=1e-12)
+    assert cli["trace"]["total"] == pytest.approx(float(want[2, 1, 1]), rel=1e-12)
+    pcli = run_json(
+        ["pool", "--input", str(tmp_path / "x.npy"), "--kernel", "3", "--stride", "2", "--ceil-mode"], tmp_path
+    )
+    assert pcli == json.loads(json.dumps(pool_run(x, "max", (3, 3), stride=(2, 2), ceil_mode=True).to_dict()))
+    pwant = F.max_pool2d(torch.from_numpy(x)[None], 3, 2, ceil_mode=True)[0]
+    np.testing.assert_array_equal(np.array(pcli["output"]), pwant.numpy())
+    assert "trace" not in pcli and pcli["output_shape"] == list(pwant.shape)

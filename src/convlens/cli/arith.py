@@ -285,7 +285,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     ) -> None:
         """Convolve X with K (NumPy float64 reference, same numbers as PyTorch); --trace explains one output."""
-        from convlens.arith import conv2d, output_shape, trace
+        from convlens.arith.run import conv_run
 
         x = load_array(input, "--input")
         k = load_array(kernel, "--kernel")
@@ -321,27 +321,18 @@ def register(app: typer.Typer) -> None:
             groups=groups,
             padding_mode=padding_mode,
         )
-        y = conv2d(x, k, b, **geo)  # (F, Ho, Wo)
-        t = None
+        at = None
         if trace_at is not None:
             parts = trace_at.split(",")
             if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
                 raise InputError(f"--trace must be I,J (output row, column), got '{trace_at}'.")
-            t = trace(x, k, int(parts[0]), int(parts[1]), filter=filter_index, bias=b, **geo)
-        out_map = y[0] if single else y
+            at = (int(parts[0]), int(parts[1]))
+        run = conv_run(x, k, b, single=single, trace_at=at, filter=filter_index, **geo)
         if json_out:
-            shape = output_shape(
-                x.shape[1:], k.shape[2:], stride=geo["stride"], padding=geo["padding"], dilation=geo["dilation"]
-            )
-            res: dict[str, Any] = {"output": out_map, "output_shape": list(out_map.shape), "padding": shape.padding}
-            if t is not None:
-                res["trace"] = t
-            print_json(res)
+            print_json(run.to_dict())
             return
         con = console()
-        shape = output_shape(
-            x.shape[1:], k.shape[2:], stride=geo["stride"], padding=geo["padding"], dilation=geo["dilation"]
-        )
+        shape, y, t = run.shape, run.maps, run.trace
         con.print(
             f"{x.shape[0]}x{x.shape[1]}x{x.shape[2]} (CxHxW) * {k.shape[0]} filter(s) {k.shape[1]}x{k.shape[2]}x{k.shape[3]}; "
             f"padding (top, bottom, left, right) {shape.padding}"
@@ -374,7 +365,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     ) -> None:
         """Max or average pooling of X, exactly as PyTorch computes it (ceil_mode, padding rules)."""
-        from convlens.arith import pool2d, pool_trace
+        from convlens.arith.run import pool_run
 
         check_choice(kind, ("max", "avg"), name="--kind")
         x = load_array(input, "--input")
@@ -386,41 +377,29 @@ def register(app: typer.Typer) -> None:
         pad = _parse_padding_text(padding)
         if isinstance(pad, str) or (isinstance(pad, tuple) and len(pad) == 4):
             raise InputError(f"--padding for pooling must be N or ph,pw, got '{padding}'.")
-        y = pool2d(
-            x,
-            kind,
-            _parse_pair_text(kernel, "--kernel"),
-            None if stride is None else _parse_pair_text(stride, "--stride"),
-            pad,
-            _parse_pair_text(dilation, "--dilation"),
-            ceil_mode,
-            count_include_pad,  # type: ignore[arg-type]
-        )
-        t = None
+        at = None
         if trace_at is not None:
             parts = trace_at.split(",")
             if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
                 raise InputError(f"--trace must be I,J (output row, column), got '{trace_at}'.")
-            t = pool_trace(
-                x,
-                kind,  # type: ignore[arg-type]
-                _parse_pair_text(kernel, "--kernel"),
-                int(parts[0]),
-                int(parts[1]),
-                channel=channel,
-                stride=None if stride is None else _parse_pair_text(stride, "--stride"),
-                padding=pad,
-                dilation=_parse_pair_text(dilation, "--dilation"),
-                ceil_mode=ceil_mode,
-                count_include_pad=count_include_pad,
-            )
-        out_map = y[0] if single else y
+            at = (int(parts[0]), int(parts[1]))
+        run = pool_run(
+            x,
+            kind,
+            _parse_pair_text(kernel, "--kernel"),
+            single=single,
+            stride=None if stride is None else _parse_pair_text(stride, "--stride"),
+            padding=pad,
+            dilation=_parse_pair_text(dilation, "--dilation"),
+            ceil_mode=ceil_mode,
+            count_include_pad=count_include_pad,
+            trace_at=at,
+            channel=channel,
+        )
         if json_out:
-            res: dict[str, Any] = {"output": out_map, "output_shape": list(out_map.shape)}
-            if t is not None:
-                res["trace"] = t.to_dict()
-            print_json(res)
+            print_json(run.to_dict())
             return
+        y, t = run.maps, run.trace
         con = console()
         for c in range(y.shape[0]):
             _print_map(con, f"{kind} pool, channel {c}: {y.shape[1]}x{y.shape[2]}", y[c])
