@@ -296,3 +296,24 @@ def test_conv_and_pool_json_are_the_core_runs_serialization(tmp_path):
     pwant = F.max_pool2d(torch.from_numpy(x)[None], 3, 2, ceil_mode=True)[0]
     np.testing.assert_array_equal(np.array(pcli["output"]), pwant.numpy())
     assert "trace" not in pcli and pcli["output_shape"] == list(pwant.shape)
+
+
+def test_top_patches_json_is_the_core_results_serialization(outputs):
+    import torch
+
+    from convlens.inspect import top_patches
+    from convlens.io import load_image
+    from convlens.models import load_model
+
+    _, d = outputs
+    m = ["--model", f"{d}/in/net.py:tiny", "--weights", str(d / "in" / "w.pt")]
+    cli = run_json(["top-patches", str(d / "in" / "img.png"), *m, "--layer", "2", "--channels", "0-1", "--k", "2"], d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = load_model(f"{d}/in/net.py:tiny", weights=d / "in" / "w.pt")
+    res = top_patches(b, [str(d / "in" / "img.png")], "2", [0, 1], k=2)
+    assert cli == json.loads(json.dumps(to_jsonable(res.to_json())).replace(str(d), "$RUN"))
+    assert [r["pretrained"] for r in cli] == [True, True]
+    with torch.no_grad():  # oracle: the best patch's value is the channel's largest activation (model's own forward)
+        a = b.model[:3](b.preprocess([load_image(d / "in" / "img.png")]))[0]
+    assert cli[0]["patches"][0]["value"] == pytest.approx(float(a[0].max()), rel=1e-6)

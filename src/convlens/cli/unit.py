@@ -249,7 +249,7 @@ def register_top_patches(app: typer.Typer) -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             top_patches_figure(res).savefig(out)
         if json_out:
-            print_json([{**rec, "pretrained": bundle.pretrained} for rec in res.to_json()])
+            print_json(res.to_json())
             return
         con = console()
         con.print(f"{res.layer}: top {res.k} of {res.images} images for {len(res.channels)} channels")

@@ -80,9 +80,12 @@ class TopPatches:
     images: int
     input_size: tuple[int, int]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: whether the model's weights are pretrained (None when a bare module was given)
+    pretrained: bool | None = None
 
     def to_json(self) -> list[dict[str, Any]]:
-        """``convlens top-patches --json``: ``[{"channel", "patches": [{"image", "y", "x", "value", "box"}]}]``."""
+        """``convlens top-patches --json``: ``[{"channel", "patches": [{"image", "y", "x", "value", "box"}],
+        "pretrained"}]``."""
         return [
             {
                 "channel": c.channel,
@@ -90,6 +93,7 @@ class TopPatches:
                     {"image": p.image, "y": p.y, "x": p.x, "value": p.value, "box": list(p.box), "index": p.index}
                     for p in c.patches
                 ],
+                "pretrained": self.pretrained,
             }
             for c in self.channels
         ]
@@ -207,8 +211,10 @@ def top_patches(
         >>> [(p.image, p.y, p.x, p.value) for p in top_patches(net, x, "0", 0, k=3).channels[0].patches]
         [('#1', 1, 1, 7.0), ('#1', 1, 0, 6.0), ('#1', 0, 1, 5.0)]
     """
+    pretrained = None  # known for a ModelBundle only
     if hasattr(model, "model") and hasattr(model, "preprocess") and not isinstance(model, nn.Module):
         preprocess = preprocess if preprocess is not None else model.preprocess
+        pretrained = bool(model.pretrained) if hasattr(model, "pretrained") else None
         model = model.model
     if k < 1 or batch_size < 1:
         raise InputError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}.")
@@ -313,4 +319,4 @@ def top_patches(
             for m, v, crop in zip(meta[r], best_v[r].tolist(), crops[r], strict=True)
         ]
         result.append(ChannelPatches(c, patches))
-    return TopPatches(name, k, result, seen, hw_in, skipped)
+    return TopPatches(name, k, result, seen, hw_in, skipped, pretrained)
