@@ -355,3 +355,40 @@ def test_pointing_game_and_energy_by_hand():
     assert e.tolist() == pytest.approx(want) and energy_in_box(u, mask).tolist() == pytest.approx(want)
     with pytest.raises(InputError, match="x1 > x0"):
         energy_in_box(u, torch.tensor([5.0, 0, 5, 3]))
+
+
+def test_metrics_run_in_eval_mode_on_a_bundle_and_restore_the_mode():
+    """Dropout in train mode would make every score random: the metrics evaluate in eval mode (the expected
+    numbers are the eval-mode ones worked out above), accept a bundle-like object holding ``.model``, and
+    leave the model's ``training`` flag as it was."""
+    from types import SimpleNamespace
+
+    net = nn.Sequential(nn.Dropout(0.9), WeightedSum(torch.ones(4, 4))).train()
+    x = torch.ones(2, 3, 4, 4)
+    maps = torch.stack([torch.full((4, 4), 0.25), torch.ones(4, 4)])
+    for model in (net, SimpleNamespace(model=net)):
+        cc = confidence_change(model, x, maps, 0)
+        assert cc.masked.tolist() == pytest.approx([0.25, 1.0]) and cc.average_drop == pytest.approx(37.5, abs=1e-4)
+        d = deletion_curve(model, x, torch.rand(2, 4, 4), 0, steps=4, baseline="zero")
+        assert d.auc.tolist() == pytest.approx([0.5, 0.5], abs=1e-6)
+        assert net.training and net[0].training
+
+
+def test_randomized_parameters_keep_each_tensors_mean_and_std():
+    """The cascading check re-draws a tensor from a Gaussian with ITS OWN mean and std (Adebayo et al.), so the
+    randomized layer keeps its scale; a constant tensor (std 0) gets std 0.1 * max(|mean|, 1)."""
+    from convlens.explain.metrics import _randomize_
+
+    lin = nn.Linear(400, 300)
+    with torch.no_grad():
+        lin.weight.normal_(2.0, 3.0, generator=torch.Generator().manual_seed(1))
+        lin.bias.fill_(5.0)
+    before = lin.weight.detach().clone()
+    _randomize_(lin, torch.Generator().manual_seed(0))
+    w = lin.weight.detach()
+    assert not torch.equal(w, before)
+    assert float(w.mean()) == pytest.approx(float(before.mean()), abs=0.05)
+    assert float(w.std()) == pytest.approx(float(before.std()), rel=0.02)
+    assert float(lin.bias.mean()) == pytest.approx(5.0, abs=0.1) and float(lin.bias.std()) == pytest.approx(
+        0.5, rel=0.2
+    )
