@@ -392,3 +392,27 @@ def test_randomized_parameters_keep_each_tensors_mean_and_std():
     assert float(lin.bias.mean()) == pytest.approx(5.0, abs=0.1) and float(lin.bias.std()) == pytest.approx(
         0.5, rel=0.2
     )
+
+
+def test_randomization_draws_follow_the_documented_rule_exactly():
+    """Per tensor, in parameter order, from one generator: noise * std + mean with the tensor's own mean and
+    (unbiased) std; a single value or a constant tensor has no std, and gets 0.1 * max(|mean|, 1)."""
+    from convlens.explain.metrics import _randomize_
+
+    m = nn.Module()
+    m.one = nn.Parameter(torch.tensor([5.0]))  # one value: std 0.1 * 5 = 0.5
+    m.two = nn.Parameter(torch.tensor([1.0, 3.0]))  # std sqrt(2)
+    m.small = nn.Parameter(torch.linspace(-1, 1, 50))  # std < 1
+    m.const = nn.Parameter(torch.full((3,), -0.2))  # constant: std 0.1 * max(0.2, 1) = 0.1
+    gen = torch.Generator().manual_seed(3)
+    want = []
+    for p, mean, std in (
+        (m.one, 5.0, 0.5),
+        (m.two, 2.0, 2**0.5),
+        (m.small, 0.0, float(torch.linspace(-1, 1, 50).std())),
+        (m.const, -0.2, 0.1),
+    ):
+        want.append(torch.randn(p.shape, generator=gen) * std + mean)
+    _randomize_(m, torch.Generator().manual_seed(3))
+    for p, w in zip(m.parameters(), want, strict=True):
+        torch.testing.assert_close(p.detach(), w, rtol=1e-6, atol=1e-6)
