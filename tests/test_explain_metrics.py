@@ -416,3 +416,30 @@ def test_randomization_draws_follow_the_documented_rule_exactly():
     _randomize_(m, torch.Generator().manual_seed(3))
     for p, w in zip(m.parameters(), want, strict=True):
         torch.testing.assert_close(p.detach(), w, rtol=1e-6, atol=1e-6)
+
+
+def test_number_and_tensor_baselines_worked_by_hand():
+    """Deleting toward a constant c on the linear model: p(f) = (1 - f) + f c, AUC = 1/2 + c/2 (c = 0.5: 0.75); a
+    per-channel tensor baseline (0.2, 0.5, 0.8) has the same channel mean, so the same curve."""
+    net = WeightedSum(torch.ones(4, 4))
+    x = torch.ones(1, 3, 4, 4)
+    maps = torch.rand(1, 4, 4, generator=torch.Generator().manual_seed(0))
+    for baseline in (
+        0.5,
+        torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64).view(1, 3, 1, 1),
+    ):  # a float64 baseline too
+        d = deletion_curve(net, x, maps, 0, steps=4, baseline=baseline)
+        assert d.scores[0].tolist() == pytest.approx([1.0, 0.875, 0.75, 0.625, 0.5], abs=1e-6)
+        assert float(d.auc[0]) == pytest.approx(0.75, abs=1e-6)
+    with pytest.raises(InputError, match="does not broadcast"):
+        deletion_curve(net, x, maps, 0, steps=4, baseline=torch.zeros(2, 3))
+    with pytest.raises(InputError, match="baseline must be"):
+        deletion_curve(net, x, maps, 0, steps=4, baseline=True)
+
+
+def test_spearman_of_two_values_is_plus_or_minus_one():
+    """Two samples: the rank correlation is exactly +1 or -1 (small norms of the centred ranks must not be
+    mistaken for a constant row)."""
+    a = torch.tensor([[1.0, 2.0], [1.0, 2.0]])
+    b = torch.tensor([[3.0, 4.0], [4.0, 3.0]])
+    assert spearman(a, b).tolist() == pytest.approx([1.0, -1.0])
