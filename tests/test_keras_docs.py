@@ -22,8 +22,13 @@ def _blocks(lang: str) -> list[str]:
 
 @pytest.mark.slow
 def test_the_keras_page_runs_as_written(tmp_path, monkeypatch, capsys):
+    import keras
+
     from convlens.cli import main
 
+    # Keras numbers auto-named layers per process ('rescaling_2' after other tests built two): start from a clean
+    # session so the page's layer names are the ones a reader running it alone gets
+    keras.backend.clear_session()
     monkeypatch.chdir(tmp_path)
     script, api = _blocks("python")[:2]
     exec(compile(script, str(DOC), "exec"), {"__name__": "keras_doc"})  # builds, trains 2 epochs, saves
