@@ -225,7 +225,7 @@ def depth_profile_image(
         >>> from convlens.models import load_model
         >>> p = depth_profile_image(load_model("resnet18"), np.full((40, 40, 3), 128, np.uint8), image_name="grey")
         >>> p.model, p.image, p.pretrained, p.first_conv, [s.name for s in p.stages][:2]
-        ('resnet18', 'grey', False, 'conv1', ['conv1', 'maxpool'])
+        ('resnet18', 'grey', False, 'conv1', ['relu', 'layer1'])
     """
     from dataclasses import replace
 
