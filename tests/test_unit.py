@@ -311,6 +311,54 @@ def test_effective_field_on_real_model(lite0, chelsea: np.ndarray) -> None:
     assert head.rf.is_global and head.rf.clipped_box == (0, 0, 223, 223) and head.erf.mass_in_box == 1.0
 
 
+def _hand_erf(model: nn.Module, x: torch.Tensor, index: tuple[int, ...]) -> np.ndarray:
+    """The oracle: sum over colour of |d out[index] / d x| by plain torch autograd, normalised to sum 1."""
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(xg)[index], xg)
+    m = g[0].abs().sum(0)
+    return (m / m.sum()).numpy()
+
+
+def test_effective_field_of_channels_last_layer_is_channel_row_column() -> None:
+    """(c, i, j) is channel c at row i, column j on an (N, H, W, C) output too: the ERF is the hand gradient
+    of out[0, i, j, c] and the box that of the same unit of the NCHW twin (a 1x1 convolution)."""
+    from torchvision.ops import Permute
+
+    torch.manual_seed(0)
+    conv, lin = nn.Conv2d(3, 5, 3, stride=2), nn.Linear(5, 7)
+    nhwc = nn.Sequential(conv, Permute([0, 2, 3, 1]), lin).eval()  # layer "2" outputs (1, 6, 4, 7)
+    twin = nn.Sequential(conv, nn.Conv2d(5, 7, 1)).eval()  # the same net, channels first
+    twin[1].weight.data = lin.weight.data[:, :, None, None].clone()
+    twin[1].bias.data = lin.bias.data.clone()
+    x = torch.randn(1, 3, 13, 9)
+    for c, i, j in ((3, 1, 2), (6, 5, 0), (0, 2, 3)):  # (3, 1, 2) also indexes (1, 6, 4, 7) as (0, c, i, j)
+        e = effective_receptive_field(nhwc, x, "2", (c, i, j))
+        assert e.map == pytest.approx(_hand_erf(nhwc, x, (0, i, j, c)), abs=1e-6)
+        assert e.map == pytest.approx(_hand_erf(twin, x, (0, c, i, j)), abs=1e-6)
+        assert e.support_box == (2 * i, 2 * j, 2 * i + 2, 2 * j + 2)  # kernel 3, stride 2, no padding
+        u = unit_receptive_field(nhwc, "2", (c, i, j), (3, 13, 9))
+        assert u.box == unit_receptive_field(twin, "1", (c, i, j), (3, 13, 9)).box == e.support_box
+        assert e.mass_in_box == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(InputError, match="outside"):
+        effective_receptive_field(nhwc, x, "2", (7, 1, 2))  # channel 7 of 7 channels
+
+
+def test_trace_unit_field_on_convnext_channels_last_linear() -> None:
+    """trace_unit(..., field=True) on ConvNeXt's channels-last Linear: channel 700 (of 1536) at row 3, column 0."""
+    import torchvision
+
+    torch.manual_seed(0)
+    m = torchvision.models.convnext_tiny().eval()
+    x = torch.randn(1, 3, 64, 64)
+    layer = "features.5.0.block.3"  # outputs (1, 4, 4, 1536)
+    t = trace_unit(m, x, layer, (700, 3, 0), field=True)
+    assert t.erf.map == pytest.approx(
+        _hand_erf(nn.Sequential(*[m.features[i] for i in range(5)], m.features[5][0].block[:4]), x, (0, 3, 0, 700)),
+        abs=1e-6,
+    )
+    assert t.rf.unit == (3, 0) and t.erf.mass_in_box == pytest.approx(1.0, abs=1e-6)
+
+
 @pytest.mark.slow
 def test_cli_unit_json_contract(capsys, tmp_path, chelsea: np.ndarray) -> None:
     from PIL import Image

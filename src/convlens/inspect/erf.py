@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from collections.abc import Sequence
@@ -38,7 +39,7 @@ from convlens.errors import InputError, LayerError
 from convlens.graph import Geometry, trace
 from convlens.hooks import capture, device_of, first_tensor, preserve_state
 from convlens.inspect.unit import parse_layer_call
-from convlens.layers import resolve
+from convlens.layers import layer_layouts, resolve
 
 __all__ = ["UnitReceptiveField", "EffectiveRF", "unit_receptive_field", "effective_receptive_field", "field_box"]
 
@@ -266,7 +267,9 @@ def effective_receptive_field(
         model: the network.
         x: the preprocessed image (1, C, H, W).
         layer: module name (``'name#k'``) or module.
-        at: ``(c, i, j)`` for (N, C, H, W) outputs, ``(c,)`` for (N, F) outputs.
+        at: ``(c, i, j)`` (channel c at row i, column j) for spatial maps -- (N, C, H, W), channels-last
+            (N, H, W, C) and patch tokens alike (:func:`convlens.layers.layer_layouts`) -- ``(c,)`` for
+            (N, F) outputs.
         call: which call of a module used several times (default: the last).
         rf: the unit's theoretical field when already computed (else computed here).
         device: where to compute.
@@ -287,6 +290,9 @@ def effective_receptive_field(
     at = tuple(int(v) for v in at)
     if rf is None and len(at) == 3:
         rf = unit_receptive_field(model, name, at[1:], tuple(x.shape[1:]), call=call)
+    # (c, i, j) is channel c at row i, column j whatever the layer's layout: channels-last maps and patch
+    # tokens are brought to (N, C, h, w) by THE layout conversion before indexing (the gradient flows through it)
+    lay = layer_layouts(model, tuple(x.shape[1:])).get(name)
     xg = x[:1].detach().to(dev).clone().requires_grad_(True)
     stop = name if call == 0 else None
     with (
@@ -302,6 +308,9 @@ def effective_receptive_field(
             raise LayerError(f"layer '{name}' was called {len(calls)} time(s); call index {call} does not exist.")
         y = first_tensor(calls[-1 if call is None else call])
         assert y is not None
+        if lay is not None and lay.is_map and len(at) == 3:
+            with contextlib.suppress(LayerError):  # a call of another shape than the probed one: read it as is
+                y = lay.to_nchw(y)
         if y.ndim == 4 and len(at) == 3:
             idx: tuple[int, ...] = (0, *at)
         elif y.ndim == 2:
