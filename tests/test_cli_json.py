@@ -317,3 +317,20 @@ def test_top_patches_json_is_the_core_results_serialization(outputs):
     with torch.no_grad():  # oracle: the best patch's value is the channel's largest activation (model's own forward)
         a = b.model[:3](b.preprocess([load_image(d / "in" / "img.png")]))[0]
     assert cli[0]["patches"][0]["value"] == pytest.approx(float(a[0].max()), rel=1e-6)
+
+
+def test_graph_json_is_the_core_graphs_serialization(outputs):
+    from convlens.inspect.netgraph import network_graph
+    from convlens.models import load_model
+
+    _, d = outputs
+    m = ["--model", f"{d}/in/net.py:tiny", "--weights", str(d / "in" / "w.pt")]
+    cli = run_json(["graph", *m], d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = load_model(f"{d}/in/net.py:tiny", weights=d / "in" / "w.pt")
+    g = network_graph(b, b.meta.input_size)
+    assert cli == json.loads(json.dumps(to_jsonable(g.to_dict())))
+    assert cli["pretrained"] is True and network_graph(b.model, b.meta.input_size).pretrained is None
+    # oracle: the parameters the nodes carry add up to torch's count of the model's parameters
+    assert sum(n["params"] for n in cli["nodes"]) == sum(p.numel() for p in b.model.parameters())

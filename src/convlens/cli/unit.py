@@ -176,7 +176,7 @@ def register_graph(app: typer.Typer) -> None:
             h, w, c = parse_size(input_size)
         else:
             c, h, w = bundle.meta.input_size
-        g = network_graph(bundle.model, (c, h, w), depth=depth, name=bundle.meta.name)
+        g = network_graph(bundle, (c, h, w), depth=depth)
         if out is not None:
             from convlens.plot.svg import graph_svg
 
@@ -188,7 +188,7 @@ def register_graph(app: typer.Typer) -> None:
             except OSError as e:
                 raise InputError(f"cannot write '{out}' ({e.strerror or e}).") from None
         if json_out:
-            print_json({**g.to_dict(), "pretrained": bundle.pretrained})
+            print_json(g.to_dict())
             return
         con = console()
         con.print(

@@ -98,6 +98,8 @@ class NetworkGraph:
     clusters: list[GraphCluster] = field(default_factory=list)
     width: float = 0.0
     height: float = 0.0
+    #: whether the model's weights are pretrained (known when a ModelBundle was given; None for a bare module)
+    pretrained: bool | None = None
 
     @property
     def merges(self) -> list[GraphNode]:
@@ -138,6 +140,7 @@ class NetworkGraph:
             "width": self.width,
             "height": self.height,
             "node_size": [NODE_WIDTH, NODE_HEIGHT],
+            "pretrained": self.pretrained,
         }
 
 
@@ -166,7 +169,7 @@ def network_graph(
     """Trace ``model`` on a zero ``input_size`` = (C, H, W) image and lay out its graph.
 
     Args:
-        model: any ``nn.Module``.
+        model: any ``nn.Module``, or a ModelBundle (its name and whether it is pretrained are recorded).
         input_size: (C, H, W) of the probe.
         depth: None = one node per traced op; N = every module call at most N levels deep collapsed to one node.
         name: the model's name for titles.
@@ -180,6 +183,9 @@ def network_graph(
     """
     if depth is not None and depth < 1:
         raise InputError(f"depth must be >= 1 (or None for every op), got {depth}.")
+    pretrained = None
+    if not isinstance(model, nn.Module) and hasattr(model, "model") and hasattr(model, "meta"):  # a ModelBundle
+        pretrained, name, model = bool(model.pretrained), name or model.meta.name, model.model
     g = graph if graph is not None else trace(model, tuple(input_size), device=device)
     params = _params(model)
     nodes = g.nodes
@@ -275,7 +281,9 @@ def network_graph(
     placed, width, height = _layout(built, preds)
     clusters = _clusters(g, placed, depth)
     c_in, h, w = (int(v) for v in g.input_shape)
-    return NetworkGraph(name or type(model).__name__, (h, w, c_in), depth, placed, edges, clusters, width, height)
+    return NetworkGraph(
+        name or type(model).__name__, (h, w, c_in), depth, placed, edges, clusters, width, height, pretrained
+    )
 
 
 def _layout(nodes: list[GraphNode], preds: dict[int, list[int]]) -> tuple[list[GraphNode], float, float]:
