@@ -334,3 +334,24 @@ def test_graph_json_is_the_core_graphs_serialization(outputs):
     assert cli["pretrained"] is True and network_graph(b.model, b.meta.input_size).pretrained is None
     # oracle: the parameters the nodes carry add up to torch's count of the model's parameters
     assert sum(n["params"] for n in cli["nodes"]) == sum(p.numel() for p in b.model.parameters())
+
+
+def test_unit_json_is_the_core_traces_serialization(outputs):
+    import torch
+
+    from convlens.inspect import trace_unit
+    from convlens.io import load_image
+    from convlens.models import load_model
+
+    _, d = outputs
+    m = ["--model", f"{d}/in/net.py:tiny", "--weights", str(d / "in" / "w.pt")]
+    cli = run_json(["unit", str(d / "in" / "img.png"), *m, "--layer", "2", "--at", "1,3,4"], d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = load_model(f"{d}/in/net.py:tiny", weights=d / "in" / "w.pt")
+    x = b.preprocess([load_image(d / "in" / "img.png")])
+    t = trace_unit(b, x, "2", (1, 3, 4), field=True)
+    assert cli == json.loads(json.dumps(to_jsonable(t.to_dict())))
+    assert cli["pretrained"] is True and "pretrained" not in trace_unit(b.model, x, "2", (1, 3, 4)).to_dict()
+    with torch.no_grad():  # oracle: the unit's value from the model's own forward
+        assert cli["value"] == pytest.approx(float(b.model[:3](x)[0, 1, 3, 4]), rel=1e-6)

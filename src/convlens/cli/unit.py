@@ -54,9 +54,8 @@ def register(app: typer.Typer) -> None:
         img = load_image(image)
         bundle = load_model(model, weights=weights, device=device)
         x = bundle.preprocess([img]).to(bundle.device)
-        t = trace_unit(bundle.model, x, layer, pos, field=True)
-        data = t.to_dict()
-        data["pretrained"] = bundle.pretrained
+        t = trace_unit(bundle, x, layer, pos, field=True)
+        data = t.to_dict()  # with "pretrained"
         if out is not None:
             from convlens.plot.unit import field_figure, trace_figure
 

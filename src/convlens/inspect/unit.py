@@ -117,11 +117,13 @@ class UnitTrace:
     inner: UnitTrace | None = None
     rf: Any = None  # convlens.inspect.erf.UnitReceptiveField when field=True
     erf: Any = None  # convlens.inspect.erf.EffectiveRF when field=True
+    #: whether the model's weights are pretrained (set when trace_unit got a ModelBundle; then in the JSON)
+    pretrained: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``convlens unit --json``; the server's unit endpoint returns the same)."""
         rf = self.rf
-        return {
+        d = {
             "layer": self.layer,
             "at": list(self.at),
             "value": self.value,
@@ -148,6 +150,9 @@ class UnitTrace:
             "rf": rf.to_dict() if rf is not None else None,
             "inner": self.inner.to_dict() if self.inner is not None else None,
         }
+        if self.pretrained is not None:  # known for a ModelBundle's trace (top level only)
+            d["pretrained"] = self.pretrained
+        return d
 
 
 # --------------------------------------------------------------------------------------------- the tape
@@ -869,7 +874,8 @@ def trace_unit(
     """The exact computation of channel ``c`` at row ``i``, column ``j`` of ``layer``'s output on image ``x``.
 
     Args:
-        model: any ``nn.Module`` (torchvision, timm, the user's).
+        model: any ``nn.Module`` (torchvision, timm, the user's), or a ModelBundle (then the trace
+            records whether its weights are pretrained).
         x: the preprocessed image, (1, C, H, W) (only the first image of a batch is traced).
         layer: a module name (``'name#k'`` for call ``k`` of a module used several times) or module.
         at: ``(c, i, j)`` for (N, C, H, W) outputs; ``(c,)`` (or ``(c, 0, 0)``) for (N, F) outputs.
@@ -890,6 +896,9 @@ def trace_unit(
         >>> len(t.terms), round(t.total - t.value, 6)
         (4, 0.0)
     """
+    pretrained = None
+    if not isinstance(model, nn.Module) and hasattr(model, "model") and hasattr(model, "meta"):  # a ModelBundle
+        pretrained, model = bool(model.pretrained), model.model
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise InputError(f"x must be an (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}.")
     if not torch.isfinite(x).all():
@@ -1000,6 +1009,7 @@ def trace_unit(
         ij = (at[1], at[2]) if out.ndim == 4 else (0, 0)
         result.rf = unit_receptive_field(model, name, ij, tuple(x.shape[1:]), call=k)
         result.erf = effective_receptive_field(model, x, name, tuple(at), call=k, rf=result.rf)
+    result.pretrained = pretrained
     return result
 
 
