@@ -269,3 +269,16 @@ def test_shape_flags_that_do_not_apply_are_errors(capsys, args, msg):
     """Regression: --ceil-mode on a conv and --filters/--groups on a pool were silently ignored."""
     code, out, err = run(capsys, "shape", "--input", "7x7x3", "--kernel", "3", "--stride", "2", *args)
     assert code == 2 and out == "" and msg in err
+
+
+def test_long_inline_json_is_read_as_json_not_as_a_path(capsys) -> None:
+    """A 1x6x6 input written inline is longer than a file name may be (255 bytes): it must be parsed as JSON,
+    not crash with OSError 'File name too long' while being tried as a path."""
+    x = np.arange(36, dtype=np.float64).reshape(1, 6, 6) + 0.123456789
+    k = np.array([[[[0.5, -1.0], [2.0, 0.25]]]])
+    text = json.dumps(x.tolist())
+    assert len(text) > 255
+    code, out, err = run(capsys, "conv", "--input", text, "--kernel", json.dumps(k.tolist()), "--json")
+    assert code == 0 and err == "", err
+    want = F.conv2d(torch.from_numpy(x)[None], torch.from_numpy(k))[0].numpy()  # (F, H, W)
+    np.testing.assert_allclose(np.array(json.loads(out)["output"]), want, atol=1e-9)

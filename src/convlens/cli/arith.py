@@ -36,7 +36,10 @@ def load_array(text: str, name: str):  # -> np.ndarray
     from convlens.arith._check import as_float_array
 
     path = Path(text)
-    is_file = len(text) < 4096 and path.is_file()
+    try:
+        is_file = len(text) < 4096 and path.is_file()
+    except OSError:  # inline JSON longer than a file name may be (ENAMETOOLONG) is not a path
+        is_file = False
     if not is_file and len(text) < 4096 and path.suffix.lower() in (".npy", ".json", ".txt"):
         raise InputError(
             f"{name} file '{text}' does not exist; give a .npy or JSON file, or inline JSON like [[1,2],[3,4]]."
