@@ -258,6 +258,40 @@ def pooling_shifts() -> str:
     return f"Measured change per shift {d['shifts'][0]}..{d['shifts'][-1]} px: {'; '.join(parts)}.\n"
 
 
+def serve_speed() -> str:
+    d = _result("serve")
+    labels = {
+        "activations_grid": f"activation grid of a layer (after the image's first capture, {d['first_capture_ms']:.0f} ms)",
+        "unit": "unit trace (`trace_unit(field=True)`)",
+        "cam": "CAM (Grad-CAM, one target)",
+        "predict": "predict",
+    }
+    lines = [
+        f"`benchmarks/results/serve.json`: {d['rounds']} rounds, {d['torch_threads']} torch threads, {_load(d)}.",
+        "",
+        "| endpoint | p50 / p95, 1 client (ms) | p50 / p95, 4 clients (ms) | goal (p95) |",
+        "|---|---|---|---|",
+    ]
+    for key, label in labels.items():
+        e = d["endpoints"][key]
+        one, four, goal = e["clients_1"], e["clients_4"], e.get("goal_p95_ms")
+        verdict = (
+            ""
+            if goal is None
+            else f"< {goal:g} ms: " + ("met" if max(one["p95_ms"], four["p95_ms"]) < goal else "**not met**")
+        )
+        lines.append(
+            f"| {label} | {one['p50_ms']:.0f} / {one['p95_ms']:.0f} | {four['p50_ms']:.0f} / {four['p95_ms']:.0f} | {verdict} |"
+        )
+    a = d["anchors_p50_ms"]
+    lines += [
+        "",
+        f"In-process anchors in the same rounds (p50): a no-grad forward {a['forward_no_grad']:.0f} ms, "
+        f"`trace_unit(field=True)` {a['core_trace_unit']:.0f} ms, Grad-CAM {a['core_explain_gradcam']:.0f} ms.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "cam-speed": cam_speed,
     "summary-speed": summary_speed,
@@ -266,6 +300,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "train-bench": train_bench,
     "pooling-shifts": pooling_shifts,
     "unit-bench": unit_bench,
+    "serve-speed": serve_speed,
     **{f"cmd-{name}": _console(name) for name in COMMANDS},
 }
 
