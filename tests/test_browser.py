@@ -9,23 +9,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _chromium import launch, needs_chromium
 from _tour_run import OUT, quick_tour
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make test installs it with apt-get)"),
+    needs_chromium,
 ]
 
 
@@ -34,7 +24,7 @@ def _open(page_path: Path, shot: Path | None):
 
     problems: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on(

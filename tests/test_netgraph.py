@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _chromium import launch, needs_chromium
 from torch import nn
 
 from convlens.cli import main
@@ -122,7 +123,7 @@ def test_cli_graph_json_contract(capsys, tmp_path: Path) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
+@needs_chromium
 def test_svg_renders_in_chromium(r18, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -130,9 +131,7 @@ def test_svg_renders_in_chromium(r18, tmp_path: Path) -> None:
     path.write_text(graph_svg(network_graph(r18, (3, 224, 224))), encoding="utf-8")
     problems: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"], headless=True
-        )
+        browser = launch(p)
         try:
             page = browser.new_page()
             page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)

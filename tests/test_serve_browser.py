@@ -20,18 +20,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from _chromium import launch, needs_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DOCS_SHOT = ROOT / "docs" / "serve-screenshot.png"
 
 
@@ -118,7 +109,7 @@ def test_serve_warns_when_not_on_loopback_and_refuses_a_busy_port():
 
 @pytest.mark.browser
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make test installs it with apt-get)")
+@needs_chromium
 def test_explorer_in_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -127,7 +118,7 @@ def test_explorer_in_chromium(tmp_path):
     outside: list[str] = []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+            browser = launch(p)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
 
