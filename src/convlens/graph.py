@@ -59,6 +59,8 @@ from convlens.errors import InputError, LayerError
 from convlens.hooks import capture, device_of, first_tensor, preserve_state
 
 __all__ = [
+    "bind_args",
+    "int_pair",
     "Axis",
     "Geometry",
     "Window",
@@ -312,13 +314,27 @@ def torch_functions(*names: str) -> set[Any]:
     return out
 
 
-def _bind(names: Sequence[str], args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def bind_args(names: Sequence[str], args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """An op's positional ``args`` named by ``names``, updated with its ``kwargs`` (how the op handlers and
+    :func:`convlens.inspect.trace_unit` read a recorded call).
+
+    Example:
+        >>> bind_args(("input", "kernel_size", "stride"), ("x", 3), {"stride": 2})
+        {'input': 'x', 'kernel_size': 3, 'stride': 2}
+    """
     d = dict(zip(names, args))
     d.update(kwargs)
     return d
 
 
-def _pair(v: Any, default: int) -> tuple[int, int]:
+def int_pair(v: Any, default: int) -> tuple[int, int]:
+    """A conv/pool size argument as ``(h, w)``: an int is both, a 1-list is both, a longer list gives its last
+    two (``(d, h, w)`` -> ``(h, w)``); None or empty is ``default``.
+
+    Example:
+        >>> int_pair(3, 1), int_pair([2], 1), int_pair((1, 2, 3), 1), int_pair(None, 0)
+        ((3, 3), (2, 2), (2, 3), (0, 0))
+    """
     if v is None or (isinstance(v, (tuple, list)) and len(v) == 0):
         return default, default
     if isinstance(v, (tuple, list)):
@@ -623,17 +639,17 @@ def _window_op(op: OpCall) -> OpResult:
     macs = 0
     if name == "conv2d":
         w = op.arg(1, "weight")
-        k, d = (int(w.shape[-2]), int(w.shape[-1])), _pair(op.arg(5, "dilation", 1), 1)
+        k, d = (int(w.shape[-2]), int(w.shape[-1])), int_pair(op.arg(5, "dilation", 1), 1)
         pad = op.arg(4, "padding", 0)
         if isinstance(pad, str):
             pad = (d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2) if pad == "same" else (0, 0)
-        window = Window(k, _pair(op.arg(3, "stride", 1), 1), _pair(pad, 0), d)
+        window = Window(k, int_pair(op.arg(3, "stride", 1), 1), int_pair(pad, 0), d)
         macs = int(op.out.numel() * w.shape[1] * k[0] * k[1]) // op.batch if op.out.ndim == 4 else 0
     else:
-        a = _bind(_POOL_ARGS[name], op.args, op.kwargs)
-        k, s = _pair(a["kernel_size"], 1), a.get("stride")
-        pad, dil = _pair(a.get("padding", 0), 0), _pair(a.get("dilation", 1), 1)
-        window = Window(k, k if not s else _pair(s, 1), pad, dil, bool(a.get("ceil_mode", False)))
+        a = bind_args(_POOL_ARGS[name], op.args, op.kwargs)
+        k, s = int_pair(a["kernel_size"], 1), a.get("stride")
+        pad, dil = int_pair(a.get("padding", 0), 0), int_pair(a.get("dilation", 1), 1)
+        window = Window(k, k if not s else int_pair(s, 1), pad, dil, bool(a.get("ceil_mode", False)))
     g, geo = op.spatial(layout=False), None
     if g is not None and op.out.ndim == 4:
         if g.dims == (2, 3):
@@ -952,7 +968,11 @@ def _conv_transpose2d(op: OpCall) -> OpResult:
     g = op.spatial()
     if g is None or op.out.ndim != 4 or op.main is None:
         return OpResult("unknown", macs=macs)
-    s, p, d = _pair(op.arg(3, "stride", 1), 1), _pair(op.arg(4, "padding", 0), 0), _pair(op.arg(7, "dilation", 1), 1)
+    s, p, d = (
+        int_pair(op.arg(3, "stride", 1), 1),
+        int_pair(op.arg(4, "padding", 0), 0),
+        int_pair(op.arg(7, "dilation", 1), 1),
+    )
     axes, exact = [], g.exact
     for i, ax in enumerate((g.h, g.w)):
         k, n_out = int(w.shape[2 + i]), int(op.shape[2 + i])

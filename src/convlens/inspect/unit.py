@@ -49,7 +49,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from convlens.errors import InputError, LayerError
-from convlens.graph import tensors_in, torch_functions
+from convlens.graph import bind_args, int_pair, tensors_in, torch_functions
 from convlens.hooks import StopForward, capture, device_of, first_tensor, preserve_state
 from convlens.layers import resolve
 
@@ -263,17 +263,7 @@ _PAD_ARGS = ("input", "pad", "mode", "value")
 
 
 def _bind(names: Sequence[str], op: _Op) -> dict[str, Any]:
-    d = dict(zip(names, op.args))
-    d.update(op.kwargs)
-    return d
-
-
-def _pair(v: Any, default: int) -> tuple[int, int]:
-    if v is None or (isinstance(v, (tuple, list)) and len(v) == 0):
-        return default, default
-    if isinstance(v, (tuple, list)):
-        return (int(v[0]), int(v[0])) if len(v) == 1 else (int(v[-2]), int(v[-1]))
-    return int(v), int(v)
+    return bind_args(names, op.args, op.kwargs)
 
 
 def _zero_pad_before(ctx: _Ctx, op: _Op) -> tuple[tuple[int, int, int, int], tuple[int, ...]] | None:
@@ -302,11 +292,11 @@ def _conv(ctx: _Ctx, op: _Op, pos: tuple[int, ...]) -> _Step:
     x, w, b = a["input"], a["weight"], a.get("bias")
     _, c, i, j = pos
     k = (int(w.shape[-2]), int(w.shape[-1]))
-    s, d = _pair(a.get("stride"), 1), _pair(a.get("dilation"), 1)
+    s, d = int_pair(a.get("stride"), 1), int_pair(a.get("dilation"), 1)
     pad = a.get("padding", 0)
     if isinstance(pad, str):  # 'same': PyTorch pads total d(k-1), the smaller half first; 'valid': none
         pad = (d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2) if pad == "same" else (0, 0)
-    p = _pair(pad, 0)
+    p = int_pair(pad, 0)
     groups = int(a.get("groups", 1) or 1)
     cin_g = int(w.shape[1])
     g = c // (int(w.shape[0]) // groups)
@@ -485,9 +475,9 @@ def _max_pool(ctx: _Ctx, op: _Op, pos: tuple[int, ...]) -> _Step:
     a = _bind(_POOL_ARGS, op)
     x = a["input"]
     _, c, i, j = pos
-    k = _pair(a["kernel_size"], 1)
-    s = k if not a.get("stride") else _pair(a["stride"], 1)
-    p, d = _pair(a.get("padding", 0), 0), _pair(a.get("dilation", 1), 1)
+    k = int_pair(a["kernel_size"], 1)
+    s = k if not a.get("stride") else int_pair(a["stride"], 1)
+    p, d = int_pair(a.get("padding", 0), 0), int_pair(a.get("dilation", 1), 1)
     rows, cols = _window(i * s[0] - p[0], k[0], d[0]), _window(j * s[1] - p[1], k[1], d[1])
     vals, pad = _pool_window(x, c, rows, cols)
     masked = vals.masked_fill(pad, float("-inf"))
@@ -517,9 +507,9 @@ def _avg_pool(ctx: _Ctx, op: _Op, pos: tuple[int, ...]) -> _Step:
     a = _bind(_AVG_ARGS, op)
     x = a["input"]
     _, c, i, j = pos
-    k = _pair(a["kernel_size"], 1)
-    s = k if not a.get("stride") else _pair(a["stride"], 1)
-    p = _pair(a.get("padding", 0), 0)
+    k = int_pair(a["kernel_size"], 1)
+    s = k if not a.get("stride") else int_pair(a["stride"], 1)
+    p = int_pair(a.get("padding", 0), 0)
     rows, cols = _window(i * s[0] - p[0], k[0], 1), _window(j * s[1] - p[1], k[1], 1)
     vals, pad = _pool_window(x, c, rows, cols)
     hh, ww = x.shape[-2:]
