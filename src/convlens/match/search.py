@@ -127,6 +127,19 @@ def _check_contrast(tpl: torch.Tensor, method: str) -> None:
         )
 
 
+def _image_and_template(image: Any, template: Any, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both as (1, C, H, W) on the image's device; the template has contrast and fits inside the image."""
+    img = _single_image(image, "image")
+    tpl = _single_image(template, "template").to(device=img.device)
+    _check_contrast(tpl, method)
+    th, tw = int(tpl.shape[2]), int(tpl.shape[3])
+    if th > img.shape[2] or tw > img.shape[3]:
+        raise InputError(
+            f"template {th}x{tw} is larger than the image {img.shape[2]}x{img.shape[3]}; crop a smaller template."
+        )
+    return img, tpl
+
+
 def _argmax2d(resp: torch.Tensor) -> tuple[int, int, float]:
     flat = int(torch.argmax(resp).item())  # first maximum in row-major order, like np.argmax
     y, x = divmod(flat, resp.shape[-1])
@@ -185,14 +198,8 @@ def find_template_multiscale(
         raise InputError(f"levels must be an integer >= 1, got {levels!r}.")
     if isinstance(template_levels, bool) or not isinstance(template_levels, (int, np.integer)) or template_levels < 1:
         raise InputError(f"template_levels must be an integer >= 1, got {template_levels!r}.")
-    img = _single_image(image, "image")
-    tpl = _single_image(template, "template").to(device=img.device)
-    _check_contrast(tpl, method)
+    img, tpl = _image_and_template(image, template, method)
     th, tw = int(tpl.shape[2]), int(tpl.shape[3])
-    if th > img.shape[2] or tw > img.shape[3]:
-        raise InputError(
-            f"template {th}x{tw} is larger than the image {img.shape[2]}x{img.shape[3]}; crop a smaller template."
-        )
     name = "zncc" if method == "ncc" else method
     levels, template_levels = int(levels), int(template_levels)
 
@@ -288,14 +295,8 @@ def find_matches(
         raise InputError(f"nms_iou must lie in [0, 1], got {nms_iou!r}.")
     if threshold is not None and not np.isfinite(float(threshold)):
         raise InputError(f"threshold must be a finite number, got {threshold!r}.")
-    img = _single_image(image, "image")
-    tpl = _single_image(template, "template").to(device=img.device)
-    _check_contrast(tpl, method)
+    img, tpl = _image_and_template(image, template, method)
     th, tw = int(tpl.shape[2]), int(tpl.shape[3])
-    if th > img.shape[2] or tw > img.shape[3]:
-        raise InputError(
-            f"template {th}x{tw} is larger than the image {img.shape[2]}x{img.shape[3]}; crop a smaller template."
-        )
     runs: list[tuple[torch.Tensor, torch.Tensor, int, int]] = [(img, tpl, 0, 0)]
     if pyramid:  # the same scales as find_template_multiscale, in the same order
         level_img = img
