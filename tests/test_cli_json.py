@@ -82,13 +82,15 @@ def commands(d: Path) -> dict[str, list[str]]:
 
 
 def run_json(argv: list[str], d: Path) -> object:
-    """Run the CLI with --json; the run's folder in paths becomes '$RUN'."""
+    """Run the CLI with --json at one torch thread (the goldens' setting: the default thread count follows the
+    machine's load, and another count changes float32 sums in their last bits); the run's folder in paths
+    becomes '$RUN'."""
     from convlens.cli import main
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main([*argv, "--json"]) == 0
+        assert main(["--threads", "1", *argv, "--json"]) == 0
     return json.loads(buf.getvalue().replace(str(d), "$RUN"))
 
 
