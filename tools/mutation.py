@@ -23,6 +23,7 @@ surviving mutants that are equivalent (no observable difference) are explained i
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -77,34 +78,19 @@ def prepare(module: str, tests: list[str]) -> Path:
     return work
 
 
-def _counts(out: str) -> dict[str, int]:
-    """The last progress line of ``mutmut run``: emoji counters (killed, timeout, suspicious, survived, skipped...)."""
-    marks = {"🎉": "killed", "🫥": "no_tests", "⏰": "timeout", "🤔": "suspicious", "🙁": "survived", "🔇": "skipped"}
-    counts = {v: 0 for v in marks.values()}
-    lines = [ln for ln in out.splitlines() if "🎉" in ln]
-    if lines:
-        for mark, name in marks.items():
-            m = re.search(re.escape(mark) + r"\s*(\d+)", lines[-1])
-            if m:
-                counts[name] = int(m.group(1))
-    return counts
-
-
 def run(module: str, tests: list[str], max_children: int) -> dict[str, int | float]:
     work = prepare(module, tests)
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", CONVLENS_STRICT_TRACE="1")
     env.pop("PYTHONPATH", None)
-    cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(max_children)]
-    cmd += _config()["convlens-mutation"].get("functions", {}).get(module, [])  # mutant-name globs, if narrowed
+    globs = _config()["convlens-mutation"].get("functions", {}).get(module, [])  # mutant-name globs, if narrowed
+    cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(max_children), *globs]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, check=False)
     (work / "mutmut-run.log").write_text(proc.stdout + proc.stderr)
-    c = _counts(proc.stdout + proc.stderr)
-    c["survived_first_pass"] = c["survived"]
+    first = verdicts(work, globs)
     # a batch run reported survivors that the same mutant, run alone, kills (seen with hypothesis tests under
     # parallel workers): every survivor is re-run alone before it counts
-    rechecked = recheck(work, env)
-    c["survived"] = len(rechecked)
-    c["killed"] += c["survived_first_pass"] - c["survived"]
+    recheck(work, env)
+    c: dict[str, int | float] = dict(verdicts(work, globs), survived_first_pass=first["survived"])
     decided = c["killed"] + c["timeout"] + c["survived"] + c["suspicious"]
     c["score_percent"] = round(100 * (c["killed"] + c["timeout"]) / decided, 1) if decided else 0
     return c
@@ -118,14 +104,36 @@ def survivors(work: Path) -> list[str]:
 
 
 def forget(work: Path, names: list[str]) -> None:
-    """Drop the recorded verdicts of ``names`` (mutmut keeps them in ``mutants/**/*.py.meta``) so they run again."""
+    """Mark the recorded verdicts of ``names`` (``mutants/**/*.py.meta``) as not yet run, so they run again.
+
+    The key must stay (set to None): mutmut only knows the mutants listed there, and a deleted key is never re-run.
+    """
     drop = set(names)
     for meta in (work / "mutants").rglob("*.py.meta"):
         d = json.loads(meta.read_text())
         if drop & set(d.get("exit_code_by_key", {})):
-            for key in ("exit_code_by_key", "durations_by_key"):
-                d[key] = {k: v for k, v in d.get(key, {}).items() if k not in drop}
+            d["exit_code_by_key"] = {k: (None if k in drop else v) for k, v in d["exit_code_by_key"].items()}
+            d["durations_by_key"] = {k: v for k, v in d.get("durations_by_key", {}).items() if k not in drop}
             meta.write_text(json.dumps(d))
+
+
+def verdicts(work: Path, globs: list[str]) -> dict[str, int]:
+    """Counts of the recorded verdicts of the mutants matching ``globs`` (all when empty), from mutmut's meta files.
+
+    The exit codes are read with mutmut's own table (``mutmut.stats.status_by_exit_code``; 3 is a kill too).
+    """
+    from mutmut.stats import status_by_exit_code
+
+    rename = {"not checked": "not_run", "no tests": "no_tests", "segfault": "killed", "caught by type check": "killed"}
+    c = {"killed": 0, "survived": 0, "timeout": 0, "suspicious": 0, "no_tests": 0, "skipped": 0, "not_run": 0}
+    for meta in (work / "mutants").rglob("*.py.meta"):
+        for key, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
+            if globs and not any(fnmatch.fnmatch(key, g) for g in globs):
+                continue
+            status = status_by_exit_code[code]
+            status = rename.get(status, status)
+            c[status if status in c else "suspicious"] += 1
+    return c
 
 
 def recheck(work: Path, env: dict[str, str]) -> list[str]:
