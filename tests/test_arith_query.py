@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.arith import conv2d, conv_cost, pad2d, pool2d, pool_trace, resolve_padding, trace
+from convlens.arith import conv2d, conv_cost, output_shape, pad2d, pool2d, pool_trace, resolve_padding, trace
 from convlens.arith.cost import MAC_CONVENTION, ConvCost
 from convlens.arith.query import QUERY_OPS, parse_padding, parse_pair, parse_size, shape_query
 from convlens.arith.resample import ResampleAxis, ResampleShape, transposed_shape, upsample_shape
 from convlens.arith.run import conv_run, pool_run
+from convlens.arith.shapes import AxisShape
 from convlens.errors import InputError
 
 TOL = 1e-12
@@ -359,6 +360,7 @@ def test_convtranspose_worked_example_exact():
         78,
         1440,
     )
+    assert type(r.params) is int and type(r.macs) is int  # counts, printed as 78 (not 78.0) in the JSON
     q = shape_query(
         "5x4x4",
         "3x2",
@@ -860,6 +862,10 @@ def test_pool_run_matches_torch(kind, kw, oracle):
     np.testing.assert_allclose(r.maps, want, atol=TOL)
     assert (r.trace.channel, r.trace.row, r.trace.col) == (1, 1, 2)
     assert r.trace.value == pytest.approx(want[1, 1, 2], abs=1e-12)
+    # the bottom-right window: partial under ceil_mode, overlapping the padding otherwise
+    ho, wo = want.shape[1:]
+    corner = pool_run(x, kind, trace_at=(ho - 1, wo - 1), channel=1, **kw).trace
+    assert corner.value == pytest.approx(want[1, ho - 1, wo - 1], abs=1e-12)
     single = pool_run(x, kind, single=True, **kw)
     np.testing.assert_allclose(single.output, want[0], atol=TOL)
     assert single.trace is None
@@ -1034,3 +1040,124 @@ def test_pool_trace_window_all_padding():
         "sum": None,
         "divisor": None,
     }
+
+
+# ---------------------------------------------------------------- output_shape texts (axis labels, notes, formulas)
+FLOOR_FORMULA = "out = floor((in + pad_before + pad_after - k_eff) / stride) + 1; k_eff = dilation*(kernel-1) + 1"
+
+
+def test_floor_notes_name_rows_and_columns():
+    # H 7, k 2, s 3: windows [0,1], [3,4]; rows 2, 5, 6 never read, the last 2 after the last window;
+    # (7 - 2)/3 + 1 = 8/3. W 10: windows [0,1], [3,4], [6,7]; 2, 5, 8, 9 never read, the last 2.
+    # TF 'SAME': ceil(7/3) = 3 with pad (3-1)*3 + 2 - 7 = 1; ceil(10/3) = 4 with pad 3*3 + 2 - 10 = 1
+    r = output_shape((7, 10), 2, stride=3)
+    assert _out_hwc(nn.Conv2d(1, 1, 2, stride=3), 7, 10, 1)[:2] == r.output[:2] == (2, 3)
+    assert r.formula == FLOOR_FORMULA
+    assert [a.substituted for a in r.axes] == [
+        "(7 + 0 + 0 - 2) / 3 + 1 = 8/3 ~ 2.667 -> floor -> 2",
+        "(10 + 0 + 0 - 2) / 3 + 1 = 11/3 ~ 3.667 -> floor -> 3",
+    ]
+    assert [(a.uncovered, a.uncovered_tail) for a in r.axes] == [(3, 2), (4, 2)]
+    assert r.notes == (
+        "H: (7 + 0 - 2)/3 + 1 = 8/3 ~ 2.667 is not a whole number of windows: window 3 would start at padded "
+        "index 6 and need indices 6..7, but the padded input ends at index 6, so it is dropped (floor): 2, not 3; "
+        "the last 2 input rows are never read. TensorFlow 'SAME' padding gives ceil(7/3) = 3 instead, with a total "
+        "pad of 1.",
+        "W: (10 + 0 - 2)/3 + 1 = 11/3 ~ 3.667 is not a whole number of windows: window 4 would start at padded "
+        "index 9 and need indices 9..10, but the padded input ends at index 9, so it is dropped (floor): 3, not 4; "
+        "the last 2 input columns are never read. TensorFlow 'SAME' padding gives ceil(10/3) = 4 instead, with a "
+        "total pad of 1.",
+    )
+    # H 9: windows [0,1], [3,4], [6,7]: 2, 5, 8 never read, only 8 after the last window; (9 - 2)/3 + 1 = 10/3.
+    # W 8: (8 - 2)/3 + 1 = 3 exactly, but 2 and 5 are skipped between windows
+    r = output_shape((9, 8), 2, stride=3)
+    assert r.notes == (
+        "H: (9 + 0 - 2)/3 + 1 = 10/3 ~ 3.333 is not a whole number of windows: window 4 would start at padded "
+        "index 9 and need indices 9..10, but the padded input ends at index 8, so it is dropped (floor): 3, not 4; "
+        "the last input row is never read.",
+        "W: 2 input columns are never read: stride 3 jumps over them between windows.",
+    )
+    # transposed: H 8 skips 2 rows, W 9 loses its last column
+    assert output_shape((8, 9), 2, stride=3).notes == (
+        "H: 2 input rows are never read: stride 3 jumps over them between windows.",
+        "W: (9 + 0 - 2)/3 + 1 = 10/3 ~ 3.333 is not a whole number of windows: window 4 would start at padded "
+        "index 9 and need indices 9..10, but the padded input ends at index 8, so it is dropped (floor): 3, not 4; "
+        "the last input column is never read.",
+    )
+
+
+def test_square_axis_shape_exact_and_decimal_fractions():
+    # 13, k 2, s 5: (13 - 2)/5 + 1 = 16/5 = 3.2 -> 3; windows [0,1], [5,6], [10,11]: 2, 3, 4, 7, 8, 9, 12
+    # never read (7), the last one (12) after the last window
+    r = output_shape(13, 2, stride=5)
+    h = AxisShape(
+        "H", 13, 2, 1, 2, 5, 0, 0, "16/5", 3.2, "floor", 3, "(13 + 0 + 0 - 2) / 5 + 1 = 3.2 -> floor -> 3", 7, 1
+    )
+    assert r.axes[0] == h and r.axes[0].dropped_last is False
+    assert r.notes == (
+        "H and W: (13 + 0 - 2)/5 + 1 = 3.2 is not a whole number of windows: window 4 would start at padded index 15 "
+        "and need indices 15..16, but the padded input ends at index 12, so it is dropped (floor): 3, not 4; the last "
+        "input row/column is never read.",
+    )
+    # (11 - 2)/4 + 1 = 13/4 = 3.25; (7 - 2)/5 + 1 = 2 exactly (an integer is printed as one)
+    assert output_shape(11, 2, stride=4).axes[1].substituted == "(11 + 0 + 0 - 2) / 4 + 1 = 3.25 -> floor -> 3"
+    assert output_shape(7, 2, stride=5).axes[0].substituted == "(7 + 0 + 0 - 2) / 5 + 1 = 2 -> floor -> 2"
+    # (3 - 2)/20 + 1 = 21/20: a denominator of 2s and 5s only is a terminating decimal
+    assert output_shape(3, 2, stride=20).axes[0].substituted == "(3 + 0 + 0 - 2) / 20 + 1 = 1.05 -> floor -> 1"
+    # 128, k 3, s 2: 127/2 = 63.5
+    assert output_shape(128, 3, stride=2).axes[0].substituted == "(128 + 0 + 0 - 3) / 2 + 1 = 63.5 -> floor -> 63"
+
+
+def test_formulas_per_branch():
+    keff = "k_eff = dilation*(kernel-1) + 1"
+    # torch 'same' and 'valid' are floor formulas like explicit padding
+    assert output_shape(5, 3, padding="same").formula == FLOOR_FORMULA
+    assert output_shape(5, 3, padding="valid").formula == FLOOR_FORMULA
+    assert output_shape(5, 2, op="maxpool").formula == FLOOR_FORMULA
+    assert output_shape(7, 3, stride=2, padding="same", convention="tf").formula == (
+        f"out = ceil(in / stride); pad_total = max((out-1)*stride + k_eff - in, 0), extra pad at bottom/right; {keff}"
+    )
+    assert output_shape(7, 3, stride=2, padding="VALID", convention="tf").formula == (
+        f"out = ceil((in - k_eff + 1) / stride); {keff}"
+    )
+    ceil = output_shape(5, 2, op="maxpool", ceil_mode=True)
+    assert ceil.formula == (
+        "out = ceil((in + pad_before + pad_after - k_eff) / stride) + 1, minus 1 if the last window would start "
+        f"in the right padding ((out-1)*stride >= in + pad_before); {keff}"
+    )
+    # (5 - 2)/2 + 1 = 2.5 -> ceil 3; the third window starts at 4 < 5, inside the input: kept, partial
+    assert ceil.output[:2] == _out_hwc(nn.MaxPool2d(2, ceil_mode=True), 5, 5, 1)[:2] == (3, 3)
+    assert ceil.notes == (
+        "H and W: ceil_mode rounds 2.5 up to 3: the last window is partial and pools only the cells it covers.",
+    )
+    assert ceil.axes[0].dropped_last is False
+    floor_pool = output_shape(5, 2, op="maxpool")
+    assert floor_pool.notes == (
+        "H and W: (5 + 0 - 2)/2 + 1 = 2.5 is not a whole number of windows: window 3 would start at padded index 4 "
+        "and need indices 4..5, but the padded input ends at index 4, so it is dropped (floor): 2, not 3; the last "
+        "input row/column is never read. TensorFlow 'SAME' padding gives ceil(5/2) = 3 instead, with a total pad of "
+        "1. PyTorch pools keep a partial last window with ceil_mode=True.",
+    )
+    tf = output_shape((7, 5), 3, stride=2, padding="same", convention="tf")
+    assert tf.notes == (
+        "H: 7/2 = 3.5 is rounded up: TensorFlow 'SAME' keeps a window for every started stride and pads 2 rows "
+        "(1 before, 1 after).",
+        "W: 5/2 = 2.5 is rounded up: TensorFlow 'SAME' keeps a window for every started stride and pads 2 columns "
+        "(1 before, 1 after).",
+    )
+
+
+def test_as_float_array_inputs_and_messages():
+    w = np.ones((1, 1, 2, 2))
+    xt = torch.arange(9.0, dtype=torch.float64).reshape(1, 3, 3).requires_grad_(True)  # a tensor with grad
+    want = F.conv2d(xt.detach()[None], torch.from_numpy(w))[0].numpy()
+    np.testing.assert_allclose(conv2d(xt, w), want, atol=TOL)
+    _raises(
+        lambda: conv2d([[["a", "b"]]], w),
+        "input x must be a rectangular array of numbers, got text values (dtype <U1).",
+    )
+    _raises(
+        lambda: conv2d([[[1.0, None]]], w),
+        "input x must be a rectangular array of numbers, got ragged or non-numeric values (dtype object).",
+    )
+    _raises(lambda: conv2d(np.ones((1, 3, 3)) * 1j, w), "input x must be real-valued, got complex values.")
