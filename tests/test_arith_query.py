@@ -1130,7 +1130,8 @@ def test_formulas_per_branch():
     assert ceil.notes == (
         "H and W: ceil_mode rounds 2.5 up to 3: the last window is partial and pools only the cells it covers.",
     )
-    assert ceil.axes[0].dropped_last is False
+    assert ceil.axes[0].dropped_last is False and ceil.axes[0].rounding == "ceil"
+    assert ceil.axes[1].substituted == "(5 + 0 + 0 - 2) / 2 + 1 = 2.5 -> ceil -> 3"
     floor_pool = output_shape(5, 2, op="maxpool")
     assert floor_pool.notes == (
         "H and W: (5 + 0 - 2)/2 + 1 = 2.5 is not a whole number of windows: window 3 would start at padded index 4 "
@@ -1161,3 +1162,148 @@ def test_as_float_array_inputs_and_messages():
         "input x must be a rectangular array of numbers, got ragged or non-numeric values (dtype object).",
     )
     _raises(lambda: conv2d(np.ones((1, 3, 3)) * 1j, w), "input x must be real-valued, got complex values.")
+
+
+def test_tf_axis_shapes_exact_and_conv_ignores_ceil_mode():
+    # SAME: H ceil(7/2) = 4, pad (4-1)*2 + 3 - 7 = 2 -> 1 + 1; W ceil(5/2) = 3, pad (3-1)*2 + 3 - 5 = 2
+    same = output_shape((7, 5), 3, stride=2, padding="same", convention="tf")
+    assert same.axes == (
+        AxisShape(
+            "H", 7, 3, 1, 3, 2, 1, 1, "7/2", 3.5, "ceil", 4,
+            "ceil(7 / 2) = ceil(3.5) = 4; pad total = max((4-1)*2 + 3 - 7, 0) = 2 (before 1, after 1)", 0, 0,
+        ),
+        AxisShape(
+            "W", 5, 3, 1, 3, 2, 1, 1, "5/2", 2.5, "ceil", 3,
+            "ceil(5 / 2) = ceil(2.5) = 3; pad total = max((3-1)*2 + 3 - 5, 0) = 2 (before 1, after 1)", 0, 0,
+        ),
+    )  # fmt: skip
+    assert output_shape(8, 3, stride=2, padding="same", convention="tf").notes == ()  # 8/2 = 4: nothing rounded
+    # VALID: H ceil((7 - 3 + 1)/2) = ceil(2.5) = 3, windows [0,2], [2,4], [4,6] read every row;
+    # W ceil((6 - 3 + 1)/2) = 2, windows [0,2], [2,4]: column 5 is never read
+    valid = output_shape((7, 6), 3, stride=2, padding="valid", convention="tf")
+    assert valid.axes == (
+        AxisShape("H", 7, 3, 1, 3, 2, 0, 0, "5/2", 2.5, "ceil", 3, "ceil((7 - 3 + 1) / 2) = ceil(2.5) = 3", 0, 0),
+        AxisShape("W", 6, 3, 1, 3, 2, 0, 0, "2", 2.0, "ceil", 2, "ceil((6 - 3 + 1) / 2) = ceil(2) = 2", 1, 1),
+    )
+    # ceil_mode is a pooling option: a convolution still rounds down ((5 - 2)/2 + 1 = 2.5 -> 2), like nn.Conv2d
+    conv = output_shape(5, 2, stride=2, ceil_mode=True)
+    assert conv.output[:2] == _out_hwc(nn.Conv2d(1, 1, 2, stride=2), 5, 5, 1)[:2] == (2, 2)
+    assert conv.ceil_mode is False and conv.axes[0].rounding == "floor" and conv.formula == FLOOR_FORMULA
+    # square layers name both axes at once
+    assert output_shape(7, 3, stride=2, padding="same", convention="tf").notes == (
+        "H and W: 7/2 = 3.5 is rounded up: TensorFlow 'SAME' keeps a window for every started stride and pads 2 "
+        "rows/columns (1 before, 1 after).",
+    )
+    # 7, k 2, s 3: windows [0,1], [3,4]: rows 2, 5, 6 never read, 5 and 6 after the last window
+    assert (
+        output_shape(7, 2, stride=3)
+        .notes[0]
+        .endswith(
+            "so it is dropped (floor): 2, not 3; the last 2 input rows/columns are never read. TensorFlow 'SAME' "
+            "padding gives ceil(7/3) = 3 instead, with a total pad of 1."
+        )
+    )
+    # 8, k 2, s 3: windows [0,1], [3,4], [6,7]: rows 2 and 5 are skipped
+    assert output_shape(8, 2, stride=3).notes == (
+        "H and W: 2 input rows/columns are never read: stride 3 jumps over them between windows.",
+    )
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(input_hw=5, kernel=3, op="pool"), "op must be one of conv, maxpool, avgpool, got 'pool'."),
+        (dict(input_hw=5, kernel=3, convention="keras"), "convention must be 'torch' or 'tf', got 'keras'."),
+        (dict(input_hw=0, kernel=3), "input size must be >= 1, got 0."),
+        (dict(input_hw=5, kernel=0), "kernel must be >= 1, got 0."),
+        (dict(input_hw=5, kernel=3, stride=0), "stride must be >= 1, got 0."),
+        (dict(input_hw=5, kernel=3, stride=True), "stride must be an int or a pair of ints (h, w), got True."),
+        (dict(input_hw=5, kernel=3, dilation=0), "dilation must be >= 1, got 0."),
+        (dict(input_hw=5, kernel=1.5), "kernel must be an int or a pair of ints (h, w), got 1.5."),
+        (dict(input_hw=5, kernel=(1, 2, 3)), "kernel must be an int or a pair of ints (h, w), got (1, 2, 3)."),
+        (dict(input_hw=5, kernel=3, padding=-1), "padding must be >= 0, got -1."),
+        (dict(input_hw=5, kernel=3, padding=(1, -1)), "padding must be >= 0, got (1, -1)."),
+        (
+            dict(input_hw=5, kernel=3, op="avgpool", dilation=2),
+            "average pooling has no dilation in PyTorch; got dilation 2, use 1.",
+        ),
+        (
+            dict(input_hw=5, kernel=3, op="maxpool", ceil_mode=True, convention="tf"),
+            "ceil_mode is a PyTorch pooling option; TensorFlow uses 'SAME'/'VALID' padding instead.",
+        ),
+        (dict(input_hw=5, kernel=3, in_channels=0), "in_channels must be a positive int, got 0."),
+        (dict(input_hw=5, kernel=3, out_channels=True), "out_channels must be a positive int, got True."),
+        (
+            dict(input_hw=5, kernel=3, op="maxpool", padding="same"),
+            "PyTorch pooling has no 'same' padding; give an int padding or use convention 'tf'.",
+        ),
+        (
+            dict(input_hw=5, kernel=3, op="maxpool", padding=(1, 0, 1, 1)),
+            "PyTorch pooling pads symmetrically; got (top, bottom, left, right) = (1, 0, 1, 1).",
+        ),
+        (
+            dict(input_hw=5, kernel=3, op="avgpool", padding=(1, 1, 1, 0)),
+            "PyTorch pooling pads symmetrically; got (top, bottom, left, right) = (1, 1, 1, 0).",
+        ),
+        (
+            dict(input_hw=5, kernel=3, padding="half"),
+            "padding must be 'valid', 'same' or a non-negative int, got 'half'.",
+        ),
+        (
+            dict(input_hw=5, kernel=3, padding=(1, -1, 0, 0)),
+            "padding (top, bottom, left, right) must be non-negative ints, got (1, -1, 0, 0).",
+        ),
+        (
+            dict(input_hw=5, kernel=3, padding=(1, True, 0, 0)),
+            "padding (top, bottom, left, right) must be non-negative ints, got (1, True, 0, 0).",
+        ),
+        (
+            dict(input_hw=3, kernel=5, padding="valid", convention="tf"),
+            "kernel 5 (effective 5 with dilation 1) is larger than the input's 3 rows/columns; use a smaller kernel "
+            "or 'SAME' padding.",
+        ),
+        (
+            dict(input_hw=(9, 3), kernel=3, dilation=(1, 2), padding="valid", convention="tf"),
+            "kernel 3 (effective 5 with dilation 2) is larger than the input's 3 columns; use a smaller kernel or "
+            "'SAME' padding.",
+        ),
+        (
+            dict(input_hw=5, kernel=3, stride=2, padding="same"),
+            "padding='same' needs stride 1 in PyTorch (it rejects strided 'same' convolutions), got stride 2; use "
+            "convention 'tf' or an explicit padding.",
+        ),
+        (
+            dict(input_hw=5, kernel=3, op="maxpool", padding=2),
+            "pooling padding must be at most half the kernel (PyTorch rule pad <= kernel//2 = 1), got 2 on H and W.",
+        ),
+        (
+            dict(input_hw=(9, 4), kernel=5, dilation=2, padding=1),
+            "kernel 5 (effective 9 with dilation 2) is larger than the padded input's 6 columns (4 + padding 1+1); "
+            "use a smaller kernel or more padding.",
+        ),
+        (
+            dict(input_hw=(2, 9), kernel=5, padding=1),
+            "kernel 5 (effective 5 with dilation 1) is larger than the padded input's 4 rows (2 + padding 1+1); use "
+            "a smaller kernel or more padding.",
+        ),
+        (
+            dict(input_hw=1, kernel=4, op="maxpool", stride=1, ceil_mode=True),
+            "kernel 4 (effective 4 with dilation 1) is larger than the padded input's 1 rows/columns (1 + padding "
+            "0+0); use a smaller kernel or more padding.",
+        ),
+    ],
+)
+def test_output_shape_errors_name_the_argument(kw, message):
+    _raises(lambda: output_shape(**kw), message)
+
+
+def test_output_shape_padding_notations():
+    # a digit string pads every side; 'SAME' is case- and space-insensitive; 4 sides as a list; (ph, pw)
+    assert output_shape(5, 3, padding="2").padding == (2, 2, 2, 2)
+    assert output_shape(5, 3, padding=" SAME ").padding == (1, 1, 1, 1)
+    assert output_shape(5, 3, padding=[0, 1, 2, 3]).padding == (0, 1, 2, 3)
+    assert output_shape(5, 3, padding=(1, 2)).padding == (1, 1, 2, 2)
+    assert output_shape(5, 3, padding=np.int64(1)).output[:2] == (5, 5)
+    # ceil_mode lets a window overhang: 2x2 input, k 3, s 2 -> ceil((2 - 3)/2) + 1 = 1 (torch agrees)
+    r = output_shape(2, 3, op="maxpool", stride=2, ceil_mode=True)
+    assert r.output[:2] == _out_hwc(nn.MaxPool2d(3, 2, ceil_mode=True), 2, 2, 1)[:2] == (1, 1)
