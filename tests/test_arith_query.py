@@ -1307,3 +1307,11 @@ def test_output_shape_padding_notations():
     # ceil_mode lets a window overhang: 2x2 input, k 3, s 2 -> ceil((2 - 3)/2) + 1 = 1 (torch agrees)
     r = output_shape(2, 3, op="maxpool", stride=2, ceil_mode=True)
     assert r.output[:2] == _out_hwc(nn.MaxPool2d(3, 2, ceil_mode=True), 2, 2, 1)[:2] == (1, 1)
+
+
+def test_notebook_display_shows_the_derivation():
+    # Jupyter renders these objects through _repr_html_: the derivation of the object itself
+    assert "(128 + 0 + 0 - 3) / 2 + 1 = 63.5" in output_shape(128, 3, stride=2)._repr_html_()
+    # output (1, 1) of 0..8 with a 2x2 ones filter: 4 + 5 + 7 + 8 = 24
+    t = trace(np.arange(9.0).reshape(1, 3, 3), np.ones((1, 1, 2, 2)), 1, 1)
+    assert "output[0][1][1] = 24 + 0 = 24" in t._repr_html_()
