@@ -1315,3 +1315,12 @@ def test_notebook_display_shows_the_derivation():
     # output (1, 1) of 0..8 with a 2x2 ones filter: 4 + 5 + 7 + 8 = 24
     t = trace(np.arange(9.0).reshape(1, 3, 3), np.ones((1, 1, 2, 2)), 1, 1)
     assert "output[0][1][1] = 24 + 0 = 24" in t._repr_html_()
+
+
+def test_one_pixel_input_is_read():
+    # a 1x1 conv on a 1x1 map reads its only pixel: nothing uncovered (torch: the gradient reaches it)
+    a = output_shape(1, 1).axes[0]
+    assert (a.out, a.uncovered, a.uncovered_tail) == (1, 0, 0)
+    # dilation 2, k 2 on 3: taps 0 and 2, row 1 is skipped between the taps of the single window
+    d = output_shape(3, 2, dilation=2).axes[0]
+    assert (d.out, d.uncovered, d.uncovered_tail) == (1, 1, 0)
