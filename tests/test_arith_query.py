@@ -1324,3 +1324,20 @@ def test_one_pixel_input_is_read():
     # dilation 2, k 2 on 3: taps 0 and 2, row 1 is skipped between the taps of the single window
     d = output_shape(3, 2, dilation=2).axes[0]
     assert (d.out, d.uncovered, d.uncovered_tail) == (1, 1, 0)
+
+
+def test_ceil_mode_dropped_window_texts():
+    # 3, k 2, s 2, pad 1: (3 + 2 - 2)/2 + 1 = 2.5 -> ceil 3, but window 3 starts at padded index
+    # (3-1)*2 = 4 >= 3 + 1, inside the right padding: PyTorch drops it -> 2
+    r = output_shape(3, 2, op="maxpool", stride=2, padding=1, ceil_mode=True)
+    assert r.output[:2] == _out_hwc(nn.MaxPool2d(2, 2, 1, ceil_mode=True), 3, 3, 1)[:2] == (2, 2)
+    a = r.axes[0]
+    assert (
+        a.substituted
+        == "(3 + 1 + 1 - 2) / 2 + 1 = 2.5 -> ceil -> 3 -> last window starts in the right padding, dropped -> 2"
+    )
+    assert a.dropped_last is True and a.rounding == "ceil"
+    assert r.notes == (
+        "H and W: ceil_mode rounds 2.5 up to 3, but window 3 would start at padded index 4, inside the right "
+        "padding (the input ends at index 3), so PyTorch drops it: 2.",
+    )
