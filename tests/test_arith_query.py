@@ -1341,3 +1341,14 @@ def test_ceil_mode_dropped_window_texts():
         "H and W: ceil_mode rounds 2.5 up to 3, but window 3 would start at padded index 4, inside the right "
         "padding (the input ends at index 3), so PyTorch drops it: 2.",
     )
+
+
+def test_floor_note_without_lost_rows():
+    # 4, k 3, s 2, pad 1: (4 + 2 - 3)/2 + 1 = 2.5 -> 2; windows at padded [0,2] and [2,4] read input rows
+    # 0..3, so nothing is lost (only the padding row 5), and TF 'SAME' gives ceil(4/2) = 2 as well
+    r = output_shape(4, 3, stride=2, padding=1)
+    assert r.output[:2] == _out_hwc(nn.Conv2d(1, 1, 3, 2, 1), 4, 4, 1)[:2] == (2, 2)
+    assert r.notes == (
+        "H and W: (4 + 2 - 3)/2 + 1 = 2.5 is not a whole number of windows: window 3 would start at padded index 4 "
+        "and need indices 4..6, but the padded input ends at index 5, so it is dropped (floor): 2, not 3.",
+    )
