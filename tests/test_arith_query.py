@@ -1352,3 +1352,9 @@ def test_floor_note_without_lost_rows():
         "H and W: (4 + 2 - 3)/2 + 1 = 2.5 is not a whole number of windows: window 3 would start at padded index 4 "
         "and need indices 4..6, but the padded input ends at index 5, so it is dropped (floor): 2, not 3.",
     )
+
+
+def test_whole_window_counts_have_no_notes():
+    # (5 - 3)/1 + 1 = 3 reads every row; ceil_mode on (4 - 2)/2 + 1 = 2 has nothing to round
+    assert output_shape(5, 3).notes == ()
+    assert output_shape(4, 2, op="maxpool", ceil_mode=True).notes == ()
