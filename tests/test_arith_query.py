@@ -1358,3 +1358,10 @@ def test_whole_window_counts_have_no_notes():
     # (5 - 3)/1 + 1 = 3 reads every row; ceil_mode on (4 - 2)/2 + 1 = 2 has nothing to round
     assert output_shape(5, 3).notes == ()
     assert output_shape(4, 2, op="maxpool", ceil_mode=True).notes == ()
+
+
+def test_dilated_derivation_states_k_eff():
+    # 3x3 at dilation 2 spans 2*(3-1) + 1 = 5: (6 - 5)/1 + 1 = 2, like nn.Conv2d(dilation=2)
+    r = output_shape(6, 3, dilation=2)
+    assert r.output[:2] == _out_hwc(nn.Conv2d(1, 1, 3, dilation=2), 6, 6, 1)[:2] == (2, 2)
+    assert r.axes[0].substituted == "k_eff = 2*(3-1) + 1 = 5; (6 + 0 + 0 - 5) / 1 + 1 = 2 -> floor -> 2"
