@@ -89,7 +89,7 @@ def run(module: str, tests: list[str], max_children: int) -> dict[str, int | flo
     first = verdicts(work, globs)
     # a batch run reported survivors that the same mutant, run alone, kills (seen with hypothesis tests under
     # parallel workers): every survivor is re-run alone before it counts
-    recheck(work, env)
+    recheck(work, env, max_children)
     c: dict[str, int | float] = dict(verdicts(work, globs), survived_first_pass=first["survived"])
     decided = c["killed"] + c["timeout"] + c["survived"] + c["suspicious"]
     c["score_percent"] = round(100 * (c["killed"] + c["timeout"]) / decided, 1) if decided else 0
@@ -136,18 +136,25 @@ def verdicts(work: Path, globs: list[str]) -> dict[str, int]:
     return c
 
 
-def recheck(work: Path, env: dict[str, str]) -> list[str]:
-    """Re-run every survivor alone (one worker, current tests); returns the names that still survive."""
+def recheck(work: Path, env: dict[str, str], max_children: int = 2) -> list[str]:
+    """Re-run every survivor against the current tests; returns the names that still survive.
+
+    Survivors of a parallel pass are run once more alone (one worker) before they count.
+    """
     names = survivors(work)
     if names:
         # the tests may have grown since the mutants were made
         shutil.rmtree(work / "mutants" / "tests", ignore_errors=True)
         shutil.copytree(work / "tests", work / "mutants" / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    mutmut = str(Path(sys.executable).parent / "mutmut")
+    for children in dict.fromkeys((max_children, 1)):
+        if not names:
+            break
         forget(work, names)
-        mutmut = str(Path(sys.executable).parent / "mutmut")
-        cmd = [mutmut, "run", "--max-children", "1", *names]
-        subprocess.run(cmd, cwd=work, env=env, capture_output=True, check=False)
-    return survivors(work)
+        subprocess.run([mutmut, "run", "--max-children", str(children), *names], cwd=work, env=env, check=False,
+                       capture_output=True)  # fmt: skip
+        names = survivors(work)
+    return names
 
 
 def results(module: str, diff: bool) -> None:
@@ -178,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", CONVLENS_STRICT_TRACE="1")
         env.pop("PYTHONPATH", None)
         for m in mods:
-            shutil.copytree(ROOT / "tests", SCRATCH / m / "tests", dirs_exist_ok=True)
-            left = recheck(SCRATCH / m, env)
+            left = recheck(prepare(m, table[m]), env, a.max_children)  # current tests and test selection
             print(f"{m}: {len(left)} survivors after recheck: {' '.join(left)}", flush=True)
         return 0
     if a.results:
