@@ -324,3 +324,102 @@ def test_match_template_is_the_cli_pipeline_and_its_json(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "o"), "--json"]) == 0
     printed = _json.loads(capsys.readouterr().out)
     assert {k: v for k, v in printed.items() if k != "files"} == _json.loads(_json.dumps(data))
+
+
+# -- exact fields of the single- and multi-scale results (hand-computed pyramids) ------------------
+
+
+def test_find_template_reports_the_method_name_and_names_the_bad_argument():
+    rng = np.random.default_rng(5)
+    img = rng.random((12, 14))
+    tpl = img[3:7, 5:10]  # 4 x 5 crop at (3, 5): ZNCC 1 there
+    m = find_template(img, tpl, "ncc")  # "ncc" is an alias: the result says "zncc"
+    assert (m.peak, m.method, m.size, m.scale) == ((3, 5), "zncc", (4, 5), 1.0)
+    assert find_template(img, tpl, "zncc").method == "zncc"
+    assert find_template(img, tpl, "zero_mean").method == "zero_mean"
+    r = find_template(img, tpl, "raw")
+    # raw response = sum of window * template; the oracle is the written-out sliding dot product
+    ref = (np.lib.stride_tricks.sliding_window_view(img, (4, 5)) * tpl).sum((-1, -2))
+    assert r.method == "raw" and r.peak == np.unravel_index(ref.argmax(), ref.shape)
+    assert r.score == pytest.approx(ref.max(), abs=1e-12)
+    with pytest.raises(InputError, match=r"^image must be one image"):
+        find_template(np.zeros((2, 1, 5, 5)), np.ones((2, 2)))
+    with pytest.raises(InputError, match=r"^template must be one image"):
+        find_template(np.zeros((5, 5)), rng.random((2, 1, 2, 2)))
+
+
+def _fields(m):
+    return [(c.scale, c.image_level, c.template_level, c.size) for c in m.candidates]
+
+
+def test_multiscale_default_scale_list_and_fields():
+    # 128 x 128 image, 16 x 16 template, defaults levels=4, template_levels=2, min_template_size=8:
+    # image levels 128, 64, 32, 16 (the last exactly the template height and width: still searched);
+    # template level 1 is ceil(16/2) = 8 = min_template_size: still searched. size = 16 * scale.
+    rng = np.random.default_rng(7)
+    img = rng.random((128, 128))
+    m = find_template_multiscale(img, img[16:32, 32:48], "ncc")
+    assert _fields(m) == [
+        (1.0, 0, 0, (16, 16)),
+        (2.0, 1, 0, (32, 32)),
+        (4.0, 2, 0, (64, 64)),
+        (8.0, 3, 0, (128, 128)),
+        (0.5, 0, 1, (8, 8)),
+    ]
+    assert m.candidates[0].peak == (16, 32) and m.candidates[0].score == pytest.approx(1.0)
+    b = m.best
+    assert (b.peak, b.scale, b.method, b.size, b.response.shape) == ((16, 32), 1.0, "zncc", (16, 16), (113, 113))
+    assert b.score == pytest.approx(1.0)
+    assert find_template_multiscale(img, img[16:32, 32:48], "zncc").best.method == "zncc"
+
+
+def test_multiscale_raw_default_levels_is_four():
+    # 1 x 1 template [[1]], raw: the response is the image itself; levels 16, 8, 4, 2 (a 5th, 1 x 1,
+    # would still fit: the default stops at 4). Blurred levels are weighted means (weights sum to 1),
+    # so their max is below the input max: the best is level 0 at the input's argmax, score = its value.
+    rng = np.random.default_rng(8)
+    img = rng.random((16, 16))
+    m = find_template_multiscale(img, np.ones((1, 1)), "raw", template_levels=1)
+    assert _fields(m) == [(1.0, 0, 0, (1, 1)), (2.0, 1, 0, (2, 2)), (4.0, 2, 0, (4, 4)), (8.0, 3, 0, (8, 8))]
+    yx = np.unravel_index(img.argmax(), img.shape)
+    assert m.peak == (int(yx[0]), int(yx[1])) and m.score == img.max() and m.best.method == "raw"
+    np.testing.assert_array_equal(m.best.response, img)
+
+
+def test_multiscale_default_template_levels_is_two():
+    # 32 x 32 template on a 40 x 40 image: image level 1 is 20 x 20 < 32 (stop); template level 1 is
+    # 16 x 16; the default template_levels=2 stops there (level 2, 8 x 8, would still be >= 8)
+    rng = np.random.default_rng(9)
+    img = rng.random((40, 40))
+    m = find_template_multiscale(img, img[4:36, 6:38])
+    assert _fields(m) == [(1.0, 0, 0, (32, 32)), (0.5, 0, 1, (16, 16))]
+    assert (m.peak, m.scale) == ((4, 6), 1.0)
+
+
+def test_multiscale_stops_on_either_side():
+    rng = np.random.default_rng(10)
+    # 14 x 20 template on 30 x 40: image level 1 is 15 x 20 (width exactly 20: searched), level 2 is
+    # 8 x 10 (stop); template level 1 is 7 x 10: its SHORT side 7 < 8, so no template level
+    img = rng.random((30, 40))
+    m = find_template_multiscale(img, img[10:24, 12:32])
+    assert _fields(m) == [(1.0, 0, 0, (14, 20)), (2.0, 1, 0, (28, 40))]
+    assert (m.peak, m.scale, m.best.method) == ((10, 12), 1.0, "zncc")
+    # 8 x 8 template on a tall narrow 16 x 64 image: level 1 is 8 x 32 (height exactly 8), level 2 is
+    # 4 x 16, too short though wide enough: stop
+    img = rng.random((16, 64))
+    m = find_template_multiscale(img, img[5:13, 40:48], levels=4)
+    assert _fields(m) == [(1.0, 0, 0, (8, 8)), (2.0, 1, 0, (16, 16))]
+    assert m.peak == (5, 40)
+
+
+def test_multiscale_level_arguments():
+    rng = np.random.default_rng(11)
+    img = rng.random((20, 20))
+    tpl = img[2:10, 3:11]
+    m = find_template_multiscale(img, tpl, levels=1, template_levels=1)  # 1 is the smallest valid value
+    assert _fields(m) == [(1.0, 0, 0, (8, 8))] and m.peak == (2, 3)
+    for bad in (True, 0, 2.5):
+        with pytest.raises(InputError, match=r"^levels must"):
+            find_template_multiscale(img, tpl, levels=bad)
+        with pytest.raises(InputError, match=r"^template_levels must"):
+            find_template_multiscale(img, tpl, template_levels=bad)
