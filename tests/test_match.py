@@ -423,3 +423,49 @@ def test_multiscale_level_arguments():
             find_template_multiscale(img, tpl, levels=bad)
         with pytest.raises(InputError, match=r"^template_levels must"):
             find_template_multiscale(img, tpl, template_levels=bad)
+
+
+# -- correlate: several templates at once, numerically hard offsets ------------------------------
+
+
+def test_zero_mean_subtracts_each_templates_own_mean():
+    rng = np.random.default_rng(12)
+    img = rng.random((7, 8))
+    tpls = np.stack([rng.random((3, 3)), 5.0 + rng.random((3, 3))])[:, None]  # (K=2, C=1, 3, 3), means ~0.5, ~5.5
+    out = correlate(img, tpls, "zero_mean")
+    windows = np.lib.stride_tricks.sliding_window_view(img, (3, 3))  # (5, 6, 3, 3)
+    for k in range(2):
+        t0 = tpls[k, 0] - tpls[k, 0].mean()
+        np.testing.assert_allclose(out[k], (windows * t0).sum((-1, -2)), atol=1e-12)
+
+
+def test_zero_mean_exact_on_a_huge_offset():
+    # image = 1e12 + small integers (exact in float64). sum(t - mean t) = 0, so the response equals that
+    # of the small integers alone (the oracle); summing products of values ~1e12 would lose ~1e-4.
+    rng = np.random.default_rng(13)
+    k = rng.integers(0, 8, size=(9, 10)).astype(np.float64)
+    tpl = rng.random((3, 3))
+    out = correlate(1e12 + k, tpl, "zero_mean")
+    ref = (np.lib.stride_tricks.sliding_window_view(k, (3, 3)) * (tpl - tpl.mean())).sum((-1, -2))
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
+def test_zncc_batch_images_with_very_different_offsets():
+    # ZNCC ignores a brightness offset per image; a batch where one image sits at 1e6 must still
+    # give each image its own skimage scores (the oracle runs on the image without the offset)
+    rng = np.random.default_rng(14)
+    a, b = rng.random((12, 13)), rng.random((12, 13))
+    tpl = rng.random((3, 4))
+    out = correlate(np.stack([a, 1e6 + b])[:, None], tpl, "zncc")  # (N=2, C=1, 12, 13) -> (2, 10, 10)
+    np.testing.assert_allclose(out[0], match_template(a, tpl), atol=1e-6)
+    np.testing.assert_allclose(out[1], match_template(b, tpl), atol=1e-6)
+
+
+def test_zncc_flat_threshold_is_inclusive_at_float32_eps():
+    # template [0, 1]: t0 = [-1/2, 1/2], ||t0||^2 = 1/2. Window [0, d]: W - mean W = [-d/2, d/2],
+    # ||.||^2 = d^2/2, so denominator = sqrt(d^2/2 * 1/2) = d/2 and the numerator is d/2 as well.
+    # d = 2^-22: denominator = 2^-23 = float32 eps exactly -> counted as flat -> 0 (documented: <= eps);
+    # d = 2^-21: denominator = 2^-22 > eps -> 1 (a perfect, if faint, match)
+    tpl = np.array([[0.0, 1.0]])
+    assert correlate(np.array([[0.0, 2.0**-22]]), tpl).tolist() == [[0.0]]
+    assert correlate(np.array([[0.0, 2.0**-21]]), tpl).tolist() == [[1.0]]
