@@ -47,7 +47,9 @@ __all__ = ["METHODS", "correlate", "raw_correlation", "zero_mean_correlation", "
 #: Matching scores understood by :func:`correlate` ("ncc" is accepted as an alias of "zncc").
 METHODS = ("raw", "zero_mean", "zncc")
 
-# skimage sets the response to 0 where the window is flat (denominator <= float32 eps); so do we.
+# a flat window (denominator <= float32 eps) scores 0, as in skimage; skimage 0.26 takes the eps of the image's own
+# float type (2.2e-16 for float64), so on float64 input it still scores windows whose denominator lies between the
+# two (contrast ~1e-4 and below); convlens keeps one threshold for every input dtype and device
 _FLAT_EPS = float(np.finfo(np.float32).eps)
 # templates with more pixels than this are correlated through FFTs (same result, less time and
 # memory: a direct float64 9x9 conv on a 300x451 image took ~10x the FFT's time when measured)
