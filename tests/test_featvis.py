@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -25,9 +26,11 @@ from convlens.featvis import (
     Neuron,
     Pad,
     Pipeline,
+    PixelImage,
     RandomRotate,
     RandomScale,
     TotalVariation,
+    decorrelate_colors,
     first_layer_kernels,
     get_recipe,
     render,
@@ -587,3 +590,279 @@ def test_cli_filters_class_objective_refuses_a_layer_and_titles_by_class(capsys,
     assert "--layer is required" in capsys.readouterr().err
     fig = featvis_grid(torch.rand(2, 3, 4, 4), [285, 967], values=[1.0, 2.0], labels=["Egyptian cat", "espresso"])
     assert [ax.get_title() for ax in fig.axes] == ["Egyptian cat (285)  (1)", "espresso (967)  (2)"]
+
+
+# -- image parameterizations: init distributions, generators, colour decorrelation ---------------------------------
+
+# Lucid's colour matrix written out; its longest column is column 0: sqrt(.26^2 + .27^2 + .27^2) = sqrt(.2134) = 0.46195
+# (column 1: sqrt(.09^2 + 0 + .09^2) = 0.1273, column 2: sqrt(.02^2 + .05^2 + .03^2) = 0.0616)
+_SQRT_COV = [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]]
+_MAX_NORM = math.sqrt(0.26**2 + 0.27**2 + 0.27**2)
+
+
+def _decorrelate_by_hand(t: torch.Tensor) -> torch.Tensor:
+    """rgb[c] = sum_k (M[c][k] / 0.46195) * t[k], one channel at a time."""
+    out = torch.zeros_like(t, dtype=torch.float64)
+    for c in range(3):
+        for k in range(3):
+            out[:, c] += _SQRT_COV[c][k] / _MAX_NORM * t[:, k].double()
+    return out
+
+
+def _gens(*seeds: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def test_pixel_image_defaults_are_uniform_0p4_0p6_from_seeds_0_to_n():
+    """Defaults: uniform in [0.4, 0.6], image i from ``Generator().manual_seed(i)``, no sigmoid, no decorrelation."""
+    p = PixelImage(2, 6)
+    want = torch.stack([torch.rand(3, 6, 6, generator=g) * (0.6 - 0.4) + 0.4 for g in _gens(0, 1)])
+    torch.testing.assert_close(p.pixels.detach(), want, rtol=0, atol=1e-7)
+    torch.testing.assert_close(p().detach(), want, rtol=0, atol=1e-7)  # the image IS the pixels
+    assert p.params == [p.pixels] and p.pixels.requires_grad and p.pixels.is_leaf
+    assert p.pixels.device.type == "cpu"
+
+
+def test_pixel_image_uniform_bounds_and_per_image_generators():
+    gens = _gens(11, 12, 13)
+    p = PixelImage(3, 48, low=-1.0, high=3.0, generators=gens)
+    x = p.pixels.detach()
+    # 3 * 48 * 48 = 6912 draws per image from U(-1, 3): min/max within 0.01 of the bounds, mean 1 +- 0.05
+    # (sd of the mean = 4 / sqrt(12) / sqrt(6912) = 0.014)
+    for img in x:
+        assert -1.0 <= float(img.min()) < -0.99 and 2.99 < float(img.max()) <= 3.0
+        assert abs(float(img.mean()) - 1.0) < 0.05
+    # image i is torch.rand of ITS generator only (fresh generators with the same seeds)
+    for i, seed in enumerate((11, 12, 13)):
+        want = torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(seed)) * 4.0 - 1.0
+        torch.testing.assert_close(x[i], want, rtol=0, atol=1e-6)
+
+
+def test_pixel_image_sigmoid_init_is_gaussian_sd_and_image_is_sigmoid_of_pixels():
+    p = PixelImage(2, 32, sigmoid=True, sd=0.3, generators=_gens(5, 6))
+    want = torch.stack([torch.randn(3, 32, 32, generator=g) * 0.3 for g in _gens(5, 6)])
+    torch.testing.assert_close(p.pixels.detach(), want, rtol=0, atol=1e-7)
+    # 3072 N(0, 0.3^2) draws per image: sd within 5 %, mean within 0.03 (sd of the mean 0.3 / sqrt(3072) = 0.0054)
+    for img in p.pixels.detach():
+        assert abs(float(img.std()) - 0.3) < 0.015 and abs(float(img.mean())) < 0.03
+    torch.testing.assert_close(p().detach(), 1.0 / (1.0 + torch.exp(-want)), rtol=0, atol=1e-6)
+    # default sd 0.01
+    small = PixelImage(1, 32, sigmoid=True, generators=_gens(5))
+    torch.testing.assert_close(small.pixels.detach()[0], want[0] / 0.3 * 0.01, rtol=0, atol=1e-7)
+    assert abs(float(small.pixels.detach().std()) - 0.01) < 0.0005
+
+
+def test_pixel_image_decorrelate_matches_the_hand_matrix_and_lucent():
+    from lucent.optvis.param.color import to_valid_rgb
+
+    for sigmoid in (True, False):
+        p = PixelImage(2, 5, sigmoid=sigmoid, decorrelate=True, sd=1.0, generators=_gens(3, 4))
+        raw = p.pixels.detach()
+        lin = _decorrelate_by_hand(raw)
+        want = torch.sigmoid(lin) if sigmoid else lin
+        torch.testing.assert_close(p().detach().double(), want, rtol=0, atol=1e-6)
+        ref = to_valid_rgb(lambda raw=raw: raw, decorrelate=True)()  # Lucent always squashes
+        if sigmoid:
+            torch.testing.assert_close(p().detach(), ref, rtol=0, atol=1e-6)
+    # decorrelate_colors keeps the input's dtype (float64 in, float64 out) and is linear per pixel
+    t = torch.randn(2, 3, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out = decorrelate_colors(t)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, _decorrelate_by_hand(t), rtol=0, atol=1e-7)
+
+
+def test_image_params_check_size_count_generators_and_device():
+    for cls in (PixelImage, FourierImage):
+        with pytest.raises(InputError, match="got size 0, count 1"):
+            cls(1, 0)
+        with pytest.raises(InputError, match="got size 4, count 0"):
+            cls(0, 4)
+        with pytest.raises(InputError, match="2 images, got 1 generators"):
+            cls(2, 4, generators=_gens(0))
+        assert cls(1, 1)().shape == (1, 3, 1, 1)  # the smallest image is allowed
+    assert PixelImage(2, 3, device="meta").pixels.device.type == "meta"
+    f = FourierImage(2, 4, device="meta")
+    assert f.spectrum.device.type == "meta" and f.scale.device.type == "meta"
+
+
+def test_fourier_image_defaults_equal_lucent_and_seeded_spectrum():
+    """Defaults: sd 0.01, decay 1, decorrelated; spectrum of image i = randn((3, S, S//2+1, 2)) of seed i * 0.01."""
+    from lucent.optvis.param.color import to_valid_rgb
+    from lucent.optvis.param.spatial import fft_image
+
+    ours = FourierImage(2, 8)
+    want = torch.stack([torch.randn((3, 8, 5, 2), generator=g) * 0.01 for g in _gens(0, 1)])
+    torch.testing.assert_close(ours.spectrum.detach(), want, rtol=0, atol=1e-8)
+    assert ours.params == [ours.spectrum] and ours.spectrum.requires_grad
+    params, image_f = fft_image((2, 3, 8, 8), sd=0.01, decay_power=1.0)
+    with torch.no_grad():
+        params[0].copy_(want * 50)  # a spectrum large enough that the colour matrix and the sigmoid matter
+        ours.spectrum.copy_(want * 50)
+        torch.testing.assert_close(ours(), to_valid_rgb(image_f, decorrelate=True)(), rtol=0, atol=1e-6)
+
+
+def test_rfft2d_freqs_equal_numpy_on_a_non_square_grid():
+    from convlens.featvis.param import _rfft2d_freqs
+
+    want = np.sqrt(np.fft.fftfreq(5)[:, None] ** 2 + np.fft.rfftfreq(8)[None, :] ** 2)  # (5, 5)
+    np.testing.assert_allclose(_rfft2d_freqs(5, 8).numpy(), want, rtol=0, atol=1e-7)
+
+
+# -- transforms: parameters drawn, matrices, padding, and the fused resampling against a hand-written resampler -----
+
+
+def test_pad_equals_torch_pad_for_every_mode_width_and_value():
+    import torch.nn.functional as F
+
+    x = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(Pad(2)(x), F.pad(x, (2, 2, 2, 2), mode="constant", value=0.5), rtol=0, atol=0)
+    assert float(Pad(1)(x)[0, 0, 0, 0]) == 0.5 and Pad(1)(x).shape == (2, 3, 6, 7)
+    torch.testing.assert_close(Pad(3, value=-2.0)(x), F.pad(x, (3, 3, 3, 3), value=-2.0), rtol=0, atol=0)
+    for mode in ("reflect", "replicate"):
+        torch.testing.assert_close(Pad(2, mode)(x), F.pad(x, (2, 2, 2, 2), mode=mode), rtol=0, atol=0)
+    assert torch.equal(Pad(0)(x), x) and Pad(0).out_size(9) == 9
+    assert Pad(3).out_size(10) == 16  # 10 + 2 * 3
+    assert repr(Pad(2, "reflect")) == "Pad(2, 'reflect', 0.5)"
+    with pytest.raises(InputError, match="pad width must be >= 0, got -1"):
+        Pad(-1)
+    with pytest.raises(InputError, match="pad mode .* got 'circular'"):
+        Pad(1, "circular")
+
+
+def test_jitter_draws_every_integer_in_minus_d_to_d_from_the_given_generator():
+    r = Jitter(2).draw(torch.Generator().manual_seed(4), 400)
+    assert r.shape == (400, 2) and r.dtype == torch.float32
+    want = torch.randint(-2, 3, (400, 2), generator=torch.Generator().manual_seed(4)).float()  # {-2, ..., 2}
+    assert torch.equal(r, want)
+    for col in (0, 1):  # 400 draws of 5 values: every value appears in each column
+        assert sorted(set(r[:, col].tolist())) == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    assert torch.equal(Jitter(0).draw(torch.Generator(), 3), torch.zeros(3, 2))
+    with pytest.raises(InputError, match="jitter must be >= 0 pixels, got -1"):
+        Jitter(-1)
+
+
+def test_random_scale_and_rotate_draw_uniformly_from_their_lists():
+    scales = RandomScale([0.5, 2.0, 3.0]).draw(torch.Generator().manual_seed(2), 300)
+    idx = torch.randint(3, (300,), generator=torch.Generator().manual_seed(2))
+    assert scales.shape == (300, 1) and torch.equal(scales[:, 0], torch.tensor([0.5, 2.0, 3.0])[idx])
+    assert sorted(set(scales[:, 0].tolist())) == [0.5, 2.0, 3.0]
+    angles = RandomRotate([-10, 0, 45]).draw(torch.Generator().manual_seed(3), 300)
+    idx = torch.randint(3, (300,), generator=torch.Generator().manual_seed(3))
+    assert angles.shape == (300, 1) and torch.equal(angles[:, 0], torch.tensor([-10.0, 0.0, 45.0])[idx])
+    assert sorted(set(angles[:, 0].tolist())) == [-10.0, 0.0, 45.0]
+    RandomScale([0.5])  # scales below 1 (zoom out) are valid
+    RandomRotate([0.0, 10.0])
+    for bad in ([], [0.0], [-1.0]):
+        with pytest.raises(InputError, match="scales must be a non-empty list of positive numbers"):
+            RandomScale(bad)
+    for bad in ([], [float("inf")], [float("nan")]):
+        with pytest.raises(InputError, match="angles must be a non-empty list of finite degrees"):
+            RandomRotate(bad)
+    assert repr(RandomScale([1 / 3, 1.1])) == "RandomScale([0.3333, 1.1])"
+    assert repr(RandomRotate([1 / 3, -5])) == "RandomRotate([0.333, -5.0])"
+
+
+def _jitter_matrix(dx: float, dy: float) -> list[list[float]]:
+    return [[1.0, 0.0, -dx], [0.0, 1.0, -dy], [0.0, 0.0, 1.0]]  # samples p - d
+
+
+def _scale_matrix(s: float) -> list[list[float]]:
+    return [[1.0 / s, 0.0, 0.0], [0.0, 1.0 / s, 0.0], [0.0, 0.0, 1.0]]  # samples p / s
+
+
+def _rotate_matrix(deg: float) -> list[list[float]]:
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    return [[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]]  # samples R(-a) p
+
+
+def test_affine_matrices_equal_hand_written_ones_batched_in_float64():
+    params = torch.tensor([[[2.0, -3.0], [0.0, 1.0], [-4.0, 5.0]]] * 2, dtype=torch.float64)  # (2 steps, 3 images, 2)
+    m = Jitter(5).matrix(params)
+    assert m.shape == (2, 3, 3, 3) and m.dtype == torch.float64
+    want = [[_jitter_matrix(*p) for p in row] for row in params.tolist()]
+    torch.testing.assert_close(m, torch.tensor(want, dtype=torch.float64), rtol=0, atol=0)
+    s = torch.tensor([[[0.5], [2.0], [1.25]]] * 2, dtype=torch.float64)
+    m = RandomScale([1.0]).matrix(s)
+    assert m.shape == (2, 3, 3, 3) and m.dtype == torch.float64
+    want = [[_scale_matrix(v[0]) for v in row] for row in s.tolist()]
+    torch.testing.assert_close(m, torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-15)
+    a = torch.tensor([[[30.0], [-90.0], [7.5]]] * 2, dtype=torch.float64)
+    m = RandomRotate([0.0]).matrix(a)
+    assert m.shape == (2, 3, 3, 3) and m.dtype == torch.float64
+    want = [[_rotate_matrix(v[0]) for v in row] for row in a.tolist()]
+    torch.testing.assert_close(m, torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-12)
+    for t, k in ((Jitter(1), 2), (RandomScale([1.0]), 1), (RandomRotate([0.0]), 1)):  # built where the params live
+        assert t.matrix(torch.ones(4, k, device="meta")).device.type == "meta"
+
+
+def _resample_by_hand(img: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Output pixel (r, c) = input at ``a @ p`` (p: centred pixel coordinates), bilinear, coordinates clamped to the
+    image (border repeat). Centre of an S-pixel axis: (S - 1) / 2."""
+    _, size, _ = img.shape
+    c0 = (size - 1) / 2
+    out = np.empty_like(img)
+    for r in range(size):
+        for c in range(size):
+            qx, qy, _ = a @ np.array([c - c0, r - c0, 1.0])
+            u = min(max(qx + c0, 0.0), size - 1.0)
+            v = min(max(qy + c0, 0.0), size - 1.0)
+            x0, y0 = int(math.floor(u)), int(math.floor(v))
+            x1, y1 = min(x0 + 1, size - 1), min(y0 + 1, size - 1)
+            fx, fy = u - x0, v - y0
+            top = (1 - fx) * img[:, y0, x0] + fx * img[:, y0, x1]
+            bottom = (1 - fx) * img[:, y1, x0] + fx * img[:, y1, x1]
+            out[:, r, c] = (1 - fy) * top + fy * bottom
+    return out
+
+
+def test_pipeline_plan_equals_hand_drawn_parameters_and_hand_resampling():
+    """Pad(2) + jitter(2) + scale + rotate + jitter(1), 2 images x 3 steps, float64 (matrices composed in float32): each image's parameters drawn
+    here from a fresh generator of its seed in the transforms' order, the sampling matrix J1 @ S @ R @ J2 built by
+    hand, the padded image (np.pad, 0.5) resampled by hand. Zooming out by 0.8 and shifting reaches past the padded
+    border, where the border value repeats."""
+    import warnings
+
+    seeds, steps, size = (21, 22), 3, 7
+    scales, angles = [0.8, 1.25], [-20.0, 10.0, 30.0]
+    pipe = Pipeline([Pad(2), Jitter(2), RandomScale(scales), RandomRotate(angles), Jitter(1)])
+    plan = pipe.plan(2, size, steps, _gens(*seeds), dtype=torch.float64)
+    assert plan.out_size == 11  # 7 + 2 * 2
+    x = torch.rand(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (2, 2), (2, 2)), constant_values=0.5)
+    draws = []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        j1 = torch.randint(-2, 3, (steps, 2), generator=g).tolist()
+        sc = torch.randint(2, (steps,), generator=g).tolist()
+        ro = torch.randint(3, (steps,), generator=g).tolist()
+        j2 = torch.randint(-1, 2, (steps, 2), generator=g).tolist()
+        draws.append((j1, sc, ro, j2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no per-step warnings (e.g. grid_sample's align_corners default)
+        for step in range(steps):
+            y = plan(x, step)
+            assert y.shape == (2, 3, 11, 11) and y.dtype == torch.float64
+            for i, (j1, sc, ro, j2) in enumerate(draws):
+                a = (
+                    np.array(_jitter_matrix(*j1[step]))
+                    @ np.array(_scale_matrix(scales[sc[step]]))
+                    @ np.array(_rotate_matrix(angles[ro[step]]))
+                    @ np.array(_jitter_matrix(*j2[step]))
+                )
+                np.testing.assert_allclose(y[i].numpy(), _resample_by_hand(padded[i], a), rtol=0, atol=1e-6)
+    meta = pipe.plan(2, size, steps, _gens(*seeds), device="meta")
+    assert meta(torch.zeros(2, 3, size, size, device="meta"), 1).device.type == "meta"
+
+
+def test_pipeline_checks_and_names_its_fused_groups():
+    pipe = Pipeline([Jitter(3), Pad(12), Jitter(4), RandomScale([1.1, 0.9]), RandomRotate([-5, 5]), Pad(1, "reflect")])
+    assert pipe.fused_groups() == [
+        "affine[Jitter(3)]",
+        "Pad(12, 'constant', 0.5)",
+        "affine[Jitter(4), RandomScale([1.1, 0.9]), RandomRotate([-5.0, 5.0])]",
+        "Pad(1, 'reflect', 0.5)",
+    ]
+    with pytest.raises(InputError, match="Transform objects, got int"):
+        Pipeline([Pad(1), 3])
+    with pytest.raises(InputError, match="2 images, got 3 generators"):
+        pipe.plan(2, 8, 1, _gens(0, 1, 2))
