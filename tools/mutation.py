@@ -97,10 +97,10 @@ def run(module: str, tests: list[str], max_children: int) -> dict[str, int | flo
 
 
 def survivors(work: Path) -> list[str]:
-    """Names of the mutants ``mutmut results`` lists as survived."""
+    """Names of the mutants ``mutmut results`` lists as survived or as reached by no test (tests may have come since)."""
     mutmut = str(Path(sys.executable).parent / "mutmut")
     out = subprocess.run([mutmut, "results"], cwd=work, capture_output=True, text=True, check=False).stdout
-    return re.findall(r"^\s*(\S+): survived", out, re.M)
+    return re.findall(r"^\s*(\S+): (?:survived|no tests)", out, re.M)
 
 
 def forget(work: Path, names: list[str]) -> None:
