@@ -10,7 +10,7 @@ os.environ["KERAS_BACKEND"] = "torch"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
 # a failing graph op handler is a convlens bug: make it raise in every test instead of recording "unknown"
 os.environ.setdefault("CONVLENS_STRICT_TRACE", "1")
@@ -21,7 +21,13 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 settings.register_profile(
     "ci", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=True
 )
-settings.load_profile("ci")
+# make mutation (tools/mutation.py) only needs to know THAT a test fails: skip shrinking the failing example (most of
+# a hypothesis test's time on a killed mutant) and the example database; what is generated, and so what is caught, is
+# the same as in "ci"
+settings.register_profile(
+    "mutation", parent=settings.get_profile("ci"), phases=(Phase.explicit, Phase.generate), database=None
+)
+settings.load_profile(os.environ.get("CONVLENS_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -80,7 +80,13 @@ def prepare(module: str, tests: list[str]) -> Path:
 
 def run(module: str, tests: list[str], max_children: int) -> dict[str, int | float]:
     work = prepare(module, tests)
-    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", CONVLENS_STRICT_TRACE="1")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        OMP_WAIT_POLICY="PASSIVE",
+        CONVLENS_STRICT_TRACE="1",
+        CONVLENS_HYPOTHESIS_PROFILE="mutation",
+    )
     env.pop("PYTHONPATH", None)
     globs = _config()["convlens-mutation"].get("functions", {}).get(module, [])  # mutant-name globs, if narrowed
     cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(max_children), *globs]
@@ -182,7 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown module {unknown[0]!r}; core modules: {', '.join(table)}")
     if a.recheck:
-        env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", CONVLENS_STRICT_TRACE="1")
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS="1",
+            OMP_WAIT_POLICY="PASSIVE",
+            CONVLENS_STRICT_TRACE="1",
+            CONVLENS_HYPOTHESIS_PROFILE="mutation",
+        )
         env.pop("PYTHONPATH", None)
         for m in mods:
             left = recheck(prepare(m, table[m]), env, a.max_children)  # current tests and test selection
