@@ -142,10 +142,10 @@ def verdicts(work: Path, globs: list[str]) -> dict[str, int]:
     return c
 
 
-def recheck(work: Path, env: dict[str, str], max_children: int = 2) -> list[str]:
+def recheck(work: Path, env: dict[str, str], max_children: int = 2, alone: bool = True) -> list[str]:
     """Re-run every survivor against the current tests; returns the names that still survive.
 
-    Survivors of a parallel pass are run once more alone (one worker) before they count.
+    Survivors of a parallel pass are run once more alone (one worker) before they count, unless ``alone`` is False.
     """
     names = survivors(work)
     if names:
@@ -153,7 +153,7 @@ def recheck(work: Path, env: dict[str, str], max_children: int = 2) -> list[str]
         shutil.rmtree(work / "mutants" / "tests", ignore_errors=True)
         shutil.copytree(work / "tests", work / "mutants" / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     mutmut = str(Path(sys.executable).parent / "mutmut")
-    for children in dict.fromkeys((max_children, 1)):
+    for children in dict.fromkeys((max_children, 1) if alone else (max_children,)):
         if not names:
             break
         forget(work, names)
@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", action="store_true", help="list the survivors of the last run instead of running")
     ap.add_argument("--diff", action="store_true", help="with --results: show each survivor's diff")
     ap.add_argument("--recheck", action="store_true", help="re-run the last run's survivors against the current tests")
+    ap.add_argument("--no-alone", action="store_true", help="with --recheck: skip re-running the survivors alone")
     a = ap.parse_args(argv)
     mods = a.modules or list(table)
     unknown = [m for m in mods if m not in table]
@@ -197,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         env.pop("PYTHONPATH", None)
         for m in mods:
-            left = recheck(prepare(m, table[m]), env, a.max_children)  # current tests and test selection
+            left = recheck(
+                prepare(m, table[m]), env, a.max_children, alone=not a.no_alone
+            )  # current tests and test selection
             print(f"{m}: {len(left)} survivors after recheck: {' '.join(left)}", flush=True)
         return 0
     if a.results:
