@@ -282,6 +282,32 @@ def test_never_read_counts_match_brute_force(size, k, s, d, before, after, ceil,
         assert shapes._covered(size, out, k, s, d, before) == _never_read_oracle(size, out, k, s, d, before)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    k=st.integers(1, 6),
+    s=st.integers(1, 9),
+    d=st.integers(1, 5),
+    out=st.integers(1, 12),
+    lo=st.integers(0, 80),
+    span=st.integers(0, 80),
+    dense=st.booleans(),
+)
+def test_covered_positions_in_any_range_match_brute_force(k, s, d, out, lo, span, dense):
+    """The (count, largest) covered position of ``lo..hi`` (padded coordinates), by the O(1)/periodic path
+    (forced with _DENSE_MAX = 0) and by marking, against enumerating every tap i*s + j*d: ranges that stop
+    inside the periodic middle part (no tail) pin that part's own largest position."""
+    from unittest import mock
+
+    import convlens.arith.shapes as shapes
+
+    hi = lo + span
+    taps = {i * s + j * d for i in range(out) for j in range(k)}
+    inside = [q for q in taps if lo <= q <= hi]
+    want = (len(inside), max(inside) if inside else None)
+    with mock.patch.object(shapes, "_DENSE_MAX", 4_000_000 if dense else 0):
+        assert shapes._count_max(lo, hi, k, s, d, out) == want
+
+
 @pytest.mark.timeout(10)
 def test_huge_input_sizes_are_instant():
     r = output_shape((10**9, 3 * 10**9), (3, 5), stride=(2, 3), dilation=(3, 1), in_channels=3, out_channels=8)
