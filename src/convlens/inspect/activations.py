@@ -202,20 +202,12 @@ def activation_stats(acts: Mapping[str, torch.Tensor], *, topk: int = 8) -> list
 
 
 @dataclass(frozen=True, kw_only=True)
-class LayerActivation:
-    """One layer of :func:`activation_report`: its statistics (as :class:`LayerActivationStats`), the
+class LayerActivation(LayerActivationStats):
+    """One layer of :func:`activation_report`: its statistics (the :class:`LayerActivationStats` fields), the
     channels a figure shows (the most active first) and, for an output without a spatial grid, a note
     saying why there is no figure. ``figure`` is the file a front end drew the maps to (None until one does)."""
 
     figure: str | None = None
-    layer: str
-    output_shape: tuple[int, ...]
-    mean: float
-    std: float
-    min: float
-    max: float
-    sparsity: float
-    top_channels: list[ChannelScore]
     note: str | None = None
     #: the activation (N, C, H, W) (or (N, C) ...) on the model's device, for figures
     activation: torch.Tensor | None = field(default=None, repr=False, compare=False, metadata={"json": False})
