@@ -222,6 +222,10 @@ class _Scorer:
 
 
 def _gaussian_blur(x: torch.Tensor, ksize: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """The ``'blur'`` baseline: a separable Gaussian (``ksize`` taps, ``exp(-t^2 / (2 sigma^2))`` normalized to
+    sum 1) along H and W. The border is reflected without repeating the edge pixel (torch's ``'reflect'``) as far as
+    the smaller side allows (``min(ksize // 2, H - 1, W - 1)`` pixels, on both axes), the rest of the kernel's
+    reach repeats the edge."""
     r = ksize // 2
     t = torch.arange(ksize, device=x.device, dtype=x.dtype) - r
     k = torch.exp(-(t**2) / (2 * sigma**2))
