@@ -443,3 +443,94 @@ def test_spearman_of_two_values_is_plus_or_minus_one():
     a = torch.tensor([[1.0, 2.0], [1.0, 2.0]])
     b = torch.tensor([[3.0, 4.0], [4.0, 3.0]])
     assert spearman(a, b).tolist() == pytest.approx([1.0, -1.0])
+
+
+def _scipy_blur(x: np.ndarray) -> np.ndarray:
+    """The blur baseline by scipy: a Gaussian of sigma 5 cut at radius 5 (an 11-tap kernel, exp(-t^2 / 50)
+    normalized to sum 1) along H and W, the border mirrored without repeating the edge pixel (scipy's 'mirror' is
+    torch's 'reflect'); valid for images of at least 6 x 6 pixels, where a reflection reaches 5 pixels out."""
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(x.astype(np.float64), sigma=(0, 0, 5, 5), truncate=1.0, mode="mirror")
+
+
+def _small_blur(x: np.ndarray, p: int) -> np.ndarray:
+    """The blur baseline of an image with fewer than 6 rows or columns: reflect as far as the smaller side allows
+    (p = min(H, W) - 1 pixels, on both axes), repeat the edge for the remaining 5 - p, then the 11-tap kernel."""
+    from scipy.ndimage import correlate1d
+
+    t = np.arange(-5, 6)
+    k = np.exp(-(t**2) / 50.0)
+    k /= k.sum()
+    y = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
+    y = np.pad(y, ((0, 0), (0, 0), (5 - p, 5 - p), (5 - p, 5 - p)), mode="edge")
+    y = correlate1d(correlate1d(y, k, axis=3), k, axis=2)  # the padding is wide enough: no border mode used
+    return y[:, :, 5:-5, 5:-5]
+
+
+@pytest.mark.parametrize("hw", [(9, 13), (4, 7)])
+def test_blur_baseline_matches_scipy(hw):
+    """Insertion's default baseline is the blurred image: at f = 0 nothing is inserted yet, so on the weighted-sum
+    model (class 0's probability IS sum_p w_p mean_c image) the first score is sum_p w_p mean_c blur(x); deletion's
+    last point (everything deleted) is the same image. Random weights make the score depend on every pixel's blur."""
+    h, w = hw
+    g = torch.Generator().manual_seed(0)
+    wts = torch.rand(h, w, generator=g) + 0.1
+    net = WeightedSum(wts)
+    x = torch.rand(2, 3, h, w, generator=g)
+    maps = torch.rand(2, h, w, generator=g)
+    blur = _scipy_blur(x.numpy()) if min(hw) >= 6 else _small_blur(x.numpy(), min(hw) - 1)
+    wn = (wts / wts.sum()).double().numpy()
+    want = (blur.mean(1) * wn).sum((1, 2))  # s of the blurred images
+    whole = (x.double().numpy().mean(1) * wn).sum((1, 2))  # s of the intact images
+    i = insertion_curve(net, x, maps, 0, steps=2)  # baseline="blur" is insertion's default
+    d = deletion_curve(net, x, maps, 0, steps=2, baseline="blur")
+    assert i.scores[:, 0].tolist() == pytest.approx(want.tolist(), abs=1e-6)
+    assert i.scores[:, 2].tolist() == pytest.approx(whole.tolist(), abs=1e-6)
+    assert d.scores[:, 2].tolist() == pytest.approx(want.tolist(), abs=1e-6)
+    assert abs(want - whole).min() > 1e-3  # the blur does change the score (the test sees it)
+
+
+def test_float64_tensor_baseline_on_a_float32_conv_model():
+    """A float64 baseline tensor is cast to the input's dtype: a float32 convolution refuses float64 input. The 1x1
+    convolution in front is the identity, so the curve is the worked one of the weighted-sum model toward the
+    per-channel baseline (0.2, 0.5, 0.8), channel mean 0.5: p = 1 - f / 2, AUC 0.75."""
+    conv = nn.Conv2d(3, 3, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+    net = nn.Sequential(conv, WeightedSum(torch.ones(4, 4)))
+    x = torch.ones(1, 3, 4, 4)
+    maps = torch.rand(1, 4, 4, generator=torch.Generator().manual_seed(0))
+    base = torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64).view(1, 3, 1, 1)
+    for curve in (deletion_curve, insertion_curve):
+        c = curve(net, x, maps, 0, steps=4, baseline=base)
+        want = [1.0, 0.875, 0.75, 0.625, 0.5] if curve is deletion_curve else [0.5, 0.625, 0.75, 0.875, 1.0]
+        assert c.scores[0].tolist() == pytest.approx(want, abs=1e-6)
+        assert float(c.auc[0]) == pytest.approx(0.75, abs=1e-6)
+
+
+class Inverted(nn.Module):
+    """A wrapper module holding its network as ``.model`` and feeding it 1 - x: the metrics must score the wrapper
+    (the module they are given), not the network inside it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(1 - x)
+
+
+def test_a_module_with_a_model_attribute_is_scored_itself():
+    """Wrapper score s = 1 - mean(x) on the weighted-sum model with uniform weights. x = 0.5 everywhere: Y = 0.5.
+    Confidence change, maps 0.5 and 1: O = 1 - 0.25 = 0.75 (an increase, drop 0) and 0.5 (no change).
+    Deletion toward 0: deleted pixels count 1 - 0 = 1, so p(f) = 0.5 + f / 2, AUC 0.75.
+    (The inner network alone would give O = 0.25 (drop 50 %) and p(f) = 0.5 - f / 2, AUC 0.25.)"""
+    net = Inverted(WeightedSum(torch.ones(4, 4)))
+    x = torch.full((2, 3, 4, 4), 0.5)
+    cc = confidence_change(net, x, torch.stack([torch.full((4, 4), 0.5), torch.ones(4, 4)]), 0)
+    assert cc.full.tolist() == pytest.approx([0.5, 0.5]) and cc.masked.tolist() == pytest.approx([0.75, 0.5])
+    assert cc.drop.tolist() == pytest.approx([0.0, 0.0], abs=1e-4) and cc.increase.tolist() == [True, False]
+    d = deletion_curve(net, x, torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0)), 0, steps=4)
+    assert d.scores[0].tolist() == pytest.approx([0.5, 0.625, 0.75, 0.875, 1.0], abs=1e-6)
+    assert d.auc.tolist() == pytest.approx([0.75, 0.75], abs=1e-6)
