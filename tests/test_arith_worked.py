@@ -318,6 +318,17 @@ def test_huge_input_sizes_are_instant():
     assert (r.axes[1].uncovered, r.axes[1].uncovered_tail) == (1, 1)
 
 
+@pytest.mark.timeout(10)
+def test_a_stride_beyond_int64_counts_from_the_period():
+    """A huge stride with a huge input: only the taps near the last window are marked, never a stride's worth of
+    rows. 10**20 rows, kernel 2, dilation 2 (k_eff 3), stride 10**18: out = floor((10**20 - 3) / 10**18) + 1 = 100
+    windows with taps at 10**18 i + {0, 2}, 200 distinct rows read, so 10**20 - 200 never read; the last tap is
+    row 99 * 10**18 + 2, so 10**20 - 1 - (99 * 10**18 + 2) = 10**18 - 3 rows after it."""
+    r = output_shape((10**20, 7), 2, stride=(10**18, 1), dilation=2)
+    assert r.output[0] == 100
+    assert (r.axes[0].uncovered, r.axes[0].uncovered_tail) == (10**20 - 200, 10**18 - 3)
+
+
 def test_sizes_beyond_int64_count_exactly():
     """Regression: a dilated kernel on a 1e20 input overflowed int64 in the never-read count."""
 
