@@ -706,18 +706,19 @@ def _taps(
     """First and last input unit read by each output unit of a 1-D resize, as PyTorch's kernels index:
     ``nearest`` ``floor(o·s)``; ``nearest-exact`` ``floor((o + ½)·s)``; linear ``x = (o + ½)·s - ½``
     (clamped at 0) or ``o·(n_in-1)/(n_out-1)`` with ``align_corners``, reading ``floor(x)`` and the next
-    unit unless ``x`` is whole (its weight is then 0); cubic ``floor(x) - 1 .. floor(x) + 2`` (one unit
-    when ``x`` is whole); area: the adaptive-pool windows; antialiased downsampling: the filter widened to
-    ``s`` (linear) or ``2·s`` (cubic) units around ``(o + ½)·s``. ``s = 1/scale_factor`` when one was given,
-    else ``n_in/n_out``."""
+    unit unless ``x`` is whole (its weight is then 0; "whole" within 1e-9 on either side, PyTorch's own
+    rounding); cubic ``floor(x) - 1 .. floor(x) + 2`` (one unit when ``x`` is whole); area: the
+    adaptive-pool windows; antialiased (bilinear/bicubic, any direction): the triangle or cubic filter
+    widened to ``max(s, 1)`` (linear) or ``2·max(s, 1)`` (cubic) units around the centre ``(o + ½)·s``
+    (also with ``align_corners``: PyTorch's antialiased kernels place every unit that way), the units
+    whose filter weight is not 0. ``s = 1/scale_factor`` when one was given, else ``n_in/n_out``."""
     s = (1.0 / scale) if scale else n_in / n_out
     if align and mode in ("linear", "bilinear", "bicubic", "trilinear"):
         s = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
     out = []
     for o in range(n_out):
-        if antialias and s > 1 and mode in ("bilinear", "bicubic"):
-            c, support = (o + 0.5) * s, (1.0 if mode == "bilinear" else 2.0) * s
-            a, b = max(int(c - support + 0.5), 0), min(int(c + support + 0.5), n_in) - 1
+        if antialias and mode in ("bilinear", "bicubic"):
+            a, b = _aa_taps(mode == "bicubic", n_in, (o + 0.5) * s, max(s, 1.0))
         elif mode == "area":
             a, b = o * n_in // n_out, -(-(o + 1) * n_in // n_out) - 1
         elif mode in ("nearest", "nearest-exact"):
@@ -726,11 +727,28 @@ def _taps(
             x = o * s if align else (o + 0.5) * s - 0.5
             if mode != "bicubic":
                 x = max(x, 0.0)
-            f = math.floor(x)
+            f = round(x)
             whole = abs(x - f) < 1e-9
+            f = f if whole else math.floor(x)
             a, b = (f, f) if whole else ((f - 1, f + 2) if mode == "bicubic" else (f, f + 1))
         out.append((min(max(a, 0), n_in - 1), min(max(b, 0), n_in - 1)))
     return out
+
+
+def _aa_taps(cubic: bool, n_in: int, c: float, w: float) -> tuple[int, int]:
+    """First and last input unit with a nonzero weight in PyTorch's antialiased filter (``aten``'s
+    ``_compute_weights_aa``): units ``int(c - support + ½) .. int(c + support + ½) - 1`` (clamped to the
+    input), support ``w`` (triangle) or ``2·w`` (cubic), unit ``j``'s weight the filter at ``(j + ½ - c)/w``;
+    the triangle is 0 from distance 1, the cubic (a = -½) at distance 1 and from 2."""
+    support = (2.0 if cubic else 1.0) * w
+    units = range(max(int(c - support + 0.5), 0), min(int(c + support + 0.5), n_in))
+
+    def read(j: int) -> bool:
+        d = abs((j + 0.5 - c) / w)
+        return d < 2 - 1e-9 and abs(d - 1) > 1e-9 if cubic else d < 1 - 1e-9
+
+    hit = [j for j in units if read(j)]  # never empty: the unit under the centre has weight > 0
+    return hit[0], hit[-1]
 
 
 def _tap_axis(ax: Axis, taps: Sequence[tuple[int, int] | None], r: float) -> tuple[Axis, bool]:
