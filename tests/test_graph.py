@@ -462,3 +462,187 @@ def test_transposed_conv_fields_against_measurement(kw: dict) -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 1, 3), nn.ConvTranspose2d(1, 1, **kw), nn.Conv2d(1, 1, 3)).eval()
     _units_match_measurement(net, "1", 16)
+
+
+# ------------------------------------------------------------------ resize taps: PyTorch's own gradient support
+def _support(
+    mode: str, n_in: int, *, size: int | None = None, scale: float | None = None, **kw: object
+) -> list[tuple[int, int]]:
+    """(first, last) input unit each output unit of a 1-D ``F.interpolate`` depends on: the nonzero
+    entries of its Jacobian row, measured by autograd (float64; |w| <= 1e-6 is PyTorch's rounding noise of
+    a whole source position, e.g. 7e-9 in float32, 3e-17 in float64). Bilinear/bicubic need a 4-D input
+    (height 1), trilinear a 5-D one, the others run on 3-D."""
+    lead = {"bilinear": 1, "bicubic": 1, "trilinear": 2}.get(mode, 0)
+    x = torch.zeros((1, 1) + (1,) * lead + (n_in,), dtype=torch.float64)
+    if size is not None:
+        kw["size"] = (1,) * lead + (size,)
+    else:
+        kw["scale_factor"] = (1.0,) * lead + (scale,)
+    jac = torch.autograd.functional.jacobian(lambda t: F.interpolate(t, mode=mode, **kw).flatten(), x)
+    rows = jac.reshape(-1, n_in).abs() > 1e-6
+    return [(int(r.nonzero()[0]), int(r.nonzero()[-1])) for r in rows]
+
+
+def _taps_of(mode: str, n_in: int, *, size: int | None = None, scale: float | None = None, **kw: object):
+    """What the graph's resize rule passes to ``_taps`` for the same call (see ``graph._resize``)."""
+    from convlens.graph import _taps
+
+    n_out = size if size is not None else int(n_in * scale)  # F.interpolate's floor(n_in * scale_factor)
+    given = None if kw.get("recompute_scale_factor") else scale
+    return _taps(mode, n_in, n_out, given, bool(kw.get("align_corners")), bool(kw.get("antialias", False)))
+
+
+_TAP_CASES = [
+    # (mode, n_in, size or scale, extra kwargs): up and down, by size and by (non-integer) scale factor
+    *[
+        (m, n, dict(size=o) if isinstance(o, int) else dict(scale=o), {})
+        for m in ("nearest", "nearest-exact", "area")
+        for n, o in ((5, 12), (12, 5), (7, 1.7), (10, 0.6), (6, 6), (4, 1))
+    ],
+    ("nearest", 7, dict(scale=1.7), {"recompute_scale_factor": True}),
+    *[
+        (m, n, dict(size=o) if isinstance(o, int) else dict(scale=o), {"align_corners": al})
+        for m in ("linear", "bilinear", "bicubic")
+        for al in (False, True)
+        for n, o in ((5, 12), (12, 5), (7, 1.7), (10, 0.6), (4, 2), (4, 1), (4, 4), (3, 11))
+    ],
+    ("trilinear", 5, dict(size=12), {"align_corners": True}),
+    ("trilinear", 12, dict(size=5), {"align_corners": False}),
+    ("bilinear", 7, dict(scale=1.7), {"recompute_scale_factor": True}),
+    ("bicubic", 10, dict(scale=0.6), {"recompute_scale_factor": True, "align_corners": False}),
+    # antialiased downsampling: the filter widens with the factor (1 < s <= 2, s > 2, s = 1)
+    *[
+        (m, n, dict(size=o), {"antialias": True, "align_corners": al})
+        for m in ("bilinear", "bicubic")
+        for al in (False, True)
+        for n, o in ((12, 5), (10, 7), (9, 9))
+    ],
+    *[
+        (m, n, dict(size=o) if isinstance(o, int) else dict(scale=o), {"antialias": True})
+        for m in ("bilinear", "bicubic")
+        for n, o in ((20, 6), (16, 0.3))
+    ],
+]
+# cases the rule got wrong before it weighed the taps (kept apart so the cases above also run against older code):
+# antialiased filters whose end unit sits exactly at the filter's edge (weight 0), antialiased upsampling with
+# align_corners (aten's AA kernel centres unit o at (o + 1/2)s all the same), a source position a hair below a
+# whole number (11 -> 9 by 9/11: unit 4 at 4.9999999 reads unit 5 only)
+_TAP_FIXED_CASES = [
+    *[
+        (m, n, dict(size=o) if isinstance(o, int) else dict(scale=o), {"antialias": True, "align_corners": al})
+        for m in ("bilinear", "bicubic")
+        for al in (False, True)
+        for n, o in ((10, 0.6), (6, 2), (9, 3), (7, 5), (16, 0.3), (20, 6))
+    ],
+    *[
+        (m, n, dict(size=o), {"antialias": True, "align_corners": True})
+        for m in ("bilinear", "bicubic")
+        for n, o in ((2, 3), (3, 8), (4, 12), (5, 1), (3, 3))
+    ],
+    ("linear", 11, dict(scale=9 / 11), {}),
+    ("bicubic", 11, dict(scale=9 / 11), {}),
+]
+
+
+@pytest.mark.parametrize(("mode", "n_in", "out", "kw"), _TAP_CASES)
+def test_resize_taps_are_pytorchs_gradient_support(mode: str, n_in: int, out: dict, kw: dict) -> None:
+    """Every output unit reads exactly the input units its Jacobian row is nonzero on."""
+    assert _taps_of(mode, n_in, **out, **kw) == _support(mode, n_in, **out, **kw)
+
+
+@pytest.mark.parametrize(("mode", "n_in", "out", "kw"), _TAP_FIXED_CASES)
+def test_resize_taps_skip_zero_weights(mode: str, n_in: int, out: dict, kw: dict) -> None:
+    """A unit the kernel indexes with weight 0 is not read: the field is the gradient support."""
+    assert _taps_of(mode, n_in, **out, **kw) == _support(mode, n_in, **out, **kw)
+
+
+def test_tap_axis_hand_computed() -> None:
+    """``_tap_axis`` turns per-unit taps into one Axis; the arithmetic written out for each branch."""
+    from convlens.graph import Axis, _tap_axis
+
+    # a global field (jump None) stays global, whatever is read; the layout step scales by r: 2 * 0.5 = 1
+    assert _tap_axis(Axis(-3, 5, None, 2.0), [(0, 1)], 0.5) == (Axis(-3, 5, None, 1.0), True)
+    assert _tap_axis(Axis(-3, 5, None, None), [(0, 1)], 0.5) == (Axis(-3, 5, None, None), True)
+    # no unit reads an input unit: the input's field, jump 2 * 3 = 6, step 2 * 3 = 6, not exact
+    assert _tap_axis(Axis(-1, 1, 2.0, 2.0), [None, None], 3) == (Axis(-1, 1, 6.0, 6.0), False)
+    # bilinear 4 -> 8 (half-pixel: x = o/2 - 1/4, clamped at both borders) of a field [-1, 1], jump 2; r = 1/2.
+    # offset of unit o = centre 0 + (a + b)/2 * 2 - o * 1 = a + b - o: 0, 0, -1, 0, -1, 0, -1, -1;
+    # sizes (b - a) * 2: 0, 2, 2, 2, 2, 2, 2, 0 -> widest 2; inner units 8//4 .. 8 - 8//4: offsets[2:6] =
+    # -1, 0, -1, 0 -> start -0.5; half = (1 - (-1) + 2) / 2 = 2 -> [-2.5, 1.5]; jump = step = 2 * 1/2 = 1
+    bilinear = [(0, 0), (0, 1), (0, 1), (1, 2), (1, 2), (2, 3), (2, 3), (3, 3)]
+    assert _tap_axis(Axis(-1, 1, 2.0, 2.0), bilinear, 0.5) == (Axis(-2.5, 1.5, 1.0, 1.0), False)
+    # nearest 6 -> 3 (taps 0, 2, 4) of a field [0, 2] (an unpadded 3x3 conv), jump 1, r = 2: every offset is
+    # 1 + a - 2o = 1, every size 0 -> exactly the translate [1 - 1, 1 + 1] = [0, 2], jump 2
+    assert _tap_axis(Axis(0, 2, 1.0, 1.0), [(0, 0), (2, 2), (4, 4)], 2) == (Axis(0, 2, 2.0, 2.0), True)
+    # the same with the step gone (None): still exact, step stays None
+    assert _tap_axis(Axis(0, 2, 1.0, None), [(0, 0), (2, 2), (4, 4)], 2) == (Axis(0, 2, 2.0, None), True)
+    # one unit reads nothing: the others are exact translates (offsets 1 + a - o = 1), yet the map is not
+    assert _tap_axis(Axis(0, 2, 1.0, 1.0), [(0, 0), None, (2, 2)], 1) == (Axis(0, 2, 1.0, 1.0), False)
+    # equal offsets but different sizes: offsets 0 + (a + b)/2 - o = 0, 1 - 1 = 0, 2 - 2 = 0; sizes 0, 2, 0 ->
+    # half = (0 - 0 + 2) / 2 = 1: [-1, 1], not exact (the outer units read one unit, the middle one three)
+    assert _tap_axis(Axis(0, 0, 1.0, 1.0), [(0, 0), (0, 2), (2, 2)], 1) == (Axis(-1, 1, 1.0, 1.0), False)
+
+
+def test_window_axis_without_layout_step() -> None:
+    """A window over an axis whose layout step is gone (None) keeps it None; the field: k_eff = 1*(3-1)+1 = 3,
+    lo = 0 - 1*1 = -1, hi = 0 + (3 - 1 - 1)*1 = 1, jump 1*2 = 2."""
+    from convlens.graph import Axis, _window_axis
+
+    assert _window_axis(Axis(0, 0, 1.0, None), 3, 2, 1, 1) == Axis(-1, 1, 2.0, None)
+    assert _window_axis(Axis(0, 0, 1.0, 1.0), 3, 2, 1, 1) == Axis(-1, 1, 2.0, 2.0)
+
+
+class _Interp(nn.Module):
+    """``F.interpolate`` with any keyword (``nn.Upsample`` has no ``antialias``)."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__()
+        self.kw = kw
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, **self.kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"size": (8, 8), "mode": "bilinear", "antialias": True},  # 14 -> 8: filter 1.75 units each side
+        {"scale_factor": 0.6, "mode": "bicubic", "antialias": True},
+        {"size": (7, 7), "mode": "area"},  # 14 -> 7: exactly a 2x2 average pool, stride 2
+        {"size": (5, 5), "mode": "area"},  # 14 -> 5: windows of 3 and 4 units
+        {"size": (6, 6), "mode": "nearest-exact"},
+        {"scale_factor": 1.7, "mode": "bilinear", "recompute_scale_factor": True},
+    ],
+)
+def test_resize_fields_against_measurement_more_modes(kw: dict) -> None:
+    """The resize rule end to end (traced through ``F.interpolate``): each unit's gradient support."""
+    net = nn.Sequential(nn.Conv2d(1, 1, 3), _Interp(**kw), nn.Conv2d(1, 1, 3)).eval()
+    _units_match_measurement(net, "1", 16)
+
+
+@pytest.mark.parametrize("mode", ["bilinear"])
+def test_antialiased_resize_field_leaves_out_zero_weight_units(mode: str) -> None:
+    """18 -> 6 antialiased (s = 3): the filter's last indexed unit sits exactly at its edge (weight 0), so the
+    field is one input unit narrower than the units the kernel indexes; the gradient support says so."""
+    kw = {"size": (6, 6), "mode": mode, "antialias": True}
+    net = nn.Sequential(nn.Conv2d(1, 1, 3), _Interp(**kw), nn.Conv2d(1, 1, 3)).eval()
+    _units_match_measurement(net, "1", 20)
+
+
+@settings(max_examples=60)
+@given(
+    mode=st.sampled_from(["nearest", "nearest-exact", "area", "linear", "bilinear", "bicubic"]),
+    n_in=st.integers(1, 13),
+    n_out=st.integers(1, 13),
+    flags=st.tuples(st.booleans(), st.booleans(), st.booleans()),
+)
+def test_resize_taps_random_against_pytorch(mode: str, n_in: int, n_out: int, flags: tuple) -> None:
+    """Any size, either direction, by size or by scale factor: the taps are the gradient support."""
+    align, antialias, by_scale = flags
+    kw: dict = {}
+    if mode in ("linear", "bilinear", "bicubic"):
+        kw["align_corners"] = align
+    if mode in ("bilinear", "bicubic"):
+        kw["antialias"] = antialias
+    out = {"scale": n_out / n_in} if by_scale and int(n_in * (n_out / n_in)) > 0 else {"size": n_out}
+    assert _taps_of(mode, n_in, **out, **kw) == _support(mode, n_in, **out, **kw)
