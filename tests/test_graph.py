@@ -489,7 +489,10 @@ def _taps_of(mode: str, n_in: int, *, size: int | None = None, scale: float | No
 
     n_out = size if size is not None else int(n_in * scale)  # F.interpolate's floor(n_in * scale_factor)
     given = None if kw.get("recompute_scale_factor") else scale
-    return _taps(mode, n_in, n_out, given, bool(kw.get("align_corners")), bool(kw.get("antialias", False)))
+    align = bool(kw.get("align_corners"))
+    if "antialias" in kw:
+        return _taps(mode, n_in, n_out, given, align, bool(kw["antialias"]))
+    return _taps(mode, n_in, n_out, given, align)  # antialias defaults to off, as in F.interpolate
 
 
 _TAP_CASES = [
