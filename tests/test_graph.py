@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from convlens.errors import InputError, LayerError
-from convlens.graph import trace
+from convlens.graph import Axis, Geometry, _hull, _merge, _slice_geometry, _to_global, trace
 from convlens.hooks import hook_count
 from convlens.inspect.rf import receptive_field, receptive_field_empirical
 from convlens.layers import probe_shapes
@@ -649,3 +649,328 @@ def test_resize_taps_random_against_pytorch(mode: str, n_in: int, n_out: int, fl
         kw["antialias"] = antialias
     out = {"scale": n_out / n_in} if by_scale and int(n_in * (n_out / n_in)) > 0 else {"size": n_out}
     assert _taps_of(mode, n_in, **out, **kw) == _support(mode, n_in, **out, **kw)
+
+
+# ------------------------------------------------------------------ merge, slice, global: theory vs gradient
+# (issue 19) The fields of merged, sliced and globalised tensors against the plain gradient of one output unit
+# of a copy with positive weights on an all-ones input (no cancellation: every pixel the unit reads has a
+# non-zero gradient), and the helpers' formulas worked by hand on direct calls. The models use non-square
+# kernels and strides so that an H/W mix-up shows.
+
+
+def _positive(net: nn.Module) -> nn.Module:
+    """A float64 copy-in-place with weights |w| + 0.1: no gradient cancels."""
+    net = net.double().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.abs_().add_(0.1)
+    return net
+
+
+def _unit_box(net: nn.Module, shape: tuple[int, ...], index: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """(row0, col0, row1, col1) of the pixels output ``index`` (all channels: a field is per tensor) depends on:
+    the gradient oracle."""
+    return _box(_plain_support(lambda x: net(x)[index].sum(), torch.ones(1, *shape, dtype=torch.float64)))
+
+
+def _theory_box(geo, i: int, j: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """Unit (i, j)'s field by the convention ([lo + i*jump, hi + i*jump]; a global axis: [lo, hi]), clipped to
+    the h x w image (pixels outside are padding, which has no gradient)."""
+
+    def axis(a, u: int, n: int) -> tuple[int, int]:
+        lo, hi = (a.lo, a.hi) if a.jump is None else (a.lo + u * a.jump, a.hi + u * a.jump)
+        return max(int(lo), 0), min(int(hi), n - 1)
+
+    (r0, r1), (c0, c1) = axis(geo.h, i, h), axis(geo.w, j, w)
+    return r0, c0, r1, c1
+
+
+def _check_units(net: nn.Module, shape: tuple[int, int, int], layer: str = "out") -> object:
+    """Every unit on the border and the diagonal of ``layer``'s map: theory box == gradient box."""
+    net = _positive(net)
+    g = trace(net, shape)
+    geo = g.geometry(layer)
+    out = g.call(layer).shape
+    (dh, dw), (h, w) = geo.dims, shape[1:]
+    nh, nw = out[dh], out[dw]
+    units = {(i, j) for i in range(nh) for j in range(nw) if i in (0, nh - 1) or j in (0, nw - 1) or i == j}
+    for i, j in sorted(units):
+        index: list = [slice(None)] * len(out)
+        index[dh], index[dw] = i, j
+        assert _unit_box(net, shape, tuple(index)) == _theory_box(geo, i, j, h, w), (layer, (i, j), geo)
+    return geo
+
+
+class _AddCat(nn.Module):
+    """A (3, 5)-kernel stem with strides (1, 2), then a (5, 3) conv and a 1x1 shortcut, added or concatenated."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.stem = nn.Conv2d(1, 2, (3, 5), stride=(1, 2))
+        self.body = nn.Conv2d(2, 2, (5, 3), padding=(2, 1))
+        self.short = nn.Conv2d(2, 2, 1)
+        self.out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        a, b = self.body(x), self.short(x)
+        return self.out(a + b if self.how == "add" else torch.cat([b, a], 1))
+
+
+@pytest.mark.parametrize("how", ["add", "cat"])
+def test_residual_add_and_concat_of_different_fields_against_gradient(how: str) -> None:
+    """stem: H [0, 2] jump 1; W [0, 4] jump 2. body (k 5x3, pad 2x1): H lo = 0 - 2*1 = -2, hi = 2 + (5-1-2)*1 = 4;
+    W lo = 0 - 1*2 = -2, hi = 4 + (3-1-1)*2 = 6. The 1x1 shortcut keeps the stem's field, which lies inside
+    body's: the merge is body's field, exact, on every unit (border units clipped to the 12x17 image)."""
+    geo = _check_units(_AddCat(how), (1, 12, 17))
+    assert geo.h.lo == -2 and geo.h.hi == 4 and geo.h.jump == 1
+    assert geo.w.lo == -2 and geo.w.hi == 6 and geo.w.jump == 2
+    assert geo.exact and geo.dims == (2, 3) and geo.jump == (1, 2)
+
+
+class _Gated(nn.Module):
+    """A (3, 5) conv with strides (1, 2), then a gate: ``se`` squeeze-excitation by the global mean; ``crop`` a
+    gate pooled from the first two columns only; ``flat`` flattened into a linear layer; ``pool`` global pool."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.conv = nn.Conv2d(1, 2, (3, 5), stride=(1, 2))
+        self.lin = nn.Linear(2 * 10 * 6, 3)
+        self.out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)  # (1, 2, 10, 6) on a 12x16 input
+        if self.kind == "se":
+            return self.out(y * torch.sigmoid(y.mean((2, 3), keepdim=True)))
+        if self.kind == "crop":
+            return self.out(y * F.adaptive_avg_pool2d(y[:, :, :, :2], 1))
+        if self.kind == "flat":
+            return self.out(self.lin(torch.flatten(y, 1)))
+        return self.out(F.adaptive_avg_pool2d(y, 1))
+
+
+@pytest.mark.parametrize("kind", ["se", "flat", "pool"])
+def test_global_gate_flatten_and_pool_see_the_hull_against_gradient(kind: str) -> None:
+    """conv: H [0, 2] jump 1 over 10 units, W [0, 4] jump 2 over 6 units. The hull of all units:
+    H [0, 2 + 9*1] = [0, 11], W [0, 4 + 5*2] = [0, 14] (column 15 of the 16 is read by no unit). An SE gate
+    covers every unit's field, so each gated unit sees the hull and keeps its 10x6 layout (steps 1, 2);
+    flatten + linear and a global pool lose the layout."""
+    net = _positive(_Gated(kind))
+    g = trace(net, (1, 12, 16))
+    geo = g.geometry("out")
+    index = (0, slice(None), 4, 3) if kind == "se" else (0, 2) if kind == "flat" else (0, slice(None), 0, 0)
+    assert _unit_box(net, (1, 12, 16), index) == (0, 0, 11, 14)
+    hull_h, hull_w = (0, 11, None), (0, 14, None)
+    assert (geo.h.lo, geo.h.hi, geo.h.jump) == hull_h and (geo.w.lo, geo.w.hi, geo.w.jump) == hull_w
+    assert geo.exact is True
+    if kind == "se":
+        assert geo.is_global and geo.jump == (1, 2) and geo.dims == (2, 3)
+    else:
+        assert geo.jump is None and geo.dims is None
+
+
+def test_gate_covering_one_axis_makes_both_axes_global() -> None:
+    """A gate pooled from y[..., :2] covers H (rows [0, 11], every unit's rows) but only W columns [0, 3]
+    (units 0, 1: [0, 2] and [1, 3]). W alone: partial overlap over 14 units (y is 10x14 on 12x16), centre
+    c = (14-1)//2 = 6: lo = min(0 + 6*1, 0) - 6 = -6, hi = max(2 + 6*1, 3) - 6 = 2 (jump 1, approximate).
+    H went global, so W goes global too, as the hull of its 14 units: [-6, 2 + 13*1] = [-6, 15]."""
+    net = _Gated("crop")
+    net.conv = nn.Conv2d(1, 2, 3)
+    net = _positive(net)
+    g = trace(net, (1, 12, 16))
+    geo = g.geometry("out")
+    assert geo.h == Axis(0, 11, None, 1) and geo.w == Axis(-6, 15, None, 1)
+    assert geo.exact is False and geo.dims == (2, 3)
+    # the oracle: together the units read rows 0..11 and every column; the theory (clipped) says the same
+    sup = _plain_support(lambda x: net(x).sum(), torch.ones(1, 1, 12, 16, dtype=torch.float64))
+    assert _box(sup) == _theory_box(geo, 0, 0, 12, 16) == (0, 0, 11, 15)
+    # each unit reads its own 3x3 field and the gate's 12x4 block: inside the global box, never outside it
+    r0, c0, r1, c1 = _unit_box(net, (1, 12, 16), (0, slice(None), 5, 9))
+    assert (r0, c0, r1, c1) == (0, 0, 11, 11)  # rows of the gate, columns 0..(9 + 2)
+
+
+class _Slice(nn.Module):
+    """A (3, 5) conv with strides (2, 1) (H [0, 2] jump 2; W [0, 4] jump 1; 7x16 units on 15x20), then x[key]."""
+
+    def __init__(self, key: object, gate: bool = False) -> None:
+        super().__init__()
+        self.key, self.gate = key, gate
+        self.conv = nn.Conv2d(1, 3, (3, 5), stride=(2, 1))
+        self.out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.gate:
+            y = y * torch.sigmoid(y.mean((2, 3), keepdim=True))
+        return self.out(y[self.key])
+
+
+E = Ellipsis
+
+
+@pytest.mark.parametrize(
+    ("key", "h", "w", "dims"),
+    [
+        # units a, a+t, ...: lo' = lo + a*jump, hi' = hi + a*jump, jump' = t*jump
+        ((0, E, slice(1, None, 2), slice(2, None, 3)), (2, 4, 4), (2, 6, 3), (1, 2)),  # H 0+1*2, W 0+2*1
+        ((slice(None), slice(None), slice(1, None, 2), slice(None, None, 2)), (2, 4, 4), (0, 4, 2), (2, 3)),  # Focus
+        ((E, slice(-4, None), slice(1, -1)), (6, 8, 2), (1, 5, 1), (2, 3)),  # -4 of 7 units is unit 3: 0 + 3*2
+        ((slice(None), 1), (0, 2, 2), (0, 4, 1), (1, 2)),  # a channel: the int drops axis 1
+        ((0, slice(0, 2), E, slice(3, 12, 4)), (0, 2, 2), (3, 7, 4), (1, 2)),  # Ellipsis covers H
+        (slice(None, None, 1), (0, 2, 2), (0, 4, 1), (2, 3)),  # a bare slice (not a tuple) on the batch axis
+    ],
+)
+def test_strided_slices_against_gradient(key: object, h: tuple, w: tuple, dims: tuple) -> None:
+    geo = _check_units(_Slice(key), (1, 15, 20))
+    assert (geo.h.lo, geo.h.hi, geo.h.jump) == h and (geo.w.lo, geo.w.hi, geo.w.jump) == w
+    assert geo.dims == dims and geo.exact is True and geo.jump == (h[2], w[2])
+
+
+def test_slicing_a_globally_gated_map_keeps_the_hull_and_stretches_the_layout() -> None:
+    """After an SE gate every unit sees the hull H [0, 2 + 6*2] = [0, 14], W [0, 4 + 15*1] = [0, 19] (steps 2, 1);
+    x[..., 1::2, ::3] keeps that field and multiplies the layout steps: 2*2 = 4, 1*3 = 3."""
+    net = _positive(_Slice((E, slice(1, None, 2), slice(None, None, 3)), gate=True))
+    geo = trace(net, (1, 15, 20)).geometry("out")
+    assert geo.h == Axis(0, 14, None, 4) and geo.w == Axis(0, 19, None, 3) and geo.dims == (2, 3)
+    assert _unit_box(net, (1, 15, 20), (0, slice(None), 1, 4)) == (0, 0, 14, 19)
+
+
+def _g(h: tuple, w: tuple, exact: bool = True, dims: tuple | None = (2, 3), tokens: tuple | None = None) -> Geometry:
+    return Geometry(Axis(*h), Axis(*w), exact, dims, tokens)
+
+
+def test_merge_partial_broadcast_operand_takes_the_centre_units_union() -> None:
+    """A broadcast operand that covers only part of what the units see: the centre unit c = (n - 1)//2 gets the
+    union of its own field and the operand's hull, and every unit is that union translated (approximate).
+    keep H [0, 2] jump 2 over n = 5 units, operand H [2, 5]: c = 4//2 = 2, centre field [0 + 4, 2 + 4] = [4, 6];
+    lo = min(4, 2) - 4 = -2, hi = max(6, 5) - 4 = 2.
+    keep W [0, 4] jump 2 over n = 6 units, operand W [3, 7]: c = 5//2 = 2, centre field [4, 8];
+    lo = min(4, 3) - 4 = -1, hi = max(8, 7) - 4 = 4."""
+    keep = _g((0, 2, 2, 2), (0, 4, 2, 2))
+    gate = _g((2, 5, None, None), (3, 7, None, None), dims=None)
+    got = _merge([keep], [(gate, (1, 2, 1, 1))], (1, 2, 5, 6), True)
+    assert got == _g((-2, 2, 2, 2), (-1, 4, 2, 2), False)
+    # the operand's hull reaches further than the centre unit on both sides (H [-3, 9] over 5 units of
+    # [0, 2] jump 2: the units see [0, 10]; 9 < 10 so not covered): lo = min(4, -3) - 4 = -7, hi = max(6, 9) - 4 = 5
+    got = _merge([keep], [(_g((-3, 9, None, None), (0, 14, None, None), dims=None), (1,))], (1, 2, 5, 6), True)
+    # W [0, 14] covers [0, 4 + 5*2] = [0, 14]: global; H is not, so H becomes its hull over 5 units too:
+    # [-7, 5 + 4*2] = [-7, 13]
+    assert got == _g((-7, 13, None, 2), (0, 14, None, 2), False)
+
+
+def test_merge_operand_covering_exactly_every_unit_is_global_and_one_short_is_not() -> None:
+    """keep [0, 2] jump 2 over 5 units: together the units see [0, 2 + 4*2] = [0, 10]. An operand [0, 10]
+    covers that (H: global [0, 10]); one of [0, 8] (W) does not: centre c = 2, lo = min(0 + 4, 0) - 4 = -4,
+    hi = max(2 + 4, 8) - 4 = 4, and since H went global W goes global as its hull: [-4, 4 + 4*2] = [-4, 12]."""
+    got = _merge([_g((0, 2, 2, 2), (0, 2, 2, 2))], [(_g((0, 10, None, None), (0, 8, None, None), dims=None), (1,))],
+                 (1, 3, 5, 5), True)  # fmt: skip
+    assert got == _g((0, 10, None, 2), (-4, 12, None, 2), False)
+
+
+def test_merge_without_an_output_grid_counts_one_unit() -> None:
+    """An output with no H/W grid (shape (1, 2)): every axis has one unit (n = 1, c = 0).
+    keep [0, 2] jump 2; operand H [-1, 3] covers [0, 2 + 0] -> global [-1, 3]; W [1, 5] does not (1 > 0):
+    lo = min(0, 1) = 0, hi = max(2, 5) = 5, then global with H as the hull of 1 unit: [0, 5]. And mirrored."""
+    keep = _g((0, 2, 2, 2), (0, 2, 2, 2))
+    got = _merge([keep], [(_g((-1, 3, None, None), (1, 5, None, None), dims=None), (1,))], (1, 2), True)
+    assert (got.h, got.w) == (Axis(-1, 3, None, 2), Axis(0, 5, None, 2))
+    got = _merge([keep], [(_g((1, 5, None, None), (-1, 3, None, None), dims=None), (1,))], (1, 2), True)
+    assert (got.h, got.w) == (Axis(0, 5, None, 2), Axis(-1, 3, None, 2))
+
+
+def test_merge_of_token_grids_uses_the_token_grid() -> None:
+    """ViT tokens (axis 1, a 3x5 grid of 4x4 patches, one class token first): keep [0, 3] jump 4 on both axes.
+    The units see H [0, 3 + 2*4] = [0, 11] and W [0, 3 + 4*4] = [0, 19]. An operand [0, 11] x [0, 11] covers H
+    (global) but not W: c = (5-1)//2 = 2, lo = min(0 + 8, 0) - 8 = -8, hi = max(3 + 8, 11) - 8 = 3; then W goes
+    global as the hull of its 5 units: [-8, 3 + 4*4] = [-8, 19]. The token layout is kept."""
+    tok = _g((0, 3, 4, 4), (0, 3, 4, 4), dims=None, tokens=(1, 3, 5, 1))
+    got = _merge([tok], [(_g((0, 11, None, None), (0, 11, None, None), dims=None), (1, 1, 8))], (1, 16, 8), True)
+    assert got == _g((0, 11, None, 4), (-8, 19, None, 4), False, None, (1, 3, 5, 1))
+
+
+def test_merge_exact_flag() -> None:
+    """Exact only if every input is exact and the kept inputs share steps and jumps; the largest wins."""
+    a = _g((0, 2, 1, 1), (0, 2, 1, 1))
+    assert _merge([a, a], [], (1, 1, 4, 4), True) == a
+    assert _merge([a, _g((0, 2, 1, 1), (0, 2, 1, 1), False)], [], (1, 1, 4, 4), True).exact is False
+    assert _merge([a], [], (1, 1, 4, 4), False).exact is False  # the caller's own flag
+    # same jump, steps 1 and 2 (H): step 2, approximate
+    assert _merge([a, _g((0, 2, 1, 2), (0, 2, 1, 1))], [], (1, 1, 4, 4), True) == _g((0, 2, 1, 2), (0, 2, 1, 1), False)
+    # same step, jumps 1 and 2 (W): lo = min(0, -1), hi = max(2, 3), jump 2, approximate
+    assert _merge([a, _g((0, 2, 1, 1), (-1, 3, 2, 1))], [], (1, 1, 4, 4), True) == _g(
+        (0, 2, 1, 1), (-1, 3, 2, 1), False
+    )
+
+
+def test_merge_of_global_operands_only_is_their_union() -> None:
+    """No kept layout (flatten, global pooling): every operand's hull merged, one field, no layout. An operand
+    with a layout contributes the hull of its units: H [0, 2] jump 1 over 3 units -> [0, 4], W [0, 4] jump 2
+    over 4 units -> [0, 10]."""
+    one, two = (
+        _g((0, 3, None, None), (2, 4, None, None), dims=None),
+        _g((1, 6, None, None), (-1, 2, None, None), False, None),
+    )
+    assert _merge([], [(one, (1, 5)), (two, (1, 5))], (1, 10), True) == _g(
+        (0, 6, None, None), (-1, 4, None, None), False, None
+    )
+    assert _merge([], [(one, (1, 5)), (one, (1, 5))], (1, 10), False).exact is False  # the caller's flag
+    mapped = _g((0, 2, 1, 1), (0, 4, 2, 2))
+    assert _merge([], [(mapped, (1, 2, 3, 4))], (1, 24), True) == _g(
+        (0, 4, None, None), (0, 10, None, None), True, None
+    )
+
+
+def test_to_global_and_hull_by_hand() -> None:
+    """The hull of n units of [lo, hi] jump j is [lo, hi + (n-1)*j]: H [-1, 3] jump 2 over 5 -> [-1, 11],
+    W [0, 6] jump 3 over 7 -> [0, 24]; a map without a grid is one unit; a global axis is its own hull."""
+    g = _g((-1, 3, 2, 2), (0, 6, 3, 3))
+    assert _hull(g, (1, 4, 5, 7), 0) == (-1, 11) and _hull(g, (1, 4, 5, 7), 1) == (0, 24)
+    assert _hull(_g((-1, 3, 2, 2), (0, 6, 3, 3), dims=None), (1, 4), 0) == (-1, 3)
+    assert _hull(_g((0, 9, None, 1), (1, 8, None, 1)), (1, 4, 5, 7), 1) == (1, 8)
+    assert _to_global(g, (1, 4, 5, 7)) == _g((-1, 11, None, None), (0, 24, None, None), True, None)
+    assert _to_global(_g((-1, 3, 2, 2), (0, 6, 3, 3), False), (1, 4, 5, 7)).exact is False
+
+
+def test_slice_geometry_by_hand() -> None:
+    """x[key] on H [0, 2] jump 2 (7 units) and W [0, 4] jump 1 (16 units): units a, a+t, ... of an axis give
+    lo' = lo + a*jump, hi' = hi + a*jump, jump' = step' = t*jump; ints drop their axis."""
+    g, shape = _g((0, 2, 2, 2), (0, 4, 1, 1)), (1, 3, 7, 16)
+    # 0 drops the batch axis, ... covers C: H a = 1, t = 2 -> [2, 4] jump 4; W a = 2, t = 3 -> [2, 6] jump 3
+    assert _slice_geometry(g, shape, (0, E, slice(1, None, 2), slice(2, None, 3))) == _g(
+        (2, 4, 4, 4), (2, 6, 3, 3), dims=(1, 2)
+    )
+    # negative start -3 of 7 is unit 4: [0 + 4*2, 2 + 4*2] = [8, 10]; W 1:-1:2 -> [1, 5] jump 2
+    assert _slice_geometry(g, shape, (slice(None), slice(None), slice(-3, None), slice(1, -1, 2))) == _g(
+        (8, 10, 2, 2), (1, 5, 2, 2)
+    )
+    assert _slice_geometry(g, shape, 0) == _g((0, 2, 2, 2), (0, 4, 1, 1), dims=(1, 2))  # not a tuple: one int
+    assert _slice_geometry(g, shape, slice(0, 1)) == g
+    assert _slice_geometry(g, shape, (slice(None), 2)) == _g((0, 2, 2, 2), (0, 4, 1, 1), dims=(1, 2))
+    assert _slice_geometry(_g((0, 2, 2, 2), (0, 4, 1, 1), False), shape, (E, slice(1, None))).exact is False
+    # a global field keeps [lo, hi]; the layout step still stretches: 2*2 = 4 and 1*3 = 3
+    glob = _g((-1, 12, None, 2), (0, 20, None, 1))
+    assert _slice_geometry(glob, shape, (E, slice(1, None, 2), slice(None, None, 3))) == _g(
+        (-1, 12, None, 4), (0, 20, None, 3)
+    )
+    nostep = _g((0, 9, None, None), (0, 9, None, None))
+    assert _slice_geometry(nostep, shape, (E, slice(None, None, 2))) == nostep
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        (slice(None), slice(None), 3),  # an int on H: the axis is gone
+        (E, 2),  # an int on W
+        (True,),  # a bool is a mask, not an index
+        (None,),  # a new axis
+        (E, E),  # two Ellipsis
+        (0, 0, slice(None), slice(None), slice(None)),  # more indices than axes
+        (E, 0, 0, slice(None), slice(None), slice(None)),
+        (torch.tensor([0]),),  # advanced indexing
+    ],
+)
+def test_slice_geometry_refuses(key: object) -> None:
+    assert _slice_geometry(_g((0, 2, 2, 2), (0, 4, 1, 1)), (1, 3, 7, 16), key) is None
+    assert _slice_geometry(_g((0, 2, 2, 2), (0, 4, 1, 1), dims=None), (1, 3, 7, 16), slice(None)) is None
