@@ -587,3 +587,52 @@ def test_aten_ops_are_counted_and_extension_ops_are_not_counted() -> None:
     s = summarize(Ext(), (1, 2, 2))
     assert s.total_macs == fc.get_total_flops() // 2 == 2 * 4 * 5
     assert [d["op"] for d in s.not_counted] == ["convlens_test::opaque"] and not s.macs_complete
+
+
+# ------------------------------------------------------------------------------- einsum MACs by hand (issue 19)
+@pytest.mark.parametrize(
+    ("equation", "shapes", "macs", "flop_counter"),
+    [
+        ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)], 2 * 3 * 4 * 5, True),  # batched matmul: b*i*j*k
+        ("ij,jk", [(2, 3), (3, 4)], 2 * 3 * 4, True),  # implicit output (no '->')
+        ("ij,j->i", [(3, 4), (4,)], 3 * 4, True),  # matrix-vector
+        ("b h i d, b h j d -> b h i j", [(1, 2, 3, 4), (1, 2, 5, 4)], 2 * 3 * 5 * 4, True),  # spaces are ignored
+        # the ellipsis covers 2 dims of the first operand and 1 of the second, aligned from the right:
+        # batch (2, 3) x (3,) -> 2*3, then i*j*k = 4*5*6
+        ("...ij,...jk->...ik", [(2, 3, 4, 5), (3, 5, 6)], 2 * 3 * 4 * 5 * 6, True),
+        ("b...ij,b...jk->b...ik", [(2, 3, 4, 5), (2, 3, 5, 6)], 2 * 3 * 4 * 5 * 6, True),  # letters around it
+        ("...ij,jk", [(2, 3, 4), (4, 5)], 2 * 3 * 4 * 5, True),
+        ("bij,bjk->bik", [(2, 3, 4), (1, 4, 5)], 2 * 3 * 4 * 5, True),  # b broadcast from 1: counts as 2
+        ("ij,jk->ik", [(1, 4), (4, 5)], 1 * 4 * 5, True),  # a size-1 letter counts 1
+        ("i,j->ij", [(3,), (4,)], 3 * 4, False),  # outer product: one multiply per output (torch: a mul)
+        ("ii,i->i", [(3, 3), (3,)], 3, False),  # diagonal times vector: i repeated is one letter
+        ("ij,jk->ik", [(3, 4), (1, 5)], 3 * 4 * 5, False),  # j broadcast from 1 in the second operand
+        ("ii->i", [(3, 3)], 0, False),  # one operand (a trace, a sum, a permutation) multiplies nothing
+        ("ij->ji", [(3, 4)], 0, False),
+        ("ij,jk,kl->il", [(2, 3), (3, 4)], 0, False),  # three subscripts, two operands: not counted
+        ("ij,jk->ik", [(2, 3, 4), (4, 5)], 0, False),  # three dims for two letters: not counted
+    ],
+)
+def test_einsum_macs_by_hand_and_against_flop_counter(
+    equation: str, shapes: list, macs: int, flop_counter: bool
+) -> None:
+    """MACs of an einsum = the product of the sizes of its index letters (a broadcast letter at its largest
+    size, an ellipsis as one letter per dim aligned from the right); FlopCounterMode's FLOPs / 2 where torch
+    runs it as a matrix product."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from convlens.graph import einsum_macs
+
+    ops = [torch.ones(s) for s in shapes]
+    assert einsum_macs(equation, ops) == macs
+    if flop_counter:
+        with FlopCounterMode(display=False) as fc:
+            torch.einsum(equation, *ops)
+        assert fc.get_total_flops() == 2 * macs
+
+
+def test_einsum_macs_of_the_sublist_form_is_zero() -> None:
+    from convlens.graph import einsum_macs
+
+    a, b = torch.ones(2, 3), torch.ones(3, 4)
+    assert einsum_macs([0, 1], [a, b]) == 0 and einsum_macs(None, [a, b]) == 0
