@@ -659,7 +659,7 @@ def test_resize_taps_random_against_pytorch(mode: str, n_in: int, n_out: int, fl
 
 
 def _positive(net: nn.Module) -> nn.Module:
-    """A float64 copy-in-place with weights |w| + 0.1: no gradient cancels."""
+    """The model itself, made float64 with weights |w| + 0.1 (in place): no gradient cancels."""
     net = net.double().eval()
     with torch.no_grad():
         for p in net.parameters():
@@ -673,11 +673,11 @@ def _unit_box(net: nn.Module, shape: tuple[int, ...], index: tuple[int, ...]) ->
     return _box(_plain_support(lambda x: net(x)[index].sum(), torch.ones(1, *shape, dtype=torch.float64)))
 
 
-def _theory_box(geo, i: int, j: int, h: int, w: int) -> tuple[int, int, int, int]:
+def _theory_box(geo: Geometry, i: int, j: int, h: int, w: int) -> tuple[int, int, int, int]:
     """Unit (i, j)'s field by the convention ([lo + i*jump, hi + i*jump]; a global axis: [lo, hi]), clipped to
     the h x w image (pixels outside are padding, which has no gradient)."""
 
-    def axis(a, u: int, n: int) -> tuple[int, int]:
+    def axis(a: Axis, u: int, n: int) -> tuple[int, int]:
         lo, hi = (a.lo, a.hi) if a.jump is None else (a.lo + u * a.jump, a.hi + u * a.jump)
         return max(int(lo), 0), min(int(hi), n - 1)
 
@@ -685,7 +685,7 @@ def _theory_box(geo, i: int, j: int, h: int, w: int) -> tuple[int, int, int, int
     return r0, c0, r1, c1
 
 
-def _check_units(net: nn.Module, shape: tuple[int, int, int], layer: str = "out") -> object:
+def _check_units(net: nn.Module, shape: tuple[int, int, int], layer: str = "out") -> Geometry:
     """Every unit on the border and the diagonal of ``layer``'s map: theory box == gradient box."""
     net = _positive(net)
     g = trace(net, shape)
