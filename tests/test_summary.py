@@ -609,6 +609,18 @@ def test_aten_ops_are_counted_and_extension_ops_are_not_counted() -> None:
         ("ij,jk->ik", [(3, 4), (1, 5)], 3 * 4 * 5, False),  # j broadcast from 1 in the second operand
         ("ii->i", [(3, 3)], 0, False),  # one operand (a trace, a sum, a permutation) multiplies nothing
         ("ij->ji", [(3, 4)], 0, False),
+        # three operands: torch contracts left to right, two at a time: (ij,jk -> ik) 2*3*4, then (ik,kl -> il) 2*4*5
+        ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 5)], 2 * 3 * 4 + 2 * 4 * 5, True),
+        ("ij,jk,kl", [(2, 3), (3, 4), (4, 5)], 2 * 3 * 4 + 2 * 4 * 5, True),  # implicit output: i, l
+        # four: (ab,bc) 2*3*4, then (ac,cd) 2*4*5, then (ad,de) 2*5*6
+        ("ab,bc,cd,de->ae", [(2, 3), (3, 4), (4, 5), (5, 6)], 2 * 3 * 4 + 2 * 4 * 5 + 2 * 5 * 6, True),
+        # b stays for the second product: 2*3*4*5, then 2*3*5*6
+        ("bij,bjk,bkl->bil", [(2, 3, 4), (2, 4, 5), (2, 5, 6)], 2 * 3 * 4 * 5 + 2 * 3 * 5 * 6, True),
+        # x appears in one operand only: summed out first (no multiplies), then the 2x3 @ 3x4 product
+        ("ijx,jk->ik", [(2, 3, 7), (3, 4)], 2 * 3 * 4, True),
+        # full contraction: i and k summed out first, then a dot product over j
+        ("ij,jk->", [(2, 3), (3, 4)], 3, True),
+        ("ix,jy->ij", [(2, 9), (3, 8)], 2 * 3, False),  # x, y summed out, then an outer product
         ("ij,jk,kl->il", [(2, 3), (3, 4)], 0, False),  # three subscripts, two operands: not counted
         ("ij,jk->ik", [(2, 3, 4), (4, 5)], 0, False),  # three dims for two letters: not counted
     ],
@@ -616,9 +628,10 @@ def test_aten_ops_are_counted_and_extension_ops_are_not_counted() -> None:
 def test_einsum_macs_by_hand_and_against_flop_counter(
     equation: str, shapes: list, macs: int, flop_counter: bool
 ) -> None:
-    """MACs of an einsum = the product of the sizes of its index letters (a broadcast letter at its largest
-    size, an ellipsis as one letter per dim aligned from the right); FlopCounterMode's FLOPs / 2 where torch
-    runs it as a matrix product."""
+    """MACs of an einsum, contracted two operands at a time from the left as torch does: each product costs
+    the product of the sizes of the letters it involves (a broadcast letter at its largest size, an ellipsis as
+    one letter per dim aligned from the right; a letter no one else needs is summed out first, for free);
+    FlopCounterMode's FLOPs / 2 where torch runs the products as matrix products."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from convlens.graph import einsum_macs

@@ -355,33 +355,55 @@ def tensors_in(obj: Any) -> list[torch.Tensor]:
 
 
 def einsum_macs(equation: Any, operands: Sequence[torch.Tensor]) -> int:
-    """Multiply-accumulates of ``torch.einsum(equation, *operands)`` for two or more operands: the
-    product of the sizes of every index letter (output and contracted ones); 0 for one operand (a sum
-    or a permutation multiplies nothing) or the sublist form.
+    """Multiply-accumulates of ``torch.einsum(equation, *operands)`` as torch computes it (without opt_einsum):
+    the operands are contracted left to right, two at a time. Before each pairwise product, a letter that only
+    one side uses and nothing after needs (a later operand or the output) is summed out, which multiplies
+    nothing; the product then costs the product of the sizes of the letters left on either side (a broadcast
+    letter at its largest size, an ellipsis as one letter per dim aligned from the right). 0 for one operand
+    (a sum or a permutation multiplies nothing) or the sublist form.
 
-    Example (a batched matmul b,i,j x b,j,k: 2*3*4*5 MACs):
+    Example (a batched matmul b,i,j x b,j,k: 2*3*4*5 MACs; a chain ij,jk,kl: 2*3*4 + 2*4*5):
         >>> einsum_macs("bij,bjk->bik", [torch.zeros(2, 3, 4), torch.zeros(2, 4, 5)])
         120
+        >>> einsum_macs("ij,jk,kl->il", [torch.zeros(2, 3), torch.zeros(3, 4), torch.zeros(4, 5)])
+        64
     """
     if not isinstance(equation, str) or len(operands) < 2:
         return 0
-    subs = equation.replace(" ", "").split("->")[0].split(",")
+    lhs, arrow, rhs = equation.replace(" ", "").partition("->")
+    subs = lhs.split(",")
     if len(subs) != len(operands):
         return 0
-    n_ell = max((t.ndim - (len(sub) - 3) for sub, t in zip(subs, operands, strict=True) if "..." in sub), default=0)
     sizes: dict[str, int] = {}
+    labels: list[list[str]] = []
     for sub, t in zip(subs, operands, strict=True):
         if "..." in sub:
             pre, post = sub.split("...")
-            k = t.ndim - len(pre) - len(post)  # broadcast dims align from the right
-            labels = list(pre) + [f"...{n_ell - k + i}" for i in range(k)] + list(post)
+            k = t.ndim - len(pre) - len(post)  # broadcast dims align from the right: "...1" is the last
+            labs = list(pre) + [f"...{k - i}" for i in range(k)] + list(post)
         else:
-            labels = list(sub)
-        if len(labels) != t.ndim:
+            labs = list(sub)
+        if len(labs) != t.ndim:
             return 0
-        for lab, n in zip(labels, t.shape, strict=True):
+        labels.append(labs)
+        for lab, n in zip(labs, t.shape, strict=True):
             sizes[lab] = max(sizes.get(lab, 1), int(n))
-    return math.prod(sizes.values())
+    ellipsis = {lab for lab in sizes if lab.startswith("...")}
+    if arrow:
+        out = set(rhs.replace("...", "")) | (ellipsis if "..." in rhs else set())
+    else:  # implicit output: the letters used once, and the ellipsis
+        used = [lab for labs in labels for lab in labs if not lab.startswith("...")]
+        out = {lab for lab in used if used.count(lab) == 1} | ellipsis
+    macs, cur = 0, set(labels[0])
+    for i in range(1, len(labels)):
+        rest = out.union(*labels[i + 1 :])
+        other = set(labels[i])
+        involved = {lab for lab in cur if lab in other or lab in rest} | {
+            lab for lab in other if lab in cur or lab in rest
+        }
+        macs += math.prod(sizes[lab] for lab in involved)
+        cur = involved & rest
+    return macs
 
 
 def _collect_tensors(obj: Any, out: list[torch.Tensor]) -> None:
@@ -932,7 +954,7 @@ def _mha(op: OpCall) -> OpResult:
 
 @handles("einsum")
 def _einsum(op: OpCall) -> OpResult:
-    """einsum: the product of every index size (:func:`einsum_macs`)."""
+    """einsum: its operands contracted two at a time from the left, as torch does (:func:`einsum_macs`)."""
     return OpResult("matmul", macs=einsum_macs(op.args[0] if op.args else None, tensors_in(op.args[1:])) // op.batch)
 
 
