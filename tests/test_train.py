@@ -97,6 +97,13 @@ def test_stages_and_discriminative_groups():
     assert top_stage_groups(stages, 0) == [] and len(top_stage_groups(stages, 99)) == len(stages)
 
 
+def test_top_stage_groups_default_decay_halves_the_lr_per_stage():
+    """No ``decay`` given: the documented layer decay 0.5 (docs/train.md: head ``lr * 0.1``, the topmost unfrozen
+    stage ``lr * 0.1 * 0.5``, the next ``lr * 0.1 * 0.25``): topmost ['d'] 0.5**1 = 0.5, next ['b', 'c'] 0.5**2."""
+    groups = top_stage_groups([["a"], ["b", "c"], ["d"]], 2)
+    assert [(g.names, g.lr_factor) for g in groups] == [(("b", "c"), 0.25), (("d",), 0.5)]
+
+
 def test_frozen_modules_keep_bn_in_eval():
     base = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(), nn.BatchNorm2d(4, affine=False))
     net = nn.Sequential(base, nn.Dropout(), nn.Sequential(nn.Linear(4, 2), nn.Dropout()))
@@ -121,6 +128,87 @@ def test_plan_and_config_validation(folder):
     ]:
         with pytest.raises(InputError, match=msg):
             cfg(folder, **bad).validated()
+
+
+# the strategy table of docs/train.md ("Strategies") and of the convlens.train.loop docstring, one Stage per row as
+# (name, epochs, trains, augment, features): scratch trains everything on plain images, scratch+aug on augmented ones,
+# features only the head on cached base outputs (no augmentation), frozen+aug only the head on augmented images,
+# finetune trains the head for --head-epochs (default "half of --epochs, rounded up"), then the top stages with it,
+# both on augmented images. The CLI prints these names ("stage 'head'", "epoch 3/3 [finetune]").
+@pytest.mark.parametrize(
+    ("epochs", "head"),
+    [(5, 3), (6, 3), (7, 4)],  # ceil(5 / 2) = 3 (3 + 2), ceil(6 / 2) = 3 (3 + 3), ceil(7 / 2) = 4 (4 + 3)
+)
+def test_plan_stages_is_the_documented_strategy_table(folder, epochs, head):
+    import dataclasses
+
+    e = epochs
+    table = {
+        "scratch": [("train", e, "all", False, False)],
+        "scratch+aug": [("train", e, "all", True, False)],
+        "features": [("head", e, "head", False, True)],
+        "frozen+aug": [("head", e, "head", True, False)],
+        "finetune": [("head", head, "head", True, False), ("finetune", e - head, "top", True, False)],
+    }
+    for strategy, want in table.items():
+        got = [dataclasses.astuple(s) for s in plan_stages(cfg(folder, strategy=strategy, epochs=e))]
+        assert got == want, strategy
+    # an explicit --head-epochs wins over the default split: 1 + 4 and 4 + 1 of 5 epochs
+    for he in (1, 4):
+        got = [dataclasses.astuple(s) for s in plan_stages(cfg(folder, strategy="finetune", epochs=5, head_epochs=he))]
+        assert got == [("head", he, "head", True, False), ("finetune", 5 - he, "top", True, False)]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "epochs", "want"),
+    [  # per stage: (name, trains, augmented training images), the table of docs/train.md "Strategies"
+        ("scratch", 1, [("train", "all", False)]),
+        ("scratch+aug", 1, [("train", "all", True)]),
+        ("features", 1, [("head", "head", False)]),  # the one base pass runs on plain images
+        ("frozen+aug", 1, [("head", "head", True)]),
+        ("finetune", 2, [("head", "head", True), ("finetune", "top", True)]),
+    ],
+)
+def test_each_strategy_trains_what_the_table_says(folder, tiny_data, monkeypatch, strategy, epochs, want):
+    """The plan seen through a real run: stage names in the history, what trains (parameter counts from a fresh
+    timm model), whether the training images go through the augmentation, and ``features`` reading the training
+    images once (2 chunks of 2 * batch_size = 16 for the cache) instead of 4 batches of 8 per epoch."""
+    import timm
+
+    from convlens.data import ImageDataset
+
+    events: list[dict] = []
+    reads: list[tuple[str, int, bool]] = []  # per read of the training images: (stage, batch size, augmented)
+    plain_batch = ImageDataset.batch
+
+    def batch(self, indices):
+        if self.images is tiny_data.train.images:
+            stage = [ev["stage"] for ev in events if ev["event"] == "stage"][-1]
+            aug = self.augment is not None and not self.augment.is_identity
+            reads.append((stage, len(indices), aug))
+        return plain_batch(self, indices)
+
+    monkeypatch.setattr(ImageDataset, "batch", batch)
+    run = fit(cfg(folder, strategy=strategy, epochs=epochs, unfreeze=1), data=tiny_data, progress=events.append)
+
+    ref = timm.create_model(TINY_MODEL, num_classes=2)
+    n_all = sum(p.numel() for p in ref.parameters())
+    n_head = sum(p.numel() for n, p in ref.named_parameters() if n.startswith("classifier."))
+    top = set(base_stages(ref, "classifier", 32)[-1])
+    n_top = n_head + sum(p.numel() for n, p in ref.named_parameters() if n in top)
+    trainable = {"all": n_all, "head": n_head, "top": n_top}
+    stages = [ev for ev in events if ev["event"] == "stage"]
+    assert [(ev["stage"], ev["trains"], ev["trainable_params"]) for ev in stages] == [
+        (name, trains, trainable[trains]) for name, trains, _ in want
+    ]
+    assert [h["stage"] for h in run.history] == [name for name, _, _ in want]  # one epoch per stage here
+    assert all(ev["epochs"] == 1 for ev in stages)
+    if strategy == "features":
+        assert reads == [("head", 16, False), ("head", 16, False)]
+        assert [ev["shape"][0] for ev in events if ev["event"] == "features"] == [32]
+    else:  # 32 training images, batch 8: 4 reads per epoch, augmented exactly when the stage says so
+        assert reads == [(name, 8, aug) for name, _, aug in want for _ in range(4)]
+        assert not [ev for ev in events if ev["event"] == "features"]
 
 
 # -- freezing done right --------------------------------------------------------------------------
@@ -180,6 +268,30 @@ def test_frozen_parameters_are_not_given_to_the_optimizer(folder, tiny_data):
             assert loop.model.training and loop.model.get_submodule(loop.head_name).training
 
 
+def test_batchnorm_statistics_update_exactly_where_bn_layers_train(folder, tiny_data):
+    """Running statistics are kept only for frozen BatchNorm and, with ``bn_train=False``, in the finetune stage
+    (docs/train.md). In a scratch run every BatchNorm trains: 32 training images in batches of 8 are 4 train-mode
+    forwards per epoch, so each ``num_batches_tracked`` goes 0 -> 4 (the eval passes of validation do not count).
+    With ``bn_train=True`` the BatchNorm layers of the unfrozen top stage count the 4 batches of the finetune epoch
+    and every other BatchNorm (frozen base; all of them in the head epoch) stays at 0."""
+    scratch = fit(cfg(folder, strategy="scratch", epochs=1), data=tiny_data).model.state_dict()
+    counts = {k: int(v) for k, v in scratch.items() if k.endswith("num_batches_tracked")}
+    assert counts and set(counts.values()) == {4}, counts
+    assert all(not torch.equal(v, torch.zeros_like(v)) for k, v in scratch.items() if k.endswith("running_mean"))
+
+    import timm
+
+    # the modules owning the parameters of the top stage (e.g. 'bn2' for 'bn2.weight')
+    ref = timm.create_model(TINY_MODEL, num_classes=2)
+    top = {n.rsplit(".", 1)[0] for n in base_stages(ref, "classifier", 32)[-1]}
+    run = fit(cfg(folder, strategy="finetune", epochs=2, unfreeze=1, bn_train=True), data=tiny_data)
+    sd = run.model.state_dict()
+    counts = {k.rsplit(".", 1)[0]: int(v) for k, v in sd.items() if k.endswith("num_batches_tracked")}
+    in_top = set(counts) & top
+    assert in_top and in_top != set(counts)
+    assert counts == {m: 4 if m in in_top else 0 for m in counts}
+
+
 def test_weight_decay_cannot_move_frozen_parameters(folder, tiny_data):
     """AdamW with a huge weight decay: frozen params would shrink if they were in the optimizer."""
     run = fit(cfg(folder, strategy="frozen+aug", epochs=1, weight_decay=10.0), data=tiny_data)
@@ -189,6 +301,29 @@ def test_weight_decay_cannot_move_frozen_parameters(folder, tiny_data):
 
         ref = load_model(TINY_MODEL).model.state_dict()
     assert torch.equal(ref["conv_stem.weight"], run.model.state_dict()["conv_stem.weight"])
+
+
+def test_one_process_group_wraps_in_ddp_and_trains_as_without(folder, tiny_data, tmp_path):
+    """Under an initialized process group (here gloo, one process, as torchrun would start it) the trained module is
+    wrapped in DistributedDataParallel (the head alone for ``features``, docs/train.md), on CPU without device_ids;
+    with one process its gradient average is the gradient itself, so the run equals the run without a group."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    c = cfg(folder, strategy="features", epochs=1).validated()
+    plain = fit(c, data=tiny_data)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        with torch.random.fork_rng():
+            loop = _Loop(c, tiny_data, None, None)
+            net, _, _ = loop._configure(loop.stages[0])
+        assert isinstance(net, DDP) and net.module is loop.model.get_submodule("classifier")
+        assert net.device_ids is None
+        wrapped = fit(c, data=tiny_data)
+    finally:
+        dist.destroy_process_group()
+    for key in ("train_loss", "val_loss", "val_accuracy"):
+        assert getattr(wrapped.result, key) == pytest.approx(getattr(plain.result, key), rel=1e-6), key
 
 
 # -- determinism, checkpoints, resume -------------------------------------------------------------
@@ -563,7 +698,7 @@ def test_finetune_step_is_one_hand_computed_adamw_step(color_folder, color_data,
         finetune_lr=0.1,
         layer_decay=0.5,
         unfreeze=2,
-        weight_decay=1e-2,
+        weight_decay=1.0,  # far from AdamW's default 0.01: a weight_decay that never reaches AdamW shows
         augment="none",
     )
     start: dict[str, torch.Tensor] = {}
@@ -594,7 +729,7 @@ def test_finetune_step_is_one_hand_computed_adamw_step(color_folder, color_data,
     lr_of = {n: 1e-2 * 0.1 for n in names if n.startswith("classifier.")}
     for k, stage in enumerate(reversed(stages[-2:]), start=1):
         lr_of.update({n: 1e-2 * 0.1 * 0.5**k for n in stage})
-    eps, wd = 1e-8, 1e-2
+    eps, wd = 1e-8, 1.0
     moved = 0
     for n in names:
         p0, p1 = start[n].float(), after[n].float()
@@ -633,6 +768,27 @@ def test_history_logs_each_groups_lr_as_used(color_folder, color_data):
 
     ax = learning_curves(run.history).axes[2]
     assert [ln.get_label() for ln in ax.lines] == ["head", "top-2", "top-1"] and ax.get_yscale() == "log"
+
+
+def test_lr_record_of_an_epoch_without_steps_reports_each_groups_lr():
+    """No step taken (``lr_used`` empty): each group's current LR, as start, end and mean; the unnamed group
+    gets ``group<i>``; ``params`` counts elements (2 x 3 = 6; 4 + 1 = 5)."""
+    from convlens.train.loop import _lr_record
+
+    opt = torch.optim.SGD(
+        [
+            {"params": [nn.Parameter(torch.zeros(2, 3))], "lr": 0.02, "group": "top-1"},
+            {"params": [nn.Parameter(torch.zeros(4)), nn.Parameter(torch.zeros(1))], "lr": 0.2},
+        ]
+    )
+    assert _lr_record(opt, []) == [
+        {"group": "top-1", "params": 6, "lr_start": 0.02, "lr_end": 0.02, "lr_mean": 0.02},
+        {"group": "group1", "params": 5, "lr_start": 0.2, "lr_end": 0.2, "lr_mean": 0.2},
+    ]
+    # three steps: start, end and the mean (0.02 + 0.01 + 0.0) / 3 = 0.01, (0.2 + 0.1 + 0.0) / 3 = 0.1
+    rec = _lr_record(opt, [[0.02, 0.2], [0.01, 0.1], [0.0, 0.0]])
+    assert [(r["lr_start"], r["lr_end"]) for r in rec] == [(0.02, 0.0), (0.2, 0.0)]
+    assert [r["lr_mean"] for r in rec] == pytest.approx([0.01, 0.1], rel=1e-12)
 
 
 # -- run folders: refuse to overwrite, extend on resume, no empty folder on failure --------------
