@@ -19,6 +19,7 @@ from convlens.cli import main
 from convlens.errors import InputError, LayerError
 from convlens.hooks import hook_count
 from convlens.inspect import (
+    UnitReceptiveField,
     effective_receptive_field,
     get_activations,
     receptive_field_empirical,
@@ -479,3 +480,234 @@ def test_any_conv_and_pool_geometry(k: int, s: int, p: int, d: int, g: int, size
     z = net(x)
     for at in _positions((1, *z.shape[1:]), rng):
         assert trace_unit(net, x, "1", at).abs_error < 1e-4
+
+
+def _grad_map(out: torch.Tensor, xg: torch.Tensor) -> np.ndarray:
+    """The oracle for one scalar ``out`` computed by hand from ``xg``: sum over colour of |d out / d x| of the
+    first image, by plain torch autograd, normalised to sum 1."""
+    (g,) = torch.autograd.grad(out, xg, retain_graph=True)
+    m = g[0].abs().sum(0)
+    return (m / m.sum()).numpy()
+
+
+class _Thrice(nn.Module):
+    """One 3x3 convolution (padding 1) used three times, at 16x16, 8x8 and 4x4 (2x2 average pools between)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.pool = nn.Conv2d(1, 1, 3, padding=1), nn.AvgPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.pool(self.conv(self.pool(self.conv(x)))))
+
+
+def test_effective_field_of_each_call_of_a_reused_module() -> None:
+    """Call k of a module used three times is that call's field: the map is the hand gradient of the k-th
+    output and the centre that of its box; 'conv#k' and call=k agree, the default is the last call."""
+    torch.manual_seed(0)
+    net = _Thrice().eval()
+    x = torch.randn(1, 1, 16, 16)
+    xg = x.clone().requires_grad_(True)
+    y0 = net.conv(xg)
+    y1 = net.conv(net.pool(y0))
+    y2 = net.conv(net.pool(y1))
+    i, j = 1, 2
+    # unit (i, j) of call 0 sees x rows i-1..i+1; call 1: pooled rows i-1..i+1 = y0 rows 2i-2..2i+3 = x rows
+    # 2i-3..2i+4 (centre 2i+0.5); call 2: pooled rows i-1..i+1 = y1 rows 2i-2..2i+3 = y0 rows 4i-6..4i+9 =
+    # x rows 4i-7..4i+10 (centre 4i+1.5)
+    expected = {
+        0: (_grad_map(y0[0, 0, i, j], xg), (1.0, 2.0)),
+        1: (_grad_map(y1[0, 0, i, j], xg), (2.5, 4.5)),
+        2: (_grad_map(y2[0, 0, i, j], xg), (5.5, 9.5)),
+    }
+    for k, (ref, centre) in expected.items():
+        for e in (
+            effective_receptive_field(net, x, "conv", (0, i, j), call=k),
+            effective_receptive_field(net, x, f"conv#{k}", (0, i, j)),
+        ):
+            assert e.map == pytest.approx(ref, abs=1e-6), k
+            assert e.center == centre and e.mass_in_box == pytest.approx(1.0, abs=1e-6), k
+    last = effective_receptive_field(net, x, "conv", (0, i, j))
+    assert last.map == pytest.approx(expected[2][0], abs=1e-6) and last.center == (5.5, 9.5)
+    box = unit_receptive_field(net, "conv", (i, j), (1, 16, 16))
+    with pytest.raises(LayerError, match="call index 3"):  # the forward pass itself has 3 calls (0, 1, 2)
+        effective_receptive_field(net, x, "conv", (0, i, j), call=3, rf=box)
+
+
+def test_effective_field_box_is_at_the_image_size_and_channels() -> None:
+    """The box comes from the graph at x's own (C, H, W): an adaptive pool's window depends on H and W, and
+    the stem reading x is not the first convolution registered."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Conv2d(4, 2, 1)  # registered first, runs last
+            self.stem = nn.Conv2d(1, 4, 3, padding=1)
+            self.pool = nn.AdaptiveAvgPool2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.pool(self.stem(x)))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.randn(1, 1, 8, 8)
+    xg = x.clone().requires_grad_(True)
+    for i, j in ((0, 0), (1, 3), (3, 2)):
+        e = effective_receptive_field(net, x, "pool", (2, i, j))
+        assert e.map == pytest.approx(_grad_map(net.pool(net.stem(xg))[0, 2, i, j], xg), abs=1e-6)
+        # pool unit i averages stem rows 2i..2i+1 (8 -> 4: window 2, stride 2), which see x rows 2i-1..2i+2
+        assert e.center == (2 * i + 0.5, 2 * j + 0.5) and e.mass_in_box == pytest.approx(1.0, abs=1e-6)
+        assert e.support_box == (max(2 * i - 1, 0), max(2 * j - 1, 0), min(2 * i + 2, 7), min(2 * j + 2, 7))
+    e = effective_receptive_field(net, x, "stem", (3, 5, 6))  # a 3x3 unit: rows 4..6, columns 5..7
+    assert e.map == pytest.approx(_grad_map(net.stem(xg)[0, 3, 5, 6], xg), abs=1e-6)
+    assert e.center == (5.0, 6.0) and e.support_box == (4, 5, 6, 7)
+
+
+def test_effective_field_with_a_given_box_of_a_layer_the_blank_probe_skips() -> None:
+    """A branch the network takes only on non-blank images is absent from the graph traced on zeros; with its
+    box given (rf=...), the field is still the hand gradient, centred on that box."""
+
+    class Gate(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.extra = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.c(x)
+            return self.extra(y) if bool(x.abs().sum() > 0) else y
+
+    torch.manual_seed(0)
+    net = Gate().eval()
+    x = torch.randn(1, 1, 9, 9)
+    xg = x.clone().requires_grad_(True)
+    i, j = 2, 3
+    box = (i, j, i + 4, j + 4)  # two unpadded 3x3 convolutions: rows i..i+4, columns j..j+4
+    rf = UnitReceptiveField(
+        "extra", (i, j), (9, 9), box, box, (0, 0, 0, 0), (5, 5), (i + 2.0, j + 2.0), (1.0, 1.0), True, False
+    )
+    e = effective_receptive_field(net, x, "extra", (1, i, j), rf=rf)
+    assert e.map == pytest.approx(_grad_map(net.extra(net.c(xg))[0, 1, i, j], xg), abs=1e-6)
+    assert e.center == (4.0, 5.0) and e.support_box == box and e.mass_in_box == pytest.approx(1.0, abs=1e-6)
+
+
+def test_effective_field_is_taken_in_eval_mode_and_leaves_the_model_as_it_was() -> None:
+    """A training-mode model with batch norm and dropout: the field is the eval-mode hand gradient; mode,
+    running statistics, requires_grad flags and .grad are untouched."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Dropout(0.5), nn.Conv2d(3, 2, 3))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+    net[3].bias.requires_grad_(False)
+    stats = (net[1].running_mean.clone(), net[1].running_var.clone(), int(net[1].num_batches_tracked))
+    x = torch.randn(1, 2, 10, 10)
+    net.eval()
+    xg = x.clone().requires_grad_(True)
+    ref = _grad_map(net(xg)[0, 1, 2, 3], xg)
+    net.train()
+    e = effective_receptive_field(net, x, "3", (1, 2, 3))
+    assert e.map == pytest.approx(ref, abs=1e-6)
+    assert net.training and net[1].training and net[2].training
+    assert torch.equal(net[1].running_mean, stats[0]) and torch.equal(net[1].running_var, stats[1])
+    assert int(net[1].num_batches_tracked) == stats[2]
+    assert [p.requires_grad for p in net.parameters()] == [True] * 5 + [False]
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_effective_field_of_a_batch_is_that_of_its_first_image() -> None:
+    """Only x[0] is read: with batch statistics (track_running_stats=False) a second image would change the
+    first one's gradient, yet the field equals the hand gradient of the model on x[:1] alone."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False), nn.Conv2d(2, 1, 3))
+    net.eval()
+    x = torch.randn(2, 1, 9, 9)
+    e = effective_receptive_field(net, x, "2", (0, 2, 1))
+    first = x[:1].clone().requires_grad_(True)
+    assert e.map == pytest.approx(_grad_map(net(first)[0, 0, 2, 1], first), abs=1e-6)
+    both = x.clone().requires_grad_(True)
+    assert np.abs(e.map - _grad_map(net(both)[0, 0, 2, 1], both)).max() > 1e-3  # the batch does change it
+
+
+def test_effective_field_of_a_flat_output_is_centred_on_the_image() -> None:
+    """An (N, F) output has no box: the radii are around the image centre ((H-1)/2, (W-1)/2) = (2, 3.5) on a
+    5x8 image. Output 1 reads pixel (2, 3) with weight 0.6 and pixel (0, 7) with weight -0.4."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(40, 2, bias=False)).eval()
+    with torch.no_grad():
+        net[1].weight.zero_()
+        net[1].weight[0, 0] = 1.0
+        net[1].weight[1, 2 * 8 + 3] = 0.6
+        net[1].weight[1, 0 * 8 + 7] = -0.4
+    e = effective_receptive_field(net, torch.randn(1, 1, 5, 8), "1", (1,))
+    ref = np.zeros((5, 8), dtype=np.float32)
+    ref[2, 3], ref[0, 7] = 0.6, 0.4
+    assert e.map == pytest.approx(ref, abs=1e-6) and e.center == (2.0, 3.5)
+    # 0.6 of the mass at distance |(2, 3) - (2, 3.5)| = 0.5; all of it by distance sqrt(2^2 + 3.5^2) = 4.0311
+    assert e.r50 == 0.5 and e.r90 == 4.0311
+    assert e.mass_in_box == 1.0 and e.support_box == (0, 3, 2, 7) and not e.zero_gradient
+
+
+def test_effective_field_of_a_layer_that_ignores_the_image_is_an_error() -> None:
+    """A learned constant (a parameter broadcast over the batch) does not depend on the image: LayerError,
+    even though the parameter itself requires grad."""
+
+    class Prior(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.p = nn.Parameter(torch.randn(1, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.p.expand(x.shape[0], -1)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc, self.prior = nn.Conv2d(1, 1, 3), nn.Linear(16, 3), Prior()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.conv(x).flatten(1)) + self.prior(x)
+
+    net = Net().eval()
+    with pytest.raises(LayerError, match="'prior' output does not depend on the image"):
+        effective_receptive_field(net, torch.randn(1, 1, 6, 6), "prior", (1,))
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_effective_field_through_a_stop_gradient_is_all_zero() -> None:
+    """The image reaches the unit only through .detach(), and a plain tensor attribute that requires grad
+    (a forgotten nn.Parameter) makes the output require grad: no gradient reaches the image, so the map is
+    all zeros at the image's size and zero_gradient is set."""
+
+    class Scale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.s = torch.tensor(2.0, requires_grad=True)  # not registered: not a model parameter
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.detach() * self.s
+
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), Scale()).eval()
+    e = effective_receptive_field(net, torch.randn(1, 3, 7, 9), "2", (1,))
+    assert e.zero_gradient and e.map.shape == (7, 9) and not e.map.any()
+    assert e.center == (3.0, 4.0) and e.r50 is None and e.r90 is None and e.mass_in_box is None
+
+
+def test_effective_field_rejects_bad_x_and_positions() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 2, 3)).eval()
+    with pytest.raises(InputError, match=r"x must be an \(N, C, H, W\) tensor, got torch.Size\(\[1, 6, 6\]\)"):
+        effective_receptive_field(net, torch.randn(1, 6, 6), "0", (0, 1, 1))
+    with pytest.raises(InputError, match="x must be an .* tensor, got"):
+        effective_receptive_field(net, np.zeros((1, 1, 6, 6), dtype=np.float32), "0", (0, 1, 1))
+    with pytest.raises(InputError, match=r"at \(1,\) does not index the layer's output of shape \(1, 2, 4, 4\)"):
+        effective_receptive_field(net, torch.randn(1, 1, 6, 6), "0", (1,))
+
+
+def test_effective_field_of_the_auto_layer_at_this_image_size() -> None:
+    """'auto' is the last map larger than 1x1 at x's size: on 4x4 the second conv's output is 1x1, so it is
+    the first conv (at 224 it would be the second)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 2)).eval()
+    x = torch.randn(1, 3, 4, 4)
+    e = effective_receptive_field(net, x, "auto", (3, 1, 0))
+    xg = x.clone().requires_grad_(True)
+    assert e.layer == "0" and e.map == pytest.approx(_grad_map(net[0](xg)[0, 3, 1, 0], xg), abs=1e-6)
+    assert e.support_box == (1, 0, 3, 2)  # unit (1, 0) of an unpadded 3x3 conv: rows 1..3, columns 0..2
