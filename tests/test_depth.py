@@ -13,7 +13,7 @@ from torch import nn
 
 from convlens.cli import main
 from convlens.errors import InputError
-from convlens.inspect.depth import depth_profile, spatial_frequency
+from convlens.inspect.depth import depth_profile, depth_profile_image, spatial_frequency
 from convlens.inspect.summary import summarize
 from convlens.plot.inspect import depth_profile_figure, kernel_tiles
 
@@ -188,3 +188,45 @@ def test_cli_table_columns_stay_aligned_with_long_stage_names(
     assert [r.split()[0] for r in rows] == ["a_rather_long_stage_name", "s2"]
     c_col = header.index(" C ") + 1  # channels are right-aligned under 'C'
     assert [r[c_col - 1 : c_col + 2] for r in rows] == [" 4 ", " 8 "]
+
+
+def test_spatial_frequency_by_hand_at_the_smallest_size_and_with_two_frequencies() -> None:
+    """Hand spectra. A 4x4 map (the smallest analysed) of stripes a·cos(2π·0.25·j) = a·[1, 0, -1, 0] has all
+    its power at |f| = 0.25, which is not above 0.25: (0.25, 0.0), however faint (a = 0.01: total power
+    16 · 8e-4 = 0.0128). Two frequencies 2·cos(2π j/8) + cos(2π·3j/8) have powers 4 : 1, so the mean is
+    (4·1/8 + 1·3/8) / 5 = 0.175 and 1/5 = 0.2 of the power lies above 0.25; a constant offset per channel
+    (+3, -3) is removed channel by channel and changes nothing. The maps are in double precision."""
+    for shape in ((4, 4), (4, 8), (8, 4)):
+        h, w = shape
+        stripes = 0.01 * torch.cos(2 * np.pi * 0.25 * torch.arange(w, dtype=torch.float64)).repeat(h, 1)[None]
+        f, hi = spatial_frequency(stripes)
+        assert f == pytest.approx(0.25, rel=1e-9) and hi == pytest.approx(0.0, abs=1e-12), shape
+    j8 = torch.arange(8, dtype=torch.float64)
+    two = (2 * torch.cos(2 * np.pi * j8 / 8) + torch.cos(2 * np.pi * 3 * j8 / 8)).repeat(8, 1)
+    f, hi = spatial_frequency(torch.stack([two + 3, -two - 3]))
+    assert f == pytest.approx(0.175, rel=1e-9) and hi == pytest.approx(0.2, rel=1e-9)
+    # 6x6: stripes along H and along W, both at 1/6 cycle per pixel; computed in double precision
+    i6 = torch.arange(6, dtype=torch.float64)
+    grid = torch.cos(2 * np.pi * i6 / 6)[:, None] + 0.5 * torch.cos(2 * np.pi * i6 / 6)[None, :]
+    f, hi = spatial_frequency(grid[None])
+    assert f == pytest.approx(1 / 6, rel=1e-12) and hi == pytest.approx(0.0, abs=1e-12)
+    rng = torch.Generator().manual_seed(0)
+    for small in ((1, 3, 8), (1, 8, 3), (2, 3, 3)):  # under 4 pixels along either axis: no spectrum
+        assert spatial_frequency(torch.rand(small, generator=rng)) == (None, None)
+
+
+def test_depth_profile_image_names_the_model_image_and_weights(resnet18_bundle) -> None:
+    """The pipeline for one image: preprocessed to 224x224 for ResNet-18 (random weights, not pretrained),
+    profiled at the layers asked for. By hand: layer1 is 56x56x64 = 200704 activations and holds the stem
+    (conv1 3·64·7·7 = 9408, bn1 128) and its own 4 convs 64·64·9 = 36864 and 4 BNs of 128: 157504 weights;
+    layer3 (14x14x256) holds layer2 (525568) and layer3 (2099712) = 2625280; the rest of ResNet-18's
+    11689512 parameters are the head's."""
+    img = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    p = depth_profile_image(resnet18_bundle, img, ["layer1", "layer3"], image_name="cat.png")
+    assert (p.model, p.image, p.pretrained, p.input_shape) == ("resnet18", "cat.png", False, (224, 224, 3))
+    got = [(s.name, s.spatial, s.channels, s.activations, s.weights) for s in p.stages]
+    assert got == [("layer1", (56, 56), 64, 200704, 157504), ("layer3", (14, 14), 256, 50176, 2625280)]
+    assert p.head_weights == 11689512 - 157504 - 2625280
+    plain = depth_profile_image(resnet18_bundle, img, ["layer4"])
+    assert plain.image == "" and plain.pretrained is False and plain.to_dict()["image"] == ""
+    assert [(s.name, s.spatial, s.channels) for s in plain.stages] == [("layer4", (7, 7), 512)]

@@ -27,6 +27,7 @@ from convlens.inspect import (
     trace_unit,
     unit_receptive_field,
 )
+from convlens.inspect.erf import field_box
 
 TRACED = (
     nn.Conv2d,
@@ -711,3 +712,18 @@ def test_effective_field_of_the_auto_layer_at_this_image_size() -> None:
     xg = x.clone().requires_grad_(True)
     assert e.layer == "0" and e.map == pytest.approx(_grad_map(net[0](xg)[0, 3, 1, 0], xg), abs=1e-6)
     assert e.support_box == (1, 0, 3, 2)  # unit (1, 0) of an unpadded 3x3 conv: rows 1..3, columns 0..2
+
+
+def test_global_field_is_the_same_box_for_every_unit() -> None:
+    """A global field (jump None: after global pooling) does not move with the unit. By hand: a 3x3 conv with
+    padding 1 on an 8x8 image has units seeing rows -1..8, so after the global average every output sees the
+    box (-1, -1, 8, 8), one row/column of padding on each side; an axis [-1.5, 6.25] spans rows -2..7."""
+    from convlens.graph import Axis, Geometry
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+    u = unit_receptive_field(net, "1", (0, 0), (1, 8, 8))
+    assert (u.box, u.clipped_box, u.padding, u.size) == ((-1, -1, 8, 8), (0, 0, 7, 7), (1, 1, 1, 1), (10, 10))
+    assert u.is_global and u.jump is None
+    ax = Axis(-1.5, 6.25, None)
+    for i, j in ((0, 0), (3, 2)):
+        assert field_box(Geometry(ax, ax), i, j, (6, 9)) == ((-2, -2, 7, 7), (0, 0, 5, 7), (2, 2, 2, 0))
