@@ -727,3 +727,49 @@ def test_global_field_is_the_same_box_for_every_unit() -> None:
     ax = Axis(-1.5, 6.25, None)
     for i, j in ((0, 0), (3, 2)):
         assert field_box(Geometry(ax, ax), i, j, (6, 9)) == ((-2, -2, 7, 7), (0, 0, 5, 7), (2, 2, 2, 0))
+
+
+class _Fn(nn.Module):
+    """A function applied as a layer (the torch call exactly as a model's forward would write it)."""
+
+    def __init__(self, f) -> None:  # noqa: ANN001
+        super().__init__()
+        self.f = f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f(x)
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        lambda x: torch.max_pool2d(x, 3, 1),  # the builtin with positional arguments only: no padding, no dilation
+        nn.MaxPool2d(3, 1, dilation=(1, 1)),
+        nn.MaxPool2d(3, 1, dilation=[1, 1]),
+        lambda x: torch.max_pool2d(torch.relu(input=x), 3, 1),  # relu with a keyword input
+        nn.MaxPool2d(3, 1, ceil_mode=False),
+    ],
+)
+def test_empirical_field_through_a_max_pool_or_relu_called_any_way(middle) -> None:  # noqa: ANN001
+    """conv 3x3 -> 3x3 window (stride 1) -> conv 3x3: every unit sees 3 + 2 + 2 = 7 input pixels per axis,
+    whichever way the pool or nonlinearity is called; unit (3, 4) sees rows 3..9, columns 4..10. The default
+    unit of an 11x11 image is the centre of the 5x5 output, (2, 2): rows 2..8."""
+    net = nn.Sequential(nn.Conv2d(1, 1, 3), _Fn(middle) if not isinstance(middle, nn.Module) else middle)
+    net.append(nn.Conv2d(1, 1, 3))
+    e = receptive_field_empirical(net, "2", 15, in_channels=1, unit=(3, 4))
+    assert (e.box, e.size, e.pixels) == ((3, 4, 9, 10), (7, 7), 49)
+    centre = receptive_field_empirical(net, "2", 11, in_channels=1)
+    assert (centre.unit, centre.box) == ((2, 2), (2, 2, 8, 8))
+
+
+@pytest.mark.parametrize("ceil", [False, True])
+def test_empirical_field_through_a_strided_max_pool_keeps_its_ceil_mode(ceil: bool) -> None:
+    """conv 3x3 on 13x13 -> 11x11 -> max pool 2, stride 2: 5x5 (floor) or 6x6 (ceil, a last half window).
+    By hand: pool unit u reads conv rows 2u..2u+1, i.e. input rows 2u..2u+3; the default unit is the centre,
+    5 // 2 = 2 (rows 4..7) or 6 // 2 = 3 (rows 6..9); ceil mode's last unit 5 reads conv row 10: rows 10..12."""
+    net = nn.Sequential(nn.Conv2d(1, 1, 3), nn.MaxPool2d(2, 2, ceil_mode=ceil))
+    e = receptive_field_empirical(net, "1", 13, in_channels=1)
+    u = 3 if ceil else 2
+    assert (e.unit, e.box) == ((u, u), (2 * u, 2 * u, 2 * u + 3, 2 * u + 3))
+    if ceil:
+        assert receptive_field_empirical(net, "1", 13, in_channels=1, unit=(5, 0)).box == (10, 0, 12, 3)
