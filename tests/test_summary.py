@@ -621,6 +621,11 @@ def test_aten_ops_are_counted_and_extension_ops_are_not_counted() -> None:
         # full contraction: i and k summed out first, then a dot product over j
         ("ij,jk->", [(2, 3), (3, 4)], 3, True),
         ("ix,jy->ij", [(2, 9), (3, 8)], 2 * 3, False),  # x, y summed out, then an outer product
+        # the batch (...) = 2 stays to the output; a summed out first; X contracted by the first product and not
+        # carried on: (X: 2*4*5) then (b: 2*5*6)
+        ("...aX,...Xb,...bc->...c", [(2, 3, 4), (2, 4, 5), (2, 5, 6)], 2 * 4 * 5 + 2 * 5 * 6, True),
+        # the ellipsis (7) is contracted by the first product, absent from the output: 7*2*3*4, then 2*4*5
+        ("...ij,...jk,kl->il", [(7, 2, 3), (7, 3, 4), (4, 5)], 7 * 2 * 3 * 4 + 2 * 4 * 5, True),
         ("ij,jk,kl->il", [(2, 3), (3, 4)], 0, False),  # three subscripts, two operands: not counted
         ("ij,jk->ik", [(2, 3, 4), (4, 5)], 0, False),  # three dims for two letters: not counted
     ],
