@@ -230,3 +230,31 @@ def test_depth_profile_image_names_the_model_image_and_weights(resnet18_bundle) 
     plain = depth_profile_image(resnet18_bundle, img, ["layer4"])
     assert plain.image == "" and plain.pretrained is False and plain.to_dict()["image"] == ""
     assert [(s.name, s.spatial, s.channels) for s in plain.stages] == [("layer4", (7, 7), 512)]
+
+
+def _numpy_spatial_frequency(maps: np.ndarray) -> tuple[float, float]:
+    """The docstring's formula, independently in numpy: per-channel mean removed, |FFT|² summed over channels."""
+    m = maps - maps.mean(axis=(1, 2), keepdims=True)
+    p = (np.abs(np.fft.fft2(m)) ** 2).sum(0)
+    r = np.hypot(np.fft.fftfreq(m.shape[1])[:, None], np.fft.fftfreq(m.shape[2])[None, :])
+    return float((p * r).sum() / p.sum()), float(p[r > 0.25].sum() / p.sum())
+
+
+def test_spatial_frequency_matches_numpy_and_has_an_inclusive_noise_floor() -> None:
+    """Random maps with per-channel offsets (odd and even, square and not) against numpy to float64 precision.
+    The floor: +a and -a two pixels apart on a 4x4 map have total power 16·2a² = 32a² (Parseval), exactly the
+    1e-20 floor for this a (the 4-point FFT of ±a is exact), reported as no variation. Twice a is above it:
+    |F|² ∝ |1 - (-1)^v|² puts all power at fx = ±0.25, spread evenly over fy = 0, ±0.25, -0.5: radii 0.25,
+    2 x sqrt(1/8) and sqrt(5/16), three of the four above 0.25."""
+    rng = np.random.default_rng(0)
+    for shape in [(3, 7, 9), (2, 12, 5), (1, 4, 4)]:
+        maps = rng.normal(size=shape) + 10 * rng.normal(size=(shape[0], 1, 1))
+        got = spatial_frequency(torch.from_numpy(maps))
+        assert got == pytest.approx(_numpy_spatial_frequency(maps), rel=1e-12, abs=0), shape
+    a = 1.7677669529663688e-11
+    pair = torch.zeros(1, 4, 4, dtype=torch.float64)
+    pair[0, 0, 0], pair[0, 0, 2] = a, -a
+    assert float(torch.fft.fft2(pair).abs().pow(2).sum()) == 1e-20
+    assert spatial_frequency(pair) == (None, None)
+    mean_r = (0.25 + 2 * np.sqrt(1 / 8) + np.sqrt(5 / 16)) / 4  # = 0.3790...
+    assert spatial_frequency(2 * pair) == pytest.approx((mean_r, 0.75), rel=1e-12)
