@@ -773,3 +773,47 @@ def test_empirical_field_through_a_strided_max_pool_keeps_its_ceil_mode(ceil: bo
     assert (e.unit, e.box) == ((u, u), (2 * u, 2 * u, 2 * u + 3, 2 * u + 3))
     if ceil:
         assert receptive_field_empirical(net, "1", 13, in_channels=1, unit=(5, 0)).box == (10, 0, 12, 3)
+    else:  # the builtin called with positional arguments only: floor mode by default
+        net = nn.Sequential(nn.Conv2d(1, 1, 3), _Fn(lambda x: torch.max_pool2d(x, 2, 2)))
+        e = receptive_field_empirical(net, "1", 13, in_channels=1)
+        assert (e.unit, e.box) == ((2, 2), (4, 4, 7, 7))
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [nn.AdaptiveMaxPool2d(3), lambda x: F.adaptive_max_pool2d(x, 3), lambda x: F.adaptive_max_pool2d(x, output_size=3)],
+)
+def test_empirical_field_through_an_adaptive_max_pool_is_its_whole_window(pool) -> None:  # noqa: ANN001
+    """conv 3x3 on 11x11 -> 9x9 -> adaptive max pool to 3x3 (windows of 3, stride 3): by hand, pool unit
+    (1, 2) reads conv rows 3..5 and columns 6..8, i.e. input rows 3..7 and columns 6..10: all 25 pixels."""
+    net = nn.Sequential(nn.Conv2d(1, 1, 3), pool if isinstance(pool, nn.Module) else _Fn(pool))
+    e = receptive_field_empirical(net, "1", 11, in_channels=1, unit=(1, 2))
+    assert (e.box, e.pixels) == ((3, 6, 7, 10), 25)
+
+
+class _Squares(nn.Module):
+    """y = 0.01·x, then squared 12 times (y·y, or in place y.mul_(copy of y)): on the positive copy (a 3x3
+    conv of ones is 9) the values would underflow to 0 (0.09^4096) without the per-product rescaling, and
+    the gradient with them."""
+
+    def __init__(self, inplace: bool) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * 0.01
+        for k in range(12):
+            if self.inplace and k % 2:
+                y.mul_(y.clone())
+            else:
+                y = y * y
+        return y
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_empirical_field_through_repeated_products(inplace: bool) -> None:
+    """Products of image-dependent tensors do not change the field: conv 3x3 -> squares -> conv 3x3 is a 5x5
+    field; unit (2, 3) sees rows 2..6, columns 3..7."""
+    net = nn.Sequential(nn.Conv2d(1, 1, 3), _Squares(inplace), nn.Conv2d(1, 1, 3))
+    e = receptive_field_empirical(net, "2", 11, in_channels=1, unit=(2, 3))
+    assert (e.box, e.pixels) == ((2, 3, 6, 7), 25)
