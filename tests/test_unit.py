@@ -817,3 +817,58 @@ def test_empirical_field_through_repeated_products(inplace: bool) -> None:
     net = nn.Sequential(nn.Conv2d(1, 1, 3), _Squares(inplace), nn.Conv2d(1, 1, 3))
     e = receptive_field_empirical(net, "2", 11, in_channels=1, unit=(2, 3))
     assert (e.box, e.pixels) == ((2, 3, 6, 7), 25)
+
+
+# ------------------------------------------------- empirical field through dilated / index-returning max pools
+class _PoolBetweenConvs(nn.Module):
+    """conv 3x3 -> pool -> conv 3x3 (the pool may return indices)."""
+
+    def __init__(self, pool: nn.Module) -> None:
+        super().__init__()
+        self.a, self.p, self.b = nn.Conv2d(1, 2, 3), pool, nn.Conv2d(2, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.p(self.a(x))
+        return self.b(y[0] if isinstance(y, tuple) else y)
+
+
+@pytest.mark.parametrize(
+    ("pool", "size", "box"),
+    [
+        # unit (3, 4) of b reads pool rows 3..5; each reads a-rows r, r+2, r+4 (dilation 2): a-rows 3..9, which
+        # read input rows 3..11 (9 rows); columns the same from 4: 4..12
+        (nn.MaxPool2d(3, 1, dilation=2), (9, 9), (3, 4, 11, 12)),
+        # no dilation, indices returned: pool rows 3..5 read a-rows 3..7, input rows 3..9 (7x7)
+        (nn.MaxPool2d(3, 1, return_indices=True), (7, 7), (3, 4, 9, 10)),
+        (nn.MaxPool2d(3, 1, dilation=(2, 1), return_indices=True), (9, 7), (3, 4, 11, 10)),
+    ],
+)
+def test_empirical_field_through_a_dilated_or_index_returning_max_pool(pool, size, box) -> None:
+    """Every pixel of a (dilated) max-pool window reaches the unit (the mean of the window, not the max of the
+    all-ones probe, whose gradient goes to one pixel): the field worked by hand, and equal to the traced one."""
+    from convlens.graph import trace
+    from convlens.inspect.rf import receptive_field_empirical
+
+    m = _PoolBetweenConvs(pool)
+    r = receptive_field_empirical(m, "b", 15, in_channels=1, unit=(3, 4))
+    assert (r.size, r.box, r.pixels) == (size, box, size[0] * size[1])
+    g = trace(m, (1, 15, 15)).geometry("b")
+    assert g.receptive_field == size
+
+
+def test_empirical_field_through_an_adaptive_max_pool_returning_indices() -> None:
+    """adaptive_max_pool2d(.., 2, return_indices=True) on a 13x13 map: each output unit reads its whole window
+    (rows 0..6 for unit 0: start floor(0*13/2) = 0, end ceil(13/2) = 7), then a 1x1 conv; unit (0, 0) of the
+    1x1 conv sees input rows/cols 0..8 through the first 3x3 conv (9x9)."""
+    from convlens.inspect.rf import receptive_field_empirical
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(F.adaptive_max_pool2d(self.a(x), 2, return_indices=True)[0])
+
+    r = receptive_field_empirical(Net(), "b", 15, in_channels=1, unit=(0, 0))
+    assert (r.size, r.box) == ((9, 9), (0, 0, 8, 8))

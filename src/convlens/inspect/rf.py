@@ -42,7 +42,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from convlens.errors import InputError, LayerError
-from convlens.graph import Geometry, torch_functions, trace
+from convlens.graph import Geometry, int_pair, torch_functions, trace
 from convlens.hooks import capture, device_of, preserve_state
 from convlens.layers import resolve
 
@@ -169,11 +169,18 @@ class _Monotone(TorchFunctionMode):
                     bool(a.get("ceil_mode", False)),
                     True,
                 )
+            # dilated windows or indices asked for: the real op gives the output size (and the indices), the
+            # values are the mean over the same dilated window, so every pixel of it gets gradient
+            real = func(*args, **kwargs)
+            values = _window_mean(a, real[0] if isinstance(real, tuple) else real)
+            return (values, real[1]) if isinstance(real, tuple) else values
         if func in _ADAPTIVE_MAX:
             a = dict(zip(("input", "output_size", "return_indices"), args))
             a.update(kwargs)
+            mean = F.adaptive_avg_pool2d(a["input"], a["output_size"])
             if not a.get("return_indices"):
-                return F.adaptive_avg_pool2d(a["input"], a["output_size"])
+                return mean
+            return mean, func(*args, **kwargs)[1]
         out = func(*args, **kwargs)
         if func in _PRODUCTS and isinstance(out, torch.Tensor) and out.is_floating_point():
             n_dep = sum(1 for t in args if isinstance(t, torch.Tensor) and t.requires_grad)
@@ -184,6 +191,27 @@ class _Monotone(TorchFunctionMode):
                     return out.div_(scale)
                 return out / scale
         return out
+
+
+def _window_mean(a: Mapping[str, Any], like: torch.Tensor) -> torch.Tensor:
+    """Mean of each (dilated) max-pool window, shaped like the max pool's output ``like``: a depthwise
+    convolution with a constant kernel over the zero-padded input (padded further at the bottom/right for
+    ``ceil_mode``'s extra windows)."""
+    x = a["input"]
+    batched = x.ndim == 4
+    x = x if batched else x.unsqueeze(0)
+    k = int_pair(a["kernel_size"], 1)
+    s = int_pair(a.get("stride") or a["kernel_size"], 1)
+    p = int_pair(a.get("padding", 0), 0)
+    d = int_pair(a.get("dilation", 1), 1)
+    ho, wo = like.shape[-2:]
+    need = [(n - 1) * st + dl * (kk - 1) + 1 for n, st, dl, kk in zip((ho, wo), s, d, k, strict=True)]
+    extra = [max(0, nd - (size + 2 * pp)) for nd, size, pp in zip(need, x.shape[-2:], p, strict=True)]
+    x = F.pad(x, (p[1], p[1] + extra[1], p[0], p[0] + extra[0]))
+    c = x.shape[1]
+    w = torch.full((c, 1, *k), 1.0 / (k[0] * k[1]), dtype=x.dtype, device=x.device)
+    out = F.conv2d(x, w, stride=s, dilation=d, groups=c)[..., :ho, :wo]
+    return out if batched else out.squeeze(0)
 
 
 def _positive_tensors(model: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
