@@ -974,3 +974,110 @@ def test_slice_geometry_by_hand() -> None:
 def test_slice_geometry_refuses(key: object) -> None:
     assert _slice_geometry(_g((0, 2, 2, 2), (0, 4, 1, 1)), (1, 3, 7, 16), key) is None
     assert _slice_geometry(_g((0, 2, 2, 2), (0, 4, 1, 1), dims=None), (1, 3, 7, 16), slice(None)) is None
+
+
+# ------------------------------------------------------------------ the positive copy: which tensors are replaced
+class _RootKernel(nn.Module):
+    """A 3x3 kernel held by the root module itself, pruned to its centre tap, then a child 3x3 conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, 1, 3, 3))
+        with torch.no_grad():
+            self.weight[0, 0, 1, 1] = 1.0
+        self.body = nn.Conv2d(1, 1, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(F.conv2d(x, self.weight))
+
+
+class _NormGate(nn.Module):
+    """1x1 conv -> BatchNorm -> squeeze-excitation style product z · mean(z)."""
+
+    def __init__(self, running_mean: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+        self.bn = nn.BatchNorm2d(2)
+        self.bn.running_mean.fill_(running_mean)
+        self.out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.bn(self.conv(x))
+        return self.out(z * z.mean((2, 3), keepdim=True))
+
+
+class _MaskedConv(nn.Module):
+    """A PixelCNN-style causal conv: the kernel times a fixed 0/1 mask buffer (taps right of and below the
+    centre cut), then a 1x1 conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        mask = torch.ones(1, 1, 3, 3)
+        mask[0, 0, 1, 2] = 0
+        mask[0, 0, 2, :] = 0
+        self.register_buffer("mask", mask)
+        self.out = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.conv2d(x, self.conv.weight * self.mask, self.conv.bias, padding=1))
+
+
+class _DeepWide(nn.Module):
+    """3x3 conv to 256 channels, 130 pointwise Linear 256 -> 256 on the channels-last map (ConvNeXt's
+    pointwise layers), then a product z · mean(z)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(1, 256, 3)
+        self.body = nn.Sequential(*[nn.Linear(256, 256) for _ in range(130)])
+        self.out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.body(self.inp(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.out(z * z.mean((2, 3), keepdim=True))
+
+
+class _BlurPool(nn.Module):
+    """Anti-aliased downsampling: a fixed binomial [1, 2, 1]² / 16 kernel kept as a float32 buffer, applied per
+    channel with stride 2 (the buffer IS the conv weight, so it must follow the probe to float64)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        row = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("filt", (row[:, None] * row[None, :] / 16).expand(2, 1, 3, 3).clone())
+        self.out = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.conv2d(self.conv(x), self.filt, stride=2, padding=1, groups=2))
+
+
+def test_positive_copy_replaces_root_parameters_norm_statistics_not_masks() -> None:
+    """The measurement runs on a copy whose weights are positive constants and whose BatchNorm statistics are
+    mean 0 / variance 1, while other buffers (a mask) are the model's own. Boxes by hand:
+    * root-level kernel (pruned to one tap in the real model) + 3x3 conv: 5x5 on a 9x9 probe, unit (2, 2)
+      sees rows/cols 2..6; on the real weights it would be the 3x3 of the child conv alone;
+    * BatchNorm with running mean 1 after a 1x1 conv whose copy outputs exactly 1: with the mean reset to 0
+      the normalised map is 1/sqrt(1 + eps) > 0 and the gate sees the whole 5x5 probe (a kept mean of 1
+      would make the map 0 and the product z · mean(z) would have no gradient at all);
+    * the causal mask keeps the row above (3 taps) and the centre row up to the centre (2 taps): unit (4, 4)
+      of a 9x9 probe sees rows 3..4, cols 3..5, 5 pixels;
+    * a blur buffer used as a stride-2 conv weight: 3x3 conv (padding 1) then 3x3 at stride 2 (padding 1) is a
+      5x5 field; unit (3, 3) of the 6x6 output of an 11x11 probe is centred on input pixel 6: rows 4..8."""
+    e = receptive_field_empirical(_RootKernel(), "body", 9, in_channels=1)
+    assert (e.unit, e.box, e.pixels) == ((2, 2), (2, 2, 6, 6), 25)
+    e = receptive_field_empirical(_NormGate(1.0).eval(), "out", 5, in_channels=1)
+    assert (e.unit, e.box, e.pixels) == ((2, 2), (0, 0, 4, 4), 25)
+    e = receptive_field_empirical(_MaskedConv(), "out", 9, in_channels=1)
+    assert (e.unit, e.box, e.size, e.pixels) == ((4, 4), (3, 3, 4, 5), (2, 3), 5)
+    e = receptive_field_empirical(_BlurPool(), "out", 11, in_channels=1)
+    assert (e.unit, e.box, e.pixels) == ((3, 3), (4, 4, 8, 8), 25)
+
+
+def test_positive_copy_stays_finite_through_depth_and_width() -> None:
+    """Each weight is 1/C_in (a channel average per tap), so a pointwise Linear maps the copy's value 1 to 1 at
+    any width and depth. (A plain channel sum would reach 256^130 = 2^1040 > float64's 2^1024: inf, and the gate's
+    rescaling inf/inf gives a NaN gradient.) The gate makes the field global: the whole 7x7 probe."""
+    e = receptive_field_empirical(_DeepWide(), "out", 7, in_channels=1)
+    assert (e.box, e.pixels) == ((0, 0, 6, 6), 49)
