@@ -78,8 +78,9 @@ def prepare(module: str, tests: list[str]) -> Path:
     return work
 
 
-def run(module: str, tests: list[str], max_children: int) -> dict[str, int | float]:
-    work = prepare(module, tests)
+def _mutmut_env() -> dict[str, str]:
+    """The environment of every mutmut run: one torch thread per worker that does not spin, strict tracing, the
+    fast hypothesis profile, and no PYTHONPATH (the scratch copy's mutated source must be the one imported)."""
     env = dict(
         os.environ,
         OMP_NUM_THREADS="1",
@@ -88,6 +89,12 @@ def run(module: str, tests: list[str], max_children: int) -> dict[str, int | flo
         CONVLENS_HYPOTHESIS_PROFILE="mutation",
     )
     env.pop("PYTHONPATH", None)
+    return env
+
+
+def run(module: str, tests: list[str], max_children: int) -> dict[str, int | float]:
+    work = prepare(module, tests)
+    env = _mutmut_env()
     globs = _config()["convlens-mutation"].get("functions", {}).get(module, [])  # mutant-name globs, if narrowed
     cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(max_children), *globs]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, check=False)
@@ -189,14 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown module {unknown[0]!r}; core modules: {', '.join(table)}")
     if a.recheck:
-        env = dict(
-            os.environ,
-            OMP_NUM_THREADS="1",
-            OMP_WAIT_POLICY="PASSIVE",
-            CONVLENS_STRICT_TRACE="1",
-            CONVLENS_HYPOTHESIS_PROFILE="mutation",
-        )
-        env.pop("PYTHONPATH", None)
+        env = _mutmut_env()
         for m in mods:
             left = recheck(
                 prepare(m, table[m]), env, a.max_children, alone=not a.no_alone
