@@ -258,3 +258,104 @@ def test_spatial_frequency_matches_numpy_and_has_an_inclusive_noise_floor() -> N
     assert spatial_frequency(pair) == (None, None)
     mean_r = (0.25 + 2 * np.sqrt(1 / 8) + np.sqrt(5 / 16)) / 4  # = 0.3790...
     assert spatial_frequency(2 * pair) == pytest.approx((mean_r, 0.75), rel=1e-12)
+
+
+class _CalledOutOfOrder(nn.Module):
+    """Registered a, b, act, head; called b -> act -> a -> head. The head only takes a 9x9 image (7x7 after b),
+    so a probe at any other size fails and only the real input size finds the conv that reads the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 1)
+        self.b = nn.Conv2d(3, 3, 3)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(3 * 7 * 7, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.a(self.act(self.b(x))).flatten(1))
+
+
+def _frequencies_numpy(maps: np.ndarray) -> tuple[float, float]:
+    """Independent numpy version of the documented definition: per-channel mean removed, power |FFT2|^2 summed
+    over channels, radial frequency sqrt(fy^2 + fx^2) in cycles/pixel; (power-weighted mean, share above 0.25)."""
+    m = maps.astype(np.float64) - maps.mean(axis=(1, 2), keepdims=True)
+    power = (np.abs(np.fft.fft2(m)) ** 2).sum(0)
+    fy, fx = np.meshgrid(np.fft.fftfreq(maps.shape[1]), np.fft.fftfreq(maps.shape[2]), indexing="ij")
+    r = np.hypot(fy, fx)
+    return float((power * r).sum() / power.sum()), float(power[r > 0.25].sum() / power.sum())
+
+
+def test_depth_profile_every_field_by_hand_on_a_net_called_out_of_registration_order() -> None:
+    """A batch of 3 (only the first image is profiled) through b = Conv(3->3, 3x3), a ReLU, a = Conv(3->3, 1x1)
+    and a linear head. By hand: b has 3·3·3·3 + 3 = 84 weights and 7·7 outputs x 3 channels x 27 MACs = 3969
+    MACs; the ReLU 0 and 0; a has 3·3 + 3 = 12 weights and 147 x 3 = 441 MACs; the head (147 -> 2) 147·2 + 2 =
+    296 weights and 294 MACs, a flat output (spatial 1x1, no jump, no frequencies) that sees the whole 9x9
+    image. Nothing is left for a head after the last stage (0). The conv that reads the image is b, the first
+    one called, although a is registered first."""
+    torch.manual_seed(0)
+    net = _CalledOutOfOrder().eval()
+    x = torch.rand(3, 3, 9, 9, generator=torch.Generator().manual_seed(1))
+    p = depth_profile(net, x, ["b", "act", "a", "head"])
+    assert (p.model, p.input_shape, p.head_weights, p.first_conv) == ("_CalledOutOfOrder", (9, 9, 3), 0, "b")
+    assert torch.equal(p.kernels, net.b.weight.detach())
+    rows = [
+        (s.name, s.spatial, s.channels, s.receptive_field, s.jump, s.activations, s.weights, s.macs) for s in p.stages
+    ]
+    assert rows == [
+        ("b", (7, 7), 3, (3, 3), (1, 1), 147, 84, 3969),
+        ("act", (7, 7), 3, (3, 3), (1, 1), 147, 0, 0),
+        ("a", (7, 7), 3, (3, 3), (1, 1), 147, 12, 441),
+        ("head", (1, 1), 2, (9, 9), None, 2, 296, 294),
+    ]
+    head = p.stages[-1]
+    assert (head.mean_frequency, head.high_frequency, head.mean_frequency_input) == (None, None, None)
+    with torch.no_grad():
+        b = net.b(x[:1])[0]
+        maps = {"b": b, "act": torch.relu(b), "a": net.a(torch.relu(b)[None])[0]}
+    for s in p.stages[:3]:
+        mean, high = _frequencies_numpy(maps[s.name].numpy())
+        assert s.mean_frequency == pytest.approx(mean, rel=1e-9)
+        assert s.high_frequency == pytest.approx(high, rel=1e-9)
+        assert s.mean_frequency_input == pytest.approx(mean, rel=1e-9)  # jump 1: the same in input pixels
+        assert torch.equal(p.maps[s.name], maps[s.name])
+    assert depth_profile(net, x, ["a"], name="my net").model == "my net"
+
+
+def test_depth_profile_of_a_stage_that_is_the_input_itself() -> None:
+    """An identity first layer outputs the input: its field is one pixel, its jump 1, no weights, no MACs."""
+    net = nn.Sequential(nn.Identity(), nn.Conv2d(3, 2, 3))
+    p = depth_profile(net, torch.rand(1, 3, 9, 9), ["0", "1"])
+    rows = [(s.name, s.spatial, s.receptive_field, s.jump, s.weights, s.macs) for s in p.stages]
+    # the conv: 2·3·3·3 + 2 = 56 weights, 7·7·2 outputs x 27 MACs = 2646
+    assert rows == [("0", (9, 9), (1, 1), (1, 1), 0, 0), ("1", (7, 7), (3, 3), (1, 1), 56, 2646)]
+
+
+@pytest.mark.parametrize("x", [np.zeros((1, 3, 8, 8), np.float32), [[1.0, 2.0]], torch.zeros(3, 8, 8)])
+def test_depth_profile_refuses_what_is_not_an_image_batch(x: object) -> None:
+    net = nn.Sequential(nn.Conv2d(3, 2, 3))
+    with pytest.raises(InputError, match=r"^x must be an \(N, C, H, W\) tensor, got "):
+        depth_profile(net, x)  # type: ignore[arg-type]
+
+
+class _WithConstant(nn.Module):
+    """A stage whose output does not depend on the image (a learned-constant branch): it sees no pixel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 3)
+        self.k = _Ones()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(x) + self.k(x)
+
+
+class _Ones(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ones(1, 3, 7, 7)
+
+
+def test_depth_profile_of_a_stage_that_sees_no_pixel() -> None:
+    p = depth_profile(_WithConstant(), torch.rand(1, 3, 9, 9), ["c", "k"])
+    k = p.stages[1]
+    assert (k.spatial, k.channels, k.activations, k.weights, k.macs) == ((7, 7), 3, 147, 0, 0)
+    assert (k.receptive_field, k.jump, k.mean_frequency, k.high_frequency) == (None, None, None, None)
