@@ -160,6 +160,8 @@ def test_channels_last_and_token_stages() -> None:
     assert p.maps["3"].shape == (10, 8, 12) and torch.allclose(p.maps["3"], nchw)
     assert by["3"].mean_frequency == pytest.approx(spatial_frequency(nchw)[0])
     assert by["6"].channels == 5
+    # a token sequence (N, L, D) stays one: no grid of its own, D channels, L·D activations, no frequencies
+    assert (by["6"].spatial, by["6"].activations, by["6"].mean_frequency) == ((1, 1), 8 * 12 * 5, None)
 
 
 def test_cli_table_columns_stay_aligned_with_long_stage_names(
@@ -359,3 +361,96 @@ def test_depth_profile_of_a_stage_that_sees_no_pixel() -> None:
     k = p.stages[1]
     assert (k.spatial, k.channels, k.activations, k.weights, k.macs) == ((7, 7), 3, 147, 0, 0)
     assert (k.receptive_field, k.jump, k.mean_frequency, k.high_frequency) == (None, None, None, None)
+
+
+class _KerasConv(nn.Module):
+    """A Keras-style layer: its weights live in a ParameterDict (never called itself), used by F.conv2d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.ParameterDict(
+            {"kernel": nn.Parameter(torch.randn(4, 3, 3, 3)), "bias": nn.Parameter(torch.zeros(4))}
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x, self.w["kernel"], self.w["bias"])
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = _KerasConv()
+        self.post = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(self.inner(x))
+
+
+class _Bookkeeping(nn.Module):
+    """Root parameter, nested Keras-style weights, a conv called twice, a module that never runs, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.full((1, 3, 1, 1), 0.5))
+        self.block = _Block()
+        self.tied = nn.Conv2d(4, 4, 1)
+        self.act = nn.ReLU()
+        self.unused = nn.Linear(10, 10)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.tied(self.block(x + self.token))
+        return self.head(self.tied(self.act(y)).mean((2, 3)))
+
+
+def test_depth_profile_weights_go_to_the_stage_of_their_first_use() -> None:
+    """By hand, on a 9x9 image: the root parameter (3 values) counts in the first stage; the Keras-style kernel
+    4·3·3·3 + 4 = 112 in 'block.inner' (its ParameterDict is never called: the weights belong to the module
+    that holds it); 'block.post' 4·4 + 4 = 20 in 'block'; 'tied' (20, called before and after the ReLU)
+    once, in the first stage that ends after its FIRST call ('act'); nothing for 'tied''s own stage; the
+    module that never runs is not counted; the head 4·2 + 2 = 10. MACs: 7·7·4 outputs x 27 = 5292 for the
+    3x3 conv, 7·7·4 x 4 = 784 for each 1x1 call. There is no nn.Conv2d reading the image: no first conv."""
+    torch.manual_seed(0)
+    p = depth_profile(_Bookkeeping(), torch.rand(1, 3, 9, 9), ["block.inner", "block", "act", "tied"])
+    assert [(s.name, s.weights, s.macs) for s in p.stages] == [
+        ("block.inner", 3 + 112, 5292),
+        ("block", 20, 784),
+        ("act", 20, 784),
+        ("tied", 0, 784),
+    ]
+    assert (p.head_weights, p.first_conv, p.kernels) == (10, None, None)
+
+
+class _Stored(nn.Module):
+    """Returns a stored map: its output comes from no traced operation, so it has no place in the graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("m", torch.rand(1, 4, 7, 7, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m
+
+
+class _UsesStored(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3)
+        self.stored = _Stored()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(x) * self.stored(x)
+
+
+def test_depth_profile_of_a_stage_outside_the_traced_graph() -> None:
+    """No receptive field or jump for a map the trace cannot place; its size, channels and (0) weights are
+    still reported, and the conv's stage is unaffected (3·4·9 + 4 = 112 weights, 7·7·4 x 27 = 5292 MACs)."""
+    p = depth_profile(_UsesStored(), torch.rand(1, 3, 9, 9), ["c", "stored"])
+    by = {s.name: s for s in p.stages}
+    assert (by["stored"].spatial, by["stored"].receptive_field, by["stored"].jump, by["stored"].weights) == (
+        (7, 7),
+        None,
+        None,
+        0,
+    )
+    assert (by["c"].receptive_field, by["c"].weights, by["c"].macs) == ((3, 3), 112, 5292)
