@@ -872,3 +872,23 @@ def test_empirical_field_through_an_adaptive_max_pool_returning_indices() -> Non
 
     r = receptive_field_empirical(Net(), "b", 15, in_channels=1, unit=(0, 0))
     assert (r.size, r.box) == ((9, 9), (0, 0, 8, 8))
+
+
+def test_effective_field_statistics_by_hand_with_irrational_radii() -> None:
+    """One 3x3 conv, unit (0, 2, 2) of a 7x7 image: ∂y/∂x is the kernel, |w| summed over the 3 colours is
+    3 at the 4 corners and 0.3 at the 5 other taps (total 12 + 1.5 = 13.5). Around the box centre (2, 2):
+    the centre holds 0.3/13.5 = 0.0222, the 4 edge taps 4·0.3/13.5 = 0.0889, so 50 % and 90 % are both
+    first reached at the corners, at radius √2 = 1.41421356... -> 1.4142 (4 decimals). All mass is in the
+    box; the support is the 3x3 window (1, 1)-(3, 3)."""
+    net = nn.Sequential(nn.Conv2d(3, 1, 3, bias=False))
+    with torch.no_grad():
+        w = torch.full((3, 3), 0.1)
+        w[0, 0] = w[0, 2] = w[2, 0] = w[2, 2] = -1.0  # |w| counts: the sign must not matter
+        net[0].weight.copy_(w.expand(1, 3, 3, 3))
+    e = effective_receptive_field(net, torch.rand(1, 3, 7, 7), "0", (0, 1, 1))
+    assert (e.layer, e.at, e.center, e.support_box) == ("0", (0, 1, 1), (2.0, 2.0), (1, 1, 3, 3))
+    assert e.zero_gradient is False
+    assert (e.mass_in_box, e.r50, e.r90) == (1.0, 1.4142, 1.4142)
+    expected = np.zeros((7, 7))
+    expected[1:4, 1:4] = [[3.0, 0.3, 3.0], [0.3, 0.3, 0.3], [3.0, 0.3, 3.0]]
+    assert e.map == pytest.approx(expected / 13.5, abs=1e-7)
