@@ -294,3 +294,53 @@ def test_create_graph_maps_carry_parameter_gradients_equal_to_finite_differences
             p[idx] = old
         fd = (up - down) / (2 * h)
         assert float(grads[pi][idx]) == pytest.approx(fd, rel=2e-2, abs=1e-3)
+
+
+# -- hand-worked cases for the weight functions and the shared pipeline (mutation testing, issue 19) -------------
+
+
+def _pc_oracle(m: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """numpy's first principal component of each (C, h, w) stack: positions x channels, channel means removed,
+    projected on the first right singular vector, signed to correlate positively with ``ref`` (N, h, w)."""
+    out = []
+    for mi, ri in zip(m.astype(np.float64), ref.astype(np.float64), strict=True):
+        flat = mi.reshape(mi.shape[0], -1).T
+        flat = flat - flat.mean(0)
+        _, _, vt = np.linalg.svd(flat)
+        proj = flat @ vt[0]
+        r = ri.ravel() - ri.mean()
+        out.append((proj if proj @ r >= 0 else -proj).reshape(mi.shape[1:]))
+    return np.stack(out)
+
+
+def test_first_component_treats_nan_and_inf_as_zero():
+    from convlens.explain.base import first_component
+
+    nan, inf = float("nan"), float("inf")
+    # one channel: the first right singular vector of an (hw, 1) matrix is [+-1], so the map is the channel with
+    # its mean removed, signed to correlate with the channel sum (the channel itself):
+    # cleaned [0, 1, 0, 0], mean 0.25 -> [-0.25, 0.75, -0.25, -0.25]
+    m = torch.tensor([[[[nan, 1.0], [inf, -inf]]]])
+    want = torch.tensor([[[-0.25, 0.75], [-0.25, -0.25]]])
+    assert torch.allclose(first_component(m), want, atol=1e-7)
+    # three channels, two images: numpy's SVD of the matrix with every non-finite entry written as 0
+    a = torch.rand(2, 3, 3, 4, generator=torch.Generator().manual_seed(0))
+    a[0, 0, 1, 2], a[0, 2, 0, 0], a[1, 1, 2, 3], a[1, 0, 0, 1] = nan, inf, -inf, nan
+    clean = np.where(np.isfinite(a.numpy()), a.numpy(), 0.0)
+    want = _pc_oracle(clean, clean.sum(1))
+    assert np.abs(first_component(a).numpy() - want).max() < 1e-5
+
+
+def test_first_component_sign_follows_the_reference():
+    from convlens.explain.base import first_component
+
+    m = torch.tensor([[[[0.0, 1.0], [2.0, 5.0]]]])  # one channel, mean 2
+    p = torch.tensor([[[-2.0, -1.0], [0.0, 3.0]]])  # the channel minus its mean: the map up to its sign
+    assert torch.allclose(first_component(m), p)  # default reference: the channel sum, i.e. the channel
+    assert torch.allclose(first_component(m, reference=-m[:, 0]), -p)  # a given reference decides
+    # r (mean 0): sum p*r = 2 - 0.01 + 0 + 1.47 = 3.46 > 0 -> +p; its ratios p/r (2 - 100 + 0 + 6.1) would say -p
+    r = torch.tensor([[[-1.0, 0.01], [0.5, 0.49]]])
+    assert torch.allclose(first_component(m, reference=r), p)
+    # a constant reference ties (zero correlation either way): the map keeps the SVD's sign, never zeros
+    tie = first_component(m, reference=torch.full((1, 2, 2), 3.0))
+    assert torch.allclose(tie, p) or torch.allclose(tie, -p)
