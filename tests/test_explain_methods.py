@@ -344,3 +344,28 @@ def test_first_component_sign_follows_the_reference():
     # a constant reference ties (zero correlation either way): the map keeps the SVD's sign, never zeros
     tie = first_component(m, reference=torch.full((1, 2, 2), 3.0))
     assert torch.allclose(tie, p) or torch.allclose(tie, -p)
+
+
+class _Log(nn.Module):
+    def forward(self, x):
+        return torch.log(x)  # -inf where x == 0
+
+
+class _CleanMean(nn.Module):
+    def forward(self, a):
+        return torch.nan_to_num(a, neginf=0.0).mean((2, 3))
+
+
+def test_eigencam_sign_convention_holds_when_activations_are_not_finite():
+    """A layer giving -inf at some positions (log of 0): the principal component treats them as 0, and its sign
+    must still make the map correlate positively with the mean activation over channels (of the same cleaned
+    activations). The reference used to be the raw channel mean, -inf there, which left every image's sign to the
+    SVD backend (3 of these 8 maps came out flipped)."""
+    x = torch.rand(8, 4, 5, 5, generator=torch.Generator().manual_seed(0)) + 0.5
+    x[:, :, 2, 3] = 0.0
+    x[:, 1, 0, 0] = 0.0
+    net = nn.Sequential(_Log(), _CleanMean())
+    res = explain(net, x, "eigencam", "0", 0)
+    clean = torch.nan_to_num(torch.log(x), neginf=0.0).numpy()
+    want = _pc_oracle(clean, clean.mean(1))
+    assert np.abs(res.raw["0"].numpy() - want).max() < 1e-4

@@ -267,7 +267,7 @@ class EigenCAM(BaseCAM):
     and :math:`v_1` its first right singular vector, :math:`M = \tilde A v_1` (reshaped to h x w).
     The sign of :math:`v_1` is arbitrary; convlens picks the one whose map correlates positively with
     the mean activation over channels (salient = strongly activated), so results are reproducible
-    across SVD backends. Targets only set the reported class and score.
+    across SVD backends. Non-finite activations count as 0, in the component and in that mean. Targets only set the reported class and score.
 
     Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal Components", IJCNN 2020.
     https://arxiv.org/abs/2008.00299
@@ -283,7 +283,9 @@ class EigenCAM(BaseCAM):
     uses_gradients = False
 
     def combine(self, a: torch.Tensor, g: torch.Tensor | None, ctx: CAMContext) -> torch.Tensor:
-        return first_component(a, reference=a.mean(1))
+        # the default reference, the channel sum of the cleaned activations, has the channel mean's sign; a
+        # reference taken from the raw activations would carry their inf/NaN and lose the sign convention
+        return first_component(a)
 
 
 class EigenGradCAM(BaseCAM):
