@@ -369,3 +369,83 @@ def test_eigencam_sign_convention_holds_when_activations_are_not_finite():
     clean = torch.nan_to_num(torch.log(x), neginf=0.0).numpy()
     want = _pc_oracle(clean, clean.mean(1))
     assert np.abs(res.raw["0"].numpy() - want).max() < 1e-4
+
+
+class _Weighted(nn.Module):
+    """Logits ``y_k = sum_{c,ij} W[k, c, ij] f(A)_{c,ij}`` of an (N, C, h, w) input, f = identity or tanh: the
+    gradient of class k at the input is ``W[k]`` (times ``1 - tanh(A)^2``), known in closed form."""
+
+    def __init__(self, w: torch.Tensor, tanh: bool = False):
+        super().__init__()
+        self.w = nn.Parameter(w)
+        self.tanh = tanh
+
+    def forward(self, a):
+        f = torch.tanh(a) if self.tanh else a
+        return torch.einsum("kcij,ncij->nk", self.w, f)
+
+
+def _smooth_oracle(x, w, targets, num_samples, std, seed):
+    """Smooth Grad-CAM++ of ``Identity -> _Weighted(w, tanh=True)`` at the identity layer, written out: noise
+    drawn as documented (a CPU generator seeded with ``seed``, one float32 (N, C, H, W) draw per sample), the
+    gradient of y_t at the noisy copy ``W[t] (1 - tanh(x + eps)^2)``, D^p its mean p-th power, then
+    alpha = D2 / (2 D2 + sum_ab A D3 + 1e-6) (0 where D2 = 0), w_c = sum_ij alpha relu(D1), raw = sum_c w_c A_c."""
+    gen = torch.Generator().manual_seed(seed)
+    grads = []
+    for _ in range(num_samples):
+        xn = x + torch.randn(x.shape, generator=gen, dtype=torch.float32) * std
+        grads.append(w[targets] * (1 - torch.tanh(xn) ** 2))
+    g = torch.stack(grads)
+    d1, d2, d3 = g.mean(0), (g**2).mean(0), (g**3).mean(0)
+    alpha = d2 / (2 * d2 + x.sum((2, 3), keepdim=True) * d3 + 1e-6)
+    alpha = torch.where(d2 != 0, alpha, torch.zeros_like(alpha))
+    wc = (alpha * torch.relu(d1)).sum((2, 3))
+    return (wc[:, :, None, None] * x).sum(1)
+
+
+@pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64])
+def test_smoothgradcampp_weights_equal_the_formula_on_a_tanh_head(default_dtype):
+    """Unlike a conv + GAP head (ResNet's layer4), a tanh after the layer makes its gradient depend on the noise, so
+    which noise, its sign, and the mean over samples all show. The noise stays a float32 draw (reproducible) when
+    a student's default dtype is float64, whose draw from the same seed is another sequence."""
+    torch.manual_seed(123)  # the global generator must not be the one used
+    x = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(0)) - 0.3
+    w = torch.randn(4, 3, 4, 5, generator=torch.Generator().manual_seed(1))
+    net = nn.Sequential(nn.Identity(), _Weighted(w.clone(), tanh=True))
+    want = _smooth_oracle(x, w, torch.tensor([2, 0]), num_samples=3, std=0.4, seed=5)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(default_dtype)
+    try:
+        res = explain(net, x, "smoothgradcam++", "0", [2, 0], num_samples=3, std=0.4, seed=5)
+    finally:
+        torch.set_default_dtype(old)
+    assert torch.allclose(res.raw["0"], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gradcam++", "smoothgradcam++"])
+def test_gradcampp_where_the_gradient_is_exactly_one(name):
+    """A linear head with W[t] = 1: G = 1 at every position (also for every noisy copy), so
+    alpha_c = 1 / (2 + sum_ab A_c + 1e-6) and w_c = hw alpha_c (relu(1) = 1)."""
+    x = torch.rand(1, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    w = torch.zeros(2, 2, 3, 3)
+    w[1] = 1.0
+    net = nn.Sequential(nn.Identity(), _Weighted(w))
+    res = explain(net, x, name, "0", 1)
+    alpha = 1.0 / (2.0 + x.sum((2, 3)) + 1e-6)  # (1, C)
+    want = ((9 * alpha)[:, :, None, None] * x).sum(1)
+    assert torch.allclose(res.raw["0"], want, rtol=1e-6)
+
+
+def test_xgradcam_channel_whose_activations_sum_to_zero():
+    """Channel 0 = [[1, -1, 0], [0, 0, 0]] sums to 0: w_0 = sum G A / (0 + 1e-7) = (2 * 1) / 1e-7 = 2e7 (the
+    guard's sign decides the weight's); channel 1 = 1..6, W[1, 1] = 0.5: w_1 = 0.5 * 21 / (21 + 1e-7)."""
+    x = torch.zeros(1, 2, 2, 3)
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 1.0, -1.0
+    x[0, 1] = torch.arange(1.0, 7.0).reshape(2, 3)
+    w = torch.zeros(2, 2, 2, 3)
+    w[1, 0, 0, 0] = 2.0
+    w[1, 1] = 0.5
+    net = nn.Sequential(nn.Identity(), _Weighted(w))
+    res = explain(net, x, "xgradcam", "0", 1)
+    want = 2e7 * x[:, 0] + 0.5 * 21 / (21 + 1e-7) * x[:, 1]
+    assert torch.allclose(res.raw["0"], want, rtol=1e-6)
