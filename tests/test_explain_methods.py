@@ -449,3 +449,64 @@ def test_xgradcam_channel_whose_activations_sum_to_zero():
     res = explain(net, x, "xgradcam", "0", 1)
     want = 2e7 * x[:, 0] + 0.5 * 21 / (21 + 1e-7) * x[:, 1]
     assert torch.allclose(res.raw["0"], want, rtol=1e-6)
+
+
+def test_target_scores_errors_say_what_the_output_or_callable_gave():
+    from convlens.explain.base import target_scores
+
+    out = torch.zeros(2, 3)
+    head = "a target callable must return one score per image, shape (2,), got "
+    with pytest.raises(InputError) as e:
+        target_scores(out, lambda o: o[:, :2], 2)
+    assert str(e.value) == head + "(2, 2)."
+    with pytest.raises(InputError) as e:
+        target_scores(out, lambda o: [1.0, 2.0], 2)
+    assert str(e.value) == head + "list."
+    need = (
+        "class targets need (N, classes) logits in the model output (a tensor, a tuple's first 2-D tensor or a "
+        "dict's 'logits'), got {}; pass a callable targets=fn(output) returning (N,) scores."
+    )
+    for output, got in ((torch.zeros(2, 3, 4), "(2, 3, 4)"), (torch.zeros(3, 5), "(3, 5)"), ([1, 2], "list")):
+        with pytest.raises(InputError) as e:
+            target_scores(output, 0, 2)
+        assert str(e.value) == need.format(got)
+
+
+def test_target_scores_of_a_callable_and_of_a_0d_tensor_target():
+    from convlens.explain.base import target_scores
+
+    out = torch.tensor([[1.0, 3.0, 0.0], [2.0, 0.0, 4.0]])
+    s, cls, probs = target_scores(out, lambda o: o[:, 2] * 2, 2)
+    assert s.tolist() == [0.0, 8.0] and cls.dtype == torch.long and cls.tolist() == [-1, -1] and probs is None
+    # a 0-d tensor is one class for every image: scores out[i, 1] = 3, 0; softmax probabilities by hand
+    s, cls, probs = target_scores(out, torch.tensor(1), 2)
+    assert s.tolist() == [3.0, 0.0] and cls.tolist() == [1, 1]
+    e = np.exp
+    want = [e(3) / (e(1) + e(3) + e(0)), e(0) / (e(2) + e(0) + e(4))]
+    assert np.allclose(probs.numpy(), want, rtol=1e-6)
+
+
+def _score_oracle(x, w, targets):
+    """Score-CAM at an identity layer under ``_Weighted(w)``: the upsampled channel is the channel itself,
+    H_c = (A_c - min) / (max - min + 1e-8), s_c = y_t(x * H_c), w = softmax_c(s), raw = sum_c w_c A_c."""
+    lo = x.amin((2, 3), keepdim=True)
+    hi = x.amax((2, 3), keepdim=True)
+    h = (x - lo) / (hi - lo + 1e-8)  # (N, C, H, W): one mask per channel
+    masked = x[:, None] * h[:, :, None]  # (N, C masks, C, H, W)
+    s = torch.einsum("ncij,nmcij->nm", w[targets], masked)
+    return (s.softmax(1)[:, :, None, None] * x).sum(1)
+
+
+def test_scorecam_on_a_non_square_input_with_a_tiny_range_channel_in_chunks():
+    """2 images x 3 channels = 6 masked copies in chunks of 4 (+ the first forward of 2): the head sees batches
+    of 4, then 2. Channel 2 of image 0 spans 2e-8: its mask peaks at 2e-8 / (2e-8 + 1e-8) = 2/3, not 1."""
+    x = torch.rand(2, 3, 2, 3, generator=torch.Generator().manual_seed(0))
+    x[0, 2] = torch.tensor([[0.0, 2e-8, 1e-8], [0.0, 0.5e-8, 1.5e-8]])
+    w = torch.randn(4, 3, 2, 3, generator=torch.Generator().manual_seed(1))
+    head = _Weighted(w.clone())
+    rows = []
+    head.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    net = nn.Sequential(nn.Identity(), head)
+    res = explain(net, x, "scorecam", "0", [3, 1], batch_size=4)
+    assert rows[-2:] == [4, 2]  # (before them: the first forward and a 1-image probe of the layer layouts)
+    assert torch.allclose(res.raw["0"], _score_oracle(x, w, torch.tensor([3, 1])), rtol=1e-5, atol=1e-7)
