@@ -352,10 +352,6 @@ def first_component(m: torch.Tensor, reference: torch.Tensor | None = None) -> t
     return (proj * sign[:, None]).reshape(n, h, w)
 
 
-def _flip(t: torch.Tensor) -> torch.Tensor:
-    return t.flip(-1)
-
-
 #: pytorch-grad-cam's test-time augmentations for ``aug_smooth`` (ttach: horizontal flip x multiply
 #: 0.9/1/1.1): (augment input, de-augment map) pairs, in ttach's order.
 _TTA: tuple[tuple[bool, float], ...] = tuple((f, k) for f in (False, True) for k in (0.9, 1.0, 1.1))
