@@ -510,3 +510,19 @@ def test_scorecam_on_a_non_square_input_with_a_tiny_range_channel_in_chunks():
     res = explain(net, x, "scorecam", "0", [3, 1], batch_size=4)
     assert rows[-2:] == [4, 2]  # (before them: the first forward and a 1-image probe of the layer layouts)
     assert torch.allclose(res.raw["0"], _score_oracle(x, w, torch.tensor([3, 1])), rtol=1e-5, atol=1e-7)
+
+
+def test_scorecam_and_smoothgradcampp_on_a_bfloat16_model():
+    """A bfloat16 model gets bfloat16 masked / noisy inputs (a float32 copy would not enter its einsum); the
+    weights still follow the formulas, within bfloat16's 3 significant digits."""
+    x = torch.rand(2, 3, 2, 3, generator=torch.Generator().manual_seed(0)).bfloat16()
+    w = torch.randn(4, 3, 2, 3, generator=torch.Generator().manual_seed(1)).bfloat16()
+    res = explain(nn.Sequential(nn.Identity(), _Weighted(w.clone())), x, "scorecam", "0", [3, 1])
+    want = _score_oracle(x.float(), w.float(), torch.tensor([3, 1]))
+    assert torch.allclose(res.raw["0"], want, rtol=5e-3)
+    x = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(0)).bfloat16() - 0.3
+    w = torch.randn(4, 3, 4, 5, generator=torch.Generator().manual_seed(1)).bfloat16()
+    net = nn.Sequential(nn.Identity(), _Weighted(w.clone(), tanh=True))
+    res = explain(net, x, "smoothgradcam++", "0", [2, 0], num_samples=3, std=0.4, seed=5)
+    want = _smooth_oracle(x.float(), w.float(), torch.tensor([2, 0]), num_samples=3, std=0.4, seed=5)
+    assert torch.allclose(res.raw["0"], want, rtol=5e-3, atol=5e-3)
