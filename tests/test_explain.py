@@ -589,3 +589,28 @@ def test_gradcam_channels_equal_captum_per_channel_layergradcam(resnet18_bundle)
     assert len(top) <= 5 and all(s > 0 for _, s in top)
     assert [ch for ch, _ in top] == c.contribution[0].topk(len(top)).indices.tolist()
     assert not model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_normalize_maps_worked_batch():
+    """Per-image min-max with the flat rule ``range <= 1e-6 * max(|max|, |min|)``, NaN or zero range -> zeros.
+    Image 1 sits exactly on the threshold: 1e-6 * 1e6 rounds to 1.0 in float32 and 1e6 - 999999 = 1, so it is
+    flat; image 4's range 2 is not (its values 999999, 1e6, 1000001 -> 0, 0.5, 1)."""
+    from convlens.explain.base import normalize_maps
+
+    nan = float("nan")
+    m = torch.tensor(
+        [
+            [[-0.125, 0.0, 0.125], [0.0625, -0.0625, 0.375]],  # min -1/8, range 1/2: (m + 1/8) * 2
+            [[999999.0, 1e6, 1e6], [1e6, 999999.0, 1e6]],  # range 1 = 1e-6 * 1e6: flat
+            [[0.0, 1.0, nan], [2.0, 3.0, 4.0]],  # NaN: flat
+            [[1e6, 1000000.5, 1e6], [1e6, 1e6, 1e6]],  # range 0.5 < 1: flat
+            [[999999.0, 1e6, 1000001.0], [1000001.0, 1e6, 999999.0]],  # range 2: (m - 999999) / 2
+            [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],  # zero range: flat
+        ]
+    )
+    out, flat = normalize_maps(m)
+    want = torch.zeros(6, 2, 3)
+    want[0] = torch.tensor([[0.0, 0.25, 0.5], [0.375, 0.125, 1.0]])
+    want[4] = torch.tensor([[0.0, 0.5, 1.0], [1.0, 0.5, 0.0]])
+    assert flat.tolist() == [False, True, True, True, False, True]
+    assert torch.equal(out, want)
