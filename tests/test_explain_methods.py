@@ -526,3 +526,45 @@ def test_scorecam_and_smoothgradcampp_on_a_bfloat16_model():
     res = explain(net, x, "smoothgradcam++", "0", [2, 0], num_samples=3, std=0.4, seed=5)
     want = _smooth_oracle(x.float(), w.float(), torch.tensor([2, 0]), num_samples=3, std=0.4, seed=5)
     assert torch.allclose(res.raw["0"], want, rtol=5e-3, atol=5e-3)
+
+
+@pytest.mark.parametrize(
+    ("targets", "msg"),
+    [
+        (True, "targets must be None, an int, one int per image or a callable, got True."),
+        ("cat", "targets must be None, an int, one int per image or a callable, got str."),
+        (2.0, "targets must be None, an int, one int per image or a callable, got float."),
+        ([0, 1, 2], "got 3 targets for a batch of 2 images; give one class per image or a single int."),
+        (torch.tensor([1]), "got 1 targets for a batch of 2 images; give one class per image or a single int."),
+        ([0, 3], "target classes must be ints in [0, 2], got 3."),
+        ([-1, 0], "target classes must be ints in [0, 2], got -1."),
+        ([True, 0], "target classes must be ints in [0, 2], got True."),
+        ([0, 1.0], "target classes must be ints in [0, 2], got 1.0."),
+    ],
+)
+def test_target_scores_rejects_bad_targets_by_name(targets, msg):
+    from convlens.explain.base import target_scores
+
+    with pytest.raises(InputError) as e:
+        target_scores(torch.zeros(2, 3), targets, 2)
+    assert str(e.value) == msg
+
+
+def test_target_scores_of_ints_a_list_and_a_tensor():
+    from convlens.explain.base import target_scores
+
+    out = torch.tensor([[1.0, 3.0, 0.0], [2.0, 0.0, 4.0]])  # 2 images, 3 classes
+    o = out.numpy().astype(np.float64)
+    for targets, cls in (
+        (0, [0, 0]),
+        (2, [2, 2]),
+        ([2, 0], [2, 0]),
+        ((1, 2), [1, 2]),
+        (torch.tensor([[0], [1]]), [0, 1]),
+    ):
+        s, c, probs = target_scores(out, targets, 2)
+        assert c.dtype == torch.long and c.tolist() == cls
+        assert s.tolist() == [float(out[i, k]) for i, k in enumerate(cls)]
+        assert np.allclose(probs.numpy(), [np.exp(o[i, k]) / np.exp(o[i]).sum() for i, k in enumerate(cls)])
+    s, c, _ = target_scores(out, None, 2)  # each image's top-1
+    assert c.tolist() == [1, 2] and s.tolist() == [3.0, 4.0]
