@@ -447,10 +447,12 @@ def test_depth_profile_of_a_stage_outside_the_traced_graph() -> None:
     still reported, and the conv's stage is unaffected (3·4·9 + 4 = 112 weights, 7·7·4 x 27 = 5292 MACs)."""
     p = depth_profile(_UsesStored(), torch.rand(1, 3, 9, 9), ["c", "stored"])
     by = {s.name: s for s in p.stages}
-    assert (by["stored"].spatial, by["stored"].receptive_field, by["stored"].jump, by["stored"].weights) == (
+    stored = by["stored"]
+    assert (stored.spatial, stored.receptive_field, stored.jump, stored.weights, stored.macs) == (
         (7, 7),
         None,
         None,
+        0,
         0,
     )
     assert (by["c"].receptive_field, by["c"].weights, by["c"].macs) == ((3, 3), 112, 5292)

@@ -689,6 +689,7 @@ def test_effective_field_through_a_stop_gradient_is_all_zero() -> None:
     net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), Scale()).eval()
     e = effective_receptive_field(net, torch.randn(1, 3, 7, 9), "2", (1,))
     assert e.zero_gradient and e.map.shape == (7, 9) and not e.map.any()
+    assert (e.layer, e.at) == ("2", (1,))
     assert e.center == (3.0, 4.0) and e.r50 is None and e.r90 is None and e.mass_in_box is None
 
 
@@ -892,3 +893,42 @@ def test_effective_field_statistics_by_hand_with_irrational_radii() -> None:
     expected = np.zeros((7, 7))
     expected[1:4, 1:4] = [[3.0, 0.3, 3.0], [0.3, 0.3, 0.3], [3.0, 0.3, 3.0]]
     assert e.map == pytest.approx(expected / 13.5, abs=1e-7)
+
+
+def _one_conv(kernel: list[list[float]], dilation: tuple[int, int] = (1, 1)) -> nn.Sequential:
+    """Conv2d(3 -> 1) whose kernel is ``kernel`` in every colour: sum over colours of |w| is 3·|kernel|."""
+    k = torch.tensor(kernel)
+    net = nn.Sequential(nn.Conv2d(3, 1, tuple(k.shape), dilation=dilation, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(k.expand(1, 3, *k.shape))
+    return net
+
+
+def test_effective_field_mass_in_a_box_given_by_the_caller() -> None:
+    """The box of unit (0, 1) measured against unit (1, 2)'s map. |kernel| = [[1, 0, 1], [0, 0, 0], [1, 0, 0]]
+    (total 3) covers image rows 1..3, cols 2..4; the given box (rows 0..2, cols 1..3) holds kernel rows 0..1,
+    cols 0..1: only the top-left 1, so 1/3 of the mass -> 0.333333 (6 decimals). The other two taps lie one
+    row below and one column right of that box."""
+    net = _one_conv([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    box = unit_receptive_field(net, "0", (0, 1), (3, 7, 7))
+    assert box.clipped_box == (0, 1, 2, 3)
+    e = effective_receptive_field(net, torch.rand(1, 3, 7, 7), "0", (0, 1, 2), rf=box)
+    assert e.mass_in_box == 0.333333 and e.center == (1.0, 2.0)
+
+
+def test_effective_field_radius_where_the_mass_reaches_exactly_one_half() -> None:
+    """|kernel| 1 at the centre and 0.25 at the 4 edge taps (total 2): the centre holds exactly 0.5, so the
+    50 % radius is 0 (the pixel that reaches 0.5, not the next ring) and the 90 % radius is 1 (the edges)."""
+    net = _one_conv([[0.0, 0.25, 0.0], [0.25, 1.0, -0.25], [0.0, 0.25, 0.0]])
+    e = effective_receptive_field(net, torch.rand(1, 3, 5, 5), "0", (0, 1, 1))
+    assert (e.r50, e.r90, e.support_box) == (0.0, 1.0, (1, 1, 3, 3))
+
+
+def test_effective_field_radius_in_double_precision() -> None:
+    """All the mass on one tap at offset (24, 4) from the box centre (a 3x3 kernel dilated (24, 4), only its
+    bottom-right tap nonzero): the radius is √(24² + 4²) = √592 = 24.33105012... -> 24.3311. Distances in
+    float32 would give 24.3310489 -> 24.331: the 4 decimals reported need the double-precision grid."""
+    net = _one_conv([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 2.0]], dilation=(24, 4))
+    e = effective_receptive_field(net, torch.rand(1, 3, 49, 9), "0", (0, 0, 0))
+    assert (e.center, e.support_box) == ((24.0, 4.0), (48, 8, 48, 8))
+    assert (e.r50, e.r90) == (24.3311, 24.3311)
