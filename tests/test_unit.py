@@ -932,3 +932,103 @@ def test_effective_field_radius_in_double_precision() -> None:
     e = effective_receptive_field(net, torch.rand(1, 3, 49, 9), "0", (0, 0, 0))
     assert (e.center, e.support_box) == ((24.0, 4.0), (48, 8, 48, 8))
     assert (e.r50, e.r90) == (24.3311, 24.3311)
+
+
+class _FunctionalMaxPool(nn.Module):
+    """conv a (3x3) -> F.max_pool2d(**kw) called functionally (optionally on an unbatched (C, H, W) map) ->
+    conv b (2x2). Positive weights, so every window pixel can be the max for some image."""
+
+    def __init__(self, kw: dict, unbatched: bool = False) -> None:
+        super().__init__()
+        self.kw, self.unbatched = kw, unbatched
+        self.a, self.b = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 2)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for conv in (self.a, self.b):
+                conv.weight.copy_(torch.rand(conv.weight.shape, generator=g) + 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        z = F.max_pool2d(y[0] if self.unbatched else y, **self.kw)
+        z = z[0] if isinstance(z, tuple) else z
+        return self.b(z[None] if self.unbatched else z)
+
+
+def _argmax_union_support(net: nn.Module, size: tuple[int, int], unit: tuple[int, int], n: int = 300) -> np.ndarray:
+    """Independent oracle: the pixels that reach the unit through the REAL max pool for some image. Each image
+    sends the gradient through one max per window; over n random images every window position is the max
+    at least once, so the union of the gradient supports is the set of pixels the unit can see."""
+    g = torch.Generator().manual_seed(1)
+    seen = np.zeros(size, bool)
+    for _ in range(n):
+        x = torch.rand(1, 1, *size, generator=g, requires_grad=True)
+        net(x)[0, 0, unit[0], unit[1]].backward()
+        seen |= (x.grad[0, 0] != 0).numpy()
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("kw", "unbatched"),
+    [
+        (dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True), False),
+        (dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True), True),
+        (dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), return_indices=True), False),
+        (dict(kernel_size=2, dilation=2), False),  # stride defaults to the kernel, padding to 0
+        (dict(kernel_size=3, stride=1, padding=(0, 1), dilation=(2, 1)), False),
+    ],
+)
+def test_empirical_field_through_any_dilated_max_pool_call_equals_the_real_pools_reach(
+    kw: dict, unbatched: bool
+) -> None:
+    """Functional max pools with dilation, stride, padding, ceil mode, tuple arguments, indices and an unbatched
+    map: the measured field of corner, middle and last units equals the union of the real network's gradient
+    supports over random images (box and pixel count), on a 17x15 image."""
+    from convlens.inspect.rf import receptive_field_empirical
+
+    net = _FunctionalMaxPool(kw, unbatched)
+    hh, ww = net(torch.zeros(1, 1, 17, 15)).shape[-2:]
+    for unit in ((0, 0), (hh // 2, ww // 2), (hh - 1, ww - 1)):
+        seen = _argmax_union_support(net, (17, 15), unit)
+        rows, cols = np.nonzero(seen)
+        r = receptive_field_empirical(net, "b", (17, 15), in_channels=1, unit=unit)
+        assert r.box == (rows.min(), cols.min(), rows.max(), cols.max()), (kw, unit)
+        assert r.pixels == int(seen.sum()), (kw, unit)
+
+
+def test_empirical_field_every_field_and_the_clipped_flag_edge_by_edge() -> None:
+    """One 3x3 conv on a 7x9 image (5x7 units): unit (i, j) sees rows i..i+2, cols j..j+2 (9 pixels). The box
+    is clipped when it touches any image edge: row 0 (top), col 0 (left), row 6 (bottom), col 8 (right), each
+    alone, and not for an interior unit. The default unit is the middle one, (5 // 2, 7 // 2) = (2, 3)."""
+    from convlens.inspect.rf import receptive_field_empirical
+
+    net = nn.Sequential(nn.Conv2d(1, 1, 3))
+    cases = {(0, 3): True, (2, 0): True, (4, 3): True, (2, 6): True, (2, 3): False, (4, 6): True}
+    for (i, j), clipped in cases.items():
+        r = receptive_field_empirical(net, "0", (7, 9), in_channels=1, unit=(i, j))
+        assert (r.layer, r.unit, r.size, r.box, r.center, r.input_size, r.pixels) == (
+            "0",
+            (i, j),
+            (3, 3),
+            (i, j, i + 2, j + 2),
+            (i + 1.0, j + 1.0),
+            (7, 9),
+            9,
+        )
+        assert r.clipped is clipped, (i, j)
+    assert receptive_field_empirical(net, "0", (7, 9), in_channels=1).unit == (2, 3)
+    for unit in ((5, 0), (0, 7), (-1, 0)):
+        with pytest.raises(InputError, match="unit"):
+            receptive_field_empirical(net, "0", (7, 9), in_channels=1, unit=unit)
+
+
+def test_empirical_field_sizes_one_pixel_high_and_the_default_probe() -> None:
+    """A 1-pixel-high image is a valid probe (a 1x3 kernel on 1x5: unit 1 sees cols 1..3); 0 is not. Without
+    a size the probe is 224x224 (3 channels)."""
+    from convlens.inspect.rf import receptive_field_empirical
+
+    r = receptive_field_empirical(nn.Sequential(nn.Conv2d(1, 1, (1, 3))), "0", (1, 5), in_channels=1, unit=(0, 1))
+    assert (r.size, r.box) == ((1, 3), (0, 1, 0, 3))
+    with pytest.raises(InputError, match="input_size"):
+        receptive_field_empirical(nn.Sequential(nn.Conv2d(1, 1, 1)), "0", (0, 5), in_channels=1)
+    r = receptive_field_empirical(nn.Sequential(nn.Conv2d(3, 1, 5, stride=4)), "0")
+    assert (r.input_size, r.unit, r.box) == ((224, 224), (27, 27), (108, 108, 112, 112))
