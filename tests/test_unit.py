@@ -949,8 +949,15 @@ class _FunctionalMaxPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.a(x)
-        z = F.max_pool2d(y[0] if self.unbatched else y, **self.kw)
-        z = z[0] if isinstance(z, tuple) else z
+        y = y[0] if self.unbatched else y
+        if "output_size" in self.kw:  # adaptive: return_indices given by keyword or (as True) by position
+            kw = dict(self.kw)
+            z = F.adaptive_max_pool2d(y, kw.pop("output_size"), *([True] if kw.pop("positional", False) else []), **kw)
+        else:
+            z = F.max_pool2d(y, **self.kw)
+        if self.kw.get("return_indices") or self.kw.get("positional"):
+            z, idx = z  # a caller that uses the indices (SegNet's unpooling) needs both
+            assert idx.shape == z.shape
         return self.b(z[None] if self.unbatched else z)
 
 
@@ -975,22 +982,33 @@ def _argmax_union_support(net: nn.Module, size: tuple[int, int], unit: tuple[int
         (dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), return_indices=True), False),
         (dict(kernel_size=2, dilation=2), False),  # stride defaults to the kernel, padding to 0
         (dict(kernel_size=3, stride=1, padding=(0, 1), dilation=(2, 1)), False),
+        (dict(kernel_size=2, stride=1, dilation=(1, 2)), False),
+        (dict(kernel_size=2, stride=1, dilation=[2, 1]), False),
+        (dict(kernel_size=3, stride=2, return_indices=True), False),  # no dilation, indices used
+        (dict(output_size=(3, 2), return_indices=True), False),
+        (dict(output_size=(3, 2), positional=True), False),
+        # ceil mode adds a last window past the edge: on the 14x12 map of a 16x14 image, (14 - 5) / 2 = 4.5 and
+        # (12 - 5) / 2 = 3.5 windows -> 6 x 5 outputs, the last ones reading one row / column of padding
+        (dict(kernel_size=3, stride=2, dilation=2, ceil_mode=True), False),
+        (dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True, return_indices=True), True),
     ],
 )
 def test_empirical_field_through_any_dilated_max_pool_call_equals_the_real_pools_reach(
     kw: dict, unbatched: bool
 ) -> None:
-    """Functional max pools with dilation, stride, padding, ceil mode, tuple arguments, indices and an unbatched
-    map: the measured field of corner, middle and last units equals the union of the real network's gradient
-    supports over random images (box and pixel count), on a 17x15 image."""
+    """Functional max pools with dilation, stride, padding, ceil mode, tuple and list arguments, indices (used
+    by the caller) and an unbatched map, and adaptive max pools returning indices: the measured field of corner,
+    middle and last units equals the union of the real network's gradient supports over random images (box and
+    pixel count), on a 17x15 image (16x14 for the ceil-mode cases, whose last windows then overhang)."""
     from convlens.inspect.rf import receptive_field_empirical
 
     net = _FunctionalMaxPool(kw, unbatched)
-    hh, ww = net(torch.zeros(1, 1, 17, 15)).shape[-2:]
+    size = (16, 14) if kw.get("ceil_mode") else (17, 15)
+    hh, ww = net(torch.zeros(1, 1, *size)).shape[-2:]
     for unit in ((0, 0), (hh // 2, ww // 2), (hh - 1, ww - 1)):
-        seen = _argmax_union_support(net, (17, 15), unit)
+        seen = _argmax_union_support(net, size, unit)
         rows, cols = np.nonzero(seen)
-        r = receptive_field_empirical(net, "b", (17, 15), in_channels=1, unit=unit)
+        r = receptive_field_empirical(net, "b", size, in_channels=1, unit=unit)
         assert r.box == (rows.min(), cols.min(), rows.max(), cols.max()), (kw, unit)
         assert r.pixels == int(seen.sum()), (kw, unit)
 
