@@ -1050,3 +1050,12 @@ def test_empirical_field_sizes_one_pixel_high_and_the_default_probe() -> None:
         receptive_field_empirical(nn.Sequential(nn.Conv2d(1, 1, 1)), "0", (0, 5), in_channels=1)
     r = receptive_field_empirical(nn.Sequential(nn.Conv2d(3, 1, 5, stride=4)), "0")
     assert (r.input_size, r.unit, r.box) == ((224, 224), (27, 27), (108, 108, 112, 112))
+
+
+def test_empirical_field_of_a_flat_output_is_refused_by_name() -> None:
+    """A flattened (N, 50) output is neither a map nor tokens of a grid: a LayerError naming its shape."""
+    from convlens.inspect.rf import receptive_field_empirical
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
+    with pytest.raises(LayerError, match=r"^layer '1' outputs shape \(1, 50\); an empirical receptive field needs"):
+        receptive_field_empirical(net, "1", 7, in_channels=1)
