@@ -991,6 +991,8 @@ def _argmax_union_support(net: nn.Module, size: tuple[int, int], unit: tuple[int
         # (12 - 5) / 2 = 3.5 windows -> 6 x 5 outputs, the last ones reading one row / column of padding
         (dict(kernel_size=3, stride=2, dilation=2, ceil_mode=True), False),
         (dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True, return_indices=True), True),
+        # 16x15 image: the 14x13 map overhangs by one row ((14 - 5) / 2 = 4.5) but not by a column (13 - 5 = 8)
+        (dict(kernel_size=3, stride=2, dilation=2, ceil_mode=True, image=(16, 15)), False),
     ],
 )
 def test_empirical_field_through_any_dilated_max_pool_call_equals_the_real_pools_reach(
@@ -1002,8 +1004,9 @@ def test_empirical_field_through_any_dilated_max_pool_call_equals_the_real_pools
     pixel count), on a 17x15 image (16x14 for the ceil-mode cases, whose last windows then overhang)."""
     from convlens.inspect.rf import receptive_field_empirical
 
+    kw = dict(kw)
+    size = kw.pop("image", (16, 14) if kw.get("ceil_mode") else (17, 15))
     net = _FunctionalMaxPool(kw, unbatched)
-    size = (16, 14) if kw.get("ceil_mode") else (17, 15)
     hh, ww = net(torch.zeros(1, 1, *size)).shape[-2:]
     for unit in ((0, 0), (hh // 2, ww // 2), (hh - 1, ww - 1)):
         seen = _argmax_union_support(net, size, unit)
