@@ -1062,3 +1062,15 @@ def test_empirical_field_of_a_flat_output_is_refused_by_name() -> None:
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
     with pytest.raises(LayerError, match=r"^layer '1' outputs shape \(1, 50\); an empirical receptive field needs"):
         receptive_field_empirical(net, "1", 7, in_channels=1)
+
+
+def test_empirical_field_of_a_model_in_training_mode_is_measured_in_eval_mode() -> None:
+    """Batch norm and dropout in training mode would spread the gradient over the whole image (batch
+    statistics) or drop pixels at random: the field is measured in eval mode, two 3x3 convs -> 5x5 (unit
+    (5, 5) sees rows and cols 5..9, 25 pixels), and the model is left in training mode."""
+    from convlens.inspect.rf import receptive_field_empirical
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Dropout(0.5), nn.Conv2d(2, 2, 3)).train()
+    r = receptive_field_empirical(net, "3", 15, in_channels=1, unit=(5, 5))
+    assert (r.size, r.box, r.pixels) == ((5, 5), (5, 5, 9, 9), 25)
+    assert all(m.training for m in net.modules())
