@@ -534,3 +534,31 @@ def test_a_module_with_a_model_attribute_is_scored_itself():
     d = deletion_curve(net, x, torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0)), 0, steps=4)
     assert d.scores[0].tolist() == pytest.approx([0.5, 0.625, 0.75, 0.875, 1.0], abs=1e-6)
     assert d.auc.tolist() == pytest.approx([0.75, 0.75], abs=1e-6)
+
+
+def test_curves_name_their_kind_and_take_a_bundle_as_the_model():
+    """The worked 4-pixel case again: the curve says which it is, and the model may be an object holding the
+    network in ``.model`` (a bundle), with the same AUCs (0.375, 0.625)."""
+    w = torch.tensor([[0.1, 0.4], [0.2, 0.3]])
+    net = WeightedSum(w)
+    x = torch.ones(2, 3, 2, 2)
+    maps = torch.stack([w, -w])
+
+    class Bundle:
+        model = net
+
+    for model in (net, Bundle()):
+        d = deletion_curve(model, x, maps, 0, steps=4, baseline="zero")
+        i = insertion_curve(model, x, maps, 0, steps=4, baseline="zero")
+        assert (d.kind, i.kind) == ("deletion", "insertion")
+        assert d.auc.tolist() == pytest.approx([0.375, 0.625], abs=1e-6)
+
+
+def test_saliency_ranks_break_ties_by_pixel_order_on_large_maps():
+    """A 64x64 map of 4 plateaus (each value on 1024 pixels): within a plateau the earlier pixel (row-major)
+    ranks first, so the ranks are the plateau's offset plus the pixel's position within it."""
+    maps = torch.tensor([0.25, 1.0, 0.5, 0.75]).repeat_interleave(1024).reshape(1, 64, 64)
+    ranks = saliency_ranks(maps).reshape(-1)
+    offset = {1.0: 0, 0.75: 1024, 0.5: 2048, 0.25: 3072}
+    for k, v in enumerate((0.25, 1.0, 0.5, 0.75)):
+        assert ranks[k * 1024 : (k + 1) * 1024].tolist() == list(range(offset[v], offset[v] + 1024))
