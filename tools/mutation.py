@@ -116,18 +116,23 @@ def survivors(work: Path) -> list[str]:
     return re.findall(r"^\s*(\S+): (?:survived|no tests)", out, re.M)
 
 
+def record(work: Path, codes: dict[str, int | None]) -> None:
+    """Write ``codes`` (mutant name -> mutmut exit code, None = not run yet) into the part's records
+    (``mutants/**/*.py.meta``); the recorded durations of those mutants are dropped with their old verdicts."""
+    for meta in (work / "mutants").rglob("*.py.meta"):
+        d = json.loads(meta.read_text())
+        if codes.keys() & d.get("exit_code_by_key", {}).keys():
+            d["exit_code_by_key"] = {k: codes.get(k, v) for k, v in d["exit_code_by_key"].items()}
+            d["durations_by_key"] = {k: v for k, v in d.get("durations_by_key", {}).items() if k not in codes}
+            meta.write_text(json.dumps(d))
+
+
 def forget(work: Path, names: list[str]) -> None:
-    """Mark the recorded verdicts of ``names`` (``mutants/**/*.py.meta``) as not yet run, so they run again.
+    """Mark the recorded verdicts of ``names`` as not yet run, so they run again.
 
     The key must stay (set to None): mutmut only knows the mutants listed there, and a deleted key is never re-run.
     """
-    drop = set(names)
-    for meta in (work / "mutants").rglob("*.py.meta"):
-        d = json.loads(meta.read_text())
-        if drop & set(d.get("exit_code_by_key", {})):
-            d["exit_code_by_key"] = {k: (None if k in drop else v) for k, v in d["exit_code_by_key"].items()}
-            d["durations_by_key"] = {k: v for k, v in d.get("durations_by_key", {}).items() if k not in drop}
-            meta.write_text(json.dumps(d))
+    record(work, dict.fromkeys(names))
 
 
 def verdicts(work: Path, globs: list[str]) -> dict[str, int]:

@@ -92,17 +92,7 @@ def _record(mutants: Path, verdicts: dict[str, str]) -> None:
 
     with open(mutants / ".session.lock", "w") as lock:  # shards write the same records: one at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _write(mutants, verdicts)
-
-
-def _write(mutants: Path, verdicts: dict[str, str]) -> None:
-    for meta in mutants.rglob("*.py.meta"):
-        d = json.loads(meta.read_text())
-        hit = set(d.get("exit_code_by_key", {})) & set(verdicts)
-        if hit:
-            for k in hit:
-                d["exit_code_by_key"][k] = CODES[verdicts[k]]
-            meta.write_text(json.dumps(d))
+        mutation.record(mutants.parent, {k: CODES[v] for k, v in verdicts.items()})
 
 
 class _Session:
@@ -141,8 +131,6 @@ class _Session:
         return "timeout" if self.timed_out else ("killed" if self.failed else "survived")
 
     def pytest_runtestloop(self, session) -> bool:  # noqa: ANN001
-        import pytest  # noqa: F401  (plugin hooks run inside pytest)
-
         by_id = {it.nodeid: it for it in session.items}
 
         class _Keep:  # the "next item" handed to pytest: only the session stays set up (its fixtures are reused)
@@ -195,17 +183,9 @@ def run(part: str, survivors: bool, shard: tuple[int, int]) -> int:
 
     plugin = _Session(names, tests_for, dur, mutants)
     union = sorted({t for n in names for t in tests_for[n]})
-    args = [
-        *union,
-        "-q",
-        "-p",
-        "no:randomly",
-        "-p",
-        "no:cacheprovider",
-        "--no-header",
-        "-o",
-        "addopts=--strict-markers",
-    ]
+    # mutmut's own pytest options, without -x: this loop stops each mutant at its first failure itself
+    opts = [o for o in mutation._config()["mutmut"]["pytest_add_cli_args"] if o != "-x"]
+    args = [*union, *opts]
     pytest.main(args, plugins=[plugin])
     return plugin.status
 
