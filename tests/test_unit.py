@@ -881,11 +881,8 @@ def test_effective_field_statistics_by_hand_with_irrational_radii() -> None:
     the centre holds 0.3/13.5 = 0.0222, the 4 edge taps 4·0.3/13.5 = 0.0889, so 50 % and 90 % are both
     first reached at the corners, at radius √2 = 1.41421356... -> 1.4142 (4 decimals). All mass is in the
     box; the support is the 3x3 window (1, 1)-(3, 3)."""
-    net = nn.Sequential(nn.Conv2d(3, 1, 3, bias=False))
-    with torch.no_grad():
-        w = torch.full((3, 3), 0.1)
-        w[0, 0] = w[0, 2] = w[2, 0] = w[2, 2] = -1.0  # |w| counts: the sign must not matter
-        net[0].weight.copy_(w.expand(1, 3, 3, 3))
+    # |w| counts: the sign of the corners must not matter
+    net = _one_conv([[-1.0, 0.1, -1.0], [0.1, 0.1, 0.1], [-1.0, 0.1, -1.0]])
     e = effective_receptive_field(net, torch.rand(1, 3, 7, 7), "0", (0, 1, 1))
     assert (e.layer, e.at, e.center, e.support_box) == ("0", (0, 1, 1), (2.0, 2.0), (1, 1, 3, 3))
     assert e.zero_gradient is False

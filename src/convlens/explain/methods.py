@@ -267,7 +267,8 @@ class EigenCAM(BaseCAM):
     and :math:`v_1` its first right singular vector, :math:`M = \tilde A v_1` (reshaped to h x w).
     The sign of :math:`v_1` is arbitrary; convlens picks the one whose map correlates positively with
     the mean activation over channels (salient = strongly activated), so results are reproducible
-    across SVD backends. Non-finite activations count as 0, in the component and in that mean. Targets only set the reported class and score.
+    across SVD backends. Non-finite activations count as 0, in the component and in that mean. Targets only
+    set the reported class and score.
 
     Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal Components", IJCNN 2020.
     https://arxiv.org/abs/2008.00299
