@@ -9,6 +9,7 @@ the map; a few channels usually carry most of it.
 
 Example:
     >>> import torch
+    >>> _ = torch.manual_seed(0)  # a random net can have fewer than 2 channels that add to the map
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
     ...                           torch.nn.Flatten(), torch.nn.Linear(4, 2))
     >>> c = gradcam_channels(net, torch.randn(1, 3, 8, 8), "1")
