@@ -793,26 +793,27 @@ def test_empirical_field_through_an_adaptive_max_pool_is_its_whole_window(pool) 
 
 
 class _Squares(nn.Module):
-    """y = 0.01·x, then squared 12 times (y·y, or in place y.mul_(copy of y)): on the positive copy (a 3x3
-    conv of ones is 9) the values would underflow to 0 (0.09^4096) without the per-product rescaling, and
-    the gradient with them."""
+    """y = 0.01·x, then squared 12 times (y·y, or in place y.mul_(copy of y): never, every other time, or
+    always): on the positive copy (a 3x3 conv of ones is 9) the values would underflow to 0 (0.09^4096)
+    without the per-product rescaling, and the gradient with them. Only a chain of in-place products shows
+    that the in-place ones rescale the tensor itself (the caller keeps ``y``, not what ``mul_`` returns)."""
 
-    def __init__(self, inplace: bool) -> None:
+    def __init__(self, inplace: str) -> None:
         super().__init__()
         self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x * 0.01
         for k in range(12):
-            if self.inplace and k % 2:
+            if self.inplace == "always" or (self.inplace == "odd" and k % 2):
                 y.mul_(y.clone())
             else:
                 y = y * y
         return y
 
 
-@pytest.mark.parametrize("inplace", [False, True])
-def test_empirical_field_through_repeated_products(inplace: bool) -> None:
+@pytest.mark.parametrize("inplace", ["never", "odd", "always"])
+def test_empirical_field_through_repeated_products(inplace: str) -> None:
     """Products of image-dependent tensors do not change the field: conv 3x3 -> squares -> conv 3x3 is a 5x5
     field; unit (2, 3) sees rows 2..6, columns 3..7."""
     net = nn.Sequential(nn.Conv2d(1, 1, 3), _Squares(inplace), nn.Conv2d(1, 1, 3))
@@ -981,6 +982,7 @@ def _argmax_union_support(net: nn.Module, size: tuple[int, int], unit: tuple[int
         (dict(kernel_size=3, stride=1, padding=(0, 1), dilation=(2, 1)), False),
         (dict(kernel_size=2, stride=1, dilation=(1, 2)), False),
         (dict(kernel_size=2, stride=1, dilation=[2, 1]), False),
+        (dict(kernel_size=2, stride=1, dilation=[1, 2]), False),  # a list that is not [1, 1]
         (dict(kernel_size=3, stride=2, return_indices=True), False),  # no dilation, indices used
         (dict(output_size=(3, 2), return_indices=True), False),
         (dict(output_size=(3, 2), positional=True), False),
@@ -1071,3 +1073,72 @@ def test_empirical_field_of_a_model_in_training_mode_is_measured_in_eval_mode() 
     r = receptive_field_empirical(net, "3", 15, in_channels=1, unit=(5, 5))
     assert (r.size, r.box, r.pixels) == ((5, 5), (5, 5, 9, 9), 25)
     assert all(m.training for m in net.modules())
+
+
+class _PatchTokens(nn.Module):
+    """A ViT patch embedding: 4x4 patches, stride 4, flattened to (N, L, C) tokens in row-major order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(1, 2, 4, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class _TwoScales(nn.Module):
+    """One patch embedding called twice: on the image (call 0) and on the image average-pooled by 2 (call 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = _PatchTokens()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x).mean(1) + self.embed(F.avg_pool2d(x, 2)).mean(1)
+
+
+def test_empirical_field_of_tokens_on_a_non_square_grid() -> None:
+    """An 8x16 image makes a 2x4 grid of 4x4 patches (8 tokens). The default unit is the grid's centre
+    (2 // 2, 4 // 2) = (1, 2), token 1·4 + 2 = 6: rows 4..7, columns 8..11. Unit (1, 3) is token 7, the
+    bottom-right patch; row 2 is outside the grid."""
+    net = nn.Sequential(_PatchTokens())
+    e = receptive_field_empirical(net, "0", (8, 16), in_channels=1)
+    assert (e.unit, e.box, e.pixels) == ((1, 2), (4, 8, 7, 11), 16)
+    assert receptive_field_empirical(net, "0", (8, 16), in_channels=1, unit=(1, 3)).box == (4, 12, 7, 15)
+    with pytest.raises(InputError, match=r"unit \(2, 0\) is outside the 2x4 output"):
+        receptive_field_empirical(net, "0", (8, 16), in_channels=1, unit=(2, 0))
+
+
+def test_empirical_field_of_tokens_of_each_call_of_a_reused_embedding() -> None:
+    """16x16 image: call 0 embeds a 4x4 grid, its centre (2, 2) is token 10, rows and columns 8..11; call 1
+    embeds the 8x8 half-size image, a 2x2 grid whose centre (1, 1) is pooled pixels 4..7, i.e. image rows and
+    columns 8..15 (64 pixels). call=-1 is the last call."""
+    net = _TwoScales()
+    first = receptive_field_empirical(net, "embed", 16, in_channels=1)
+    assert (first.unit, first.box, first.pixels) == ((2, 2), (8, 8, 11, 11), 16)
+    assert receptive_field_empirical(net, "embed", 16, in_channels=1, unit=(0, 3)).box == (0, 12, 3, 15)
+    for call in (1, -1):
+        second = receptive_field_empirical(net, "embed", 16, in_channels=1, call=call)
+        assert (second.unit, second.box, second.pixels) == ((1, 1), (8, 8, 15, 15), 64)
+
+
+def test_empirical_field_of_the_auto_layer_at_the_probe_size() -> None:
+    """'auto' is the last layer whose output is larger than 1x1 AT THE PROBE SIZE: on a 5x5 image the second
+    3x3 conv gives 1x1, so 'auto' is the first conv (3x3 output, centre (1, 1): rows and columns 1..3); on
+    7x7 it is the second (centre (1, 1) of its 3x3 output: rows and columns 1..5)."""
+    net = nn.Sequential(nn.Conv2d(3, 1, 3), nn.Conv2d(1, 1, 3))
+    small = receptive_field_empirical(net, "auto", 5)
+    assert (small.layer, small.box) == ("0", (1, 1, 3, 3))
+    large = receptive_field_empirical(net, "auto", 7)
+    assert (large.layer, large.box) == ("1", (1, 1, 5, 5))
+
+
+def test_effective_field_radius_when_the_farthest_pixel_holds_the_mass() -> None:
+    """A 1x3 kernel with zero padding at unit (0, 0) of a 1x2 image: the box is columns -1..1, centre column 0;
+    |w| = 0.01 on column 0 (distance 0) and 1 on column 1 (distance 1), the image's farthest pixel. 99 % of the
+    mass is 1 pixel away, so both radii are 1 (the last pixel in distance order, not the one before)."""
+    conv = nn.Conv2d(1, 1, (1, 3), padding=(0, 1), bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([0.0, 0.01, -1.0]).view(1, 1, 1, 3))
+    e = effective_receptive_field(nn.Sequential(conv), torch.rand(1, 1, 1, 2), "0", (0, 0, 0))
+    assert (e.center, e.support_box, e.r50, e.r90) == ((0.0, 0.0), (0, 0, 0, 1), 1.0, 1.0)
