@@ -14,6 +14,7 @@ from torch import nn
 
 from convlens.errors import InputError
 from convlens.explain import explain
+from convlens.explain.methods import guided_backprop
 from convlens.explain.metrics import (
     confidence_change,
     deletion_curve,
@@ -24,6 +25,7 @@ from convlens.explain.metrics import (
     saliency_ranks,
     spearman,
 )
+from convlens.explain.pixel import attribute
 from convlens.hooks import hook_count
 
 
@@ -562,3 +564,24 @@ def test_saliency_ranks_break_ties_by_pixel_order_on_large_maps():
     offset = {1.0: 0, 0.75: 1024, 0.5: 2048, 0.25: 3072}
     for k, v in enumerate((0.25, 1.0, 0.5, 0.75)):
         assert ranks[k * 1024 : (k + 1) * 1024].tolist() == list(range(offset[v], offset[v] + 1024))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda f, x, m: deletion_curve(f, x, m, steps=2),
+        lambda f, x, m: insertion_curve(f, x, m, steps=2),
+        lambda f, x, m: road(f, x, m, percentiles=(50,)),
+        lambda f, x, m: confidence_change(f, x, m),
+        lambda f, x, m: randomization_check(f, x),
+        lambda f, x, m: guided_backprop(f, x, targets=0),
+        lambda f, x, m: attribute(f, x, "saliency", 0),
+    ],
+)
+def test_a_model_that_is_not_a_module_is_refused_by_name(call) -> None:  # noqa: ANN001
+    """A plain function (or anything holding no nn.Module in ``.model``) gets one InputError naming its type,
+    not an AttributeError from deep inside (device, eval mode)."""
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    x, maps = torch.rand(1, 3, 6, 6), torch.rand(1, 6, 6)
+    with pytest.raises(InputError, match=r"^model must be a torch\.nn\.Module or a ModelBundle, got function\.$"):
+        call(lambda t: net(t), x, maps)

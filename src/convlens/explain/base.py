@@ -130,6 +130,14 @@ def _why_flat(name: str, a: torch.Tensor, g: torch.Tensor | None) -> str:
     return ""
 
 
+def _check_model(model: Any) -> nn.Module:
+    """The ``nn.Module`` to explain: ``model`` itself, or the one a ModelBundle (or CAM) holds in ``.model``."""
+    module = model if isinstance(model, nn.Module) else getattr(model, "model", model)
+    if not isinstance(module, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module or a ModelBundle, got {type(model).__name__}.")
+    return module
+
+
 def _check_input(x: Any) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise InputError(
@@ -402,9 +410,7 @@ class BaseCAM:
         eigen_smooth: bool = False,
         create_graph: bool = False,
     ) -> None:
-        model = getattr(model, "model", model) if not isinstance(model, nn.Module) else model
-        if not isinstance(model, nn.Module):
-            raise InputError(f"model must be a torch.nn.Module or a ModelBundle, got {type(model).__name__}.")
+        model = _check_model(model)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}.")
         if create_graph and not (self.uses_gradients and self.supports_create_graph):

@@ -31,6 +31,7 @@ from convlens.explain.base import (
     LayerSpec,
     Targets,
     _check_input,
+    _check_model,
     _leaf,
     first_component,
     normalize_maps,
@@ -400,7 +401,7 @@ def guided_backprop(
         >>> guided_backprop(net, torch.randn(1, 3, 4, 4), targets=0).shape
         torch.Size([1, 3, 4, 4])
     """
-    model = model if isinstance(model, nn.Module) else getattr(model, "model", model)
+    model = _check_model(model)
     x = _check_input(x)
     types = tuple(relu_types)
     names = [
@@ -558,7 +559,7 @@ def _attribution_result(model: nn.Module, x: torch.Tensor, method: str, targets:
     the (N, C, H, W) values; targets/scores/probs from one no-grad forward."""
     from convlens.explain.pixel import attribute, attribution_map
 
-    model = model if isinstance(model, nn.Module) else getattr(model, "model", model)
+    model = _check_model(model)
     x = _check_input(x)
     kw = dict(kw)
     if "batch_size" in kw:  # the CAM chunk size is the attribution's memory budget

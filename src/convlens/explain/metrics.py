@@ -45,6 +45,7 @@ from convlens.explain.base import (
     LayerSpec,
     Targets,
     _check_input,
+    _check_model,
     call_target,
     class_logits,
     resolve_layers,
@@ -274,7 +275,7 @@ def _curve(
     batch_size: int,
 ) -> Curve:
     _check_steps(steps)
-    model = model if isinstance(model, nn.Module) else getattr(model, "model", model)
+    model = _check_model(model)
     x = _check_input(x).to(device_of(model))
     maps = _check_maps(maps, x)
     n, _, h, w = x.shape
@@ -470,7 +471,7 @@ def road(
     pct = [float(p) for p in percentiles]
     if not pct or any(not 0 <= p < 100 for p in pct):
         raise InputError(f"percentiles must be a non-empty list of numbers in [0, 100), got {list(percentiles)}.")
-    model = model if isinstance(model, nn.Module) else getattr(model, "model", model)
+    model = _check_model(model)
     x = _check_input(x).to(device_of(model))
     maps = _check_maps(maps, x)
     n, _, h, w = x.shape
@@ -515,7 +516,7 @@ def confidence_change(
         >>> round(cc.average_drop, 6), cc.increase_rate
         (0.0, 0.0)
     """
-    model = model if isinstance(model, nn.Module) else getattr(model, "model", model)
+    model = _check_model(model)
     x = _check_input(x).to(device_of(model))
     maps = _check_maps(maps, x)
     with preserve_state(model, train=False), torch.no_grad():
@@ -639,7 +640,7 @@ def randomization_check(
 
     if granularity not in ("children", "modules"):
         raise InputError(f"granularity must be 'children' or 'modules', got {granularity!r}.")
-    model = model if isinstance(model, nn.Module) else getattr(model, "model", model)
+    model = _check_model(model)
     x = _check_input(x)
     work = copy.deepcopy(model)
     # the same layer(s), by name, in the copy

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import InputError
-from convlens.explain.base import BaseCAM, Targets, _check_input, target_scores
+from convlens.explain.base import BaseCAM, Targets, _check_input, _check_model, target_scores
 from convlens.hooks import device_of, preserve_state
 
 __all__ = ["ATTRIBUTIONS", "attribute", "ig_quadrature", "rise_masks", "attribution_map"]
@@ -386,9 +386,7 @@ def attribute(
         >>> tuple(a.shape)
         (1, 3, 6, 6)
     """
-    model = model if isinstance(model, nn.Module) else getattr(model, "model", model)
-    if not isinstance(model, nn.Module):
-        raise InputError(f"model must be a torch.nn.Module or a ModelBundle, got {type(model).__name__}.")
+    model = _check_model(model)
     if not isinstance(method, str) or method.lower().replace("_", "").replace("-", "") not in ATTRIBUTIONS:
         close = difflib.get_close_matches(str(method).lower(), list(ATTRIBUTIONS), n=2, cutoff=0.5)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
