@@ -1142,3 +1142,70 @@ def test_effective_field_radius_when_the_farthest_pixel_holds_the_mass() -> None
         conv.weight.copy_(torch.tensor([0.0, 0.01, -1.0]).view(1, 1, 1, 3))
     e = effective_receptive_field(nn.Sequential(conv), torch.rand(1, 1, 1, 2), "0", (0, 0, 0))
     assert (e.center, e.support_box, e.r50, e.r90) == ((0.0, 0.0), (0, 0, 0, 1), 1.0, 1.0)
+
+
+class _Permute(nn.Module):
+    def __init__(self, *dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(*self.dims)
+
+
+def _channels_last(norm: nn.Module) -> nn.Sequential:
+    """``norm`` over the channels of each pixel, as ConvNeXt writes it: NCHW -> NHWC, norm, back."""
+    return nn.Sequential(_Permute(0, 2, 3, 1), norm, _Permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize(
+    "norm",
+    [
+        nn.GroupNorm(2, 8),
+        nn.InstanceNorm2d(8, affine=True),
+        _channels_last(nn.LayerNorm(8)),
+        _channels_last(nn.RMSNorm(8)),
+    ],
+    ids=["group", "instance", "layer", "rms"],
+)
+def test_empirical_field_through_a_norm_with_per_image_statistics(norm: nn.Module) -> None:
+    """conv 3x3 -> norm -> conv 3x3 is a 5x5 field, as the theory says: unit (3, 3) sees rows and columns 3..7.
+    The norm's statistics are held constant (as BatchNorm's in eval mode). Computed on the positive copy, a
+    LayerNorm or RMSNorm over its equal channels cancelled to 0 ("does not depend on the input image") and
+    the statistics of GroupNorm and InstanceNorm made the field the whole 13x13 image."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), norm, nn.Conv2d(8, 8, 3)).eval()
+    e = receptive_field_empirical(net, "2", 13, unit=(3, 3))
+    assert (e.box, e.pixels) == ((3, 3, 7, 7), 25)
+    assert e.size == unit_receptive_field(net, "2", (3, 3), (3, 13, 13)).size
+
+
+def test_empirical_field_of_a_channels_last_map_is_read_as_rows_and_columns() -> None:
+    """A 3x3 conv on a 9x13 image, then permuted to (N, H, W, C) = (1, 7, 11, 2): the default unit is the centre
+    (3, 5) of the 7x11 map, which sees rows 3..5 and columns 5..7 (not W x C read as rows x columns)."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), _Permute(0, 2, 3, 1))
+    e = receptive_field_empirical(net, "1", (9, 13), in_channels=1)
+    assert (e.unit, e.box, e.pixels) == ((3, 5), (3, 5, 5, 7), 9)
+    assert receptive_field_empirical(net, "1", (9, 13), in_channels=1, unit=(6, 10)).box == (6, 10, 8, 12)
+
+
+def test_empirical_field_of_convnext_equals_the_theory_at_every_stage() -> None:
+    """torchvision's ConvNeXt blocks (7x7 depthwise conv, NHWC LayerNorm and MLP, layer scale) on a 64x64 image:
+    the 4x4 stem is a 4x4 field; each block adds (7 - 1)·4 = 24, so features.1.0 sees 28x28 (its centre unit
+    (8, 8) sees rows 32 - 12 .. 35 + 12 = 20..47), its NHWC LayerNorm the same; the 2x2 stride-2 downsampling
+    adds 4 more: 32x32, its centre unit (4, 4) reads units 8..9 of features.1, rows 20..47 and 24..51. The
+    empirical field equals the traced theory at every layer."""
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    from convlens.inspect.rf import receptive_field
+
+    net = ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)]).eval()
+    expected = {
+        "features.0": (4, (32, 32, 35, 35)),
+        "features.1.0.block.2": (28, (20, 20, 47, 47)),
+        "features.1.0": (28, (20, 20, 47, 47)),
+        "features.2": (32, (20, 20, 51, 51)),
+    }
+    for layer, (size, box) in expected.items():
+        e = receptive_field_empirical(net, layer, 64)
+        assert (e.size, e.box) == ((size, size), box), layer
+        assert receptive_field(net, layer, (3, 64, 64)).receptive_field == (size, size), layer

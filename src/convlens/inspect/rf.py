@@ -19,8 +19,10 @@ are off, max-pools that route to one pixel, weights of opposite sign), so the me
 The copy is then a linear map with only positive coefficients (and positive products for
 multiplicative gates), so ``∂y/∂x_p > 0`` exactly for the pixels p connected to the unit by some
 path and 0 elsewhere: the support is the union over all paths, what the theory claims. The user's
-model is never modified. Normalisation layers that subtract a mean (LayerNorm, GroupNorm) can still
-cancel; attention makes fields global anyway.
+model is never modified. Norms with per-image statistics (LayerNorm, GroupNorm, InstanceNorm, RMSNorm)
+hold their statistics constant, as BatchNorm does in eval mode: they act as the identity, so a field counts
+the paths through their values (as the theory does), not through their statistics. Attention makes fields
+global anyway.
 
 Example:
     >>> import torch
@@ -32,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +47,7 @@ from torch.overrides import TorchFunctionMode
 from convlens.errors import InputError, LayerError
 from convlens.graph import Geometry, int_pair, torch_functions, trace
 from convlens.hooks import capture, device_of, preserve_state
-from convlens.layers import resolve
+from convlens.layers import layer_layouts, resolve
 
 __all__ = ["EmpiricalRF", "receptive_field", "receptive_field_empirical"]
 
@@ -122,6 +125,14 @@ _IDENTITY_NAMES = (
     "alpha_dropout",
     "feature_alpha_dropout",
     "dropout_",
+    # norms with per-image statistics: their statistics are held constant (as BatchNorm's are in eval mode),
+    # so they act as their affine part, the identity on the copy (scale 1, shift 0). Computed, LayerNorm and
+    # RMSNorm over the copy's equal channels cancel to 0 (ConvNeXt's stem "did not depend on the input"), and
+    # the statistics of GroupNorm and InstanceNorm would make every field the whole image.
+    "layer_norm",
+    "group_norm",
+    "instance_norm",
+    "rms_norm",
 )
 
 
@@ -293,7 +304,12 @@ def receptive_field_empirical(
     except IndexError:
         raise LayerError(f"layer '{name}' was called {len(calls)} time(s); call index {call} does not exist.") from None
     tokens = None
-    if y.ndim != 4:  # (N, L, C) tokens of a flattened grid (a ViT's patch embedding): unit (r, c) is one token
+    if y.ndim == 4:  # channels-last maps (Swin, ConvNeXt's blocks) as (N, C, H, W), by THE layout conversion
+        lay = layer_layouts(model, (in_channels, *size)).get(name)
+        if lay is not None and lay.fmt == "NHWC":
+            with contextlib.suppress(LayerError):  # a call of another shape than the probed one: read it as is
+                y = lay.to_nchw(y)
+    else:  # (N, L, C) tokens of a flattened grid (a ViT's patch embedding): unit (r, c) is one token
         geo = trace(model, (in_channels, *size), device=dev).geometry(name, call)
         tokens = geo.tokens
         if tokens is None or tokens[0] >= y.ndim:
