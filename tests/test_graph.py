@@ -353,6 +353,54 @@ def test_vit_patch_tokens_see_their_patch_until_attention_mixes_them() -> None:
     assert bool(_plain_support(lambda x: tokens(x)[0, 6].sum(), x).all())  # after attention: every pixel
 
 
+def test_swin_windows_make_the_theory_an_upper_bound_not_an_exact_field() -> None:
+    """torchvision's Swin partitions the (N, H, W, C) map into windows with a view the tracer cannot follow
+    ((N, H/4, 4, W/4, 4, C) here). The first window attention mixes 4x4 tokens of 4x4 pixels: the centre unit
+    of features.1.0 measures 16x16 (rows and columns 16..31), not the whole 32x32 image the theory gives. The
+    theory is an upper bound there and must say so (exact=False; it said exact). Up to the partition it is exact
+    and equals the measurement (the 4x4 patches)."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    swin = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 1], num_heads=[1, 1], window_size=[4, 4])
+    g = trace(swin.eval(), (3, 32, 32))
+    for name in ("features.0", "features.1.0.norm1"):
+        assert (g.geometry(name).receptive_field, g.geometry(name).exact) == ((4, 4), True), name
+        assert receptive_field_empirical(swin, name, 32).size == (4, 4), name
+    emp = receptive_field_empirical(swin, "features.1.0", 32)
+    assert (emp.size, emp.box) == ((16, 16), (16, 16, 31, 31))
+    for name in ("features.1.0.attn", "features.1.0", "features.2"):
+        geo = g.geometry(name)
+        assert geo.receptive_field == (32, 32) and not geo.exact, name
+
+
+class _HeadsAndBack(nn.Module):
+    """Patch tokens (4x4 patches, (N, L, C)), their features split into 2 heads (N, L, 2, C/2) and merged back:
+    what attention does to its queries before it mixes the tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 4, 4, stride=4)
+        self.split, self.merge = nn.Unflatten(2, (2, 2)), nn.Flatten(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.merge(self.split(self.proj(x).flatten(2).transpose(1, 2)))
+
+
+def test_splitting_features_into_heads_keeps_each_tokens_field() -> None:
+    """A reshape that only splits the axes after the token axis moves no pixel between tokens: each token still
+    sees its 4x4 patch (exact), and so does the merged result; token 6 of the 4x4 grid = unit (1, 2) sees rows
+    4..7, columns 8..11. (The tracer lost the layout at the split and gave one field for all tokens.)"""
+    net = _HeadsAndBack().eval()
+    g = trace(net, (3, 16, 16))
+    for name in ("split", "merge"):
+        geo = g.geometry(name)
+        assert (geo.receptive_field, geo.jump, geo.exact) == ((4, 4), (4, 4), True), name
+        assert geo.tokens is not None and geo.tokens[1:] == (4, 4, 0), name
+    emp = receptive_field_empirical(net, "merge", 16, unit=(1, 2))
+    assert (emp.size, emp.box, emp.pixels) == ((4, 4), (4, 8, 7, 11), 16)
+
+
 @pytest.mark.slow
 def test_mobilenet_v3_squeeze_excitation_empirical_field() -> None:
     """Regression (issue 16.5): on the cancellation-free copy the SE gates (pool -> FC -> hard-sigmoid ->

@@ -907,6 +907,9 @@ def _reshape(op: OpCall) -> OpResult:
             return OpResult("layout", Geometry(g.h, g.w, g.exact, (a, a + 1)))
         if shape == s:
             return OpResult("layout", g)
+    last = max(g.dims) if g.dims is not None else (g.tokens[0] if g.tokens is not None else None)
+    if last is not None and len(s) > last + 1 and shape[: last + 1] == s[: last + 1]:
+        return OpResult("layout", g)  # only the axes after the map's (features into heads and back): kept
     return OpResult()
 
 
@@ -1107,9 +1110,16 @@ def _generic(op: OpCall, res: OpResult) -> OpResult:
         res.geometry = _merge(keep, others, shape, True)
         return res
     # the layout is gone (flatten, global pooling, mean, linear on vectors): one field for all units;
-    # exact unless an unknown op still returns a spatial map (transposed convs, unfold)
+    # exact unless an unknown op still returns a spatial map (transposed convs, unfold), or a reshape moved
+    # the map's positions where the tracer cannot follow them (Swin's windows: (N, H, W, C) -> (N, H/7, 7,
+    # W/7, 7, C)): what the following ops mix is then unknown, and one field for all is only an upper bound
     spatial_out = op.out.ndim == 4 and shape[-2:] != (1, 1) and any(g.dims is not None for g, _ in op.items)
-    res.geometry = _merge([], op.items, shape, not spatial_out)
+    rearranged = (
+        _op_name(op.func) in ("reshape", "view", "unflatten")
+        and len(shape) >= 3
+        and any(g.dims is not None or g.tokens is not None for g, _ in op.items)
+    )
+    res.geometry = _merge([], op.items, shape, not (spatial_out or rearranged))
     res.kind = "unknown" if spatial_out else ("global" if kind == "elementwise" else kind)
     return res
 
