@@ -91,7 +91,7 @@ def test_hooks_removed_and_mode_restored_on_error() -> None:
             raise RuntimeError("boom")
 
     net = Boom().train()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(InputError, match=r"^the model failed on this 1x3x8x8 input \(boom\)\.$"):
         get_activations(net, torch.zeros(1, 3, 8, 8), ["conv"])
     assert hook_count(net) == 0 and net.training
 

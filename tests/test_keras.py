@@ -20,7 +20,7 @@ os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported (conftest sets
 keras = pytest.importorskip("keras")
 
 from convlens.cli import main  # noqa: E402
-from convlens.errors import ModelError  # noqa: E402
+from convlens.errors import InputError, ModelError  # noqa: E402
 from convlens.explain import METHODS, explain  # noqa: E402
 from convlens.inspect import summarize  # noqa: E402
 from convlens.inspect.activations import get_activations  # noqa: E402
@@ -316,6 +316,22 @@ def test_errors_are_one_sentence(tmp_path, saved):
         load_model(str(tmp_path / "bad.keras"))
     with pytest.raises(ModelError, match="drop --weights"):
         load_model(str(saved["chollet"][0]), weights=saved["chollet"][0])
+
+
+def test_a_keras_model_at_another_input_size_is_one_input_error(bundles):
+    """The book's convnet is built for 32x32: at 40x40 its Dense layer's input spec raises a ValueError deep in
+    the forward, behind Keras's "Exception encountered when calling Sequential.call()." and colour codes;
+    activations, the empirical field and the unit trace report it as one InputError quoting the cause."""
+    from convlens.inspect import receptive_field_empirical, trace_unit
+
+    net, x = bundles["chollet"].model, torch.rand(1, 3, 40, 40)
+    expected = r"^the model failed on .*40.* \(Input 0 .* of layer 'out' is incompatible .* received input with shape \(1, 1296\)\)"
+    with pytest.raises(InputError, match=expected):
+        get_activations(net, x, ["conv1"])
+    with pytest.raises(InputError, match=expected):
+        receptive_field_empirical(net, "conv1", 40)
+    with pytest.raises(InputError, match=expected):
+        trace_unit(net, x, "conv1", (0, 3, 3))
 
 
 def test_keras_with_another_backend_or_missing_is_a_clear_error(monkeypatch):

@@ -1209,3 +1209,27 @@ def test_empirical_field_of_convnext_equals_the_theory_at_every_stage() -> None:
         e = receptive_field_empirical(net, layer, 64)
         assert (e.size, e.box) == ((size, size), box), layer
         assert receptive_field(net, layer, (3, 64, 64)).receptive_field == (size, size), layer
+
+
+class _FixedSize(nn.Module):
+    """Like timm's PatchEmbed with a fixed img_size: asserts the input width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-1] == 16, f"Input width ({x.shape[-1]}) doesn't match model (16)."
+        return self.conv(x)
+
+
+def test_a_model_that_rejects_the_input_size_is_one_input_error() -> None:
+    """An AssertionError (timm's fixed sizes) inside the forward is reported as one InputError that quotes it,
+    by activations and by the empirical field; at its own size the model works (unit (7, 7) sees 7..9)."""
+    net = _FixedSize()
+    quoted = r"^the model failed on .*20.* \(Input width \(20\) doesn't match model \(16\)\.\)"
+    with pytest.raises(InputError, match=quoted):
+        get_activations(net, torch.rand(1, 3, 20, 20), ["conv"])
+    with pytest.raises(InputError, match=quoted):
+        receptive_field_empirical(net, "conv", 20)
+    assert receptive_field_empirical(net, "conv", 16).box == (7, 7, 9, 9)

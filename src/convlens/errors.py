@@ -15,7 +15,18 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["ConvlensError", "InputError", "ModelError", "LayerError", "DataError", "RandomWeightsWarning"]
+import re
+
+__all__ = [
+    "ConvlensError",
+    "InputError",
+    "ModelError",
+    "LayerError",
+    "DataError",
+    "RandomWeightsWarning",
+    "MODEL_FAILURES",
+    "first_line",
+]
 
 
 class ConvlensError(Exception):
@@ -46,3 +57,29 @@ class RandomWeightsWarning(UserWarning):
 
     :func:`convlens.models.load_model` warns with it; the CLI prints it once, loudly, on stderr.
     """
+
+
+#: what a model's forward raises on an input it cannot take: torch ops (RuntimeError), Keras input specs
+#: (ValueError), timm's fixed input sizes (AssertionError), index or type slips in a model's own forward.
+#: Where convlens runs a model on an input it chose or was given, these become one InputError sentence.
+MODEL_FAILURES: tuple[type[Exception], ...] = (RuntimeError, ValueError, IndexError, TypeError, AssertionError)
+
+
+def first_line(e: BaseException) -> str:
+    r"""The first line of ``e``'s message, or its type's name when it has none: what an error sentence quotes.
+
+    Terminal colour codes are dropped, and Keras's wrapper line ("Exception encountered when calling
+    Sequential.call().") gives way to the cause on the next line.
+
+    Example:
+        >>> first_line(AssertionError("Input height (48) doesn't match model (64).\nmore detail"))
+        "Input height (48) doesn't match model (64)."
+        >>> first_line(ValueError("Exception encountered when calling Sequential.call().\n\n\x1b[1mbad shape\x1b[0m"))
+        'bad shape'
+        >>> first_line(IndexError())
+        'IndexError'
+    """
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Exception encountered when calling"):
+        lines = lines[1:]
+    return lines[0] if lines else type(e).__name__

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from convlens.errors import InputError, LayerError
+from convlens.errors import MODEL_FAILURES, InputError, LayerError, first_line
 from convlens.hooks import capture, device_of, first_tensor, preserve_state
 
 __all__ = [
@@ -1309,10 +1309,9 @@ def trace(
                 cap.run(x)
     except HandlerError:
         raise
-    except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as e:  # timm asserts fixed input sizes
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except MODEL_FAILURES as e:
         raise InputError(
-            f"the model failed on a {'x'.join(str(v) for v in x.shape)} (NxCxHxW) input ({msg}); try a larger or differently shaped --input."
+            f"the model failed on a {'x'.join(str(v) for v in x.shape)} (NxCxHxW) input ({first_line(e)}); try a larger or differently shaped --input."
         ) from e
     nodes = rec.nodes
     for c in rec.calls:

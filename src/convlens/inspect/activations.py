@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from convlens.errors import InputError, LayerError
+from convlens.errors import MODEL_FAILURES, ConvlensError, InputError, LayerError, first_line
 from convlens.hooks import capture, preserve_state
 from convlens.inspect.summary import hwc
 from convlens.layers import as_nchw, resolve
@@ -124,7 +124,12 @@ def get_activations(
     bases = [resolve(model, base, input_shape=shape)[0].name for base, _ in picks]
     hooked = list(dict.fromkeys(names + bases))
     with preserve_state(model, train=False), torch.no_grad(), capture(model, hooked, detach=True, clone=True) as cap:
-        cap.run(x)
+        try:
+            cap.run(x)
+        except ConvlensError:
+            raise
+        except MODEL_FAILURES as e:
+            raise InputError(f"the model failed on this {'x'.join(map(str, x.shape))} input ({first_line(e)}).") from e
         missing = [n for n in hooked if n not in cap.activations]
         if missing:
             raise LayerError(f"layer '{missing[0]}' did not run (or returned no tensor) in the forward pass.")

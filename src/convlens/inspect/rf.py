@@ -21,8 +21,8 @@ multiplicative gates), so ``∂y/∂x_p > 0`` exactly for the pixels p connected
 path and 0 elsewhere: the support is the union over all paths, what the theory claims. The user's
 model is never modified. Norms with per-image statistics (LayerNorm, GroupNorm, InstanceNorm, RMSNorm)
 hold their statistics constant, as BatchNorm does in eval mode: they act as the identity, so a field counts
-the paths through their values (as the theory does), not through their statistics. Attention makes fields
-global anyway.
+the paths through their values (as the theory does), not through their statistics. Attention over all
+tokens makes fields global anyway (window attention: the window).
 
 Example:
     >>> import torch
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from convlens.errors import InputError, LayerError
+from convlens.errors import MODEL_FAILURES, ConvlensError, InputError, LayerError, first_line
 from convlens.graph import Geometry, int_pair, torch_functions, trace
 from convlens.hooks import capture, device_of, preserve_state
 from convlens.layers import layer_layouts, resolve
@@ -292,10 +292,10 @@ def receptive_field_empirical(
         try:
             cap.model = _Functional(model, tensors)
             cap.run(x)
-        except RuntimeError as e:
-            raise InputError(
-                f"the model failed on a {size[0]}x{size[1]} probe in float64 ({str(e).splitlines()[0]})."
-            ) from e
+        except ConvlensError:
+            raise
+        except MODEL_FAILURES as e:
+            raise InputError(f"the model failed on a {size[0]}x{size[1]} probe in float64 ({first_line(e)}).") from e
     calls = cap.calls.get(name, [])
     if not calls:
         raise LayerError(f"layer '{name}' was not called in the forward pass.")

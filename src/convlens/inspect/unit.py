@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from convlens.errors import InputError, LayerError
+from convlens.errors import MODEL_FAILURES, InputError, LayerError, first_line
 from convlens.graph import bind_args, int_pair, tensors_in, torch_functions
 from convlens.hooks import StopForward, capture, device_of, first_tensor, preserve_state
 from convlens.layers import resolve
@@ -951,9 +951,8 @@ def trace_unit(
             capture(model, [name, *children], on_call=on_call, on_pre_call=on_pre) as cap,
         ):
             cap.run(x)  # a StopForward raised after the requested call ends the pass early
-    except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"the model failed on this {'x'.join(map(str, x.shape))} input ({msg}).") from e
+    except MODEL_FAILURES as e:
+        raise InputError(f"the model failed on this {'x'.join(map(str, x.shape))} input ({first_line(e)}).") from e
     finally:
         if state["active"]:
             tape.__exit__(None, None, None)
