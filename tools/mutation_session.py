@@ -31,6 +31,7 @@ import argparse
 import fnmatch
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,6 +66,15 @@ def refresh(part: str) -> None:
         "setup_source_paths()\n"
         "collect_or_load_stats(get_mutant_runner(1), invalidate_stale_callers=False)\n"
     )
+    # mutmut copies the modules it does not mutate into mutants/ once, at the first run: bring them up to date
+    targets = mutation.targets(part)
+    for f in (work / "src").rglob("*"):
+        rel = f.relative_to(work)
+        if f.is_file() and "__pycache__" not in rel.parts and not any(fnmatch.fnmatch(str(rel), t) for t in targets):
+            dst = work / "mutants" / rel
+            if not dst.exists() or dst.read_bytes() != f.read_bytes():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dst)
     subprocess.run([sys.executable, "-c", code], cwd=work, env=mutation._mutmut_env(), check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
     # mutmut's incremental pass maps only the new tests and forgets older ones of functions that changed:
