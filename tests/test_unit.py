@@ -1233,3 +1233,25 @@ def test_a_model_that_rejects_the_input_size_is_one_input_error() -> None:
     with pytest.raises(InputError, match=quoted):
         receptive_field_empirical(net, "conv", 20)
     assert receptive_field_empirical(net, "conv", 16).box == (7, 7, 9, 9)
+
+
+class _ChannelsLastTwice(nn.Module):
+    """One conv + permute to (N, H, W, C), called on the image and on the image average-pooled by 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.m = nn.Sequential(nn.Conv2d(1, 2, 3), _Permute(0, 2, 3, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m(x).mean((1, 2)) + self.m(F.avg_pool2d(x, 2)).mean((1, 2))
+
+
+def test_empirical_field_of_each_call_of_a_channels_last_module() -> None:
+    """16x16 image: call 0 gives a 14x14 channels-last map, centre (7, 7) sees rows and columns 7..9; call 1 runs
+    on the 8x8 half-size image, a 6x6 map whose centre (3, 3) reads pooled pixels 3..5, image rows 6..11. The
+    layout probe sees the last call's 6x6 grid; the first call is still read as rows and columns."""
+    net = _ChannelsLastTwice()
+    first = receptive_field_empirical(net, "m", 16, in_channels=1, call=0)
+    assert (first.unit, first.box, first.pixels) == ((7, 7), (7, 7, 9, 9), 9)
+    last = receptive_field_empirical(net, "m", 16, in_channels=1, call=-1)
+    assert (last.unit, last.box, last.pixels) == ((3, 3), (6, 6, 11, 11), 36)

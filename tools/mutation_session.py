@@ -170,7 +170,7 @@ class _Session:
         return True
 
 
-def run(part: str, survivors: bool, shard: tuple[int, int]) -> int:
+def run(part: str, survivors: bool, shard: tuple[int, int], only: str = "*") -> int:
     work = mutation.SCRATCH / part
     mutants = work / "mutants"
     if not (mutants / "mutmut-stats.json").exists():
@@ -178,7 +178,7 @@ def run(part: str, survivors: bool, shard: tuple[int, int]) -> int:
     globs = mutation._config()["convlens-mutation"].get("functions", {}).get(part, [])
     stats = json.loads((mutants / "mutmut-stats.json").read_text())
     by_fn, dur = stats["tests_by_mangled_function_name"], stats["duration_by_test"]
-    names = _pending(mutants, globs, 0 if survivors else None)
+    names = [m for m in _pending(mutants, globs, 0 if survivors else None) if fnmatch.fnmatch(m, only)]
     names = [n for i, n in enumerate(names) if i % shard[1] == shard[0]]
     tests_for = {n: sorted(by_fn.get(n.split("__mutmut_")[0], []), key=lambda t: dur.get(t, 0.0)) for n in names}
     unreached = [n for n in names if not tests_for[n]]
@@ -206,11 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refresh", action="store_true", help="update the scratch copy and the test map first")
     ap.add_argument("--survivors", action="store_true", help="re-run the recorded survivors instead")
     ap.add_argument("--shard", default="0/1", help="I/N: run every N-th mutant from the I-th (one process per core)")
+    ap.add_argument(
+        "--only", default="*", help="glob on mutant names: run only those (e.g. '*receptive_field_empirical*')"
+    )
     a = ap.parse_args(argv)
     i, n = (int(v) for v in a.shard.split("/"))
     if a.refresh:
         refresh(a.part)
-    return run(a.part, a.survivors, (i, n))
+    return run(a.part, a.survivors, (i, n), a.only)
 
 
 if __name__ == "__main__":
