@@ -1255,3 +1255,20 @@ def test_empirical_field_of_each_call_of_a_channels_last_module() -> None:
     assert (first.unit, first.box, first.pixels) == ((7, 7), (7, 7, 9, 9), 9)
     last = receptive_field_empirical(net, "m", 16, in_channels=1, call=-1)
     assert (last.unit, last.box, last.pixels) == ((3, 3), (6, 6, 11, 11), 36)
+
+
+@pytest.mark.slow
+def test_cli_unit_says_when_the_field_is_an_upper_bound(capsys, tmp_path, chelsea: np.ndarray) -> None:
+    """After Swin's first window attention the traced field (the whole 224x224 image) is an upper bound
+    (exact=False: the window partition is a reshape the tracer cannot follow); the text says so, and a
+    stage before it (the 4x4 patch embedding) is printed as exact."""
+    from PIL import Image
+
+    img = tmp_path / "cat.png"
+    Image.fromarray(chelsea).save(img)
+    assert main(["unit", str(img), "--model", "swin_t", "--layer", "features.1.1.norm1", "--at", "0,10,10"]) == 0
+    out = capsys.readouterr().out
+    assert "receptive field 224x224 at most (an upper bound: the tracer approximated an op on the way):" in out
+    assert main(["unit", str(img), "--model", "swin_t", "--layer", "features.1.0.norm1", "--at", "0,10,10"]) == 0
+    out = capsys.readouterr().out
+    assert "receptive field 4x4: box (top, left, bottom, right) (40, 40, 43, 43)" in out

@@ -132,8 +132,9 @@ def _print_trace(t, out: Path | None) -> None:  # noqa: ANN001 -- a UnitTrace
         inner = inner.inner
     if t.rf is not None:
         r = t.rf
+        bound = "" if r.exact else " at most (an upper bound: the tracer approximated an op on the way)"
         con.print(
-            f"  receptive field {r.size[0]}x{r.size[1]}: box (top, left, bottom, right) {r.box}, in the image {r.clipped_box}"
+            f"  receptive field {r.size[0]}x{r.size[1]}{bound}: box (top, left, bottom, right) {r.box}, in the image {r.clipped_box}"
         )
         if any(r.padding):
             con.print(

@@ -316,7 +316,7 @@ function showTrace(u) {
   $("trace-terms").replaceChildren(...parts, t);
   $("unit-message").textContent = `${terms.length} terms (largest first${terms.length > 64 ? ", 64 shown" : ""}) + bias = total; check: |model − traced| = ${fmt(u.abs_error, 3)}`;
   if (u.rf_box) drawBox(u.rf_box);
-  const rf = u.rf ? `theoretical field ${u.rf.size ? u.rf.size.join("x") : ""} px, box (top, left, bottom, right) ${u.rf_box.join(", ")} (orange)` : "";
+  const rf = u.rf ? `theoretical field ${u.rf.size ? u.rf.size.join("x") : ""} px${u.rf.exact === false ? " at most (an upper bound)" : ""}, box (top, left, bottom, right) ${u.rf_box.join(", ")} (orange)` : "";
   let erf = "";
   if (u.erf && u.erf.zero_gradient) erf = "; effective field: the gradient is zero on this image (the unit is off)";
   else if (u.erf) erf = `; effective field (heat): ${fmt(100 * u.erf.mass_in_box, 3)}% of |∂y/∂x| inside the box, r50 ${fmt(u.erf.r50, 3)} px, r90 ${fmt(u.erf.r90, 3)} px`;
