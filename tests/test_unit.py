@@ -1272,3 +1272,43 @@ def test_cli_unit_says_when_the_field_is_an_upper_bound(capsys, tmp_path, chelse
     assert main(["unit", str(img), "--model", "swin_t", "--layer", "features.1.0.norm1", "--at", "0,10,10"]) == 0
     out = capsys.readouterr().out
     assert "receptive field 4x4: box (top, left, bottom, right) (40, 40, 43, 43)" in out
+
+
+class _HiddenIdentity(nn.Module):
+    """A 1x1 identity conv, then a view the tracer cannot follow ((N, C, H/2, 2, W, 1)) and back: each output
+    pixel is its input pixel, but the traced field is the whole image, an upper bound (exact=False)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        n, c, h, w = y.shape
+        return y.view(n, c, h // 2, 2, w, 1).view(n, c, h, w) * 1.0
+
+
+def test_effective_field_radii_of_an_upper_bound_field_are_taken_at_the_units_place() -> None:
+    """Unit (5, 2) of an 8x8 map on an 8x8 image holds all its gradient on pixel (5, 2). The traced box is the
+    whole image (an upper bound), whose centre (3.5, 3.5) says nothing of the unit: the radii are measured from
+    the unit's place, (5.5·8/8 - 0.5, 2.5·8/8 - 0.5) = (5, 2), so both are 0 (from the box centre they were
+    √(1.5² + 1.5²) = 2.1213)."""
+    net = nn.Sequential(_HiddenIdentity())
+    x = torch.rand(1, 1, 8, 8)
+    e = effective_receptive_field(net, x, "0", (0, 5, 2))
+    rf = unit_receptive_field(net, "0", (5, 2), (1, 8, 8))
+    assert (rf.exact, rf.size) == (False, (8, 8))
+    assert (e.center, e.support_box, e.r50, e.r90, e.mass_in_box) == ((5.0, 2.0), (5, 2, 5, 2), 0.0, 0.0, 1.0)
+
+
+def test_effective_field_of_each_call_of_a_channels_last_module() -> None:
+    """The channels-last module called on the 16x16 image and on its 8x8 half: call 0's (1, 14, 14, 2) map is
+    read as rows and columns too (the layout probe saw the last call's 6x6 grid). Channel 0 at (7, 7) has its
+    gradient on the 3x3 window rows and columns 7..9; at call 1, (3, 3) reads pooled pixels 3..5: rows 6..11."""
+    net = _ChannelsLastTwice()
+    x = torch.rand(1, 1, 16, 16)
+    first = effective_receptive_field(net, x, "m", (0, 7, 7), call=0)
+    assert first.support_box == (7, 7, 9, 9)
+    assert effective_receptive_field(net, x, "m", (0, 3, 3), call=1).support_box == (6, 6, 11, 11)

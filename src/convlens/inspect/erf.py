@@ -260,6 +260,10 @@ def effective_receptive_field(
     """``|∂y_{c,i,j}/∂x|`` summed over colour and normalised, with its mass inside the theoretical box
     and the radii holding 50 % / 90 % of it (Luo et al. 2016).
 
+    The radii are measured from the centre of the unit's theoretical box; when that box is only an upper
+    bound (``rf.exact`` False: Swin's windows, approximated ops), from the unit's place on its map scaled to
+    the image, ``((i + ½)·H/h - ½, (j + ½)·W/w - ½)``.
+
     Gradients go only to the image (``torch.autograd.grad``; parameters' ``.grad`` stay untouched), in eval
     mode; modes and ``requires_grad`` flags are restored.
 
@@ -309,8 +313,11 @@ def effective_receptive_field(
         y = first_tensor(calls[-1 if call is None else call])
         assert y is not None
         if lay is not None and lay.is_map and len(at) == 3:
-            with contextlib.suppress(LayerError):  # a call of another shape than the probed one: read it as is
-                y = lay.to_nchw(y)
+            if lay.fmt == "NHWC":  # channels-last at any size (another call of the layer may have another grid)
+                y = lay.channels_first(y)
+            else:
+                with contextlib.suppress(LayerError):  # tokens of a call of another shape: read them as they are
+                    y = lay.to_nchw(y)
         if y.ndim == 4 and len(at) == 3:
             idx: tuple[int, ...] = (0, *at)
         elif y.ndim == 2:
@@ -327,8 +334,11 @@ def effective_receptive_field(
     emap = torch.zeros(x.shape[-2:]) if g is None else g[0].detach().abs().sum(0).double().cpu()
     total = float(emap.sum())
     hh, ww = emap.shape
-    if rf is not None:
+    if rf is not None and (rf.exact or len(idx) != 4):
         cy, cx = rf.center
+    elif len(idx) == 4:  # an upper bound's box says nothing of where the unit is: its place on the map, scaled
+        (gh, gw), (i, j) = y.shape[-2:], idx[2:]
+        cy, cx = (i + 0.5) * hh / gh - 0.5, (j + 0.5) * ww / gw - 0.5
     else:
         cy, cx = (hh - 1) / 2, (ww - 1) / 2
     if total == 0.0:

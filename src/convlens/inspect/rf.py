@@ -46,7 +46,7 @@ from torch.overrides import TorchFunctionMode
 from convlens.errors import MODEL_FAILURES, ConvlensError, InputError, LayerError, first_line
 from convlens.graph import Geometry, int_pair, torch_functions, trace
 from convlens.hooks import capture, device_of, preserve_state
-from convlens.layers import Layout, layer_layouts, resolve
+from convlens.layers import layer_layouts, resolve
 
 __all__ = ["EmpiricalRF", "receptive_field", "receptive_field_empirical"]
 
@@ -306,7 +306,7 @@ def receptive_field_empirical(
     if y.ndim == 4:  # channels-last maps (Swin, ConvNeXt's blocks) as (N, C, H, W), by THE layout conversion
         lay = layer_layouts(model, (in_channels, *size)).get(name)
         if lay is not None and lay.fmt == "NHWC":  # the probe saw the last call: this call's grid may differ
-            y = Layout("NHWC", grid=(int(y.shape[1]), int(y.shape[2]))).to_nchw(y)
+            y = lay.channels_first(y)
     else:  # (N, L, C) tokens of a flattened grid (a ViT's patch embedding): unit (r, c) is one token
         geo = trace(model, (in_channels, *size), device=dev).geometry(name, call)
         tokens = geo.tokens
