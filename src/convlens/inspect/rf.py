@@ -259,8 +259,10 @@ def receptive_field_empirical(
     """Measure the receptive field of one unit of ``layer`` as the support of ``∂y_unit/∂x``.
 
     The unit is the centre of the layer's output map (``unit=(row, col)`` to choose); the score is the
-    sum over its channels. A layer that outputs tokens of a flattened grid (``(N, L, C)`` after a ViT's
-    patch embedding, :attr:`convlens.graph.Geometry.tokens`) is measured on the token of unit (row, col). Runs on a cancellation-free copy (see module docstring); ``model`` is untouched.
+    sum over its channels; channels-last (N, H, W, C) maps are read as rows and columns too. A layer that
+    outputs tokens of a flattened grid (``(N, L, C)`` after a ViT's patch embedding,
+    :attr:`convlens.graph.Geometry.tokens`) is measured on the token of unit (row, col). Runs on a
+    cancellation-free copy (see module docstring); ``model`` is untouched.
 
     Args:
         model: the network.
