@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.errors import InputError, LayerError
+from convlens.errors import InputError, LayerError, first_line
 from convlens.hooks import capture, device_of, preserve_state
 from convlens.layers import auto_layer, layer_layouts
 from convlens.models.logits import logits
@@ -173,7 +173,7 @@ def call_target(fn: Callable[[Any], torch.Tensor], out: Any, b: int) -> torch.Te
     try:
         s = fn(out)
     except (RuntimeError, IndexError, ValueError) as e:
-        raise InputError(f"{hint}; it failed with: {str(e).splitlines()[0] if str(e) else type(e).__name__}.") from None
+        raise InputError(f"{hint}; it failed with: {first_line(e)}.") from None
     if not isinstance(s, torch.Tensor) or s.shape != (b,):
         got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
         raise InputError(f"{hint}; it returned {got} instead of ({b},).")

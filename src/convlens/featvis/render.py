@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.errors import InputError, LayerError
+from convlens.errors import ConvlensError, InputError, LayerError, first_line
 from convlens.featvis.objectives import (
     INPUT,
     L2,
@@ -187,15 +187,13 @@ def _fixed_size(model: Any) -> int | None:
 
 def _forward_error(run: Callable[[torch.Tensor], Any], x: torch.Tensor) -> str | None:
     """``run(x)`` once (no grad; the truncated forward); the exception's first line if the model rejects the input, else ``None``."""
-    from convlens.errors import ConvlensError
-
     try:
         with torch.no_grad():
             run(x)
     except ConvlensError:
         raise
     except Exception as e:  # shape asserts (ViT), size mismatches in Linear heads, ...
-        return (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return first_line(e)
     return None
 
 

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convlens.errors import InputError, ModelError
+from convlens.errors import InputError, ModelError, first_line
 from convlens.models.preprocess import Preprocess
 
 __all__ = ["KerasModule", "import_keras", "load_keras", "KERAS_EXTRA"]
@@ -323,8 +323,7 @@ def load_keras(
         with keras.device(scope):
             model = keras.saving.load_model(str(p), compile=False)
     except Exception as e:  # noqa: BLE001 - zip/h5/config errors of a user's file: one sentence
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"Keras could not load '{p}' ({type(e).__name__}: {msg}).") from None
+        raise ModelError(f"Keras could not load '{p}' ({type(e).__name__}: {first_line(e)}).") from None
     shape = tuple(getattr(model, "inputs", None)[0].shape) if getattr(model, "inputs", None) else None
     if shape is None or len(shape) != 4 or len(model.inputs) != 1:
         raise ModelError(

@@ -55,7 +55,7 @@ from convlens.data import (
     default_augment,
     load_dataset,
 )
-from convlens.errors import ConvlensError, DataError, InputError, ModelError, RandomWeightsWarning
+from convlens.errors import ConvlensError, DataError, InputError, ModelError, RandomWeightsWarning, first_line
 from convlens.models.logits import logits as class_scores
 from convlens.train import checkpoint as ckpt
 from convlens.train.surgery import (
@@ -277,7 +277,7 @@ def _check_forward(
         except ConvlensError:
             raise
         except Exception as e:  # noqa: BLE001 - any failure of the user's model is reported in one sentence
-            msg = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else type(e).__name__
+            msg = first_line(e).rstrip(".")
             raise ModelError(
                 f"model '{name}' cannot run on {size}x{size} images ({msg}); use a --image-size it accepts "
                 "(e.g. the model's own input size) or a convolutional backbone."
