@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,6 +136,15 @@ def forget(work: Path, names: list[str]) -> None:
     record(work, dict.fromkeys(names))
 
 
+def recorded(work: Path, globs: list[str]) -> Iterator[tuple[str, int | None]]:
+    """(mutant name, recorded mutmut exit code; None = not run yet) of the mutants matching ``globs`` (all when
+    empty), from mutmut's meta files."""
+    for meta in sorted((work / "mutants").rglob("*.py.meta")):
+        for key, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
+            if not globs or any(fnmatch.fnmatch(key, g) for g in globs):
+                yield key, code
+
+
 def verdicts(work: Path, globs: list[str]) -> dict[str, int]:
     """Counts of the recorded verdicts of the mutants matching ``globs`` (all when empty), from mutmut's meta files.
 
@@ -144,13 +154,10 @@ def verdicts(work: Path, globs: list[str]) -> dict[str, int]:
 
     rename = {"not checked": "not_run", "no tests": "no_tests", "segfault": "killed", "caught by type check": "killed"}
     c = {"killed": 0, "survived": 0, "timeout": 0, "suspicious": 0, "no_tests": 0, "skipped": 0, "not_run": 0}
-    for meta in (work / "mutants").rglob("*.py.meta"):
-        for key, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
-            if globs and not any(fnmatch.fnmatch(key, g) for g in globs):
-                continue
-            status = status_by_exit_code[code]
-            status = rename.get(status, status)
-            c[status if status in c else "suspicious"] += 1
+    for _, code in recorded(work, globs):
+        status = status_by_exit_code[code]
+        status = rename.get(status, status)
+        c[status if status in c else "suspicious"] += 1
     return c
 
 

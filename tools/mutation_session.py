@@ -88,15 +88,6 @@ def refresh(part: str) -> None:
     stats.write_text(json.dumps(after))
 
 
-def _pending(mutants: Path, globs: list[str], want: int | None) -> list[str]:
-    names = []
-    for meta in sorted(mutants.rglob("*.py.meta")):
-        for k, v in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
-            if v == want and (not globs or any(fnmatch.fnmatch(k, g) for g in globs)):
-                names.append(k)
-    return sorted(names)
-
-
 def _record(mutants: Path, verdicts: dict[str, str]) -> None:
     import fcntl
 
@@ -108,8 +99,15 @@ def _record(mutants: Path, verdicts: dict[str, str]) -> None:
 class _Session:
     """pytest plugin: replaces the test loop by the loop over mutants."""
 
-    def __init__(self, names: list[str], tests_for: dict[str, list[str]], durations: dict[str, float], mutants: Path):
-        self.names, self.tests_for, self.dur, self.mutants = names, tests_for, durations, mutants
+    def __init__(
+        self,
+        names: list[str],
+        tests_for: dict[str, list[str]],
+        union: list[str],
+        durations: dict[str, float],
+        mutants: Path,
+    ):
+        self.names, self.tests_for, self.union, self.dur, self.mutants = names, tests_for, union, durations, mutants
         self.failed = self.timed_out = False
         self.status = 0
 
@@ -148,7 +146,7 @@ class _Session:
                 return [session]
 
         keep = _Keep()
-        union = sorted({t for n in self.names for t in self.tests_for[n]})
+        union = self.union
         base_limit = 60 + 4 * sum(self.dur.get(t, 1.0) for t in union)
         if self._run(session, by_id, keep, union, "", base_limit) != "survived":
             print("the tests fail without any mutant: fix them first", flush=True)
@@ -178,7 +176,8 @@ def run(part: str, survivors: bool, shard: tuple[int, int], only: str = "*") -> 
     globs = mutation._config()["convlens-mutation"].get("functions", {}).get(part, [])
     stats = json.loads((mutants / "mutmut-stats.json").read_text())
     by_fn, dur = stats["tests_by_mangled_function_name"], stats["duration_by_test"]
-    names = [m for m in _pending(mutants, globs, 0 if survivors else None) if fnmatch.fnmatch(m, only)]
+    want = 0 if survivors else None  # recorded survivors, or the mutants not run yet
+    names = sorted(k for k, code in mutation.recorded(work, globs) if code == want and fnmatch.fnmatch(k, only))
     names = [n for i, n in enumerate(names) if i % shard[1] == shard[0]]
     tests_for = {n: sorted(by_fn.get(n.split("__mutmut_")[0], []), key=lambda t: dur.get(t, 0.0)) for n in names}
     unreached = [n for n in names if not tests_for[n]]
@@ -191,8 +190,8 @@ def run(part: str, survivors: bool, shard: tuple[int, int], only: str = "*") -> 
     sys.path.insert(0, str(mutants / "src"))
     import pytest
 
-    plugin = _Session(names, tests_for, dur, mutants)
     union = sorted({t for n in names for t in tests_for[n]})
+    plugin = _Session(names, tests_for, union, dur, mutants)
     # mutmut's own pytest options, without -x: this loop stops each mutant at its first failure itself
     opts = [o for o in mutation._config()["mutmut"]["pytest_add_cli_args"] if o != "-x"]
     args = [*union, *opts]
