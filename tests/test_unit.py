@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torchvision.ops import Permute
 
 from convlens.cli import main
 from convlens.errors import InputError, LayerError
@@ -324,7 +325,6 @@ def _hand_erf(model: nn.Module, x: torch.Tensor, index: tuple[int, ...]) -> np.n
 def test_effective_field_of_channels_last_layer_is_channel_row_column() -> None:
     """(c, i, j) is channel c at row i, column j on an (N, H, W, C) output too: the ERF is the hand gradient
     of out[0, i, j, c] and the box that of the same unit of the NCHW twin (a 1x1 convolution)."""
-    from torchvision.ops import Permute
 
     torch.manual_seed(0)
     conv, lin = nn.Conv2d(3, 5, 3, stride=2), nn.Linear(5, 7)
@@ -1144,18 +1144,9 @@ def test_effective_field_radius_when_the_farthest_pixel_holds_the_mass() -> None
     assert (e.center, e.support_box, e.r50, e.r90) == ((0.0, 0.0), (0, 0, 0, 1), 1.0, 1.0)
 
 
-class _Permute(nn.Module):
-    def __init__(self, *dims: int) -> None:
-        super().__init__()
-        self.dims = dims
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(*self.dims)
-
-
 def _channels_last(norm: nn.Module) -> nn.Sequential:
     """``norm`` over the channels of each pixel, as ConvNeXt writes it: NCHW -> NHWC, norm, back."""
-    return nn.Sequential(_Permute(0, 2, 3, 1), norm, _Permute(0, 3, 1, 2))
+    return nn.Sequential(Permute([0, 2, 3, 1]), norm, Permute([0, 3, 1, 2]))
 
 
 @pytest.mark.parametrize(
@@ -1182,7 +1173,7 @@ def test_empirical_field_through_a_norm_with_per_image_statistics(norm: nn.Modul
 def test_empirical_field_of_a_channels_last_map_is_read_as_rows_and_columns() -> None:
     """A 3x3 conv on a 9x13 image, then permuted to (N, H, W, C) = (1, 7, 11, 2): the default unit is the centre
     (3, 5) of the 7x11 map, which sees rows 3..5 and columns 5..7 (not W x C read as rows x columns)."""
-    net = nn.Sequential(nn.Conv2d(1, 2, 3), _Permute(0, 2, 3, 1))
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), Permute([0, 2, 3, 1]))
     e = receptive_field_empirical(net, "1", (9, 13), in_channels=1)
     assert (e.unit, e.box, e.pixels) == ((3, 5), (3, 5, 5, 7), 9)
     assert receptive_field_empirical(net, "1", (9, 13), in_channels=1, unit=(6, 10)).box == (6, 10, 8, 12)
@@ -1240,7 +1231,7 @@ class _ChannelsLastTwice(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.m = nn.Sequential(nn.Conv2d(1, 2, 3), _Permute(0, 2, 3, 1))
+        self.m = nn.Sequential(nn.Conv2d(1, 2, 3), Permute([0, 2, 3, 1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.m(x).mean((1, 2)) + self.m(F.avg_pool2d(x, 2)).mean((1, 2))
